@@ -1,0 +1,28 @@
+"""The interpreter pool: warm Python interpreters behind a small, thread-safe API.
+
+``from pool import Pool``. This package knows nothing of Celery or Redis. Its public
+names are loaded lazily because every interpreter imports this package on its way to
+:mod:`pool.interpreter`, and must not pay for the parent side (pydantic, psutil).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pool.hooks import PoolObserver
+    from pool.pool import Pool
+
+__all__ = ["Pool", "PoolObserver"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Pool":
+        from pool.pool import Pool
+
+        return Pool
+    if name == "PoolObserver":
+        from pool.hooks import PoolObserver
+
+        return PoolObserver
+    raise AttributeError(f"module 'pool' has no attribute {name!r}")

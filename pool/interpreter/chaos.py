@@ -1,0 +1,100 @@
+"""Test-only adapter that misbehaves on request: crash, hang, exit, noise, huge results.
+
+Refuses to load unless ``SNAKEPOOL_ENABLE_CHAOS=1`` (the ``ENABLE_CHAOS`` setting), so
+it can never be enabled by accident in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from pool.interpreter.adapter import InvalidArguments, command
+from pool.interpreter.builtin import calculate, echo, get_stats, ping, sleep
+
+if os.environ.get("SNAKEPOOL_ENABLE_CHAOS") != "1":
+    raise ImportError(
+        "the chaos adapter is for tests only: set SNAKEPOOL_ENABLE_CHAOS=1 to enable it"
+    )
+
+__all__ = [
+    "allocate", "calculate", "corrupt_protocol", "crash", "echo", "exit", "fail",
+    "get_stats", "hang", "huge_result", "ping", "sleep", "stdout_noise",
+]  # fmt: skip
+
+_hoard: list[bytearray] = []
+
+
+def _int(args: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArguments(f"{name!r} must be an integer from {low} to {high}")
+    return value
+
+
+@command()
+def crash(args: dict[str, Any]) -> None:
+    """Die by a signal (default SIGKILL) without replying."""
+    os.kill(os.getpid(), _int(args, "signal", signal.SIGKILL, 1, 64))
+    time.sleep(10)
+
+
+@command()
+def exit(args: dict[str, Any]) -> None:
+    """Exit at once with ``{"code": n}`` (default 1), skipping cleanup."""
+    sys.stdout.flush()
+    os._exit(_int(args, "code", 1, 0, 255))
+
+
+@command()
+def hang(args: dict[str, Any]) -> None:
+    """Never return (until killed)."""
+    while True:
+        time.sleep(3600)
+
+
+@command()
+def fail(args: dict[str, Any]) -> None:
+    """Raise ``ValueError(message)`` inside the interpreter."""
+    raise ValueError(str(args.get("message", "chaos says no")))
+
+
+@command(read_only=True)
+def stdout_noise(args: dict[str, Any]) -> dict[str, int]:
+    """Write ``lines`` lines to sys.stdout, fd 1 and stderr, then reply normally."""
+    lines = _int(args, "lines", 100, 0, 1_000_000)
+    for i in range(lines):
+        print(f"noise {i} \x00\xff not a frame")
+    sys.stdout.flush()
+    os.write(1, b"\x00\x00\x00\x10raw bytes on fd 1\n")
+    print("and some on stderr", file=sys.stderr)
+    return {"lines": lines}
+
+
+@command(read_only=True)
+def huge_result(args: dict[str, Any]) -> str:
+    """Return a string of ``{"bytes": n}`` bytes."""
+    return "x" * _int(args, "bytes", 1 << 20, 0, 1 << 30)
+
+
+@command()
+def allocate(args: dict[str, Any]) -> dict[str, int]:
+    """Allocate and keep ``{"mb": n}`` MiB (touched, so it counts in RSS)."""
+    mb = _int(args, "mb", 10, 0, 4096)
+    block = bytearray(mb * 1024 * 1024)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    _hoard.append(block)
+    return {"held_mb": sum(len(b) for b in _hoard) // (1024 * 1024)}
+
+
+@command()
+def corrupt_protocol(args: dict[str, Any]) -> None:
+    """Write garbage straight into the reply pipe, as a buggy C extension might."""
+    from pool.interpreter.server import current_reply_fd
+
+    os.write(current_reply_fd(), b"\xff\xff\xff\xffgarbage")
+    time.sleep(10)

@@ -1,0 +1,184 @@
+"""The loop inside each interpreter: read a request frame, run the command, reply.
+
+It talks to the pool over two dedicated pipes (never stdin/stdout, so user code that
+prints cannot corrupt the protocol). It exits 0 when the request pipe reaches EOF
+(the pool closed it, or died), which is the clean-exit handshake: the pool never
+mistakes a retirement for a crash.
+
+Usually entered in a child forked from the template (:mod:`pool.interpreter.template`);
+with ``start_method="spawn"`` it is run as ``python -m pool.interpreter.server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Any
+
+from pool.interpreter import wire
+from pool.interpreter.adapter import CommandError, CommandTable, load_adapter
+from pool.interpreter.core import process_stats
+
+__all__ = ["current_reply_fd", "prepare_child", "serve"]
+
+_HEADER_SIZE = wire.HEADER.size
+_reply_fd = -1
+
+
+def current_reply_fd() -> int:
+    """The reply pipe of this interpreter (for the chaos adapter's protocol corruption)."""
+    return _reply_fd
+
+
+class _FrameReader:
+    """Reads whole frames from a blocking pipe, usually one ``read`` per request."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.buffer = bytearray()
+
+    def next(self) -> bytes | None:
+        """The next frame's payload, or None at EOF. Raises ``DecodeError`` if oversize."""
+        buffer = self.buffer
+        while True:
+            if len(buffer) >= _HEADER_SIZE:
+                (size,) = wire.HEADER.unpack_from(buffer)
+                if size > self.limit:
+                    raise wire.DecodeError(f"frame of {size} bytes over the limit")
+                end = _HEADER_SIZE + size
+                if len(buffer) >= end:
+                    payload = bytes(buffer[_HEADER_SIZE:end])
+                    del buffer[:end]
+                    return payload
+                want = max(end - len(buffer), 1 << 16)
+            else:
+                want = 1 << 16
+            chunk = os.read(self.fd, want)
+            if not chunk:
+                return None
+            buffer += chunk
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "message": message, **extra}
+
+
+def _run(table: CommandTable, request: wire.Request) -> tuple[bool, Any]:
+    handler = table.handlers.get(request.command)
+    if handler is None:
+        return False, _error(
+            "UnknownCommand",
+            f"unknown command {request.command!r}",
+            available=sorted(table.handlers),
+        )
+    try:
+        return True, handler(request.args)
+    except CommandError as exc:
+        return False, _error(type(exc).__name__, str(exc))
+    except Exception as exc:
+        return False, _error(
+            "CommandFailed",
+            f"{type(exc).__name__}: {exc}",
+            remote_type=type(exc).__name__,
+            traceback=traceback.format_exc(),
+        )
+
+
+def _encode_reply(rid: int, ok: bool, value: Any, limit: int) -> bytes:
+    try:
+        payload = wire.Reply(rid, ok, value).encode()
+    except (TypeError, ValueError, OverflowError) as exc:
+        payload = wire.Reply(
+            rid,
+            False,
+            _error("CommandFailed", f"result is not serializable: {exc}", remote_type="TypeError"),
+        ).encode()
+    if len(payload) > limit:
+        payload = wire.Reply(
+            rid,
+            False,
+            _error(
+                "PayloadTooLarge",
+                f"result of {len(payload)} bytes exceeds max_message_bytes={limit}",
+                size=len(payload),
+                limit=limit,
+                direction="result",
+            ),
+        ).encode()
+    return payload
+
+
+def serve(req_fd: int, resp_fd: int, table: CommandTable, *, max_message_bytes: int) -> int:
+    """Announce readiness, then serve requests until EOF. Returns the exit code."""
+    global _reply_fd
+    _reply_fd = resp_fd
+    process_stats.reset(adapter=table.adapter)
+    table.setup()
+    ready = wire.Ready(os.getpid(), table.describe(), sys.version.split()[0]).encode()
+    _write_all(resp_fd, wire.frame(ready))
+    reader = _FrameReader(req_fd, max_message_bytes)
+    while True:
+        try:
+            body = reader.next()
+            message = wire.decode(body) if body is not None else None
+        except wire.DecodeError:
+            return 3  # the pool never sends this; a corrupted stream is fatal
+        if message is None:
+            return 0
+        if not isinstance(message, wire.Request):
+            return 3
+        ok, value = _run(table, message)
+        process_stats.requests += 1
+        process_stats.errors += not ok
+        _write_all(resp_fd, wire.frame(_encode_reply(message.id, ok, value, max_message_bytes)))
+
+
+def prepare_child() -> None:
+    """Make this process a well-behaved interpreter: die with the parent, ignore Ctrl-C.
+
+    Ctrl-C in a terminal reaches the whole foreground process group; the pool, not the
+    interpreter, decides how in-flight work ends.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``start_method="spawn"``: a fresh interpreter, adapter imported here."""
+    parser = argparse.ArgumentParser(prog="python -m pool.interpreter.server")
+    parser.add_argument("--req-fd", type=int, required=True)
+    parser.add_argument("--resp-fd", type=int, required=True)
+    parser.add_argument("--adapter", required=True)
+    parser.add_argument("--max-message-bytes", type=int, required=True)
+    parser.add_argument("--expected-ppid", type=int, default=0)
+    parser.add_argument("--run-id", default="")  # the registry's marker, read from cmdline
+    options = parser.parse_args(argv)
+    prepare_child()
+    if options.expected_ppid and os.getppid() != options.expected_ppid:
+        return 4  # the parent died before PDEATHSIG was armed
+    table = load_adapter(options.adapter)
+    return serve(
+        options.req_fd, options.resp_fd, table, max_message_bytes=options.max_message_bytes
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The pool's handle on its template process (see :mod:`pool.interpreter.template`).
+
+Each :class:`~pool.Pool` owns one template, so pools with different adapters, Python
+executables or environments live side by side in one process — unlike stdlib
+``multiprocessing``'s forkserver, which is one per process and keeps its first
+environment and preload list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import subprocess
+import time
+from typing import Any
+
+import msgpack
+
+from pool import errors
+
+__all__ = ["Template"]
+
+
+class Template:
+    """Starts the template process and talks to it over a SEQPACKET socket.
+
+    Args:
+        run_id: The pool's run id (the registry's marker on every process).
+        adapter: Dotted path of the adapter.
+        mode: ``fork`` (preload the adapter, fork interpreters) or ``spawn``.
+        python: Interpreter executable.
+        env: Environment of the template and so of every interpreter.
+        preload: Extra modules to import in the template before forking.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        adapter: str,
+        mode: str,
+        python: str,
+        env: dict[str, str],
+        preload: tuple[str, ...] = (),
+    ) -> None:
+        self.run_id = run_id
+        self.adapter = adapter
+        self.mode = mode
+        self.python = python
+        self.env = env
+        self.preload = preload
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.out_fd = self.err_fd = -1
+        self.commands: dict[str, dict[str, bool]] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The template's pid once started."""
+        return self.process.pid if self.process else None
+
+    def start(self, timeout: float) -> None:
+        """Start the process and wait for its hello (the adapter imported).
+
+        Raises:
+            ConfigError: the adapter could not be imported.
+            PoolUnavailable: no hello within ``timeout``, or the process died.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        argv = [
+            self.python, "-m", "pool.interpreter.template",
+            "--run-id", self.run_id, "--adapter", self.adapter, "--mode", self.mode,
+            "--ctl-fd", str(theirs.fileno()), "--python", self.python,
+            "--preload", ",".join(self.preload),
+        ]  # fmt: skip
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                env=self.env,
+                start_new_session=True,  # Ctrl-C goes to the pool, which stops us in order
+            )
+        except OSError as exc:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            ours.close()
+            raise errors.ConfigError(
+                f"cannot start the interpreter executable {self.python!r}: {exc}",
+                setting="PYTHON",
+            ) from None
+        finally:
+            theirs.close()
+            os.close(out_w)
+            os.close(err_w)
+        self.sock, self.out_fd, self.err_fd = ours, out_r, err_r
+        hello = self._wait_hello(time.monotonic() + timeout)
+        self.commands = hello.get("commands")
+
+    def _wait_hello(self, deadline: float) -> dict[str, Any]:
+        assert self.sock is not None
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.sock], [], [], remaining)
+            if not ready:
+                break
+            messages = self.events()
+            for message in messages:
+                if message.get("op") == "hello":
+                    return message
+                if message.get("op") == "failed":
+                    detail = message.get("traceback") or message.get("error")
+                    self.stop(0.5)
+                    raise errors.ConfigError(
+                        f"adapter {self.adapter!r} failed to load: {message.get('error')}",
+                        setting="ADAPTER",
+                        remote_traceback=detail,
+                    )
+            if any(message.get("op") == "eof" for message in messages):
+                break  # it died before saying hello
+        self.stop(0.5, keep_output=True)
+        stderr = self._drain_stderr()
+        self._close_output()
+        raise errors.PoolUnavailable(
+            f"the template for {self.adapter!r} did not start"
+            + (f"; its stderr: {stderr}" if stderr else ""),
+        )
+
+    def _drain_stderr(self) -> str:
+        chunks = []
+        with contextlib.suppress(OSError):
+            os.set_blocking(self.err_fd, False)
+            while chunk := os.read(self.err_fd, 1 << 16):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace").strip()[-2000:]
+
+    def spawn(self, seq: int, fds: list[int], *, max_message_bytes: int) -> None:
+        """Ask for one interpreter; its pipe ends go along as SCM_RIGHTS.
+
+        Raises:
+            OSError: the template is gone.
+        """
+        if self.sock is None:
+            raise BrokenPipeError("template stopped")
+        message = msgpack.packb({"op": "spawn", "id": seq, "max_message_bytes": max_message_bytes})
+        socket.send_fds(self.sock, [message], fds)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every message waiting on the socket; ``[{"op": "eof"}]`` once it is gone."""
+        if self.sock is None:
+            return [{"op": "eof"}]
+        received: list[dict[str, Any]] = []
+        while True:
+            try:
+                data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return received
+            except OSError:
+                data = b""
+            if not data:
+                received.append({"op": "eof"})
+                return received
+            received.append(msgpack.unpackb(data, raw=False))
+
+    def stop(self, timeout: float, *, keep_output: bool = False) -> int | None:
+        """Ask the template to kill its interpreters and exit; reap it. Returns its status."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.send(msgpack.packb({"op": "stop"}))
+            self.sock.close()  # EOF alone makes it stop too
+            self.sock = None
+        status = None
+        if self.process is not None:
+            try:
+                status = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                status = self.process.wait()
+        if not keep_output:
+            self._close_output()
+        return status
+
+    def _close_output(self) -> None:
+        for fd in (self.out_fd, self.err_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.out_fd = self.err_fd = -1
+
+    def poll(self) -> int | None:
+        """The template's exit status if it has exited (reaping it), else None."""
+        return self.process.poll() if self.process else None

@@ -1,0 +1,3 @@
+"""An adapter whose import fails, to check the error names the cause."""
+
+raise RuntimeError("this adapter cannot be imported")

@@ -1,0 +1,52 @@
+import copy
+
+import pytest
+
+from pool import errors
+
+
+@pytest.mark.parametrize(
+    ("cls", "category", "retryable"),
+    [
+        (errors.QueueFull, "capacity", True),
+        (errors.QueueTimeout, "capacity", True),
+        (errors.RequestTimeout, "timeout", True),
+        (errors.WorkerCrashed, "worker", True),
+        (errors.PoolUnavailable, "unavailable", True),
+        (errors.UnknownCommand, "client", False),
+        (errors.InvalidArguments, "client", False),
+        (errors.CommandFailed, "command", False),
+        (errors.PayloadTooLarge, "client", False),
+        (errors.SessionNotFound, "client", False),
+        (errors.ProgramNotFound, "client", False),
+        (errors.ConfigError, "config", False),
+    ],
+)
+def test_tree_and_classification(
+    cls: type[errors.SnakepoolError], category: str, retryable: bool
+) -> None:
+    error = cls("boom", detail=1)
+    assert isinstance(error, errors.SnakepoolError)
+    assert (error.category, error.retryable) == (category, retryable)
+    assert error.is_client_error == (category == "client")
+    rebuilt = errors.error_from_dict(error.to_dict())
+    assert type(rebuilt) is cls and rebuilt.message == "boom" and rebuilt.detail == 1
+    assert copy.deepcopy(error).data == {"detail": 1}
+
+
+def test_data_is_attributes() -> None:
+    error = errors.WorkerCrashed("gone", exit_code=None, signal=9)
+    assert error.signal == 9 and error.exit_code is None
+    with pytest.raises(AttributeError):
+        _ = error.nonexistent
+
+
+def test_unknown_type_falls_back_to_root() -> None:
+    rebuilt = errors.error_from_dict({"type": "Nope", "message": "m"})
+    assert type(rebuilt) is errors.SnakepoolError
+
+
+def test_describe_exit() -> None:
+    assert errors.describe_exit(-9) == (None, 9, "SIGKILL")
+    assert errors.describe_exit(3) == (3, None, None)
+    assert errors.describe_exit(None) == (None, None, None)
