@@ -101,7 +101,8 @@ class Pool:
         self._waiters: deque[_Waiter] = deque()
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._counts = dict.fromkeys(
-            ("requests", "errors", "crashes", "timeouts", "recycled", "restarts"), 0
+            ("requests", "errors", "crashes", "timeouts", "recycled", "restarts", "health_checks"),
+            0,
         )
         self._unavailable: errors.PoolUnavailable | None = None
         registry_dir = self.settings.registry_dir or default_registry_dir()
@@ -380,7 +381,8 @@ class Pool:
 
     def stats(self) -> dict[str, Any]:
         """Current figures: size, idle, busy, queued, starting, restarts, requests,
-        errors, crashes, timeouts, recycled, p50_ms, p99_ms, state, adapter, pids."""
+        errors, crashes, timeouts, recycled, health_checks, p50_ms, p99_ms, state, adapter,
+        pids."""
         with self._lock:
             states = [m.state for m in self._members.values()]
             latencies = sorted(self._latencies)

@@ -142,26 +142,33 @@ class Supervisor:
     # -------------------------------------------------------------- the loop
 
     def _run(self) -> None:
-        try:
-            while self._running:
-                timeout = max(0.0, min(self._next_timer() - time.monotonic(), 1.0))
-                for key, _ in self._selector.select(timeout):
-                    kind, interpreter = key.data
-                    if kind == "wake":
-                        with contextlib.suppress(BlockingIOError):
-                            os.read(self._wake_r, 4096)
-                    elif kind == "ctl":
-                        self._on_template_events()
-                    elif kind == "reply":
-                        self._on_reply(interpreter)
-                    else:
-                        self._on_output(key.fd, kind, interpreter)
-                while self._inbox:
-                    self._handle(*self._inbox.popleft())
-                self._on_timers()
-        except Exception:
-            log.exception("supervisor of pool %s failed", self.pool.run_id)
-            self._finish()
+        while self._running:
+            try:
+                self._iterate()
+            except Exception:
+                # One bad event must not take the pool's supervision down with it.
+                log.exception("supervisor of pool %s: error handling an event", self.pool.run_id)
+        self._close_own_fds()
+
+    def _iterate(self) -> None:
+        timeout = max(0.0, min(self._next_timer() - time.monotonic(), 1.0))
+        registered = self._selector.get_map()
+        for key, _ in self._selector.select(timeout):
+            if registered.get(key.fd) is not key:
+                continue  # unregistered by an earlier event in this batch
+            kind, interpreter = key.data
+            if kind == "wake":
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            elif kind == "ctl":
+                self._on_template_events()
+            elif kind == "reply":
+                self._on_reply(interpreter)
+            else:
+                self._on_output(key.fd, kind, interpreter)
+        while self._inbox:
+            self._handle(*self._inbox.popleft())
+        self._on_timers()
 
     def _handle(self, kind: str, arg: Any) -> None:
         if kind == "spawn":
@@ -485,6 +492,7 @@ class Supervisor:
             return
         timeout = min(HEALTH_TIMEOUT_SECONDS, self.settings.request_timeout)
         self._checking[interpreter.seq] = (rid, now + timeout)
+        self.pool._count("health_checks")
         self._selector.register(
             interpreter.channel.read_fd, selectors.EVENT_READ, ("reply", interpreter)
         )
@@ -574,9 +582,10 @@ class Supervisor:
             interpreter.kill()
             interpreter.exited.set()
             self._dispose(interpreter)
-        self._close_own_fds()
 
     def _close_own_fds(self) -> None:
+        if self._wake_r < 0:
+            return
         with contextlib.suppress(Exception):
             self._selector.close()
         for fd in (self._wake_r, self._wake_w):
