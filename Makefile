@@ -10,7 +10,6 @@ EXTRAS ?= test,dev
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "snakepool needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@# This machine sets PYTHONDONTWRITEBYTECODE: without .pyc files every interpreter
 	@# start is 4-5x slower, so compile once here.
