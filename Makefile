@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS ?= test,dev
+EXTRAS ?= test,dev,dspy
 
 .PHONY: run test lint bench install redis-server clean
 

@@ -76,6 +76,12 @@ class PoolSettings(BaseModel):
     registry_dir: str | None = None
     #: Allow the test-only chaos adapter (``pool.interpreter.chaos``).
     enable_chaos: bool = False
+    #: Language model for DSPy programs: ``dummy`` (DSPy's DummyLM, offline and
+    #: deterministic) or a model name for ``dspy.LM`` such as ``openai/gpt-4o-mini``
+    #: (credentials from the provider's usual env vars).
+    lm: str = Field(default="dummy", min_length=1)
+    #: JSON file of dummy answers, ``{"substring of an input": {"field": "value"}}``.
+    lm_answers: str | None = None
 
     @field_validator("adapter")
     @classmethod
@@ -83,6 +89,13 @@ class PoolSettings(BaseModel):
         if not _DOTTED.match(value):
             raise ValueError("must be a dotted module path such as 'pool.interpreter.builtin'")
         return value
+
+    @field_validator("lm_answers")
+    @classmethod
+    def _answers_file(cls, value: str | None) -> str | None:
+        if value and not Path(value).is_file():
+            raise ValueError(f"no such file {value!r}")
+        return str(Path(value).resolve()) if value else None
 
     @field_validator("python")
     @classmethod
@@ -104,9 +117,6 @@ class Settings(PoolSettings, BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     #: Celery broker; defaults to ``REDIS_URL``.
     broker_url: str | None = None
-    #: Language model for DSPy programs: ``dummy`` (offline, deterministic) or a
-    #: ``provider/model`` name passed to ``dspy.LM``.
-    lm: str = "dummy"
 
     @model_validator(mode="after")
     def _broker_defaults_to_redis(self) -> Settings:

@@ -423,9 +423,17 @@ class Pool:
             paths = [root, os.getcwd()]
         if root not in paths:
             paths.insert(0, root)
+        if given := env.get("PYTHONPATH"):  # the caller's own entries come first
+            paths = [*given.split(os.pathsep), *paths]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         if self.settings.enable_chaos:
             env["SNAKEPOOL_ENABLE_CHAOS"] = "1"
+        # Adapters read their own settings from the environment: they cannot import ours.
+        env["SNAKEPOOL_LM"] = self.settings.lm
+        if self.settings.lm_answers:
+            env["SNAKEPOOL_LM_ANSWERS"] = self.settings.lm_answers
+        else:
+            env.pop("SNAKEPOOL_LM_ANSWERS", None)
         return env
 
 

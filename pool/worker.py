@@ -39,6 +39,7 @@ _REMOTE_ERRORS: dict[str, type[errors.SnakepoolError]] = {
         errors.PayloadTooLarge,
         errors.ProgramNotFound,
         errors.SessionNotFound,
+        errors.ConfigError,
     )
 }
 

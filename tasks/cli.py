@@ -27,13 +27,15 @@ def main(verbose: int) -> None:
 @click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
 def demo(requests: int, pool_size: int | None) -> None:
     """Start a pool, send a mix of work (and one crash) through it, print a summary."""
-    from tasks.demo import run_pool_demo
+    from tasks.demo import run_dspy_demo, run_pool_demo
 
     console = Console()
     try:
         overrides = {"pool_size": pool_size} if pool_size else {}
         settings = load_settings(**overrides)
-        sys.exit(run_pool_demo(settings, requests=requests, console=console))
+        code = run_pool_demo(settings, requests=requests, console=console)
+        code = code or run_dspy_demo(settings, console=console)
+        sys.exit(code)
     except SnakepoolError as exc:
         console.print(f"[red]error:[/] {exc.message}")
         sys.exit(2)

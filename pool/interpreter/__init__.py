@@ -8,6 +8,7 @@ and raise :class:`InvalidArguments` & co. to reject a request.
 from pool.interpreter.adapter import (
     Adapter,
     CommandError,
+    ConfigError,
     InvalidArguments,
     PayloadTooLarge,
     ProgramNotFound,
@@ -19,6 +20,7 @@ from pool.interpreter.adapter import (
 __all__ = [
     "Adapter",
     "CommandError",
+    "ConfigError",
     "InvalidArguments",
     "PayloadTooLarge",
     "ProgramNotFound",

@@ -22,6 +22,7 @@ __all__ = [
     "Adapter",
     "CommandError",
     "CommandSpec",
+    "ConfigError",
     "InvalidArguments",
     "PayloadTooLarge",
     "ProgramNotFound",
@@ -59,6 +60,10 @@ class SessionNotFound(CommandError):
 
 class PayloadTooLarge(CommandError):
     """A result too big to send back."""
+
+
+class ConfigError(CommandError):
+    """The interpreter lacks something it needs (a package, a setting)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,189 @@
+"""Real DSPy programs through the pool, offline, with DSPy's DummyLM."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pool.errors import ConfigError, InvalidArguments, ProgramNotFound
+from tests.integration.conftest import PoolFactory
+
+pytest.importorskip("dspy")
+pytestmark = pytest.mark.dspy
+
+ADAPTER = "pool.interpreter.dspy_programs"
+QA = {"signature": "question -> answer"}
+
+
+def test_interpreters_start_with_dspy_imported(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=2, adapter=ADAPTER)
+    status = pool.execute("dspy_status")
+    assert status["available"] and status["lm"] == "dummy"
+    assert status["imported_in_template"]  # paid once in the template, inherited by fork
+    assert pool.execute("calculate", {"expression": "1+1"}) == {"result": 2}  # builtins too
+
+
+def test_create_then_execute_in_one_interpreter(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1, adapter=ADAPTER)
+    created = pool.execute("create_program", {"id": "qa", **QA})
+    assert created["program_id"] == "qa"
+    assert (created["input_fields"], created["output_fields"]) == (["question"], ["answer"])
+    first = pool.execute("execute_program", {"program_id": "qa", "inputs": {"question": "Why?"}})
+    again = pool.execute("execute_program", {"program_id": "qa", "inputs": {"question": "Why?"}})
+    other = pool.execute("execute_program", {"program_id": "qa", "inputs": {"question": "How?"}})
+    assert set(first) == {"answer"} and first["answer"]  # non-empty
+    assert first == again and first != other  # deterministic, and depends on the inputs
+    listed = pool.execute("list_programs")["programs"]
+    assert [p["program_id"] for p in listed] == ["qa"]
+    info = pool.execute("get_program_info", {"program_id": "qa"})
+    assert info["signature"] == "question -> answer" and info["hash"] == created["hash"]
+    assert pool.execute("delete_program", {"program_id": "qa"}) == {"deleted": "qa"}
+    with pytest.raises(ProgramNotFound):
+        pool.execute("execute_program", {"program_id": "qa", "inputs": {"question": "Why?"}})
+
+
+def test_chain_of_thought_and_typed_outputs(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1, adapter=ADAPTER)
+    created = pool.execute(
+        "create_program",
+        {"signature": "question -> answer: int, confident: bool", "module": "chain_of_thought",
+         "instructions": "Answer with a number."},
+    )  # fmt: skip
+    assert created["program_id"].startswith("prog-")
+    assert created["output_fields"] == ["reasoning", "answer", "confident"]
+    result = pool.execute(
+        "execute_program", {"program_id": created["program_id"], "inputs": {"question": "2+2?"}}
+    )
+    assert isinstance(result["reasoning"], str) and result["reasoning"]
+    assert isinstance(result["answer"], int) and isinstance(result["confident"], bool)
+
+
+def test_inline_definitions_on_any_interpreter(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=2, adapter=ADAPTER)
+    program = {"signature": "context, question -> answer", "demos": [
+        {"context": "sky", "question": "colour?", "answer": "blue"}]}  # fmt: skip
+    inputs = {"context": "grass", "question": "colour?"}
+    pids, results = set(), []
+    for _ in range(12):
+        results.append(pool.execute("execute_program", {"program": program, "inputs": inputs}))
+        pids.add(pool.execute("ping")["pid"])
+    assert len({json.dumps(r) for r in results}) == 1 and results[0]["answer"]
+    # Nothing was created anywhere: inline programs need no state in the interpreter.
+    assert all(pool.execute("list_programs")["programs"] == [] for _ in range(4))
+
+
+def test_inline_runs_land_on_both_interpreters(make_pool: PoolFactory) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = make_pool(size=2, adapter=ADAPTER)
+    program = {**QA, "module": "predict"}
+
+    def run(i: int) -> int:
+        pool.execute("execute_program", {"program": program, "inputs": {"question": str(i)}})
+        return pool.execute("sleep", {"seconds": 0.05}) and pool.execute("dspy_status")["compiled"]
+
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        compiled = list(executor.map(run, range(8)))
+    assert all(c >= 1 for c in compiled)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ({"signature": "question answer"}, "malformed signature"),
+        ({"signature": "question ->"}, "needs at least one input and one output"),
+        ({"signature": "q: notatype -> a"}, "malformed signature"),
+        ({"signature": ""}, "'signature' is required"),
+        ({**QA, "module": "react"}, "unknown module 'react'"),
+        ({**QA, "demos": "nope"}, "'demos' must be a list"),
+        ({**QA, "id": "bad id!"}, "'program_id' must be"),
+    ],
+)
+def test_bad_definitions(make_pool: PoolFactory, args: dict, fragment: str) -> None:
+    pool = make_pool(size=1, adapter=ADAPTER)
+    pid = pool.interpreter_pids()[0]
+    with pytest.raises(InvalidArguments, match=fragment):
+        pool.execute("create_program", args)
+    if "id" not in args:  # the same definition sent inline is refused the same way
+        with pytest.raises(InvalidArguments, match=fragment):
+            pool.execute("execute_program", {"program": args, "inputs": {"question": "x"}})
+    assert pool.interpreter_pids() == [pid]  # the interpreter stays up
+
+
+def test_bad_inputs(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1, adapter=ADAPTER)
+    pid = pool.interpreter_pids()[0]
+    pool.execute("create_program", {"id": "qa", **QA})
+    cases = [
+        ({"program_id": "qa", "inputs": {}}, "missing input field\\(s\\) question"),
+        ({"program_id": "qa", "inputs": {"question": "x", "extra": 1}}, "unknown input field"),
+        ({"program_id": "qa", "inputs": "question"}, "'inputs' must be an object"),
+        ({"inputs": {"question": "x"}}, "needs 'program_id' or an inline 'program'"),
+    ]
+    for args, fragment in cases:
+        with pytest.raises(InvalidArguments, match=fragment):
+            pool.execute("execute_program", args)
+    with pytest.raises(ProgramNotFound, match="no program 'missing'"):
+        pool.execute("execute_program", {"program_id": "missing", "inputs": {"question": "x"}})
+    assert pool.interpreter_pids() == [pid]
+
+
+def test_changed_definition_is_never_served_stale(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1, adapter=ADAPTER)
+    first = pool.execute("create_program", {"id": "p", **QA})
+    result = pool.execute("execute_program", {"program_id": "p", "inputs": {"question": "q"}})
+    assert set(result) == {"answer"}
+    second = pool.execute("create_program", {"id": "p", "signature": "question -> verdict"})
+    assert second["hash"] != first["hash"]
+    result = pool.execute("execute_program", {"program_id": "p", "inputs": {"question": "q"}})
+    assert set(result) == {"verdict"}
+    # Inline: same definition reuses the compiled program, a changed one does not.
+    inline = {"signature": "topic -> summary", "instructions": "Be short."}
+    before = pool.execute("dspy_status")["compiled"]
+    pool.execute("execute_program", {"program": inline, "inputs": {"topic": "t"}})
+    pool.execute("execute_program", {"program": inline, "inputs": {"topic": "t"}})
+    assert pool.execute("dspy_status")["compiled"] == before + 1
+    changed = {**inline, "signature": "topic -> headline"}
+    result = pool.execute("execute_program", {"program": changed, "inputs": {"topic": "t"}})
+    assert set(result) == {"headline"}
+    assert pool.execute("dspy_status")["compiled"] == before + 2
+
+
+def test_configured_answers(make_pool: PoolFactory, tmp_path: Path) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"capital of France": {"answer": "Paris"}}))
+    pool = make_pool(size=1, adapter=ADAPTER, lm_answers=str(answers))
+    pool.execute("create_program", {"id": "qa", **QA})
+    hit = pool.execute(
+        "execute_program",
+        {"program_id": "qa", "inputs": {"question": "What is the capital of France?"}},
+    )
+    assert hit == {"answer": "Paris"}
+    miss = pool.execute("execute_program", {"program_id": "qa", "inputs": {"question": "Other?"}})
+    assert miss["answer"] and miss["answer"] != "Paris"
+    assert pool.execute("configure_lm", {"lm": "dummy", "answers": {"Other": {"answer": "42"}}})
+    assert pool.execute(
+        "execute_program", {"program_id": "qa", "inputs": {"question": "Other?"}}
+    ) == {"answer": "42"}
+
+
+def test_bad_answers_file_fails_the_start(make_pool: PoolFactory, tmp_path: Path) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text("[1, 2]")
+    pool = make_pool(size=1, adapter=ADAPTER, lm_answers=str(answers), start=False)
+    with pytest.raises(ConfigError, match="expected"):
+        pool.start()
+
+
+def test_without_dspy_the_commands_say_how_to_install(make_pool: PoolFactory) -> None:
+    shim = Path(__file__).resolve().parents[1] / "fixtures" / "no_dspy"
+    pool = make_pool(size=1, adapter=ADAPTER, env={**os.environ, "PYTHONPATH": str(shim)})
+    assert pool.execute("dspy_status")["available"] is False
+    with pytest.raises(ConfigError, match=r"pip install 'snakepool\[dspy\]'"):
+        pool.execute("create_program", QA)
+    with pytest.raises(ConfigError, match="not installed"):
+        pool.execute("execute_program", {"program": QA, "inputs": {"question": "x"}})
+    assert pool.execute("ping")["pong"]  # the interpreter itself is fine
