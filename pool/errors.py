@@ -6,8 +6,10 @@ is, whether it is ``retryable``, and fields such as ``exit_code`` or
 ``remote_traceback``. ``category == "client"`` marks errors caused by the request
 itself; those never count toward a lane's error rate.
 
-Errors cross process boundaries as plain dicts (:meth:`SnakepoolError.to_dict` /
-:func:`error_from_dict`), never pickled.
+Errors cross process boundaries as plain data, never pickled: ``args`` is always
+``(message, data)``, so Celery's JSON result backend (which stores ``exc.args`` and
+rebuilds ``cls(*args)``) hands the caller the same type with the same data; elsewhere
+:meth:`SnakepoolError.to_dict` / :func:`error_from_dict`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class SnakepoolError(Exception):
 
     Args:
         message: Human-readable description.
-        **data: Structured details (JSON-able), exposed as attributes and in ``data``.
+        data: Structured details as one dict (how Celery passes them back).
+        **fields: More details (JSON-able); all are attributes and in ``data``.
     """
 
     #: Whose fault: ``client`` (the request), ``capacity``, ``timeout``, ``worker``,
@@ -48,10 +51,14 @@ class SnakepoolError(Exception):
     #: idempotent commands).
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str = "", **data: Any) -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", data: dict[str, Any] | None = None, /, **fields: Any):
+        merged = {**(data or {}), **fields}
+        super().__init__(message, merged)
         self.message = message
-        self.data: dict[str, Any] = data
+        self.data: dict[str, Any] = merged
+
+    def __str__(self) -> str:
+        return self.message
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes not found normally: expose the data fields.

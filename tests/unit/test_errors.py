@@ -50,3 +50,13 @@ def test_describe_exit() -> None:
     assert errors.describe_exit(-9) == (None, 9, "SIGKILL")
     assert errors.describe_exit(3) == (3, None, None)
     assert errors.describe_exit(None) == (None, None, None)
+
+
+def test_args_survive_a_celery_style_json_round_trip() -> None:
+    import json
+
+    error = errors.CommandFailed("boom", remote_type="ValueError", remote_traceback="tb")
+    stored = json.loads(json.dumps({"exc_type": "CommandFailed", "exc_message": error.args}))
+    rebuilt = errors.CommandFailed(*stored["exc_message"])
+    assert str(rebuilt) == "boom" and rebuilt.remote_traceback == "tb"
+    assert rebuilt.remote_type == "ValueError"

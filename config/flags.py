@@ -1,0 +1,228 @@
+"""Runtime rollout flags, kept in Redis with a version and an audit trail.
+
+The flags decide where traffic goes (see :func:`tasks.routing.decide`): the percentage
+sent to V3, a forced lane (kill switch), the commands allowed on V3, per-session
+overrides, shadowing. They change at run time with no restart: every change bumps the
+version, and readers (:class:`FlagCache`) poll that version at most ``max_age`` seconds
+apart, so a change is seen everywhere within a second. Every change is appended to an
+audit stream: who, why, old → new.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import redis
+
+from config.keys import DEFAULT_PREFIX, Keys
+
+__all__ = ["LANES", "FlagCache", "FlagStore", "RolloutFlags"]
+
+#: The two lanes traffic is split between.
+LANES = ("v3", "v2compat")
+#: Default promotion schedule, in percent sent to V3.
+DEFAULT_SCHEDULE = (1, 5, 10, 25, 50, 100)
+#: Audit entries kept (approximately; Redis trims in whole nodes).
+AUDIT_MAXLEN = 10_000
+#: Most per-session overrides kept in the flags.
+MAX_OVERRIDES = 10_000
+
+
+@dataclass(frozen=True)
+class RolloutFlags:
+    """One version of the rollout state."""
+
+    percent: int = 0
+    version: int = 0
+    forced_lane: str | None = None
+    v3_commands: tuple[str, ...] | None = None  # None: every command may go to V3
+    overrides: dict[str, str] = field(default_factory=dict)
+    paused: bool = False
+    shadow: bool = False
+    shadow_rate: float = 1.0
+    schedule: tuple[int, ...] = DEFAULT_SCHEDULE
+    previous_percent: int = 0
+    updated_at: float = 0.0
+    updated_by: str = ""
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        data = asdict(self)
+        data["v3_commands"] = list(self.v3_commands) if self.v3_commands is not None else None
+        data["schedule"] = list(self.schedule)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutFlags:
+        """From :meth:`to_dict` output (unknown keys ignored)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if known.get("v3_commands") is not None:
+            known["v3_commands"] = tuple(known["v3_commands"])
+        if "schedule" in known:
+            known["schedule"] = tuple(known["schedule"])
+        return cls(**known)
+
+    def validate(self) -> RolloutFlags:
+        """Check the values.
+
+        Raises:
+            InvalidArguments: naming the bad value.
+        """
+        from pool.errors import InvalidArguments
+
+        if isinstance(self.percent, bool) or not isinstance(self.percent, int):
+            raise InvalidArguments("percent must be a whole number from 0 to 100")
+        if not 0 <= self.percent <= 100:
+            raise InvalidArguments(f"percent must be from 0 to 100, not {self.percent}")
+        if self.forced_lane not in (None, *LANES):
+            raise InvalidArguments(f"forced lane must be one of {LANES} or none")
+        if any(lane not in LANES for lane in self.overrides.values()):
+            raise InvalidArguments(f"override lanes must be one of {LANES}")
+        if len(self.overrides) > MAX_OVERRIDES:
+            raise InvalidArguments(f"at most {MAX_OVERRIDES} per-session overrides")
+        if not 0.0 <= self.shadow_rate <= 1.0:
+            raise InvalidArguments("shadow rate must be from 0 to 1")
+        if not self.schedule or any(not 0 < p <= 100 for p in self.schedule):
+            raise InvalidArguments("schedule must be percentages from 1 to 100")
+        return self
+
+
+class FlagStore:
+    """Reads and changes the flags in Redis (atomically, with an audit entry each).
+
+    Args:
+        client: redis-py client.
+        prefix: Key prefix.
+    """
+
+    def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+
+    def read(self) -> RolloutFlags:
+        """The current flags (defaults: 0 % to V3, version 0, when never set)."""
+        raw = self.client.get(self.keys.rollout)
+        return RolloutFlags.from_dict(json.loads(raw)) if raw else RolloutFlags()
+
+    def version(self) -> int:
+        """The current version (one cheap GET)."""
+        return int(self.client.get(self.keys.rollout_version) or 0)
+
+    def update(
+        self, change: Callable[[RolloutFlags], RolloutFlags], *, who: str, why: str
+    ) -> RolloutFlags:
+        """Apply ``change`` to the current flags atomically; audit it; return the new flags.
+
+        Raises:
+            InvalidArguments: the changed flags are invalid (nothing is written).
+        """
+        while True:
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(self.keys.rollout)
+                    raw = pipe.get(self.keys.rollout)
+                    old = RolloutFlags.from_dict(json.loads(raw)) if raw else RolloutFlags()
+                    new = replace(
+                        change(old),
+                        version=old.version + 1,
+                        updated_at=time.time(),
+                        updated_by=who,
+                        reason=why,
+                    ).validate()
+                    pipe.multi()
+                    pipe.set(self.keys.rollout, json.dumps(new.to_dict()))
+                    pipe.set(self.keys.rollout_version, new.version)
+                    pipe.xadd(
+                        self.keys.audit,
+                        {
+                            "version": new.version,
+                            "who": who,
+                            "why": why,
+                            "at": new.updated_at,
+                            "old": json.dumps(_summary(old)),
+                            "new": json.dumps(_summary(new)),
+                        },
+                        maxlen=AUDIT_MAXLEN,
+                        approximate=True,
+                    )
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue  # someone else changed it first: apply ours on top of theirs
+
+    def set_percent(self, percent: int, *, who: str, why: str) -> RolloutFlags:
+        """Send ``percent`` % of keys to V3 (remembering the previous value for rollback)."""
+        return self.update(
+            lambda f: replace(f, percent=percent, previous_percent=f.percent), who=who, why=why
+        )
+
+    def rollback(self, *, who: str, why: str, to_previous: bool = False) -> RolloutFlags:
+        """Send everything back to V2-compat (or to the previous percentage) and pause."""
+        return self.update(
+            lambda f: replace(
+                f,
+                percent=min(f.previous_percent, f.percent) if to_previous else 0,
+                previous_percent=f.percent,
+                paused=True,
+            ),
+            who=who,
+            why=why,
+        )
+
+    def history(self, count: int = 50) -> list[dict[str, Any]]:
+        """The newest audit entries, newest first."""
+        entries = self.client.xrevrange(self.keys.audit, count=count)
+        history = []
+        for entry_id, fields in entries:
+            decoded = {_text(k): _text(v) for k, v in fields.items()}
+            history.append({
+                "id": _text(entry_id),
+                "version": int(decoded["version"]),
+                "who": decoded["who"],
+                "why": decoded["why"],
+                "at": float(decoded["at"]),
+                "old": json.loads(decoded["old"]),
+                "new": json.loads(decoded["new"]),
+            })  # fmt: skip
+        return history
+
+
+class FlagCache:
+    """The flags as a hot path reads them: at most one GET per ``max_age`` seconds.
+
+    Args:
+        store: Where the flags live.
+        max_age: Seconds between version checks (a change is seen within this).
+    """
+
+    def __init__(self, store: FlagStore, *, max_age: float = 0.5) -> None:
+        self.store = store
+        self.max_age = max_age
+        self._flags = RolloutFlags()
+        self._checked = float("-inf")
+
+    def get(self) -> RolloutFlags:
+        """The current flags, as of at most ``max_age`` seconds ago."""
+        now = time.monotonic()
+        if now - self._checked >= self.max_age:
+            self._checked = now
+            if self.store.version() != self._flags.version:
+                self._flags = self.store.read()
+        return self._flags
+
+
+def _summary(flags: RolloutFlags) -> dict[str, Any]:
+    data = flags.to_dict()
+    data["overrides"] = len(flags.overrides)
+    for noise in ("updated_at", "updated_by", "reason", "version", "schedule"):
+        data.pop(noise)
+    return data
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
