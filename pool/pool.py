@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -46,6 +46,8 @@ log = logging.getLogger("snakepool.pool")
 
 #: Recent request latencies kept for the p50/p99 in :meth:`Pool.stats`.
 LATENCY_WINDOW = 2048
+#: Affinity keys remembered (least recently used forgotten first).
+MAX_AFFINITY_KEYS = 100_000
 
 _NEW, _STARTING, _RUNNING, _STOPPING, _STOPPED = (
     "new", "starting", "running", "stopping", "stopped",
@@ -53,10 +55,11 @@ _NEW, _STARTING, _RUNNING, _STOPPING, _STOPPED = (
 
 
 class _Waiter:
-    __slots__ = ("error", "event", "interpreter")
+    __slots__ = ("error", "event", "interpreter", "wanted")
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: Interpreter | None) -> None:
         self.event = threading.Event()
+        self.wanted = wanted  # a specific interpreter (affinity), or None for any
         self.interpreter: Interpreter | None = None
         self.error: errors.SnakepoolError | None = None
 
@@ -99,6 +102,7 @@ class Pool:
         self._members: dict[int, Interpreter] = {}
         self._idle: deque[Interpreter] = deque()
         self._waiters: deque[_Waiter] = deque()
+        self._affinity: OrderedDict[str, int] = OrderedDict()  # key → interpreter seq
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._counts = dict.fromkeys(
             ("requests", "errors", "crashes", "timeouts", "recycled", "restarts", "health_checks"),
@@ -180,7 +184,12 @@ class Pool:
     # ------------------------------------------------------------------- requests
 
     def execute(
-        self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        affinity: str | None = None,
     ) -> Any:
         """Run ``command`` on an idle interpreter and return its (JSON-able) result.
 
@@ -188,6 +197,8 @@ class Pool:
             command: Command name of the adapter.
             args: Its arguments (a dict; None means ``{}``).
             timeout: Seconds the command may run; default ``request_timeout``.
+            affinity: Requests with the same key run on the same interpreter (waiting
+                for it when busy) for as long as it lives; then the key moves to another.
 
         Raises:
             QueueFull, QueueTimeout: no interpreter free (see ``max_queue``, ``queue_timeout``).
@@ -210,7 +221,7 @@ class Pool:
             elif not timeout > 0:
                 raise errors.InvalidArguments("timeout must be a positive number of seconds")
             for attempt in (1, 2):
-                interpreter = self._lease()
+                interpreter = self._lease(affinity)
                 try:
                     result = interpreter.call(command, args, timeout)
                 except Broken as broken:
@@ -236,14 +247,20 @@ class Pool:
                 self._latencies.append(elapsed)
             self.observer.safely("on_request", command, elapsed, error)
 
-    def _lease(self) -> Interpreter:
-        waiter = _Waiter()
+    def _lease(self, affinity: str | None = None) -> Interpreter:
         with self._lock:
             if self._state != _RUNNING:
                 raise errors.PoolUnavailable(f"the pool is {self._state}")
-            if self._idle and not self._waiters:
+            wanted = self._bound(affinity)
+            if wanted is not None:
+                if wanted.state is State.IDLE:
+                    self._idle.remove(wanted)
+                    wanted.state = State.BUSY
+                    return wanted
+            elif self._idle and not self._waiters:
                 interpreter = self._idle.pop()  # most recently used: warmest caches
                 interpreter.state = State.BUSY
+                self._bind(affinity, interpreter)
                 return interpreter
             if self._unavailable is not None and not self._has_capacity_coming():
                 raise self._unavailable
@@ -254,10 +271,12 @@ class Pool:
                     queued=len(self._waiters),
                     max_queue=self.settings.max_queue,
                 )
+            waiter = _Waiter(wanted)
             self._waiters.append(waiter)
         waiter.event.wait(self.settings.queue_timeout)
         with self._lock:
             if waiter.interpreter is not None:
+                self._bind(affinity, waiter.interpreter)
                 return waiter.interpreter
             if waiter.error is not None:
                 raise waiter.error
@@ -267,16 +286,43 @@ class Pool:
             queue_timeout=self.settings.queue_timeout,
         )
 
+    def _bound(self, affinity: str | None) -> Interpreter | None:
+        """The live interpreter ``affinity`` is bound to (lock held)."""
+        if affinity is None:
+            return None
+        seq = self._affinity.get(affinity)
+        interpreter = self._members.get(seq) if seq is not None else None
+        if interpreter is None or interpreter.state in (State.DEAD, State.RETIRING):
+            return None
+        self._affinity.move_to_end(affinity)
+        return interpreter
+
+    def _bind(self, affinity: str | None, interpreter: Interpreter) -> None:
+        if affinity is not None and self._affinity.get(affinity) != interpreter.seq:
+            self._affinity[affinity] = interpreter.seq
+            self._affinity.move_to_end(affinity)
+            while len(self._affinity) > MAX_AFFINITY_KEYS:
+                self._affinity.popitem(last=False)
+
+    def affinity_of(self, key: str) -> int | None:
+        """The pid of the interpreter ``key`` is bound to, if it is alive."""
+        with self._lock:
+            interpreter = self._bound(key)
+            return interpreter.pid if interpreter is not None else None
+
     def _has_capacity_coming(self) -> bool:
         return any(m.state is not State.DEAD for m in self._members.values())
 
     def _hand_over(self, interpreter: Interpreter) -> None:
-        """Give an idle interpreter to the first waiter, or park it (lock held)."""
-        if self._waiters:
-            waiter = self._waiters.popleft()
-            interpreter.state = State.BUSY
-            waiter.interpreter = interpreter
-            waiter.event.set()
+        """Give an idle interpreter to the first waiter that may take it, or park it
+        (lock held). A waiter bound to another interpreter is skipped, not served."""
+        for waiter in self._waiters:
+            if waiter.wanted is None or waiter.wanted is interpreter:
+                self._waiters.remove(waiter)
+                interpreter.state = State.BUSY
+                waiter.interpreter = interpreter
+                waiter.event.set()
+                break
         else:
             interpreter.state = State.IDLE
             self._idle.append(interpreter)
@@ -314,6 +360,12 @@ class Pool:
         if interpreter.state is State.IDLE:
             self._idle.remove(interpreter)
         self._members.pop(interpreter.seq, None)
+        # Waiters bound to it take any interpreter now; serve them from the idle ones.
+        for waiter in self._waiters:
+            if waiter.wanted is interpreter:
+                waiter.wanted = None
+        while self._idle and any(w.wanted is None for w in self._waiters):
+            self._hand_over(self._idle.pop())
         self._changed.notify_all()
         return True
 

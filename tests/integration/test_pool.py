@@ -240,3 +240,35 @@ def test_works_from_a_plain_script_without_main_guard(tmp_path: Path, registry_d
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("RESULT 42") == 1  # the script ran once: no re-import
+
+
+def test_affinity_sticks_to_one_interpreter(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=3)
+    with ThreadPoolExecutor(max_workers=6) as executor:
+        pids = list(
+            executor.map(
+                lambda i: pool.execute("get_stats", affinity=f"s{i % 2}")["pid"], range(30)
+            )
+        )
+    assert len(set(pids[0::2])) == 1 and len(set(pids[1::2])) == 1
+    assert pool.affinity_of("s0") == pids[0] and pool.affinity_of("unknown") is None
+
+
+def test_affinity_waits_for_its_interpreter_then_moves_when_it_dies(
+    make_pool: PoolFactory,
+) -> None:
+    pool = make_pool(size=2)
+    bound = pool.execute("get_stats", affinity="s")["pid"]
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        busy = executor.submit(pool.execute, "sleep", {"seconds": 0.5}, affinity="s")
+        while pool.stats()["busy"] == 0:
+            time.sleep(0.005)
+        # The other interpreter is idle, but "s" waits for its own.
+        assert pool.execute("get_stats", affinity="s")["pid"] == bound
+        assert busy.result(5)["slept"] >= 0.5
+    os.kill(bound, 9)
+    deadline = time.monotonic() + 5
+    while bound in pool.interpreter_pids() and time.monotonic() < deadline:
+        time.sleep(0.005)  # the supervisor hears of the exit from the template
+    moved = pool.execute("get_stats", affinity="s")["pid"]
+    assert moved != bound and pool.affinity_of("s") == moved
