@@ -124,7 +124,7 @@ class FlagStore:
         while True:
             with self.client.pipeline() as pipe:
                 try:
-                    pipe.watch(self.keys.rollout)
+                    pipe.watch(self.keys.rollout)  # type: ignore[no-untyped-call]
                     raw = pipe.get(self.keys.rollout)
                     old = RolloutFlags.from_dict(json.loads(raw)) if raw else RolloutFlags()
                     new = replace(
@@ -176,10 +176,10 @@ class FlagStore:
 
     def history(self, count: int = 50) -> list[dict[str, Any]]:
         """The newest audit entries, newest first."""
-        entries = self.client.xrevrange(self.keys.audit, count=count)
+        entries = self.client.xrevrange(self.keys.audit, count=count) or []
         history = []
         for entry_id, fields in entries:
-            decoded = {_text(k): _text(v) for k, v in fields.items()}
+            decoded = {_text(k): _text(v) for k, v in (fields or {}).items()}
             history.append({
                 "id": _text(entry_id),
                 "version": int(decoded["version"]),

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["EMBEDDED_SCHEME", "redis_from_url", "redis_answers"]
+__all__ = ["EMBEDDED_SCHEME", "redis_answers", "redis_from_url"]
 
 EMBEDDED_SCHEME = "fakeredis://"
 _servers: dict[str, Any] = {}

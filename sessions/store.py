@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from pool.errors import InvalidArguments, SessionNotFound
 from config.keys import DEFAULT_PREFIX, Keys, validate_session_id
+from pool.errors import InvalidArguments, SessionNotFound
 
 __all__ = ["DEFAULT_TTL", "MAX_METADATA_BYTES", "MAX_PROGRAM_BYTES", "SessionStore"]
 
@@ -82,7 +82,9 @@ class SessionStore:
             raise InvalidArguments(f"ttl must be whole seconds from 1 to {MAX_TTL}")
         encoded = json.dumps(metadata or {})
         if not isinstance(metadata or {}, dict) or len(encoded) > MAX_METADATA_BYTES:
-            raise InvalidArguments(f"metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes")
+            raise InvalidArguments(
+                f"metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"
+            )
         now = time.time()
         key = self.keys.session(session_id)
         with self.client.pipeline() as pipe:  # MULTI: all or nothing
