@@ -117,6 +117,12 @@ class Settings(PoolSettings, BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     #: Celery broker; defaults to ``REDIS_URL``.
     broker_url: str | None = None
+    #: Prefix of every Redis key snakepool writes.
+    key_prefix: str = Field(default="snakepool:", min_length=1, max_length=64)
+    #: Seconds a session lives after its last access (unless created with its own TTL).
+    session_ttl: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
+    #: Seconds a client waits for a result by default (``Client.execute``).
+    result_timeout: float = Field(default=60.0, gt=0, le=86400)
 
     @model_validator(mode="after")
     def _broker_defaults_to_redis(self) -> Settings:

@@ -422,6 +422,14 @@ class Pool:
 
     # ---------------------------------------------------------------- inspection
 
+    def commands(self) -> dict[str, dict[str, bool]]:
+        """The adapter's commands and their flags (``read_only``, ``idempotent``)."""
+        with self._lock:
+            for member in self._members.values():
+                if member.commands:
+                    return dict(member.commands)
+        return {}
+
     def interpreter_pids(self) -> list[int]:
         """Pids of the interpreters in service (starting ones excluded)."""
         with self._lock:

@@ -27,7 +27,8 @@ def redis_from_url(url: str, **options: Any) -> redis.Redis:
         name = url[len(EMBEDDED_SCHEME) :] or "default"
         with _lock:
             server = _servers.setdefault(name, fakeredis.FakeServer())
-        return fakeredis.FakeRedis(server=server, **options)
+        fake: redis.Redis = fakeredis.FakeRedis(server=server, **options)
+        return fake
     return redis.Redis.from_url(url, **options)
 
 

@@ -1,17 +1,50 @@
-"""The ``snakepool`` command line."""
+"""The ``snakepool`` command line: run nodes, send requests, watch and steer the rollout."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 import click
 from rich.console import Console
+from rich.table import Table
 
-from config import load_settings
+from config import Settings, load_settings
 from pool.errors import SnakepoolError
 
 __all__ = ["main"]
+
+console = Console()
+LANE_CHOICES = ("v3", "v2compat", "router", "all")
+
+
+def _fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a snakepool error as one line and exit 2, instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SnakepoolError as exc:
+            console.print(f"[red]{type(exc).__name__}:[/] {exc.message}")
+            sys.exit(2)
+
+    return wrapper
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _client(settings: Settings, routing: str = "router") -> Any:
+    from tasks.client import Client
+
+    return Client(settings=settings, routing=routing)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,20 +58,200 @@ def main(verbose: int) -> None:
 @main.command()
 @click.option("--requests", "-n", default=400, show_default=True, help="Requests to send.")
 @click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
+@_fails_cleanly
 def demo(requests: int, pool_size: int | None) -> None:
     """Start a pool, send a mix of work (and one crash) through it, print a summary."""
     from tasks.demo import run_dspy_demo, run_pool_demo
 
-    console = Console()
+    settings = _settings(pool_size=pool_size)
+    code = run_pool_demo(settings, requests=requests, console=console)
+    code = code or run_dspy_demo(settings, console=console)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--lane", type=click.Choice(LANE_CHOICES), required=True, help="What to serve.")
+@click.option("--name", default=None, help="Node name (default: <lane>-<pid>); @host is added.")
+@click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
+@click.option("--loglevel", default="INFO", show_default=True)
+@_fails_cleanly
+def worker(lane: str, name: str | None, pool_size: int | None, loglevel: str) -> None:
+    """Run a Celery worker node (-P threads) serving one lane, or all of them."""
+    from tasks.app import create_app
+    from tasks.bootstep import install
+
+    settings = _settings(pool_size=pool_size)
+    lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
+    app = create_app(settings)
+    install(app, lanes)
+    import tasks.lanes
+    import tasks.router  # noqa: F401 - registers the tasks on the app
+
+    app.set_current()
+    has_pool = lane != "router"
+    concurrency = settings.pool_size + (4 if lane == "all" else 0) if has_pool else 8
+    hostname = f"{name or f'{lane}-{os.getpid()}'}@%h"
+    app.worker_main([
+        "worker", "-P", "threads", "-c", str(concurrency), "-Q", ",".join(lanes),
+        "-n", hostname, "-E", "--without-mingle", "--without-gossip", "-l", loglevel,
+    ])  # fmt: skip
+
+
+@main.command()
+@click.argument("command")
+@click.argument("args", required=False, default="{}")
+@click.option("--session", "session_id", default=None, help="Session id.")
+@click.option("--direct", is_flag=True, help="Zero-hop: decide here, skip the router.")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the result.")
+@_fails_cleanly
+def call(
+    command: str, args: str, session_id: str | None, direct: bool, timeout: float | None
+) -> None:
+    """Send one request, e.g. `snakepool call calculate '{"expression": "2+3"}'`."""
     try:
-        overrides = {"pool_size": pool_size} if pool_size else {}
-        settings = load_settings(**overrides)
-        code = run_pool_demo(settings, requests=requests, console=console)
-        code = code or run_dspy_demo(settings, console=console)
-        sys.exit(code)
-    except SnakepoolError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
-        sys.exit(2)
+        parsed = json.loads(args)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"ARGS must be a JSON object: {exc}") from None
+    client = _client(_settings(), "direct" if direct else "router")
+    result = client.submit(command, parsed, session_id=session_id)
+    value = result.get(timeout=timeout or client.settings.result_timeout)
+    console.print_json(json.dumps({"lane": result.queue, "result": value}))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fails_cleanly
+def status(as_json: bool) -> None:
+    """Nodes and their pools, queue depths, per-lane counts and latency, rollout state."""
+    from sessions import redis_from_url
+    from tasks.status import collect_status
+
+    settings = _settings()
+    client = redis_from_url(settings.redis_url)
+    broker_url = settings.broker_url or settings.redis_url
+    broker = redis_from_url(broker_url) if broker_url.startswith("redis") else None
+    data = collect_status(client, broker, settings.key_prefix)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    nodes = Table(title="nodes")
+    for column in ("node", "lanes", "size", "idle", "busy", "queued", "requests", "errors",
+                   "restarts", "p50 ms", "p99 ms"):  # fmt: skip
+        nodes.add_column(column)
+    for node in data["nodes"]:
+        pool = node.get("pool") or {}
+        nodes.add_row(node["name"], ",".join(node["lanes"]), *(str(pool.get(k, "-")) for k in (
+            "size", "idle", "busy", "queued", "requests", "errors", "restarts", "p50_ms", "p99_ms"
+        )))  # fmt: skip
+    console.print(nodes)
+    lanes = Table(title="lanes")
+    for column in ("lane", "queued", "requests", "errors", "client errors", "p50", "p95", "p99"):
+        lanes.add_column(column)
+    for lane, figures in data["lanes"].items():
+        lanes.add_row(lane, str(data["queues"].get(lane)), *(str(figures[k]) for k in (
+            "requests", "errors", "client_errors", "p50_ms", "p95_ms", "p99_ms")))  # fmt: skip
+    console.print(lanes)
+    rollout = data["rollout"]
+    console.print(
+        f"rollout: [bold]{rollout['percent']}%[/] to V3 (version {rollout['version']}"
+        f"{', paused' if rollout['paused'] else ''}"
+        f"{', forced ' + rollout['forced_lane'] if rollout['forced_lane'] else ''})"
+        f"; router queue {data['queues'].get('router')}"
+    )
+
+
+@main.group()
+def rollout() -> None:
+    """Move traffic between V2-compat and V3."""
+
+
+@rollout.command("set")
+@click.argument("percent", type=click.IntRange(0, 100))
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@_fails_cleanly
+def rollout_set(percent: int, reason: str) -> None:
+    """Send PERCENT % of sessions to V3."""
+    flags = _client(_settings()).set_rollout(percent, reason)
+    console.print(f"rollout {flags['percent']}% to V3 (version {flags['version']})")
+
+
+@rollout.command("rollback")
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@_fails_cleanly
+def rollout_rollback(reason: str) -> None:
+    """Send all traffic back to V2-compat now (and pause promotion)."""
+    flags = _client(_settings()).rollback(reason)
+    console.print(f"rolled back: {flags['percent']}% to V3 (version {flags['version']})")
+
+
+@rollout.command("history")
+@click.option("-n", "count", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_fails_cleanly
+def rollout_history(count: int, as_json: bool) -> None:
+    """The audit trail: who changed what, when and why."""
+    history = _client(_settings()).flags.history(count)
+    if as_json:
+        click.echo(json.dumps(history, indent=2))
+        return
+    table = Table(title="rollout history")
+    for column in ("version", "when", "who", "why", "percent"):
+        table.add_column(column)
+    import datetime
+
+    for entry in history:
+        when = datetime.datetime.fromtimestamp(entry["at"]).isoformat(timespec="seconds")
+        change = f"{entry['old']['percent']} → {entry['new']['percent']}"
+        table.add_row(str(entry["version"]), when, entry["who"], entry["why"], change)
+    console.print(table)
+
+
+@main.group()
+def sessions() -> None:
+    """Inspect and delete sessions."""
+
+
+@sessions.command("list")
+@click.option("-n", "limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_fails_cleanly
+def sessions_list(limit: int, as_json: bool) -> None:
+    """The newest sessions."""
+    found = _client(_settings()).store.list(limit=limit)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    table = Table(title="sessions")
+    for column in ("id", "programs", "ttl left", "v2 node"):
+        table.add_column(column)
+    for session in found:
+        table.add_row(session["id"], str(session["programs"]), str(session["ttl_left"]),
+                      session["v2_node"] or "-")  # fmt: skip
+    console.print(table)
+
+
+@sessions.command("show")
+@click.argument("session_id")
+@_fails_cleanly
+def sessions_show(session_id: str) -> None:
+    """One session with its programs."""
+    client = _client(_settings())
+    session = client.get_session(session_id)
+    if session is None:
+        console.print(f"no session {session_id!r}")
+        sys.exit(1)
+    session["programs"] = client.store.programs(session_id)
+    console.print_json(json.dumps(session))
+
+
+@sessions.command("delete")
+@click.argument("session_id")
+@_fails_cleanly
+def sessions_delete(session_id: str) -> None:
+    """Delete a session and its programs."""
+    deleted = _client(_settings()).delete_session(session_id)
+    console.print("deleted" if deleted else f"no session {session_id!r}")
+    sys.exit(0 if deleted else 1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""The worker bootstep: one snakepool node (and its pool) per Celery worker process.
+
+Added to the worker blueprint, it starts before the consumer — so a node never takes
+a task before its interpreters are ready — and stops after it. Its ``info()`` is merged
+into ``celery inspect stats``, which is what Flower's worker page shows: the pool's
+figures appear in Flower with no plug-in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from celery import Celery, bootsteps
+
+from tasks.node import Node
+
+__all__ = ["NodeStep", "install"]
+
+
+class NodeStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Starts the :class:`~tasks.node.Node` of this worker; stops it on shutdown."""
+
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.node: Node | None = None
+
+    def start(self, worker: Any) -> None:
+        """Start the node (interpreters ready before the consumer starts)."""
+        app = worker.app
+        self.node = Node(app.snakepool_settings, name=worker.hostname, lanes=app.snakepool_lanes)
+        self.node.start()
+
+    def stop(self, worker: Any) -> None:
+        """Stop the node; in-flight requests get the pool's grace period."""
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
+
+    def shutdown(self, worker: Any) -> None:
+        """Same as stop (called on cold shutdown)."""
+        self.stop(worker)
+
+    def info(self, worker: Any) -> dict[str, Any]:
+        """Merged into ``celery inspect stats`` (and so into Flower's worker page)."""
+        return {"snakepool": self.node.describe() if self.node is not None else None}
+
+
+def install(app: Celery, lanes: tuple[str, ...]) -> None:
+    """Make workers of ``app`` host a node serving ``lanes``."""
+    app.snakepool_lanes = lanes
+    app.steps["worker"].add(NodeStep)

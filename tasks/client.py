@@ -1,0 +1,199 @@
+"""The client API for application code.
+
+::
+
+    from tasks.client import Client
+
+    client = Client()                                   # settings from SNAKEPOOL_* env
+    sid = client.create_session()
+    client.execute("create_program", {"id": "qa", "signature": "question -> answer"},
+                   session_id=sid)
+    client.execute("execute_program", {"program_id": "qa", "inputs": {"question": "Why?"}},
+                   session_id=sid)                      # → {"answer": ...}
+
+``routing="router"`` (default) sends every request to the router task, which decides
+and forwards; ``routing="direct"`` makes the same decision here, from the same flags,
+and enqueues straight onto the lane: zero hops. Errors arrive as the typed exceptions of
+:mod:`pool.errors`.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+import warnings
+from typing import Any
+
+from celery.result import AsyncResult
+
+from config import Settings, load_settings
+from config.flags import FlagCache, FlagStore
+from config.keys import Keys, validate_session_id
+from pool.errors import InvalidArguments
+from sessions import SessionStore, redis_from_url
+from tasks.app import ROUTE_TASK, ROUTER_QUEUE, create_app
+from tasks.router import choose, destination, lane_signature
+
+__all__ = ["Client", "V2Api"]
+
+_ROUTINGS = ("router", "direct")
+
+
+class Client:
+    """Enqueue work, manage sessions and the rollout.
+
+    Args:
+        redis_url: SessionStore / flags Redis (default: ``REDIS_URL``).
+        broker_url: Celery broker (default: ``BROKER_URL``, else ``redis_url``).
+        routing: ``"router"`` (through the router task) or ``"direct"`` (zero hops).
+        settings: Use these settings instead of reading the environment.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        broker_url: str | None = None,
+        routing: str = "router",
+        *,
+        settings: Settings | None = None,
+    ) -> None:
+        if routing not in _ROUTINGS:
+            raise InvalidArguments(f"routing must be one of {_ROUTINGS}, not {routing!r}")
+        overrides = {k: v for k, v in (("redis_url", redis_url), ("broker_url", broker_url)) if v}
+        if settings is None:
+            settings = load_settings(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        if redis_url and not broker_url and settings.broker_url != redis_url:
+            settings = settings.model_copy(update={"broker_url": redis_url})
+        self.settings = settings
+        self.routing = routing
+        self.app = create_app(settings)
+        self.redis = redis_from_url(settings.redis_url)
+        self.keys = Keys(settings.key_prefix)
+        self.store = SessionStore(
+            self.redis, prefix=settings.key_prefix, default_ttl=settings.session_ttl
+        )
+        self.flags = FlagStore(self.redis, prefix=settings.key_prefix)
+        self._flag_cache = FlagCache(self.flags)
+        self.v2 = V2Api(self)
+
+    # ------------------------------------------------------------------ requests
+
+    def decide(
+        self, command: str, args: dict[str, Any] | None = None, session_id: str | None = None
+    ) -> str:
+        """The lane the router would pick for this request now: ``v3`` or ``v2compat``."""
+        return choose(command, args, session_id, self._flag_cache.get(), uuid.uuid4().hex)
+
+    def submit(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Enqueue one request; returns its Celery AsyncResult (``.queue`` names the lane)."""
+        if not isinstance(command, str) or not command:
+            raise InvalidArguments("command must be a non-empty string")
+        if args is not None and not isinstance(args, dict):
+            raise InvalidArguments(f"args must be a dict, not {type(args).__name__}")
+        if session_id is not None:
+            validate_session_id(session_id)
+        request_id = uuid.uuid4().hex
+        if self.routing == "router":
+            return self.app.send_task(
+                ROUTE_TASK, args=(command, args, session_id), kwargs=options,
+                queue=ROUTER_QUEUE, task_id=request_id,
+            )  # fmt: skip
+        lane = choose(command, args, session_id, self._flag_cache.get(), request_id)
+        queue = destination(lane, session_id, store=self.store, client=self.redis, keys=self.keys)
+        signature = lane_signature(self.app, lane, command, args, session_id, options, queue)
+        return signature.apply_async(task_id=request_id)
+
+    def execute(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run one request and return its result (or raise its typed error).
+
+        Args:
+            timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``).
+        """
+        result = self.submit(command, args, session_id=session_id)
+        return result.get(timeout=timeout or self.settings.result_timeout)
+
+    # ------------------------------------------------------------------ sessions
+
+    def create_session(self, ttl: int | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """Create a session; returns its id."""
+        return self.store.create(ttl=ttl, metadata=metadata)
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session (with its program ids), or None."""
+        return self.store.get(session_id)
+
+    def delete_session(self, session_id: str) -> bool:
+        """Delete a session and its programs."""
+        return self.store.delete(session_id)
+
+    # ------------------------------------------------------------------- rollout
+
+    def rollout_state(self) -> dict[str, Any]:
+        """The current rollout flags."""
+        return self.flags.read().to_dict()
+
+    def set_rollout(self, percent: int, reason: str) -> dict[str, Any]:
+        """Send ``percent`` % of sessions to V3."""
+        return self.flags.set_percent(percent, who=_who(), why=reason).to_dict()
+
+    def rollback(self, reason: str) -> dict[str, Any]:
+        """Send all traffic back to V2-compat now (seen everywhere within a second)."""
+        return self.flags.rollback(who=_who(), why=reason).to_dict()
+
+    def close(self) -> None:
+        """Release connections."""
+        self.redis.close()
+        self.app.close()
+
+
+class V2Api:
+    """The V2 API for callers not yet migrated (deprecated: use :class:`Client`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def execute_in_session(
+        self, session_id: str, command: str, args: dict[str, Any] | None = None
+    ) -> Any:
+        """V2's ``execute_in_session``; use ``Client.execute(..., session_id=...)``."""
+        warnings.warn(
+            "client.v2.execute_in_session is deprecated; use Client.execute(session_id=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._client.execute(command, args, session_id=session_id)
+
+    def execute_anonymous(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        """V2's ``execute_anonymous``; use ``Client.execute``."""
+        warnings.warn(
+            "client.v2.execute_anonymous is deprecated; use Client.execute",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._client.execute(command, args)
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

@@ -1,0 +1,149 @@
+"""What a worker node holds while it runs: its pool, the store, the flags, its heartbeat.
+
+One :class:`Node` per worker process, created by the bootstep before the node consumes
+and reachable from tasks through :func:`current_node`. Every second the node writes a
+heartbeat (name, lanes, pool stats) with a short TTL: ``snakepool status`` lists the
+live nodes from these, and the router treats a node whose heartbeat expired as gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+
+from config import Settings
+from config.flags import FlagCache, FlagStore
+from config.keys import Keys
+from pool import Pool
+from sessions import SessionStore, redis_from_url
+from tasks.metrics import LaneMetrics
+
+__all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
+
+log = logging.getLogger("snakepool.node")
+
+#: Seconds between heartbeats.
+HEARTBEAT_SECONDS = 1.0
+#: Seconds a heartbeat lives: a node silent this long counts as gone.
+HEARTBEAT_TTL = 4
+
+_current: Node | None = None
+
+
+def current_node() -> Node:
+    """The node of this worker process.
+
+    Raises:
+        PoolUnavailable: no node is running here (the bootstep has not started).
+    """
+    if _current is None:
+        from pool.errors import PoolUnavailable
+
+        raise PoolUnavailable("this worker hosts no snakepool node (bootstep not started)")
+    return _current
+
+
+class Node:
+    """A worker node's resources.
+
+    Args:
+        settings: Validated settings.
+        name: The Celery hostname (``lane-name@host``).
+        lanes: The lanes this node serves (``router``, ``v3``, ``v2compat``).
+    """
+
+    def __init__(self, settings: Settings, *, name: str, lanes: tuple[str, ...]) -> None:
+        self.settings = settings
+        self.name = name
+        self.lanes = lanes
+        self.redis: redis.Redis = redis_from_url(settings.redis_url)
+        self.keys = Keys(settings.key_prefix)
+        self.store = SessionStore(
+            self.redis, prefix=settings.key_prefix, default_ttl=settings.session_ttl
+        )
+        self.flags = FlagCache(FlagStore(self.redis, prefix=settings.key_prefix))
+        self.metrics = LaneMetrics(self.redis, prefix=settings.key_prefix)
+        self.pool: Pool | None = None
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the pool (if this node runs a lane) and the heartbeat."""
+        global _current
+        if any(lane in ("v3", "v2compat") for lane in self.lanes):
+            self.pool = Pool.from_settings(self.settings)
+            self.pool.start()
+            self._publish_commands()
+        _current = self
+        self.heartbeat()
+        self._thread = threading.Thread(target=self._beat, name="snakepool-heartbeat", daemon=True)
+        self._thread.start()
+        log.info("node %s serving %s", self.name, ", ".join(self.lanes))
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop the heartbeat, withdraw it, stop the pool."""
+        global _current
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with contextlib.suppress(redis.RedisError):
+            self.redis.delete(self.keys.node(self.name))
+        if self.pool is not None:
+            self.pool.stop(grace=grace)
+        if _current is self:
+            _current = None
+
+    def describe(self) -> dict[str, Any]:
+        """The heartbeat's content (and what ``celery inspect stats`` shows)."""
+        return {
+            "name": self.name,
+            "lanes": list(self.lanes),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": self.started,
+            "at": time.time(),
+            "pool": self.pool.stats() if self.pool is not None else None,
+        }
+
+    def heartbeat(self) -> None:
+        """Write one heartbeat."""
+        self.redis.set(self.keys.node(self.name), json.dumps(self.describe()), ex=HEARTBEAT_TTL)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.heartbeat()
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def _publish_commands(self) -> None:
+        assert self.pool is not None
+        commands = self.pool.commands()
+        if commands:
+            self.redis.hset(
+                self.keys.commands, mapping={k: json.dumps(v) for k, v in commands.items()}
+            )
+
+
+def live_nodes(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every node whose heartbeat has not expired."""
+    nodes = []
+    for key in client.scan_iter(match=keys.node_pattern, count=500):
+        raw = client.get(key)
+        if raw:
+            nodes.append(json.loads(raw))
+    return sorted(nodes, key=lambda n: n["name"])
+
+
+def node_alive(client: redis.Redis, keys: Keys, name: str) -> bool:
+    """Whether ``name`` has a live heartbeat."""
+    return bool(client.exists(keys.node(name)))
