@@ -158,6 +158,18 @@ def execute_v2compat(
 _LANES: dict[str, Callable[..., Any]] = {"v3": execute_v3, "v2compat": execute_v2compat}
 
 
+def report_lane(request: Any, lane: str) -> None:
+    """Make ``AsyncResult.queue`` name the lane even for a node-direct (``.dq2``) delivery.
+
+    With ``result_extended`` Celery stores the delivery's routing key as the result's
+    queue; a V2-compat session's request arrives on its node's worker-direct queue, but
+    the contract is that the caller sees the lane.
+    """
+    info = getattr(request, "delivery_info", None)
+    if isinstance(info, dict) and info.get("routing_key") != lane:
+        info["routing_key"] = lane
+
+
 def run_lane(lane: str, command: Any, args: Any, session_id: Any, options: dict[str, Any]) -> Any:
     """Validate, run on this node's pool, record the lane's metrics."""
     node = current_node()
@@ -185,6 +197,7 @@ def v3_execute(
     session_id: str | None = None, **options: Any,
 ) -> Any:  # fmt: skip
     """Run ``command`` on the V3 lane."""
+    report_lane(self.request, "v3")
     return run_lane("v3", command, args, session_id, options)
 
 
@@ -194,4 +207,5 @@ def v2compat_execute(
     session_id: str | None = None, **options: Any,
 ) -> Any:  # fmt: skip
     """Run ``command`` on the V2-compat lane."""
+    report_lane(self.request, "v2compat")
     return run_lane("v2compat", command, args, session_id, options)

@@ -112,6 +112,8 @@ class Node:
             "started": self.started,
             "at": time.time(),
             "pool": self.pool.stats() if self.pool is not None else None,
+            # The flags version this node routes by (refreshed here if stale).
+            "flags_version": self.flags.get().version,
         }
 
     def heartbeat(self) -> None:

@@ -1,0 +1,230 @@
+"""The whole system: real redis-server, real `snakepool worker` nodes, real Celery.
+
+One cluster per module (router, two V3 nodes, two V2-compat nodes, each with a pool of
+warm DSPy interpreters); each test resets the rollout flags first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pytest
+
+from config.flags import RolloutFlags
+from pool.errors import CommandFailed, InvalidArguments, SessionNotFound, UnknownCommand
+from tasks.client import Client
+from tasks.node import live_nodes
+from tests.integration.cluster import Cluster
+
+pytest.importorskip("dspy")
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+QA = {"signature": "question -> answer"}
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(
+        redis_server, tmp_path_factory.mktemp("cluster"), adapter="tests.adapters.cluster"
+    )
+    try:
+        starting = [
+            cluster.start(lane, name, wait=False)
+            for lane, name in (("router", "router-1"), ("v3", "v3-a"), ("v3", "v3-b"),
+                               ("v2compat", "v2-a"), ("v2compat", "v2-b"))
+        ]  # fmt: skip
+        for node in starting:
+            cluster.wait_ready(node)
+        yield cluster
+    finally:
+        leftovers = cluster.stop()
+    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
+
+
+def wait_for_flags(client: Client, version: int, timeout: float = 5.0) -> None:
+    """Until every live node reports (in its heartbeat) routing by ``version``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = live_nodes(client.redis, client.keys)
+        if nodes and all(n.get("flags_version", -1) >= version for n in nodes):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nodes never saw flags version {version}: {nodes}")
+        time.sleep(0.05)
+
+
+def change_flags(client: Client, change: Callable[[RolloutFlags], RolloutFlags]) -> None:
+    wait_for_flags(client, client.flags.update(change, who="test", why="test").version)
+
+
+def set_percent(client: Client, percent: int) -> None:
+    wait_for_flags(client, client.set_rollout(percent, f"test {percent}")["version"])
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> Iterator[Client]:
+    client = Client(redis_url=cluster.redis_url)
+    change_flags(client, lambda _: RolloutFlags())
+    yield client
+    client.close()
+
+
+def test_execute_through_router_and_zero_hop_on_both_lanes(
+    client: Client, cluster: Cluster
+) -> None:
+    direct = Client(redis_url=cluster.redis_url, routing="direct")
+    try:
+        for percent, lane in ((0, "v2compat"), (100, "v3")):
+            set_percent(client, percent)
+            for via in (client, direct):
+                result = via.submit("calculate", {"expression": "6 * 7"})
+                assert result.get(timeout=30) == {"result": 42}
+                assert result.queue == lane
+            assert client.decide("calculate") == lane
+    finally:
+        direct.close()
+
+
+def test_hundred_concurrent_calculations(client: Client) -> None:
+    set_percent(client, 50)
+    expressions = [(f"{i} * 3 + 1", i * 3 + 1) for i in range(100)]
+    with ThreadPoolExecutor(max_workers=25) as executor:
+        results = list(
+            executor.map(lambda e: client.execute("calculate", {"expression": e[0]}), expressions)
+        )
+    assert [r["result"] for r in results] == [expected for _, expected in expressions]
+
+
+def test_percentage_split_stickiness_and_monotonic_moves(client: Client) -> None:
+    sessions = [client.create_session() for _ in range(400)]
+
+    def lanes_now() -> dict[str, str]:
+        with ThreadPoolExecutor(max_workers=20) as executor:
+            results = list(executor.map(lambda s: client.submit("ping", session_id=s), sessions))
+        return {s: r.get(timeout=60) and r.queue for s, r in zip(sessions, results, strict=True)}
+
+    set_percent(client, 50)
+    at_50 = lanes_now()
+    share = Counter(at_50.values())["v3"] / len(sessions)
+    assert 0.35 <= share <= 0.65
+    assert lanes_now() == at_50  # sticky: the same session, the same lane
+    previous = None
+    for percent in (10, 50, 100):
+        set_percent(client, percent)
+        current = lanes_now() if percent != 50 else at_50
+        if previous is not None:
+            moved_back = [s for s in sessions if previous[s] == "v3" and current[s] != "v3"]
+            assert moved_back == []
+        previous = current
+    assert set(previous.values()) == {"v3"}
+
+
+def test_programs_follow_a_session_from_v2compat_to_v3(client: Client) -> None:
+    set_percent(client, 0)
+    sid = client.create_session()
+    created = client.submit("create_program", {"id": "qa", **QA}, session_id=sid)
+    assert created.get(timeout=30)["program_id"] == "qa" and created.queue == "v2compat"
+    args = {"program_id": "qa", "inputs": {"question": "What moves?"}}
+    on_v2 = client.submit("execute_program", args, session_id=sid)
+    v2_answer = on_v2.get(timeout=30)
+    assert on_v2.queue == "v2compat" and v2_answer["answer"]
+    set_percent(client, 100)
+    on_v3 = client.submit("execute_program", args, session_id=sid)
+    assert on_v3.get(timeout=30) == v2_answer and on_v3.queue == "v3"  # same result, new lane
+    listed = client.execute("list_programs", session_id=sid)["programs"]
+    assert [p["program_id"] for p in listed] == ["qa"]
+
+
+def test_rollback_takes_effect_within_a_second_without_restarts(
+    client: Client, cluster: Cluster
+) -> None:
+    pids = [node.process.pid for node in cluster.nodes]
+    set_percent(client, 100)
+    assert client.submit("ping").get(timeout=30) and client.decide("ping") == "v3"
+    rolled_back_at = time.monotonic()
+    client.rollback("test: error budget burnt")
+    late = []
+    while time.monotonic() - rolled_back_at < 1.6:
+        sent_at = time.monotonic()
+        result = client.submit("ping")
+        result.get(timeout=30)
+        if sent_at - rolled_back_at >= 1.0:
+            late.append(result.queue)
+    assert late and set(late) == {"v2compat"}
+    assert [node.process.pid for node in cluster.nodes] == pids  # nobody restarted
+    assert all(node.process.poll() is None for node in cluster.nodes)
+    history = client.flags.history(1)[0]
+    assert history["why"] == "test: error budget burnt" and history["new"]["percent"] == 0
+
+
+def test_typed_errors_arrive_as_their_types(client: Client) -> None:
+    for percent in (0, 100):
+        set_percent(client, percent)
+        with pytest.raises(UnknownCommand, match="unknown command 'nope'"):
+            client.execute("nope")
+        with pytest.raises(InvalidArguments, match="too large"):
+            client.execute("calculate", {"expression": "9**9**9"})
+        with pytest.raises(CommandFailed) as caught:
+            client.execute("fail", {"message": "deliberate"})
+        assert caught.value.remote_type == "ValueError"
+        assert "deliberate" in caught.value.remote_traceback
+        with pytest.raises(SessionNotFound):
+            client.execute("ping", session_id="no-such-session")
+
+
+def test_two_v3_nodes_share_the_queue(client: Client) -> None:
+    set_percent(client, 100)
+    results = [client.submit("sleep", {"seconds": 0.2}) for _ in range(16)]
+    for result in results:
+        result.get(timeout=60)
+    assert {r.worker.split("@")[0] for r in results} == {"v3-a", "v3-b"}
+
+
+def test_v2_affinity_and_rebinding_when_the_node_dies(client: Client, cluster: Cluster) -> None:
+    set_percent(client, 0)
+    sid = client.create_session()
+    client.execute("create_program", {"id": "qa", **QA}, session_id=sid)
+    served = [client.submit("get_stats", session_id=sid) for _ in range(6)]
+    pids = {r.get(timeout=30)["pid"] for r in served}
+    workers = {r.worker for r in served}
+    assert len(pids) == 1 and len(workers) == 1  # one node, one interpreter
+    bound = client.get_session(sid)["v2_node"]
+    assert bound == workers.pop()
+    victim = next(n for n in cluster.nodes if n.hostname == bound)
+    replacement_lane, replacement_name = victim.lane, f"{victim.name}-r"
+    cluster.kill(victim)
+    try:
+        deadline = time.monotonic() + 10
+        while cluster.redis.exists(cluster.keys.node(bound)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the heartbeat expires: the router now sees the node gone
+        args = {"program_id": "qa", "inputs": {"question": "Still there?"}}
+        result = client.submit("execute_program", args, session_id=sid)
+        assert result.get(timeout=30)["answer"]
+        assert result.worker != bound
+        assert client.get_session(sid)["v2_node"] == result.worker  # rebound
+    finally:
+        cluster.start(replacement_lane, replacement_name)
+
+
+def test_client_v2_api_is_deprecated_but_works(client: Client) -> None:
+    sid = client.create_session()
+    with pytest.warns(DeprecationWarning, match="execute_in_session"):
+        assert client.v2.execute_in_session(sid, "echo", {"a": 1}) == {"a": 1}
+    with pytest.warns(DeprecationWarning, match="execute_anonymous"):
+        assert client.v2.execute_anonymous("calculate", {"expression": "1+1"}) == {"result": 2}
+
+
+def test_per_session_override_and_kill_switch(client: Client) -> None:
+    sid = client.create_session()
+    change_flags(client, lambda f: replace(f, percent=100, overrides={sid: "v2compat"}))
+    pinned = client.submit("ping", session_id=sid)
+    pinned.get(timeout=30)
+    assert pinned.queue == "v2compat"
+    change_flags(client, lambda f: replace(f, forced_lane="v3"))
+    forced = client.submit("ping", session_id=sid)
+    forced.get(timeout=30)
+    assert forced.queue == "v3"
