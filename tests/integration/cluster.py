@@ -118,9 +118,11 @@ class Cluster:
         found = []
         for process in psutil.process_iter():
             try:
-                if process.environ().get(CLUSTER_MARKER) == self.marker:
-                    if process.status() != psutil.STATUS_ZOMBIE:
-                        found.append(process)
+                if (
+                    process.environ().get(CLUSTER_MARKER) == self.marker
+                    and process.status() != psutil.STATUS_ZOMBIE
+                ):
+                    found.append(process)
             except psutil.Error:
                 continue
         return found
