@@ -53,8 +53,10 @@ def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
     transport and results stay in process memory.
     """
     broker = settings.broker_url or settings.redis_url
+    transport_options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
     if broker.startswith(EMBEDDED_SCHEME):
-        broker = "memory://"
+        broker = "memory://localhost/"
+        transport_options["polling_interval"] = 0.005  # in-process: polling is nearly free
     app = Celery(name, broker=broker, backend=_backend(settings), set_as_current=False)
     routes: dict[str, Any] = {ROUTE_TASK: {"queue": ROUTER_QUEUE}}
     routes.update({task: {"queue": lane} for lane, task in LANE_TASKS.items()})
@@ -78,7 +80,7 @@ def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
         task_send_sent_event=True,
         # <node>.dq2 queues: V2-compat session affinity to one node.
         worker_direct=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )

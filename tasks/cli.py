@@ -60,12 +60,14 @@ def main(verbose: int) -> None:
 @click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
 @_fails_cleanly
 def demo(requests: int, pool_size: int | None) -> None:
-    """Start a pool, send a mix of work (and one crash) through it, print a summary."""
-    from tasks.demo import run_dspy_demo, run_pool_demo
+    """The pool under load (and one crash), then sessions, programs and a rollout through
+    the lanes: against Redis at REDIS_URL when it answers, else fully embedded."""
+    from tasks.demo import run_pool_demo
+    from tasks.demo_system import run_system_demo
 
     settings = _settings(pool_size=pool_size)
     code = run_pool_demo(settings, requests=requests, console=console)
-    code = code or run_dspy_demo(settings, console=console)
+    code = code or run_system_demo(settings, console=console)
     sys.exit(code)
 
 

@@ -20,6 +20,7 @@ and enqueues straight onto the lane: zero hops. Errors arrive as the typed excep
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 import warnings
 from typing import Any
@@ -29,9 +30,10 @@ from celery.result import AsyncResult
 from config import Settings, load_settings
 from config.flags import FlagCache, FlagStore
 from config.keys import Keys, validate_session_id
-from pool.errors import InvalidArguments
+from pool.errors import InvalidArguments, PoolUnavailable
 from sessions import SessionStore, redis_from_url
 from tasks.app import ROUTE_TASK, ROUTER_QUEUE, create_app
+from tasks.node import live_nodes
 from tasks.router import choose, destination, lane_signature
 
 __all__ = ["Client", "V2Api"]
@@ -126,7 +128,8 @@ class Client:
             timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``).
         """
         result = self.submit(command, args, session_id=session_id)
-        return result.get(timeout=timeout or self.settings.result_timeout)
+        # The Redis backend pushes results (no polling); the embedded one is polled.
+        return result.get(timeout=timeout or self.settings.result_timeout, interval=0.01)
 
     # ------------------------------------------------------------------ sessions
 
@@ -151,6 +154,28 @@ class Client:
     def set_rollout(self, percent: int, reason: str) -> dict[str, Any]:
         """Send ``percent`` % of sessions to V3."""
         return self.flags.set_percent(percent, who=_who(), why=reason).to_dict()
+
+    def wait_for_flags(self, version: int, timeout: float = 5.0) -> None:
+        """Block until every live node reports routing by flags ``version`` or newer.
+
+        Nodes re-read the flags at least every 0.5 s and report the version they use in
+        their heartbeat (every second), so this returns within about a second.
+
+        Raises:
+            PoolUnavailable: not every node caught up within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = live_nodes(self.redis, self.keys)
+            behind = [n["name"] for n in nodes if n.get("flags_version", -1) < version]
+            if nodes and not behind:
+                return
+            if time.monotonic() > deadline:
+                raise PoolUnavailable(
+                    f"nodes still routing by older flags than version {version}: "
+                    f"{behind or 'no live nodes'}"
+                )
+            time.sleep(0.05)  # heartbeats are in Redis: there is nothing to wait on
 
     def rollback(self, reason: str) -> dict[str, Any]:
         """Send all traffic back to V2-compat now (seen everywhere within a second)."""

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -24,7 +23,7 @@ from config import Settings
 from pool import Pool
 from pool.errors import SnakepoolError
 
-__all__ = ["run_dspy_demo", "run_pool_demo"]
+__all__ = ["run_pool_demo"]
 
 #: (command, args) mix sent by the demo; the last two are rejected on purpose.
 _MIX: list[tuple[str, dict[str, Any]]] = [
@@ -118,60 +117,4 @@ def run_pool_demo(settings: Settings, *, requests: int, console: Console) -> int
         )
     pool.stop()
     console.print("pool stopped; no interpreter left behind")
-    return 0
-
-
-#: Programs and questions for the DSPy part of the demo (answered by DSPy's DummyLM).
-_PROGRAMS = {
-    "qa": {"signature": "question -> answer", "module": "predict"},
-    "reasoned": {
-        "signature": "question -> answer",
-        "module": "chain_of_thought",
-        "instructions": "Think it through, then answer briefly.",
-    },
-}
-_QUESTIONS = [
-    "What is the capital of France?",
-    "How many legs has a spider?",
-    "Why is the sky blue?",
-]
-
-
-def run_dspy_demo(settings: Settings, *, console: Console) -> int:
-    """Create DSPy programs on warm interpreters and run them; returns the exit code."""
-    try:
-        import dspy  # noqa: F401 - only to say clearly when the extra is missing
-    except ImportError:
-        console.print("DSPy is not installed (pip install 'snakepool[dspy]'): skipping programs")
-        return 0
-    console.rule("[bold]DSPy programs[/] on warm interpreters")
-    overrides: dict[str, Any] = {"adapter": "pool.interpreter.dspy_programs"}
-    if settings.lm == "dummy" and not settings.lm_answers:
-        overrides["lm_answers"] = str(Path(__file__).with_name("demo_answers.json"))
-    pool = Pool.from_settings(settings, **overrides)
-    started = time.perf_counter()
-    with console.status(f"starting {settings.pool_size} DSPy interpreters"):
-        pool.start()
-    status = pool.execute("dspy_status")
-    console.print(
-        f"{settings.pool_size} interpreters ready in [bold]{time.perf_counter() - started:.2f}s[/]"
-        f" with DSPy {status['version']} imported once, in the template; LM: {status['lm']}"
-    )
-    table = Table(title="execute_program")
-    for column in ("program", "module", "question", "outputs", "ms"):
-        table.add_column(column, overflow="fold")
-    try:
-        for program_id, definition in _PROGRAMS.items():
-            pool.execute("create_program", {"id": program_id, **definition})
-            for question in _QUESTIONS:
-                # Inline definition: any interpreter can run it (how the V3 lane sends it).
-                t0 = time.perf_counter()
-                outputs = pool.execute(
-                    "execute_program", {"program": definition, "inputs": {"question": question}}
-                )
-                ms = (time.perf_counter() - t0) * 1000
-                table.add_row(program_id, definition["module"], question, str(outputs), f"{ms:.1f}")
-        console.print(table)
-    finally:
-        pool.stop()
     return 0

@@ -17,7 +17,6 @@ import pytest
 from config.flags import RolloutFlags
 from pool.errors import CommandFailed, InvalidArguments, SessionNotFound, UnknownCommand
 from tasks.client import Client
-from tasks.node import live_nodes
 from tests.integration.cluster import Cluster
 
 pytest.importorskip("dspy")
@@ -45,24 +44,12 @@ def cluster(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
 
 
-def wait_for_flags(client: Client, version: int, timeout: float = 5.0) -> None:
-    """Until every live node reports (in its heartbeat) routing by ``version``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = live_nodes(client.redis, client.keys)
-        if nodes and all(n.get("flags_version", -1) >= version for n in nodes):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nodes never saw flags version {version}: {nodes}")
-        time.sleep(0.05)
-
-
 def change_flags(client: Client, change: Callable[[RolloutFlags], RolloutFlags]) -> None:
-    wait_for_flags(client, client.flags.update(change, who="test", why="test").version)
+    client.wait_for_flags(client.flags.update(change, who="test", why="test").version)
 
 
 def set_percent(client: Client, percent: int) -> None:
-    wait_for_flags(client, client.set_rollout(percent, f"test {percent}")["version"])
+    client.wait_for_flags(client.set_rollout(percent, f"test {percent}")["version"])
 
 
 @pytest.fixture

@@ -1,0 +1,203 @@
+"""The system part of ``snakepool demo``: sessions, programs and a rollout, end to end.
+
+Against Redis when one answers at ``REDIS_URL`` (it starts a router, a V3 and a
+V2-compat node as processes, and stops them afterwards); otherwise fully embedded:
+kombu's in-memory broker, fakeredis, and one in-process worker serving every queue.
+Either way it creates sessions with DSPy programs, sends traffic through the router
+while stepping the rollout 0 → 10 → 50 → 100 %, and prints what each lane served,
+latency percentiles and the audit trail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from config import Settings
+from config.flags import RolloutFlags
+from sessions import redis_answers
+from tasks.client import Client
+
+__all__ = ["STEPS", "run_system_demo"]
+
+#: The rollout the demo walks through, in percent to V3.
+STEPS = (0, 10, 50, 100)
+#: Redis database the demo uses on a real server, so it never touches a deployment's
+#: queues (their names are fixed) or rollout flags.
+DEMO_DB = 15
+DEMO_PREFIX = "snakepool-demo:"
+_ANSWERS = Path(__file__).with_name("demo_answers.json")
+_QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs has a spider?",
+    "Why is the sky blue?",
+]
+
+
+def _adapter() -> str:
+    try:
+        import dspy  # noqa: F401 - the demo runs DSPy programs when the extra is there
+    except ImportError:
+        return "pool.interpreter.builtin"
+    return "pool.interpreter.dspy_programs"
+
+
+def _demo_url(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+@contextlib.contextmanager
+def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
+    from tasks.launcher import Launcher, child_env
+
+    url = _demo_url(settings.redis_url, DEMO_DB)
+    settings = settings.model_copy(
+        update={"redis_url": url, "broker_url": url, "key_prefix": DEMO_PREFIX}
+    )
+    console.print(f"(the demo keeps to database {DEMO_DB} and keys {DEMO_PREFIX}*)")
+    overrides = {"adapter": _adapter(), "pool_size": "2", "lm_answers": str(_ANSWERS),
+                 "redis_url": url, "broker_url": url, "key_prefix": DEMO_PREFIX}  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="snakepool-demo-") as logdir,
+        Launcher(child_env(**overrides), logdir=Path(logdir)) as launcher,
+    ):
+        for lane in ("router", "v3", "v2compat"):
+            launcher.start_node(lane, f"demo-{lane}-{os.getpid()}")
+        client = Client(settings=settings)
+        with console.status("starting a router, a V3 and a V2-compat node"):
+            launcher.wait_nodes(client.redis, client.keys)
+        try:
+            client.flags.update(lambda _: RolloutFlags(), who="demo", why="demo start")
+            yield client
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def _embedded_stack(settings: Settings, console: Console) -> Iterator[Client]:
+    from celery.contrib.testing.worker import start_worker
+
+    import tasks.lanes
+    import tasks.router  # noqa: F401 - registers the tasks
+    from tasks.app import create_app
+    from tasks.bootstep import install
+
+    embedded = settings.model_copy(update={
+        "redis_url": "fakeredis://demo", "broker_url": "fakeredis://demo",
+        "adapter": _adapter(), "pool_size": 2, "lm_answers": str(_ANSWERS),
+    })  # fmt: skip
+    app = create_app(embedded)
+    install(app, ("router", "v3", "v2compat"))
+    with console.status("starting an in-process worker with 2 interpreters"):
+        worker = start_worker(
+            app, pool="threads", concurrency=8, perform_ping_check=False,
+            queues=["router", "v3", "v2compat"], loglevel="WARNING", shutdown_timeout=30,
+        )  # fmt: skip
+        worker.__enter__()
+    client = Client(settings=embedded)
+    client.app = app  # the same in-memory broker and result store as the worker
+    try:
+        yield client
+    finally:
+        client.close()
+        worker.__exit__(None, None, None)
+
+
+def _drive(client: Client, console: Console, sessions: int) -> None:
+    program = {"signature": "question -> answer", "module": "chain_of_thought"}
+    dspy = _adapter().endswith("dspy_programs")
+    ids = [client.create_session(metadata={"demo": True}) for _ in range(sessions)]
+    served: dict[int, Counter[str]] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        if dspy:
+            task = progress.add_task("creating programs", total=len(ids))
+            for sid in ids:
+                client.execute("create_program", {"id": "qa", **program}, session_id=sid)
+                progress.advance(task)
+        for percent in STEPS:
+            flags = client.set_rollout(percent, f"demo step to {percent}%")
+            client.wait_for_flags(flags["version"])
+            step = progress.add_task(f"traffic at {percent:>3}% to V3", total=len(ids) * 3)
+
+            def one(i: int, sid: str, step: Any = step) -> str:
+                if dspy:
+                    question = _QUESTIONS[i % len(_QUESTIONS)]
+                    args = {"program_id": "qa", "inputs": {"question": question}}
+                    result = client.submit("execute_program", args, session_id=sid)
+                else:
+                    result = client.submit("calculate", {"expression": f"{i} * 2"}, session_id=sid)
+                result.get(timeout=60, interval=0.01)
+                progress.advance(step)
+                return str(result.queue)
+
+            with ThreadPoolExecutor(max_workers=8) as executor:
+                lanes = list(executor.map(one, range(len(ids) * 3), ids * 3))
+            served[percent] = Counter(lanes)
+    table = Table(title=f"{sessions} sessions, 3 requests each per step")
+    for column in ("rollout", "V3", "V2-compat"):
+        table.add_column(column, justify="right")
+    for percent, counts in served.items():
+        table.add_row(f"{percent}%", str(counts["v3"]), str(counts["v2compat"]))
+    console.print(table)
+    if dspy:
+        sid = ids[0]
+        answer = client.execute(
+            "execute_program",
+            {"program_id": "qa", "inputs": {"question": _QUESTIONS[0]}},
+            session_id=sid,
+        )
+        console.print(f"a DSPy program created on V2-compat, answered on V3: {answer}")
+
+
+def _report(client: Client, console: Console) -> None:
+    from tasks.status import collect_status
+
+    status = collect_status(client.redis, None, client.settings.key_prefix)
+    lanes = Table(title="per lane")
+    for column in ("lane", "requests", "errors", "client errors", "p50 ms", "p95 ms", "p99 ms"):
+        lanes.add_column(column, justify="right")
+    for lane, figures in status["lanes"].items():
+        lanes.add_row(lane, *(str(figures[k]) for k in (
+            "requests", "errors", "client_errors", "p50_ms", "p95_ms", "p99_ms")))  # fmt: skip
+    console.print(lanes)
+    audit = Table(title="audit trail (rollout history)")
+    for column in ("version", "when", "who", "why", "percent"):
+        audit.add_column(column)
+    for entry in reversed(client.flags.history(len(STEPS))):
+        when = datetime.datetime.fromtimestamp(entry["at"]).strftime("%H:%M:%S")
+        change = f"{entry['old']['percent']} → {entry['new']['percent']}"
+        audit.add_row(str(entry["version"]), when, entry["who"], entry["why"], change)
+    console.print(audit)
+
+
+def run_system_demo(settings: Settings, *, console: Console, sessions: int = 20) -> int:
+    """Run the rollout demo; returns the exit code."""
+    console.rule("[bold]snakepool demo[/] — lanes, router and a rollout")
+    if redis_answers(settings.redis_url):
+        console.print(f"Redis answers at {settings.redis_url}: using it, with real worker nodes")
+        stack: Any = _redis_stack(settings, console)
+    else:
+        console.print(
+            f"no Redis answers at {settings.redis_url}: running embedded "
+            "(in-memory broker, fakeredis, in-process worker)"
+        )
+        stack = _embedded_stack(settings, console)
+    with stack as client:
+        _drive(client, console, sessions)
+        _report(client, console)
+    console.print("done: every node and interpreter stopped")
+    return 0

@@ -1,0 +1,161 @@
+"""Start and stop the local stack as processes: worker nodes, Flower, a Redis if needed.
+
+Used by ``snakepool up`` (the compose topology as local processes) and by ``snakepool
+demo`` against a real Redis. Everything started is stopped in reverse order, gently
+(SIGTERM: Celery's warm shutdown) then firmly, so Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from config.keys import Keys
+from pool.errors import ConfigError, PoolUnavailable
+
+__all__ = ["Launcher", "ManagedProcess"]
+
+#: Seconds a node may take to start (template import + interpreters + consumer).
+NODE_START_TIMEOUT = 90.0
+#: Seconds a process gets to stop after SIGTERM before SIGKILL.
+STOP_GRACE = 20.0
+
+
+@dataclass
+class ManagedProcess:
+    """One process the launcher started."""
+
+    role: str
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path | None = None
+    hostname: str = field(default="")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of its log, for error messages."""
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Launcher:
+    """Starts processes with one environment; :meth:`stop_all` stops them all.
+
+    Args:
+        env: Environment for every process (settings as ``SNAKEPOOL_*``).
+        logdir: Where each process's output goes (``<name>.log``); None: inherit stdout.
+    """
+
+    def __init__(self, env: dict[str, str], *, logdir: Path | None = None) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.processes: list[ManagedProcess] = []
+
+    def _spawn(self, role: str, name: str, argv: list[str]) -> ManagedProcess:
+        log = self.logdir / f"{name}.log" if self.logdir else None
+        output = log.open("wb") if log else None
+        try:
+            process = subprocess.Popen(
+                argv, stdout=output, stderr=subprocess.STDOUT if output else None, env=self.env
+            )
+        finally:
+            if output:
+                output.close()
+        managed = ManagedProcess(role, name, process, log)
+        self.processes.append(managed)
+        return managed
+
+    def start_redis(self, port: int) -> ManagedProcess:
+        """A throwaway redis-server on ``port`` (no persistence)."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ConfigError(
+                "no Redis answers and redis-server is not installed", setting="REDIS_URL"
+            )
+        managed = self._spawn("redis", "redis", [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        ])  # fmt: skip
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():
+                    break
+            if time.monotonic() > deadline or managed.process.poll() is not None:
+                raise PoolUnavailable(f"redis-server did not start: {managed.log_tail()}")
+            time.sleep(0.05)
+        client.close()
+        return managed
+
+    def start_node(self, lane: str, name: str, *, pool_size: int | None = None) -> ManagedProcess:
+        """``snakepool worker --lane LANE --name NAME`` (not waited for: see wait_nodes)."""
+        argv = [sys.executable, "-m", "tasks.cli", "worker", "--lane", lane, "--name", name]
+        if pool_size:
+            argv += ["--pool-size", str(pool_size)]
+        managed = self._spawn("node", name, argv)
+        managed.hostname = f"{name}@{socket.gethostname()}"
+        return managed
+
+    def start_flower(self, broker_url: str, port: int) -> ManagedProcess:
+        """Flower on 127.0.0.1:``port`` watching ``broker_url``."""
+        argv = [sys.executable, "-m", "celery", "--broker", broker_url, "flower",
+                "--address=127.0.0.1", f"--port={port}"]  # fmt: skip
+        return self._spawn("flower", "flower", argv)
+
+    def wait_nodes(
+        self, client: redis.Redis, keys: Keys, timeout: float = NODE_START_TIMEOUT
+    ) -> None:
+        """Until every started node has a heartbeat (its interpreters are ready)."""
+        deadline = time.monotonic() + timeout
+        for node in (p for p in self.processes if p.role == "node"):
+            while not client.exists(keys.node(node.hostname)):
+                if node.process.poll() is not None:
+                    raise PoolUnavailable(f"node {node.name} exited:\n{node.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise PoolUnavailable(f"node {node.name} not ready:\n{node.log_tail()}")
+                time.sleep(0.05)
+
+    def stop_all(self) -> None:
+        """SIGTERM everything (newest first), wait, SIGKILL what is left."""
+        for managed in reversed(self.processes):
+            if managed.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    managed.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for managed in reversed(self.processes):
+            try:
+                managed.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                managed.process.kill()
+                managed.process.wait(5)
+        self.processes.clear()
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    """Our environment plus ``SNAKEPOOL_<NAME>`` for each setting given."""
+    env = dict(os.environ)
+    env.update({f"SNAKEPOOL_{k.upper()}": v for k, v in settings.items()})
+    return env
