@@ -126,18 +126,22 @@ class Launcher:
                 time.sleep(0.05)
 
     def stop_all(self) -> None:
-        """SIGTERM everything (newest first), wait, SIGKILL what is left."""
-        for managed in reversed(self.processes):
-            if managed.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    managed.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
-        for managed in reversed(self.processes):
-            try:
-                managed.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                managed.process.kill()
-                managed.process.wait(5)
+        """SIGTERM everything, wait, SIGKILL what is left; Redis last, so the nodes can
+        still withdraw their heartbeats while they shut down."""
+        last = [m for m in self.processes if m.role == "redis"]
+        first = [m for m in reversed(self.processes) if m.role != "redis"]
+        for group in (first, last):
+            for managed in group:
+                if managed.process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        managed.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            for managed in group:
+                try:
+                    managed.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    managed.process.kill()
+                    managed.process.wait(5)
         self.processes.clear()
 
     def __enter__(self) -> Launcher:

@@ -6,18 +6,24 @@ warm DSPy interpreters); each test resets the rollout flags first.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from config.flags import RolloutFlags
 from pool.errors import CommandFailed, InvalidArguments, SessionNotFound, UnknownCommand
 from tasks.client import Client
-from tests.integration.cluster import Cluster
+from tests.conftest import free_port
+from tests.integration.cluster import CLUSTER_MARKER, ROOT, Cluster
 
 pytest.importorskip("dspy")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -215,3 +221,104 @@ def test_per_session_override_and_kill_switch(client: Client) -> None:
     forced = client.submit("ping", session_id=sid)
     forced.get(timeout=30)
     assert forced.queue == "v3"
+
+
+def run_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in cluster.env.items() if k != CLUSTER_MARKER}
+    env["SNAKEPOOL_TEST_RUN"] = os.environ["SNAKEPOOL_TEST_RUN"]
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", *args],
+        capture_output=True, text=True, timeout=60, env=env, cwd=ROOT, check=False,
+    )  # fmt: skip
+
+
+def test_status_json(client: Client, cluster: Cluster) -> None:
+    client.execute("calculate", {"expression": "1+1"})
+    done = run_cli(cluster, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    names = {node["name"].split("@")[0] for node in status["nodes"]}
+    assert {"router-1", "v3-a", "v3-b"} <= names
+    for node in status["nodes"]:
+        if node["lanes"] != ["router"]:
+            assert node["pool"]["size"] == 2 and {"idle", "busy", "requests"} <= set(node["pool"])
+    for lane in ("v3", "v2compat"):
+        assert {"requests", "errors", "p50_ms", "p99_ms"} <= set(status["lanes"][lane])
+    assert status["lanes"]["v2compat"]["requests"] >= 1
+    assert {"percent", "version"} <= set(status["rollout"])
+    assert run_cli(cluster, "status").returncode == 0  # the table form too
+
+
+def test_cli_rollout_sessions_and_call(client: Client, cluster: Cluster) -> None:
+    done = run_cli(cluster, "rollout", "set", "30", "--reason", "cli step")
+    assert done.returncode == 0, done.stderr
+    assert client.rollout_state()["percent"] == 30
+    assert run_cli(cluster, "rollout", "set", "130", "--reason", "typo").returncode != 0
+    assert run_cli(cluster, "rollout", "rollback", "--reason", "cli back").returncode == 0
+    assert client.rollout_state()["percent"] == 0
+    history = json.loads(run_cli(cluster, "rollout", "history", "--json").stdout)
+    assert [h["why"] for h in history[:2]] == ["cli back", "cli step"]
+    sid = client.create_session()
+    client.execute("create_program", {"id": "qa", **QA}, session_id=sid)
+    assert sid in run_cli(cluster, "sessions", "list").stdout
+    shown = run_cli(cluster, "sessions", "show", sid)
+    assert shown.returncode == 0 and "question -> answer" in shown.stdout
+    assert run_cli(cluster, "sessions", "delete", sid).returncode == 0
+    assert client.get_session(sid) is None
+    assert run_cli(cluster, "sessions", "show", sid).returncode == 1
+    called = run_cli(cluster, "call", "calculate", '{"expression": "20 + 22"}')
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout) == {"lane": "v2compat", "result": {"result": 42}}
+    bad = run_cli(cluster, "call", "calculate", '{"expression": "1/0"}')
+    assert bad.returncode == 2 and "InvalidArguments" in bad.stdout
+
+
+def test_pool_stats_in_celery_inspect_stats(cluster: Cluster) -> None:
+    from celery import Celery
+
+    app = Celery(broker=cluster.redis_url)
+    try:
+        stats = app.control.inspect(timeout=2).stats() or {}
+    finally:
+        app.close()
+    v3 = next(v for k, v in stats.items() if k.startswith("v3-a@"))
+    assert v3["snakepool"]["pool"]["size"] == 2 and v3["snakepool"]["lanes"] == ["v3"]
+
+
+def test_flower_lists_the_nodes_and_tasks(client: Client, cluster: Cluster) -> None:
+    import urllib.request
+
+    port = free_port()
+    env = {**cluster.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "--broker", cluster.redis_url, "flower",
+         "--address=127.0.0.1", f"--port={port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 30
+        workers: dict[str, Any] = {}
+        while not {"v3-a", "v3-b", "router-1"} <= {w.split("@")[0] for w in workers}:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Flower never listed the nodes: {list(workers)}")
+            try:
+                workers = get("/api/workers?refresh=1")
+            except OSError:
+                time.sleep(0.2)  # not listening yet
+        ids = {client.submit("ping").id for _ in range(3)}
+        tasks: dict[str, Any] = {}
+        while not ids <= set(tasks):
+            if time.monotonic() > deadline:
+                raise AssertionError("Flower never showed the tasks")
+            tasks = get("/api/tasks")
+            time.sleep(0.1)
+        assert {tasks[i]["name"] for i in ids} <= {"snakepool.route", "snakepool.v3.execute",
+                                                   "snakepool.v2compat.execute"}  # fmt: skip
+    finally:
+        flower.terminate()
+        flower.wait(10)
