@@ -114,9 +114,17 @@ class FlagStore:
         return int(self.client.get(self.keys.rollout_version) or 0)
 
     def update(
-        self, change: Callable[[RolloutFlags], RolloutFlags], *, who: str, why: str
+        self,
+        change: Callable[[RolloutFlags], RolloutFlags],
+        *,
+        who: str,
+        why: str,
+        details: dict[str, Any] | None = None,
     ) -> RolloutFlags:
         """Apply ``change`` to the current flags atomically; audit it; return the new flags.
+
+        ``details`` (e.g. the metric snapshot behind a controller decision) is kept with
+        the audit entry.
 
         Raises:
             InvalidArguments: the changed flags are invalid (nothing is written).
@@ -146,6 +154,7 @@ class FlagStore:
                             "at": new.updated_at,
                             "old": json.dumps(_summary(old)),
                             "new": json.dumps(_summary(new)),
+                            "details": json.dumps(details or {}),
                         },
                         maxlen=AUDIT_MAXLEN,
                         approximate=True,
@@ -161,18 +170,39 @@ class FlagStore:
             lambda f: replace(f, percent=percent, previous_percent=f.percent), who=who, why=why
         )
 
-    def rollback(self, *, who: str, why: str, to_previous: bool = False) -> RolloutFlags:
-        """Send everything back to V2-compat (or to the previous percentage) and pause."""
+    def rollback(
+        self,
+        *,
+        who: str,
+        why: str,
+        to_previous: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> RolloutFlags:
+        """Send everything back to V2-compat (or to the previous step) and pause."""
         return self.update(
             lambda f: replace(
                 f,
-                percent=min(f.previous_percent, f.percent) if to_previous else 0,
+                percent=_step_below(f) if to_previous else 0,
                 previous_percent=f.percent,
                 paused=True,
             ),
             who=who,
             why=why,
+            details=details,
         )
+
+    def step(self, *, who: str, why: str, details: dict[str, Any] | None = None) -> RolloutFlags:
+        """Promote to the next step of the schedule (no-op at 100 %)."""
+        return self.update(
+            lambda f: replace(f, percent=next_step(f), previous_percent=f.percent),
+            who=who,
+            why=why,
+            details=details,
+        )
+
+    def set_paused(self, paused: bool, *, who: str, why: str) -> RolloutFlags:
+        """Pause or resume automatic promotion (rollbacks still happen)."""
+        return self.update(lambda f: replace(f, paused=paused), who=who, why=why)
 
     def history(self, count: int = 50) -> list[dict[str, Any]]:
         """The newest audit entries, newest first."""
@@ -188,6 +218,7 @@ class FlagStore:
                 "at": float(decoded["at"]),
                 "old": json.loads(decoded["old"]),
                 "new": json.loads(decoded["new"]),
+                "details": json.loads(decoded.get("details") or "{}"),
             })  # fmt: skip
         return history
 
@@ -214,6 +245,15 @@ class FlagCache:
             if self.store.version() != self._flags.version:
                 self._flags = self.store.read()
         return self._flags
+
+
+def next_step(flags: RolloutFlags) -> int:
+    """The first step of the schedule above the current percentage (or 100)."""
+    return next((p for p in sorted(flags.schedule) if p > flags.percent), 100)
+
+
+def _step_below(flags: RolloutFlags) -> int:
+    return max((p for p in flags.schedule if p < flags.percent), default=0)
 
 
 def _summary(flags: RolloutFlags) -> dict[str, Any]:

@@ -270,6 +270,99 @@ def rollout_history(count: int, as_json: bool) -> None:
     console.print(table)
 
 
+@rollout.command("step")
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@_fails_cleanly
+def rollout_step(reason: str) -> None:
+    """Promote to the next step of the schedule (1, 5, 10, 25, 50, 100 by default)."""
+    from tasks.client import _who
+
+    flags = _client(_settings()).flags.step(who=_who(), why=reason)
+    console.print(f"rollout {flags.percent}% to V3 (version {flags.version})")
+
+
+@rollout.command("pause")
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@_fails_cleanly
+def rollout_pause(reason: str) -> None:
+    """Stop automatic promotion (the controller still rolls back)."""
+    from tasks.client import _who
+
+    flags = _client(_settings()).flags.set_paused(True, who=_who(), why=reason)
+    console.print(f"paused at {flags.percent}% (version {flags.version})")
+
+
+@rollout.command("resume")
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@_fails_cleanly
+def rollout_resume(reason: str) -> None:
+    """Let the controller promote again."""
+    from tasks.client import _who
+
+    flags = _client(_settings()).flags.set_paused(False, who=_who(), why=reason)
+    console.print(f"resumed at {flags.percent}% (version {flags.version})")
+
+
+@main.command()
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option(
+    "--rate", type=click.FloatRange(0, 1), default=None, help="Share of read-only requests."
+)
+@click.option("--mismatches", "show", default=0, help="Also print the newest N mismatches.")
+@_fails_cleanly
+def shadow(state: str, rate: float | None, show: int) -> None:
+    """Run a copy of read-only requests on the other lane and compare the results."""
+    client = _client(_settings())
+    flags = client.set_shadow(state == "on", rate)
+    console.print(
+        f"shadow {state} (rate {flags['shadow_rate']:g}); so far: {client.shadows.counts()}"
+    )
+    for mismatch in client.shadows.mismatches(show):
+        console.print_json(json.dumps(mismatch, default=str))
+
+
+@main.command()
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between decisions.")
+@click.option("--once", is_flag=True, help="Decide (and act) once, print why, exit.")
+@click.option("--bake", "bake_seconds", default=300.0, show_default=True, help="Seconds per step.")
+@click.option("--min-samples", default=50, show_default=True, help="V3 requests per window.")
+@click.option("--max-error-rate", default=0.05, show_default=True)
+@_fails_cleanly
+def controller(
+    interval: float, once: bool, bake_seconds: float, min_samples: int, max_error_rate: float
+) -> None:
+    """The rollout controller: promote, hold or roll back from the lanes' metrics."""
+    import signal
+    import threading
+
+    from config.flags import FlagStore
+    from sessions import redis_from_url
+    from tasks.controller import ControllerPolicy, RolloutController
+    from tasks.metrics import LaneMetrics
+
+    settings = _settings()
+    client = redis_from_url(settings.redis_url)
+    policy = ControllerPolicy(
+        bake_seconds=bake_seconds, min_samples=min_samples, max_error_rate=max_error_rate
+    )
+    rollout_controller = RolloutController(
+        FlagStore(client, prefix=settings.key_prefix),
+        LaneMetrics(client, prefix=settings.key_prefix),
+        policy,
+    )
+    if once:
+        decision = rollout_controller.evaluate()
+        rollout_controller.apply(decision)
+        console.print(f"{decision.action}: {decision.reason}")
+        console.print_json(json.dumps(decision.snapshot))
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    console.print(f"controller: deciding every {interval:g}s (Ctrl-C stops)")
+    rollout_controller.run(interval=interval, stop=stop)
+
+
 @main.group()
 def sessions() -> None:
     """Inspect and delete sessions."""

@@ -23,18 +23,20 @@ import socket
 import time
 import uuid
 import warnings
+from dataclasses import replace
 from typing import Any
 
 from celery.result import AsyncResult
 
 from config import Settings, load_settings
-from config.flags import FlagCache, FlagStore
+from config.flags import FlagCache, FlagStore, RolloutFlags
 from config.keys import Keys, validate_session_id
 from pool.errors import InvalidArguments, PoolUnavailable
 from sessions import SessionStore, redis_from_url
 from tasks.app import ROUTE_TASK, ROUTER_QUEUE, create_app
 from tasks.node import live_nodes
-from tasks.router import choose, destination, lane_signature
+from tasks.router import choose, destination, lane_signature, send_shadow
+from tasks.shadow import CommandCatalog, ShadowRecorder, should_shadow
 
 __all__ = ["Client", "V2Api"]
 
@@ -78,6 +80,8 @@ class Client:
         )
         self.flags = FlagStore(self.redis, prefix=settings.key_prefix)
         self._flag_cache = FlagCache(self.flags)
+        self._catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
+        self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
         self.v2 = V2Api(self)
 
     # ------------------------------------------------------------------ requests
@@ -109,7 +113,10 @@ class Client:
                 ROUTE_TASK, args=(command, args, session_id), kwargs=options,
                 queue=ROUTER_QUEUE, task_id=request_id,
             )  # fmt: skip
-        lane = choose(command, args, session_id, self._flag_cache.get(), request_id)
+        flags = self._flag_cache.get()
+        lane = choose(command, args, session_id, flags, request_id)
+        if should_shadow(flags, command, self._catalog):
+            options = send_shadow(self.app, lane, command, args, session_id, options, request_id)
         queue = destination(lane, session_id, store=self.store, client=self.redis, keys=self.keys)
         signature = lane_signature(self.app, lane, command, args, session_id, options, queue)
         return signature.apply_async(task_id=request_id)
@@ -176,6 +183,16 @@ class Client:
                     f"{behind or 'no live nodes'}"
                 )
             time.sleep(0.05)  # heartbeats are in Redis: there is nothing to wait on
+
+    def set_shadow(self, enabled: bool, rate: float | None = None) -> dict[str, Any]:
+        """Turn shadow comparison on or off (``rate``: share of read-only requests)."""
+
+        def change(flags: RolloutFlags) -> RolloutFlags:
+            return replace(flags, shadow=enabled, shadow_rate=flags.shadow_rate if rate is None
+                           else rate)  # fmt: skip
+
+        why = f"shadow {'on' if enabled else 'off'}" + (f" at {rate:g}" if rate is not None else "")
+        return self.flags.update(change, who=_who(), why=why).to_dict()
 
     def rollback(self, reason: str) -> dict[str, Any]:
         """Send all traffic back to V2-compat now (seen everywhere within a second)."""

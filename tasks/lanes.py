@@ -18,18 +18,23 @@ Options: ``timeout`` (seconds the command may run).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
 
+from config.keys import validate_session_id
 from pool.errors import InvalidArguments, ProgramNotFound, SessionNotFound, SnakepoolError
 from pool.interpreter.programs import ProgramDefinition
 from tasks.app import LANE_TASKS
 from tasks.node import Node, current_node
+from tasks.shadow import outcome_of
 
-__all__ = ["run_lane", "v2compat_execute", "v3_execute"]
+__all__ = ["report_lane", "run_lane", "v2compat_execute", "v3_execute"]
+
+log = logging.getLogger("snakepool.lanes")
 
 #: Commands whose ``program_id`` refers to a session's program.
 _PROGRAM_COMMANDS = ("execute_program", "get_program_info", "delete_program")
@@ -97,7 +102,13 @@ def _stored(node: Node, session_id: str, program_id: str) -> dict[str, Any]:
 
 
 def execute_v3(  # noqa: PLR0911 - one return per command family reads best
-    node: Node, command: str, args: dict[str, Any], session_id: str | None, timeout: float | None
+    node: Node,
+    command: str,
+    args: dict[str, Any],
+    session_id: str | None,
+    timeout: float | None,
+    *,
+    shadow: bool = False,
 ) -> Any:
     """Run one request the V3 way (stateless; programs from the SessionStore)."""
     pool = node.pool
@@ -125,15 +136,24 @@ def execute_v3(  # noqa: PLR0911 - one return per command family reads best
 
 
 def execute_v2compat(
-    node: Node, command: str, args: dict[str, Any], session_id: str | None, timeout: float | None
+    node: Node,
+    command: str,
+    args: dict[str, Any],
+    session_id: str | None,
+    timeout: float | None,
+    *,
+    shadow: bool = False,
 ) -> Any:
-    """Run one request the V2 way (session bound to this node and one interpreter)."""
+    """Run one request the V2 way (session bound to this node and one interpreter).
+
+    A shadow copy never rebinds the session: shadowing must not alter the primary.
+    """
     pool = node.pool
     assert pool is not None
     if session_id is None:
         return pool.execute(command, args, timeout=timeout)
     _open_session(node, session_id)
-    if node.store.binding(session_id) != node.name:
+    if not shadow and node.store.binding(session_id) != node.name:
         node.store.bind(session_id, node.name)  # first use, or its node is gone
     call: dict[str, Any] = {"timeout": timeout, "affinity": session_id}
     if command == "create_program":
@@ -171,24 +191,45 @@ def report_lane(request: Any, lane: str) -> None:
 
 
 def run_lane(lane: str, command: Any, args: Any, session_id: Any, options: dict[str, Any]) -> Any:
-    """Validate, run on this node's pool, record the lane's metrics."""
+    """Validate, run on this node's pool, record the lane's metrics (and shadow outcome).
+
+    A shadow copy's own result goes nowhere: its outcome is only compared.
+    """
     node = current_node()
     started = time.perf_counter()
+    role = options.get("shadow_role")
+    result: Any = None
     error: BaseException | None = None
     try:
         checked = _check(command, args)
         if session_id is not None:
-            from config.keys import validate_session_id
-
             validate_session_id(session_id)
         if node.pool is None:
             raise InvalidArguments(f"node {node.name} does not serve the {lane} lane")
-        return _LANES[lane](node, command, checked, session_id, _timeout(options))
+        result = _LANES[lane](
+            node, command, checked, session_id, _timeout(options), shadow=role == "shadow"
+        )
+        return result
     except SnakepoolError as exc:
         error = exc
+        if role == "shadow":
+            return None
         raise
     finally:
         node.metrics.record(lane, time.perf_counter() - started, error)
+        if role in ("primary", "shadow"):
+            _record_shadow(node, options, lane, str(command), outcome_of(result, error))
+
+
+def _record_shadow(
+    node: Node, options: dict[str, Any], lane: str, command: str, outcome: dict[str, Any]
+) -> None:
+    try:
+        node.shadows.record(
+            str(options["shadow_id"]), options["shadow_role"], lane, command, outcome
+        )
+    except Exception:  # shadowing must never break the primary
+        log.exception("recording a shadow outcome failed")
 
 
 @shared_task(name=LANE_TASKS["v3"], bind=True)

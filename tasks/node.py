@@ -25,6 +25,7 @@ from config.keys import Keys
 from pool import Pool
 from sessions import SessionStore, redis_from_url
 from tasks.metrics import LaneMetrics
+from tasks.shadow import CommandCatalog, ShadowRecorder
 
 __all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
 
@@ -71,6 +72,8 @@ class Node:
         )
         self.flags = FlagCache(FlagStore(self.redis, prefix=settings.key_prefix))
         self.metrics = LaneMetrics(self.redis, prefix=settings.key_prefix)
+        self.catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
+        self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
         self.pool: Pool | None = None
         self.started = time.time()
         self._stop = threading.Event()

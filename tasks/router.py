@@ -21,8 +21,9 @@ from sessions import SessionStore
 from tasks.app import LANE_TASKS, ROUTE_TASK
 from tasks.node import current_node, node_alive
 from tasks.routing import decide
+from tasks.shadow import should_shadow
 
-__all__ = ["destination", "lane_signature", "route"]
+__all__ = ["choose", "destination", "lane_signature", "route", "send_shadow"]
 
 
 def destination(
@@ -57,6 +58,24 @@ def lane_signature(  # noqa: PLR0917 - mirrors the task signature plus its queue
     )
 
 
+def send_shadow(  # noqa: PLR0917 - mirrors the task signature plus the request id
+    app: Celery,
+    lane: str,
+    command: str,
+    args: dict[str, Any] | None,
+    session_id: str | None,
+    options: dict[str, Any],
+    request_id: str,
+) -> dict[str, Any]:
+    """Send a fire-and-forget copy to the other lane; return the primary's options."""
+    other = "v2compat" if lane == "v3" else "v3"
+    copy = {**options, "shadow_id": request_id, "shadow_role": "shadow"}
+    lane_signature(app, other, command, args, session_id, copy, other).apply_async(
+        ignore_result=True
+    )
+    return {**options, "shadow_id": request_id, "shadow_role": "primary"}
+
+
 def choose(
     command: str,
     args: dict[str, Any] | None,
@@ -77,6 +96,9 @@ def route(
 ) -> Any:  # fmt: skip
     """Pick the lane for this request and hand it over (the result is the lane's)."""
     node = current_node()
-    lane = choose(command, args, session_id, node.flags.get(), self.request.id)
+    flags = node.flags.get()
+    lane = choose(command, args, session_id, flags, self.request.id)
+    if should_shadow(flags, command, node.catalog):
+        options = send_shadow(self.app, lane, command, args, session_id, options, self.request.id)
     queue = destination(lane, session_id, store=node.store, client=node.redis, keys=node.keys)
     raise self.replace(lane_signature(self.app, lane, command, args, session_id, options, queue))

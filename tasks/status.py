@@ -11,6 +11,7 @@ from config.keys import Keys
 from tasks.app import LANE_QUEUES, ROUTER_QUEUE
 from tasks.metrics import LaneMetrics
 from tasks.node import live_nodes
+from tasks.shadow import ShadowRecorder
 
 __all__ = ["collect_status"]
 
@@ -40,4 +41,5 @@ def collect_status(client: redis.Redis, broker: redis.Redis | None, prefix: str)
             for lane in LANE_QUEUES
         },
         "rollout": FlagStore(client, prefix=prefix).read().to_dict(),
+        "shadow": ShadowRecorder(client, prefix=prefix).counts(),
     }

@@ -22,6 +22,7 @@ import pytest
 from config.flags import RolloutFlags
 from pool.errors import CommandFailed, InvalidArguments, SessionNotFound, UnknownCommand
 from tasks.client import Client
+from tasks.metrics import LaneMetrics
 from tests.conftest import free_port
 from tests.integration.cluster import CLUSTER_MARKER, ROOT, Cluster
 
@@ -322,3 +323,52 @@ def test_flower_lists_the_nodes_and_tasks(client: Client, cluster: Cluster) -> N
     finally:
         flower.terminate()
         flower.wait(10)
+
+
+def test_shadow_compares_both_lanes_without_touching_the_primary(
+    client: Client, cluster: Cluster
+) -> None:
+    sid = client.create_session()
+    client.execute("create_program", {"id": "qa", **QA}, session_id=sid)
+    before = client.shadows.counts()
+    change_flags(client, lambda f: replace(f, percent=0, shadow=True, shadow_rate=1.0))
+    args = {"program_id": "qa", "inputs": {"question": "Shadowed?"}}
+    direct = Client(redis_url=cluster.redis_url, routing="direct")
+    try:
+        for via in (client, direct):
+            primary = via.submit("execute_program", args, session_id=sid)
+            assert primary.get(timeout=30)["answer"] and primary.queue == "v2compat"
+            via.submit("calculate", {"expression": "2 * 21"}).get(timeout=30)
+            via.execute("create_program", {"id": "other", **QA}, session_id=sid)  # not read-only
+    finally:
+        direct.close()
+    deadline = time.monotonic() + 15
+    while client.shadows.counts()["compared"] < before["compared"] + 4:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"shadow pairs not compared: {client.shadows.counts()}")
+        time.sleep(0.05)  # the copies run asynchronously on the other lane
+    after = client.shadows.counts()
+    assert after["matched"] - before["matched"] == 4  # both lanes agreed every time
+    assert client.get_session(sid)["v2_node"] is not None  # V3 shadows never rebound it
+
+
+def test_controller_rolls_back_on_real_v3_errors(client: Client, cluster: Cluster) -> None:
+    from tasks.controller import ControllerPolicy, RolloutController
+
+    set_percent(client, 100)
+    for _ in range(30):
+        with pytest.raises(CommandFailed):
+            client.execute("fail")
+    controller = RolloutController(
+        client.flags, LaneMetrics(client.redis), ControllerPolicy(min_samples=20)
+    )
+    decision = controller.evaluate()
+    assert decision.action == "rollback" and "V3 error rate" in decision.reason
+    flags = controller.apply(decision)
+    assert flags is not None and flags.percent == 0 and flags.paused
+    client.wait_for_flags(flags.version)
+    after = client.submit("ping")
+    after.get(timeout=30)
+    assert after.queue == "v2compat"
+    entry = client.flags.history(1)[0]
+    assert entry["who"] == "controller" and entry["details"]["snapshot"]["v3"]["errors"] >= 20

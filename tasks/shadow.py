@@ -1,0 +1,125 @@
+"""Shadow traffic: a sampled copy of read-only requests runs on the other lane.
+
+The router (or the zero-hop client) sends the copy fire-and-forget after deciding the
+primary lane, so the primary is never delayed or altered. Each lane task records its
+outcome under the request id; the second to arrive gets both (one Lua script: the pair
+is compared exactly once) and the :class:`~tasks.comparator.Comparator` decides.
+Mismatches, with both values and the differences, go to a capped list.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+
+from config.flags import RolloutFlags
+from config.keys import DEFAULT_PREFIX, Keys
+from tasks.comparator import Comparator
+
+__all__ = ["CommandCatalog", "ShadowRecorder", "should_shadow"]
+
+#: Seconds a lone outcome waits for the other lane's.
+PAIR_TTL = 300
+#: Mismatches kept.
+MAX_MISMATCHES = 1000
+#: Seconds the catalog of command flags is cached.
+CATALOG_MAX_AGE = 10.0
+
+
+@cache
+def _script() -> str:
+    return resources.files("sessions").joinpath("lua/shadow_record.lua").read_text()
+
+
+class CommandCatalog:
+    """Which commands are read-only, as the lane nodes published it (cached)."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self._flags: dict[str, dict[str, bool]] = {}
+        self._read_at = float("-inf")
+
+    def read_only(self, command: str) -> bool:
+        """True only for commands a node declared ``read_only``."""
+        now = time.monotonic()
+        if now - self._read_at > CATALOG_MAX_AGE:
+            raw = self.client.hgetall(self.keys.commands)
+            self._flags = {_text(k): json.loads(v) for k, v in raw.items()}
+            self._read_at = now
+        return bool(self._flags.get(command, {}).get("read_only"))
+
+
+def should_shadow(flags: RolloutFlags, command: str, catalog: CommandCatalog) -> bool:
+    """Whether to send a shadow copy of this request."""
+    if not flags.shadow or flags.forced_lane:
+        return False
+    return catalog.read_only(command) and random.random() < flags.shadow_rate  # noqa: S311
+
+
+def outcome_of(result: Any, error: BaseException | None) -> dict[str, Any]:
+    """The JSON-able outcome of one lane's run."""
+    if error is None:
+        return {"ok": True, "value": result}
+    return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)[:500]}}
+
+
+class ShadowRecorder:
+    """Pairs the two outcomes of shadowed requests and keeps the comparison figures."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        comparator: Comparator | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self.comparator = comparator or Comparator()
+        self._record = client.register_script(_script())
+
+    def record(
+        self, request_id: str, role: str, lane: str, command: str, outcome: dict[str, Any]
+    ) -> list[str] | None:
+        """Store this lane's outcome; if the other one is in, compare and return the diffs."""
+        payload = json.dumps({"lane": lane, "command": command, **outcome}, default=str)
+        flat = self._record(keys=[self.keys.shadow(request_id)], args=[role, payload, PAIR_TTL])
+        if not flat:
+            return None  # first to arrive: the other lane will compare
+        pair = {_text(k): json.loads(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        primary, shadow = pair["primary"], pair["shadow"]
+        diffs = self.comparator.compare(primary, shadow)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.keys.shadow_counts, "compared", 1)
+            pipe.hincrby(self.keys.shadow_counts, "mismatched" if diffs else "matched", 1)
+            if diffs:
+                pipe.lpush(self.keys.shadow_mismatches, json.dumps({
+                    "request_id": request_id, "command": command, "at": time.time(),
+                    "primary": primary, "shadow": shadow, "diff": diffs,
+                }, default=str))  # fmt: skip
+                pipe.ltrim(self.keys.shadow_mismatches, 0, MAX_MISMATCHES - 1)
+            pipe.execute()
+        return diffs
+
+    def counts(self) -> dict[str, int]:
+        """Comparisons made, matched and mismatched."""
+        raw = self.client.hgetall(self.keys.shadow_counts)
+        counts = {_text(k): int(v) for k, v in raw.items()}
+        return {k: counts.get(k, 0) for k in ("compared", "matched", "mismatched")}
+
+    def mismatches(self, count: int = 20) -> list[dict[str, Any]]:
+        """The newest mismatches, with both outcomes and the differences."""
+        return [
+            json.loads(m) for m in self.client.lrange(self.keys.shadow_mismatches, 0, count - 1)
+        ]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
