@@ -123,6 +123,14 @@ class Settings(PoolSettings, BaseSettings):
     session_ttl: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
     #: Seconds a client waits for a result by default (``Client.execute``).
     result_timeout: float = Field(default=60.0, gt=0, le=86400)
+    #: A lane's circuit breaker opens at this server-error rate ...
+    breaker_error_rate: float = Field(default=0.5, gt=0, le=1)
+    #: ... over this many seconds of its metrics ...
+    breaker_window: int = Field(default=10, ge=1, le=3600)
+    #: ... once it has served at least this many requests in them ...
+    breaker_min_requests: int = Field(default=20, ge=1)
+    #: ... and stays open this many seconds (its traffic goes to the other lane).
+    breaker_cooldown: float = Field(default=15.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _broker_defaults_to_redis(self) -> Settings:

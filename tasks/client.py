@@ -34,7 +34,9 @@ from config.keys import Keys, validate_session_id
 from pool.errors import InvalidArguments, PoolUnavailable
 from sessions import SessionStore, redis_from_url
 from tasks.app import ROUTE_TASK, ROUTER_QUEUE, create_app
+from tasks.metrics import LaneMetrics
 from tasks.node import live_nodes
+from tasks.resilience import BreakerPolicy, CircuitBreaker
 from tasks.router import choose, destination, lane_signature, send_shadow
 from tasks.shadow import CommandCatalog, ShadowRecorder, should_shadow
 
@@ -82,6 +84,10 @@ class Client:
         self._flag_cache = FlagCache(self.flags)
         self._catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
+        self._breaker = CircuitBreaker(
+            LaneMetrics(self.redis, prefix=settings.key_prefix),
+            BreakerPolicy.from_settings(settings),
+        )
         self.v2 = V2Api(self)
 
     # ------------------------------------------------------------------ requests
@@ -114,7 +120,7 @@ class Client:
                 queue=ROUTER_QUEUE, task_id=request_id,
             )  # fmt: skip
         flags = self._flag_cache.get()
-        lane = choose(command, args, session_id, flags, request_id)
+        lane = choose(command, args, session_id, flags, request_id, breaker=self._breaker)
         if should_shadow(flags, command, self._catalog):
             options = send_shadow(self.app, lane, command, args, session_id, options, request_id)
         queue = destination(lane, session_id, store=self.store, client=self.redis, keys=self.keys)

@@ -18,6 +18,7 @@ Options: ``timeout`` (seconds the command may run).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from pool.errors import InvalidArguments, ProgramNotFound, SessionNotFound, Snak
 from pool.interpreter.programs import ProgramDefinition
 from tasks.app import LANE_TASKS
 from tasks.node import Node, current_node
+from tasks.resilience import classify_v2, retry_delay, should_retry
 from tasks.shadow import outcome_of
 
 __all__ = ["report_lane", "run_lane", "v2compat_execute", "v3_execute"]
@@ -206,19 +208,38 @@ def run_lane(lane: str, command: Any, args: Any, session_id: Any, options: dict[
             validate_session_id(session_id)
         if node.pool is None:
             raise InvalidArguments(f"node {node.name} does not serve the {lane} lane")
-        result = _LANES[lane](
-            node, command, checked, session_id, _timeout(options), shadow=role == "shadow"
-        )
+        result = _with_retries(
+            node, command, lambda: _LANES[lane](
+                node, command, checked, session_id, _timeout(options), shadow=role == "shadow"
+            ),
+        )  # fmt: skip
         return result
     except SnakepoolError as exc:
         error = exc
         if role == "shadow":
             return None
+        if lane == "v2compat":
+            classify_v2(exc)  # V2 callers branch on category / severity / retry strategy
         raise
     finally:
         node.metrics.record(lane, time.perf_counter() - started, error)
         if role in ("primary", "shadow"):
             _record_shadow(node, options, lane, str(command), outcome_of(result, error))
+
+
+def _with_retries(node: Node, command: str, run: Callable[[], Any]) -> Any:
+    """Run; retry with back-off only retryable errors of idempotent commands."""
+    assert node.pool is not None
+    idempotent = bool(node.pool.commands().get(command, {}).get("idempotent"))
+    for attempt in itertools.count():
+        try:
+            return run()
+        except SnakepoolError as exc:
+            if not should_retry(exc, idempotent=idempotent, attempt=attempt):
+                raise
+            log.warning("retrying idempotent %r after %s", command, type(exc).__name__)
+            time.sleep(retry_delay(attempt))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _record_shadow(

@@ -25,6 +25,7 @@ from config.keys import Keys
 from pool import Pool
 from sessions import SessionStore, redis_from_url
 from tasks.metrics import LaneMetrics
+from tasks.resilience import BreakerPolicy, CircuitBreaker
 from tasks.shadow import CommandCatalog, ShadowRecorder
 
 __all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
@@ -74,6 +75,7 @@ class Node:
         self.metrics = LaneMetrics(self.redis, prefix=settings.key_prefix)
         self.catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
+        self.breaker = CircuitBreaker(self.metrics, BreakerPolicy.from_settings(settings))
         self.pool: Pool | None = None
         self.started = time.time()
         self._stop = threading.Event()
@@ -117,6 +119,7 @@ class Node:
             "pool": self.pool.stats() if self.pool is not None else None,
             # The flags version this node routes by (refreshed here if stale).
             "flags_version": self.flags.get().version,
+            "open_breakers": [lane for lane in ("v3", "v2compat") if self.breaker.is_open(lane)],
         }
 
     def heartbeat(self) -> None:

@@ -20,6 +20,7 @@ from config.keys import Keys, validate_session_id
 from sessions import SessionStore
 from tasks.app import LANE_TASKS, ROUTE_TASK
 from tasks.node import current_node, node_alive
+from tasks.resilience import CircuitBreaker
 from tasks.routing import decide
 from tasks.shadow import should_shadow
 
@@ -82,11 +83,20 @@ def choose(
     session_id: str | None,
     flags: RolloutFlags,
     request_id: str,
+    *,
+    breaker: CircuitBreaker | None = None,
 ) -> str:
-    """The lane (validating the session id first)."""
+    """The lane (validating the session id first).
+
+    A lane whose circuit breaker is open sheds its traffic to the other lane — except
+    under a forced lane: the kill switch is never second-guessed.
+    """
     if session_id is not None:
         validate_session_id(session_id)
-    return decide(command, args, session_id, flags, request_id=request_id)
+    lane = decide(command, args, session_id, flags, request_id=request_id)
+    if breaker is not None and not flags.forced_lane:
+        lane = breaker.route(lane)
+    return lane
 
 
 @shared_task(name=ROUTE_TASK, bind=True)
@@ -97,7 +107,7 @@ def route(
     """Pick the lane for this request and hand it over (the result is the lane's)."""
     node = current_node()
     flags = node.flags.get()
-    lane = choose(command, args, session_id, flags, self.request.id)
+    lane = choose(command, args, session_id, flags, self.request.id, breaker=node.breaker)
     if should_shadow(flags, command, node.catalog):
         options = send_shadow(self.app, lane, command, args, session_id, options, self.request.id)
     queue = destination(lane, session_id, store=node.store, client=node.redis, keys=node.keys)

@@ -50,6 +50,10 @@ class Cluster:
             "SNAKEPOOL_ADAPTER": adapter,
             "SNAKEPOOL_POOL_SIZE": str(pool_size),
             "SNAKEPOOL_REGISTRY_DIR": str(workdir / "registry"),
+            # Short breaker windows: a test that fails V3 on purpose must not divert
+            # the next test's traffic for long.
+            "SNAKEPOOL_BREAKER_WINDOW": "2",
+            "SNAKEPOOL_BREAKER_COOLDOWN": "1",
             CLUSTER_MARKER: self.marker,
         }
         self.env.pop("SNAKEPOOL_TEST_RUN", None)  # the per-test check is not for these

@@ -23,6 +23,7 @@ from config.flags import RolloutFlags
 from pool.errors import CommandFailed, InvalidArguments, SessionNotFound, UnknownCommand
 from tasks.client import Client
 from tasks.metrics import LaneMetrics
+from tasks.node import live_nodes
 from tests.conftest import free_port
 from tests.integration.cluster import CLUSTER_MARKER, ROOT, Cluster
 
@@ -37,6 +38,11 @@ def cluster(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     cluster = Cluster(
         redis_server, tmp_path_factory.mktemp("cluster"), adapter="tests.adapters.cluster"
     )
+    # Zero-hop clients in this process route too: the same short breaker windows.
+    saved = {
+        k: os.environ.get(k) for k in ("SNAKEPOOL_BREAKER_WINDOW", "SNAKEPOOL_BREAKER_COOLDOWN")
+    }
+    os.environ.update(SNAKEPOOL_BREAKER_WINDOW="2", SNAKEPOOL_BREAKER_COOLDOWN="1")
     try:
         starting = [
             cluster.start(lane, name, wait=False)
@@ -47,6 +53,11 @@ def cluster(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             cluster.wait_ready(node)
         yield cluster
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         leftovers = cluster.stop()
     assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
 
@@ -59,10 +70,20 @@ def set_percent(client: Client, percent: int) -> None:
     client.wait_for_flags(client.set_rollout(percent, f"test {percent}")["version"])
 
 
+def wait_for_closed_breakers(client: Client, timeout: float = 15.0) -> None:
+    """Until no node sheds a lane (a previous test may have failed V3 on purpose)."""
+    deadline = time.monotonic() + timeout
+    while any(n.get("open_breakers") for n in live_nodes(client.redis, client.keys)):
+        if time.monotonic() > deadline:
+            raise AssertionError("circuit breakers stayed open")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def client(cluster: Cluster) -> Iterator[Client]:
     client = Client(redis_url=cluster.redis_url)
     change_flags(client, lambda _: RolloutFlags())
+    wait_for_closed_breakers(client)
     yield client
     client.close()
 
@@ -372,3 +393,28 @@ def test_controller_rolls_back_on_real_v3_errors(client: Client, cluster: Cluste
     assert after.queue == "v2compat"
     entry = client.flags.history(1)[0]
     assert entry["who"] == "controller" and entry["details"]["snapshot"]["v3"]["errors"] >= 20
+
+
+def test_retries_only_for_idempotent_commands(
+    client: Client, tmp_path: pytest.TempPathFactory
+) -> None:
+    from pool.errors import WorkerCrashed
+
+    set_percent(client, 100)
+    assert client.execute("flaky_idempotent", {"marker": str(tmp_path / "a")})["pid"]
+    with pytest.raises(WorkerCrashed) as caught:
+        client.execute("flaky_unsafe", {"marker": str(tmp_path / "b")})
+    assert caught.value.exit_code == 9
+
+
+def test_v2compat_errors_carry_the_v2_classification(client: Client) -> None:
+    set_percent(client, 0)
+    with pytest.raises(InvalidArguments) as invalid:
+        client.execute("calculate", {"expression": "1/0"})
+    assert (invalid.value.v2_category, invalid.value.severity, invalid.value.retry_strategy) == (
+        "validation_error", "info", "do_not_retry",
+    )  # fmt: skip
+    set_percent(client, 100)
+    with pytest.raises(InvalidArguments) as on_v3:
+        client.execute("calculate", {"expression": "1/0"})
+    assert "v2_category" not in on_v3.value.data

@@ -1,0 +1,57 @@
+import fakeredis
+import pytest
+
+from pool import errors
+from tasks.metrics import LaneMetrics
+from tasks.resilience import BreakerPolicy, CircuitBreaker, classify_v2, retry_delay, should_retry
+
+
+@pytest.mark.parametrize(
+    ("error", "idempotent", "attempt", "expected"),
+    [
+        (errors.WorkerCrashed("x"), True, 0, True),
+        (errors.WorkerCrashed("x"), False, 0, False),  # never for non-idempotent commands
+        (errors.WorkerCrashed("x"), True, 3, False),  # attempts are bounded
+        (errors.InvalidArguments("x"), True, 0, False),  # client errors are final
+        (errors.CommandFailed("x"), True, 0, False),
+        (ValueError("x"), True, 0, False),
+    ],
+)
+def test_should_retry(error: BaseException, idempotent: bool, attempt: int, expected: bool) -> None:
+    assert should_retry(error, idempotent=idempotent, attempt=attempt) is expected
+
+
+def test_retry_delay_backs_off_and_is_capped() -> None:
+    assert [retry_delay(a) for a in range(3)] == [0.1, 0.2, 0.4]
+    assert retry_delay(20) == 5.0
+
+
+def test_classify_v2_survives_the_args_round_trip() -> None:
+    error = classify_v2(errors.QueueFull("busy"))
+    rebuilt = errors.QueueFull(*error.args)
+    assert (rebuilt.v2_category, rebuilt.severity, rebuilt.retry_strategy) == (
+        "resource_exhausted", "warning", "retry_with_backoff",
+    )  # fmt: skip
+
+
+def test_breaker_sheds_a_failing_lane() -> None:
+    metrics = LaneMetrics(fakeredis.FakeRedis(), prefix="t:")
+    breaker = CircuitBreaker(
+        metrics, BreakerPolicy(min_requests=10, check_every=0, cooldown_seconds=0.2)
+    )
+    assert breaker.route("v3") == "v3"
+    for _ in range(10):
+        metrics.record("v3", 0.001, errors.WorkerCrashed("x"))
+    assert breaker.is_open("v3") and breaker.route("v3") == "v2compat"
+    assert breaker.route("v2compat") == "v2compat"
+    for _ in range(10):
+        metrics.record("v2compat", 0.001, errors.WorkerCrashed("x"))
+    assert breaker.route("v3") == "v3"  # both open: diverting would not help
+
+
+def test_client_errors_do_not_open_the_breaker() -> None:
+    metrics = LaneMetrics(fakeredis.FakeRedis(), prefix="t:")
+    breaker = CircuitBreaker(metrics, BreakerPolicy(min_requests=10, check_every=0))
+    for _ in range(20):
+        metrics.record("v3", 0.001, errors.InvalidArguments("x"))
+    assert not breaker.is_open("v3")
