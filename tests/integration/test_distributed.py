@@ -418,3 +418,10 @@ def test_v2compat_errors_carry_the_v2_classification(client: Client) -> None:
     with pytest.raises(InvalidArguments) as on_v3:
         client.execute("calculate", {"expression": "1/0"})
     assert "v2_category" not in on_v3.value.data
+
+
+def test_cli_bench_against_the_running_system(client: Client, cluster: Cluster) -> None:
+    done = run_cli(cluster, "bench", "-n", "30", "--concurrency", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "router / zero-hop median latency" in done.stdout
+    assert "direct" in done.stdout and "v2compat 30" in done.stdout  # 0 %: all on V2-compat
