@@ -275,10 +275,18 @@ def rollout_history(count: int, as_json: bool) -> None:
 @_fails_cleanly
 def rollout_step(reason: str) -> None:
     """Promote to the next step of the schedule (1, 5, 10, 25, 50, 100 by default)."""
-    from tasks.client import _who
+    from tasks.client import operator_name
 
-    flags = _client(_settings()).flags.step(who=_who(), why=reason)
+    flags = _client(_settings()).flags.step(who=operator_name(), why=reason)
     console.print(f"rollout {flags.percent}% to V3 (version {flags.version})")
+
+
+def _set_paused(paused: bool, reason: str) -> None:
+    from tasks.client import operator_name
+
+    flags = _client(_settings()).flags.set_paused(paused, who=operator_name(), why=reason)
+    state = "paused" if paused else "resumed"
+    console.print(f"{state} at {flags.percent}% (version {flags.version})")
 
 
 @rollout.command("pause")
@@ -286,10 +294,7 @@ def rollout_step(reason: str) -> None:
 @_fails_cleanly
 def rollout_pause(reason: str) -> None:
     """Stop automatic promotion (the controller still rolls back)."""
-    from tasks.client import _who
-
-    flags = _client(_settings()).flags.set_paused(True, who=_who(), why=reason)
-    console.print(f"paused at {flags.percent}% (version {flags.version})")
+    _set_paused(True, reason)
 
 
 @rollout.command("resume")
@@ -297,10 +302,7 @@ def rollout_pause(reason: str) -> None:
 @_fails_cleanly
 def rollout_resume(reason: str) -> None:
     """Let the controller promote again."""
-    from tasks.client import _who
-
-    flags = _client(_settings()).flags.set_paused(False, who=_who(), why=reason)
-    console.print(f"resumed at {flags.percent}% (version {flags.version})")
+    _set_paused(False, reason)
 
 
 @main.command()

@@ -40,7 +40,7 @@ from tasks.resilience import BreakerPolicy, CircuitBreaker
 from tasks.router import choose, destination, lane_signature, send_shadow
 from tasks.shadow import CommandCatalog, ShadowRecorder, should_shadow
 
-__all__ = ["Client", "V2Api"]
+__all__ = ["Client", "V2Api", "operator_name"]
 
 _ROUTINGS = ("router", "direct")
 
@@ -166,7 +166,7 @@ class Client:
 
     def set_rollout(self, percent: int, reason: str) -> dict[str, Any]:
         """Send ``percent`` % of sessions to V3."""
-        return self.flags.set_percent(percent, who=_who(), why=reason).to_dict()
+        return self.flags.set_percent(percent, who=operator_name(), why=reason).to_dict()
 
     def wait_for_flags(self, version: int, timeout: float = 5.0) -> None:
         """Block until every live node reports routing by flags ``version`` or newer.
@@ -198,11 +198,11 @@ class Client:
                            else rate)  # fmt: skip
 
         why = f"shadow {'on' if enabled else 'off'}" + (f" at {rate:g}" if rate is not None else "")
-        return self.flags.update(change, who=_who(), why=why).to_dict()
+        return self.flags.update(change, who=operator_name(), why=why).to_dict()
 
     def rollback(self, reason: str) -> dict[str, Any]:
         """Send all traffic back to V2-compat now (seen everywhere within a second)."""
-        return self.flags.rollback(who=_who(), why=reason).to_dict()
+        return self.flags.rollback(who=operator_name(), why=reason).to_dict()
 
     def close(self) -> None:
         """Release connections."""
@@ -237,7 +237,7 @@ class V2Api:
         return self._client.execute(command, args)
 
 
-def _who() -> str:
+def operator_name() -> str:
     import getpass
 
     try:
