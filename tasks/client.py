@@ -238,6 +238,7 @@ class V2Api:
 
 
 def operator_name() -> str:
+    """Who is changing the rollout, for the audit trail: ``user@host``."""
     import getpass
 
     try:
