@@ -123,6 +123,9 @@ class Settings(PoolSettings, BaseSettings):
     session_ttl: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
     #: Seconds a client waits for a result by default (``Client.execute``).
     result_timeout: float = Field(default=60.0, gt=0, le=86400)
+    #: Seconds before Redis redelivers a message whose worker died mid-task (acks are
+    #: late): longer than any request may run, or a slow request would run twice.
+    visibility_timeout: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
     #: A lane's circuit breaker opens at this server-error rate ...
     breaker_error_rate: float = Field(default=0.5, gt=0, le=1)
     #: ... over this many seconds of its metrics ...

@@ -34,8 +34,6 @@ ROUTER_QUEUE = "router"
 LANE_TASKS = {"v3": "snakepool.v3.execute", "v2compat": "snakepool.v2compat.execute"}
 LANE_QUEUES = tuple(LANE_TASKS)
 
-#: Seconds an unacknowledged message waits before Redis redelivers it.
-VISIBILITY_TIMEOUT = 3600
 #: Seconds results are kept.
 RESULT_EXPIRES = 24 * 3600
 
@@ -53,7 +51,7 @@ def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
     transport and results stay in process memory.
     """
     broker = settings.broker_url or settings.redis_url
-    transport_options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
     if broker.startswith(EMBEDDED_SCHEME):
         broker = "memory://localhost/"
         transport_options["polling_interval"] = 0.005  # in-process: polling is nearly free

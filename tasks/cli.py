@@ -28,11 +28,21 @@ def _fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis
+        from celery.exceptions import TimeoutError as ResultTimeout
+        from kombu.exceptions import OperationalError
+
         try:
             return fn(*args, **kwargs)
         except SnakepoolError as exc:
             console.print(f"[red]{type(exc).__name__}:[/] {exc.message}")
             sys.exit(2)
+        except (redis.ConnectionError, OperationalError) as exc:
+            console.print(f"[red]cannot reach Redis / the broker:[/] {exc}")
+            sys.exit(3)
+        except ResultTimeout:
+            console.print("[red]no result in time:[/] are worker nodes running? (snakepool status)")
+            sys.exit(4)
 
     return wrapper
 
@@ -306,19 +316,22 @@ def rollout_resume(reason: str) -> None:
 
 
 @main.command()
-@click.argument("state", type=click.Choice(["on", "off"]))
+@click.argument("state", type=click.Choice(["on", "off", "show"]))
 @click.option(
     "--rate", type=click.FloatRange(0, 1), default=None, help="Share of read-only requests."
 )
 @click.option("--mismatches", "show", default=0, help="Also print the newest N mismatches.")
 @_fails_cleanly
 def shadow(state: str, rate: float | None, show: int) -> None:
-    """Run a copy of read-only requests on the other lane and compare the results."""
+    """Run a copy of read-only requests on the other lane and compare the results.
+
+    `shadow show` changes nothing: it prints the counts (and mismatches with --mismatches).
+    """
     client = _client(_settings())
-    flags = client.set_shadow(state == "on", rate)
-    console.print(
-        f"shadow {state} (rate {flags['shadow_rate']:g}); so far: {client.shadows.counts()}"
-    )
+    flags = client.rollout_state() if state == "show" else client.set_shadow(state == "on", rate)
+    enabled = "on" if flags["shadow"] else "off"
+    counts = client.shadows.counts()
+    console.print(f"shadow {enabled} (rate {flags['shadow_rate']:g}); so far: {counts}")
     for mismatch in client.shadows.mismatches(show):
         console.print_json(json.dumps(mismatch, default=str))
 

@@ -238,9 +238,13 @@ class V2Api:
 
 
 def operator_name() -> str:
-    """Who is changing the rollout, for the audit trail: ``user@host``."""
+    """Who is changing the rollout, for the audit trail: ``SNAKEPOOL_OPERATOR`` if set
+    (e.g. in a shared container), else ``user@host``."""
     import getpass
+    import os
 
+    if operator := os.environ.get("SNAKEPOOL_OPERATOR"):
+        return operator
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

@@ -1,0 +1,476 @@
+"""compose.yaml and the Dockerfile: valid, and every command in them is one we really have.
+
+No Docker engine is needed: the file is checked against the Compose Specification
+(check-jsonschema's vendored schema, offline), and each service's command is parsed by
+the very click command it names (``snakepool …`` by ``tasks.cli.main``, ``celery … flower``
+by Celery's CLI with Flower's options) — so a misspelt subcommand, an unknown option or
+a lane that does not exist fails here, not at ``docker compose up``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import pytest
+from ruamel.yaml import YAML
+
+from config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+#: What the operator must export (compose refuses to start without it).
+ENV = {"FLOWER_BASIC_AUTH": "admin:secret"}
+#: Compose variable syntax: $$, $NAME, ${NAME}, ${NAME:-default}, ${NAME:?error}, …
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_]\w*))"
+)
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """``value`` with compose's variable interpolation applied (recursively).
+
+    Raises:
+        KeyError: a ``${NAME:?error}`` variable is missing from ``env``.
+    """
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["name"] or match["bare"]
+        op, arg, given = match["op"], match["arg"] or "", env.get(name)
+        present = bool(given) if op and op.startswith(":") else given is not None
+        if op in (":-", "-"):
+            return given if present and given is not None else arg
+        if op in (":?", "?"):
+            if not present or given is None:
+                raise KeyError(f"{name}: {arg}")
+            return given
+        if op in (":+", "+"):
+            return arg if present else ""
+        return given or ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = YAML(typ="safe", pure=True).load(path.read_text())
+    assert isinstance(data, dict), f"{path.name} is not a mapping"
+    return data
+
+
+RAW = _load(COMPOSE)
+SPEC = interpolate(RAW, ENV)
+SERVICES: dict[str, dict[str, Any]] = SPEC["services"]
+
+
+def argv(service: dict[str, Any]) -> list[str]:
+    """The service's command as an argument vector (compose splits a string like a shell)."""
+    command = service["command"]
+    if isinstance(command, str):
+        return shlex.split(command)
+    return [str(part) for part in command]
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """The service's environment as a dict (compose accepts a list or a mapping)."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _resolve(group: click.Group, name: str, args: list[str], parent: click.Context | None) -> Any:
+    """Parse ``args`` as ``group`` would; return (context, subcommand name, subcommand, rest).
+
+    Raises:
+        click.ClickException: an unknown option, a bad value, or no such subcommand.
+    """
+    ctx = group.make_context(name, list(args), parent=parent)
+    rest = ctx.args  # what follows the subcommand; the subcommand is the token before it
+    position = len(args) - len(rest) - 1
+    if position < 0 or args[position].startswith("-"):
+        raise click.UsageError(f"{name}: no subcommand in {args}")
+    sub = group.get_command(ctx, args[position])
+    if sub is None:
+        raise click.UsageError(f"{name}: no such command {args[position]!r}")
+    return ctx, args[position], sub, list(rest)
+
+
+def console_script(name: str) -> Any:
+    """The object ``[project.scripts] name`` points at (what the executable runs)."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attribute = scripts[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def check_snakepool(command: list[str]) -> click.Command:
+    """Parse ``command`` exactly as the ``snakepool`` executable would, running nothing.
+
+    Every group on the way and the final command parse their part, so unknown
+    subcommands or options, bad choices (``--lane``), missing required options and
+    stray arguments all raise. Returns the command that would run.
+    """
+    assert command[0] == "snakepool", command
+    current: click.Command = console_script("snakepool")
+    name, args, parent = "snakepool", command[1:], None
+    while isinstance(current, click.Group):
+        parent, name, current, args = _resolve(current, name, args, parent)
+    current.make_context(name, args, parent=parent)
+    return current
+
+
+def check_celery_flower(command: list[str]) -> dict[str, str]:
+    """Parse ``celery [global options] flower [flower options]``; returns Flower's options.
+
+    Celery's global options are parsed by Celery's own click group; Flower's are tornado
+    options, checked by name against the ones Flower defines.
+    """
+    assert command[0] == "celery", command
+    assert importlib.util.find_spec("flower") is not None, "flower is not installed"
+    from celery.bin.celery import celery as celery_cli
+
+    ctx, name, sub, rest = _resolve(celery_cli, "celery", command[1:], None)
+    if name != "flower":
+        raise click.UsageError(f"expected `celery … flower`, got subcommand {name!r}")
+    assert sub is not None
+    import flower.options  # noqa: F401 - defines Flower's options on tornado's parser
+    from tornado.options import options as tornado_options
+
+    known = tornado_options.as_dict()  # names with "_", as tornado normalises them
+    parsed = {}
+    for token in rest:
+        if not token.startswith("--"):
+            raise click.UsageError(f"flower takes only --name=value options, got {token!r}")
+        option, equals, value = token[2:].partition("=")
+        name = option.replace("-", "_")
+        if name not in known:
+            raise click.NoSuchOption(option, ctx=ctx)
+        if not equals and not isinstance(known[name], bool):  # only flags go without a value
+            raise click.BadOptionUsage(option, f"--{option} needs =value", ctx=ctx)
+        parsed[name] = value
+    parsed["broker"] = ctx.params["broker"]
+    return parsed
+
+
+def check_celery(command: list[str]) -> None:
+    """Parse any ``celery …`` command line (Flower's options as above), running nothing."""
+    from celery.bin.celery import celery as celery_cli
+
+    ctx, name, sub, rest = _resolve(celery_cli, "celery", command[1:], None)
+    if name == "flower":
+        check_celery_flower(command)
+    else:
+        sub.make_context(name, rest, parent=ctx)
+
+
+def _commands(program: str) -> list[str]:
+    return [name for name, svc in SERVICES.items() if "command" in svc and argv(svc)[0] == program]
+
+
+# ------------------------------------------------------------------ the file itself
+
+
+def test_compose_yaml_follows_the_compose_specification() -> None:
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_obsolete_version_key_and_the_expected_services() -> None:
+    assert "version" not in RAW
+    assert set(SERVICES) >= {
+        "redis",
+        "router",
+        "worker-v3",
+        "worker-v2compat",
+        "controller",
+        "flower",
+    }
+
+
+def test_every_command_is_a_program_we_check() -> None:
+    """A new service must run snakepool or celery (or be an image with its own command)."""
+    for name, service in SERVICES.items():
+        if "build" in service:
+            assert "command" in service, f"{name} runs our image without a command"
+            assert argv(service)[0] in ("snakepool", "celery"), name
+    assert _commands("snakepool") and _commands("celery")
+
+
+# ------------------------------------------------------------------ commands
+
+
+@pytest.mark.parametrize("name", _commands("snakepool"))
+def test_snakepool_commands_exist_with_these_options(name: str) -> None:
+    command = argv(SERVICES[name])
+    check_snakepool(command)
+    if "--lane" in command:
+        lane = command[command.index("--lane") + 1]
+        assert name == lane or name.endswith(f"-{lane}"), f"{name} serves lane {lane}"
+
+
+@pytest.mark.parametrize("name", _commands("celery"))
+def test_celery_commands_run_flower_with_options_it_has(name: str) -> None:
+    check_celery_flower(argv(SERVICES[name]))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["snakepool", "wroker", "--lane", "v3"],  # no such subcommand
+        ["snakepool", "worker", "--lane", "v4"],  # no such lane
+        ["snakepool", "worker", "--lane", "v3", "--nmae", "x"],  # no such option
+        ["snakepool", "worker"],  # --lane is required
+        ["snakepool", "worker", "--lane", "v3", "--pool-size", "four"],  # not a number
+        ["snakepool", "rollout", "set", "150", "--reason", "x"],  # out of range
+        ["snakepool", "rollout", "sett", "50", "--reason", "x"],  # no such subcommand
+        ["snakepool", "--lane", "v3"],  # no subcommand
+    ],
+)
+def test_the_snakepool_check_refuses_what_the_cli_refuses(command: list[str]) -> None:
+    with pytest.raises(click.ClickException):
+        check_snakepool(command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["celery", "--broker", "redis://redis:6379/0", "flowr"],  # no such subcommand
+        ["celery", "--broker", "redis://redis:6379/0", "worker"],  # not flower
+        ["celery", "--brokr", "redis://redis:6379/0", "flower"],  # no such global option
+        ["celery", "--broker", "redis://redis:6379/0", "flower", "--basic-oauth=a:b"],
+        ["celery", "--broker", "redis://redis:6379/0", "flower", "--port", "5555"],
+    ],
+)
+def test_the_flower_check_refuses_what_celery_and_flower_refuse(command: list[str]) -> None:
+    with pytest.raises(click.ClickException):
+        check_celery_flower(command)
+
+
+def test_the_checks_accept_the_documented_commands() -> None:
+    assert check_snakepool(["snakepool", "-v", "status", "--json"]).name == "status"
+    check_snakepool(["snakepool", "rollout", "set", "5", "--reason", "canary"])
+    check_snakepool(["snakepool", "worker", "--lane", "all", "--pool-size", "2"])
+    check_celery_flower(["celery", "-b", "redis://r:6379/0", "flower", "--persistent"])
+
+
+# ------------------------------------------------------------------ settings and wiring
+
+
+def test_environment_names_real_settings_with_valid_defaults() -> None:
+    """A misspelt SNAKEPOOL_ variable would be ignored silently by the settings model."""
+    fields = set(Settings.model_fields)
+    for name, service in SERVICES.items():
+        values = {}
+        for key, value in environment(service).items():
+            if key.startswith("SNAKEPOOL_"):
+                setting = key.removeprefix("SNAKEPOOL_").lower()
+                assert setting in fields, f"{name}: {key} is not a setting"
+                values[setting] = value
+        if "build" not in service:
+            continue
+        settings = load_settings(**values)  # the defaults compose fills in must validate
+        assert adapter_exists(settings.adapter), f"{name}: no adapter {settings.adapter}"
+
+
+def adapter_exists(path: str) -> bool:
+    """A module (found, not imported: DSPy is heavy) or ``module.AdapterClass``."""
+    try:
+        if importlib.util.find_spec(path) is not None:
+            return True
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+    module, _, attribute = path.rpartition(".")
+    try:
+        return bool(module) and hasattr(importlib.import_module(module), attribute)
+    except ImportError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("path", "exists"),
+    [
+        ("pool.interpreter.builtin", True),
+        ("pool.interpreter.Adapter", True),
+        ("pool.interpreter.dspy_program", False),
+        ("pool.interpreterr.builtin", False),
+    ],
+)
+def test_the_adapter_check(path: str, exists: bool) -> None:
+    assert adapter_exists(path) is exists
+
+
+def test_every_url_points_at_a_service_that_exists() -> None:
+    for name, service in SERVICES.items():
+        urls = [v for k, v in environment(service).items() if k.endswith("_URL")]
+        if "command" in service and argv(service)[0] == "celery":
+            urls.append(check_celery_flower(argv(service))["broker"])
+        for url in urls:
+            assert urlsplit(url).hostname in SERVICES, f"{name}: {url}"
+            assert "redis" in service.get("depends_on", {}), f"{name} must wait for redis"
+
+
+def test_redis_is_persistent_and_healthchecked() -> None:
+    redis = SERVICES["redis"]
+    command = argv(redis)
+    assert command[command.index("--appendonly") + 1] == "yes"
+    volume, _, _target = next(v for v in redis["volumes"] if v.endswith(":/data")).partition(":")
+    assert volume in SPEC["volumes"], "/data must be a named volume"
+    assert "redis-cli" in redis["healthcheck"]["test"] and "ping" in redis["healthcheck"]["test"]
+    for name, service in SERVICES.items():
+        if "build" in service:
+            assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+# ------------------------------------------------------------------ scaling and secrets
+
+
+def test_worker_v3_scales() -> None:
+    """`--scale worker-v3=N`: nothing may pin one name, hostname or host port."""
+    worker = SERVICES["worker-v3"]
+    assert "container_name" not in worker
+    assert "hostname" not in worker
+    assert not worker.get("ports"), "a published host port collides between replicas"
+    command = argv(worker)
+    assert not any(t in ("--name", "-n") or t.startswith("--name=") for t in command), command
+
+
+def test_flower_basic_auth_comes_from_the_environment() -> None:
+    raw = [str(part) for part in RAW["services"]["flower"]["command"]]
+    auth = [t for t in raw if t.startswith("--basic-auth=")]
+    assert len(auth) == 1
+    # Required (compose stops with the message when unset), never a default in the file.
+    assert re.fullmatch(r"--basic-auth=\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", auth[0]), auth[0]
+    assert "FLOWER_BASIC_AUTH:-" not in COMPOSE.read_text()
+    with pytest.raises(KeyError, match="FLOWER_BASIC_AUTH"):
+        interpolate(RAW, {})
+    assert check_celery_flower(argv(SERVICES["flower"]))["basic_auth"] == ENV["FLOWER_BASIC_AUTH"]
+    assert any(str(p).split(":")[-1] == "5555" for p in SERVICES["flower"]["ports"])
+
+
+# ------------------------------------------------------------------ the image
+
+
+def test_dockerfile_builds_what_compose_runs() -> None:
+    text = DOCKERFILE.read_text()
+    instructions = [  # [keyword, rest] of each instruction's first line
+        line.split(None, 1)
+        for line in text.splitlines()
+        if line and not line[0].isspace() and not line.startswith("#")
+    ]
+    keywords = [parts[0].upper() for parts in instructions]
+    assert instructions[0] == ["FROM", "python:3.11-slim"]
+    assert "ENTRYPOINT" not in keywords
+    assert "pip install --no-cache-dir '.[dspy]'" in text
+    assert "python -m compileall" in text
+    assert "LITELLM_LOCAL_MODEL_COST_MAP=True" in text
+    assert "PYTHONUNBUFFERED=1" in text
+    users = [parts[1].strip() for parts in instructions if parts[0] == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the image must not run as root"
+    for service in SERVICES.values():
+        if "build" in service:
+            assert service["build"] in (".", {"context": "."}), service["build"]
+
+
+def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
+    ignored = [
+        line.strip().rstrip("/")
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert {".venv", ".git", "tests"} <= set(ignored)
+    sources = []
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith(("COPY ", "ADD ")) and "--from" not in line:
+            sources += line.split()[1:-1]
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: no such file"
+        assert not any(Path(source).match(pattern) for pattern in ignored), (
+            f"COPY {source}: excluded by .dockerignore"
+        )
+    # pyproject.toml names README.md as the readme: the build needs it.
+    assert "README.md" in sources
+
+
+# ------------------------------------------------------------------ the docs
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_SHELL_OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<"}
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``snakepool …`` / ``celery …`` command line in the docs' shell blocks.
+
+    Lines are joined at a trailing backslash; heredocs are skipped; a command ends at a
+    shell operator or a comment. ``snakepool …`` alone is a placeholder, not a command.
+    """
+    found = []
+    for path in DOCS:
+        lines = path.read_text().splitlines()
+        in_shell, heredoc, pending = False, None, ""
+        for number, line in enumerate(lines, 1):
+            stripped = line.strip()
+            if heredoc is not None:
+                heredoc = None if stripped == heredoc else heredoc
+                continue
+            if stripped.startswith("```"):
+                in_shell = not in_shell and stripped in ("```sh", "```bash", "```console")
+                continue
+            if not in_shell:
+                continue
+            if stripped.endswith("\\"):
+                pending += stripped[:-1] + " "
+                continue
+            text, pending = pending + stripped, ""
+            if match := re.search(r"<<-?'?(\w+)'?", text):
+                heredoc = match[1]
+            words = shlex.split(text, comments=True)
+            for program in ("snakepool", "celery"):
+                if program not in words:
+                    continue
+                command = words[words.index(program) :]
+                end = next((i for i, w in enumerate(command) if w in _SHELL_OPERATORS), None)
+                command = command[:end]
+                if command[1:] != ["…"]:
+                    found.append((f"{path.name}:{number}", command))
+    return found
+
+
+def test_the_docs_show_commands() -> None:
+    names = {where.split(":")[0] for where, _ in documented_commands()}
+    assert {"README.md", "deploy.md", "runbook-switchover.md", "runbook-rollback.md"} <= names
+
+
+@pytest.mark.parametrize(
+    "command", [c for _, c in documented_commands()], ids=[w for w, _ in documented_commands()]
+)
+def test_documented_commands_exist_with_these_options(command: list[str]) -> None:
+    if command[0] == "snakepool":
+        check_snakepool(command)
+    else:
+        check_celery(command)
