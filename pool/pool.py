@@ -93,6 +93,8 @@ class Pool:
             settings["pool_size"] = settings.pop("size")
         self.settings: PoolSettings = load_pool_settings(**settings)
         self.observer = observer or PoolObserver()
+        # Calling a hook nobody overrode costs a few % of a ping: skip it.
+        self._observes_requests = type(self.observer).on_request is not PoolObserver.on_request
         self.run_id = uuid.uuid4().hex[:16]
         self._env = env
         self._preload = preload
@@ -158,6 +160,7 @@ class Pool:
                 return
             if self._state == _NEW:
                 self._state = _STOPPED
+                self._supervisor.stop(grace=0)  # gives back its fds; starts nothing
                 return
             self._state = _STOPPING
             while self._waiters or any(m.state is State.BUSY for m in self._members.values()):
@@ -245,7 +248,8 @@ class Pool:
                 self._counts["requests"] += 1
                 self._counts["errors"] += error is not None
                 self._latencies.append(elapsed)
-            self.observer.safely("on_request", command, elapsed, error)
+            if self._observes_requests:
+                self.observer.safely("on_request", command, elapsed, error)
 
     def _lease(self, affinity: str | None = None) -> Interpreter:
         with self._lock:
@@ -326,7 +330,8 @@ class Pool:
         else:
             interpreter.state = State.IDLE
             self._idle.append(interpreter)
-        self._changed.notify_all()
+        if self._state == _STOPPING:
+            self._changed.notify_all()  # stop() waits for the last busy interpreter
 
     def _release(self, interpreter: Interpreter) -> None:
         interpreter.last_used = time.monotonic()

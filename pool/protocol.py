@@ -52,13 +52,25 @@ class Channel:
         self._writable.register(write_fd, select.POLLOUT)
 
     def send(self, payload: bytes, deadline: float) -> None:
-        """Write one frame.
+        """Write one frame (``payload`` without its header).
 
         Raises:
             ChannelClosed: the interpreter's end is closed.
             ChannelTimeout: the pipe stayed full until ``deadline`` (monotonic).
         """
-        view = memoryview(wire.frame(payload))
+        self.send_frame(wire.frame(payload), deadline)
+
+    def send_frame(self, data: bytes, deadline: float) -> None:
+        """Write one whole frame (header included); see :meth:`send`."""
+        try:
+            written = os.write(self.write_fd, data)  # nearly always all of it at once
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:  # EPIPE: the interpreter is gone
+            raise ChannelClosed(str(exc)) from None
+        if written == len(data):
+            return
+        view = memoryview(data)[written:]
         try:
             while view:
                 try:
@@ -69,29 +81,33 @@ class Channel:
         except OSError as exc:  # EPIPE: the interpreter is gone
             raise ChannelClosed(str(exc)) from None
 
-    def receive(self, deadline: float) -> wire.Request | wire.Reply | wire.Ready:
-        """Block until one whole message has arrived.
+    def receive_payload(self, deadline: float) -> bytes:
+        """Block until one whole frame has arrived; return its payload (undecoded).
 
         Raises:
             ChannelClosed: EOF before a whole frame.
             ChannelTimeout: ``deadline`` (monotonic) passed.
-            wire.DecodeError: an oversize or undecodable frame.
+            wire.DecodeError: an oversize frame.
         """
         while True:
-            message = self._parse()
-            if message is not None:
-                return message
+            payload = self._take()
+            if payload is not None:
+                return payload
             if not self._readable.poll(_remaining_ms(deadline)):
                 raise ChannelTimeout
             self._read_some()
 
+    def receive(self, deadline: float) -> wire.Request | wire.Reply | wire.Ready:
+        """Like :meth:`receive_payload`, decoded (``DecodeError`` if undecodable)."""
+        return wire.decode(self.receive_payload(deadline))
+
     def feed(self) -> wire.Request | wire.Reply | wire.Ready | None:
         """Read what is available without blocking; a whole message or None."""
-        message = self._parse()
-        if message is not None:
-            return message
-        self._read_some()
-        return self._parse()
+        payload = self._take()
+        if payload is None:
+            self._read_some()
+            payload = self._take()
+        return wire.decode(payload) if payload is not None else None
 
     def close(self) -> None:
         """Close both ends (idempotent)."""
@@ -122,7 +138,8 @@ class Channel:
             raise ChannelClosed("EOF")
         self._buffer += chunk
 
-    def _parse(self) -> wire.Request | wire.Reply | wire.Ready | None:
+    def _take(self) -> bytes | None:
+        """The next whole frame's payload from the buffer, if there is one."""
         buffer = self._buffer
         if len(buffer) < _HEADER_SIZE:
             return None
@@ -134,7 +151,7 @@ class Channel:
             return None
         payload = bytes(buffer[_HEADER_SIZE:end])
         del buffer[:end]
-        return wire.decode(payload)
+        return payload
 
 
 def _remaining_ms(deadline: float) -> int:

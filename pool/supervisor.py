@@ -22,6 +22,7 @@ import os
 import selectors
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,10 @@ class Supervisor:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        # A pool that is dropped without ever being started still gives its fds back.
+        self._finalizer = weakref.finalize(
+            self, _close_quietly, self._selector, self._wake_r, self._wake_w
+        )
         self._inbox: deque[tuple[Any, ...]] = deque()
         self._thread: threading.Thread | None = None
         self._seq = itertools.count(1)
@@ -75,6 +80,11 @@ class Supervisor:
         self._backoff_level = 0
         self._respawn_at = 0.0
         self._health_due = time.monotonic() + self.settings.health_check_interval
+        self._recycling = bool(
+            self.settings.max_requests_per_worker
+            or self.settings.max_worker_age
+            or self.settings.max_worker_rss_mb
+        )
         self._initial: threading.Event | None = None
         self._initial_error: errors.SnakepoolError | None = None
         self._running = False
@@ -121,6 +131,8 @@ class Supervisor:
 
     def recycle_reason(self, interpreter: Interpreter) -> str | None:
         """Why this interpreter should be recycled now, or None."""
+        if not self._recycling:
+            return None
         s = self.settings
         if s.max_requests_per_worker and interpreter.requests >= s.max_requests_per_worker:
             return f"served {interpreter.requests} requests (max_requests_per_worker)"
@@ -586,9 +598,14 @@ class Supervisor:
     def _close_own_fds(self) -> None:
         if self._wake_r < 0:
             return
-        with contextlib.suppress(Exception):
-            self._selector.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._finalizer.detach()
+        _close_quietly(self._selector, self._wake_r, self._wake_w)
         self._wake_r = self._wake_w = -1
+
+
+def _close_quietly(selector: selectors.BaseSelector, *fds: int) -> None:
+    with contextlib.suppress(Exception):
+        selector.close()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -122,17 +122,18 @@ class Interpreter:
         """
         self._next_id += 1
         rid = self._next_id
-        payload = wire.Request(rid, command, args).encode()
-        if len(payload) > self.channel.limit:
+        framed = wire.framed_request(rid, command, args)
+        size = len(framed) - wire.HEADER.size
+        if size > self.channel.limit:
             raise errors.PayloadTooLarge(
-                f"request of {len(payload)} bytes exceeds max_message_bytes={self.channel.limit}",
-                size=len(payload),
+                f"request of {size} bytes exceeds max_message_bytes={self.channel.limit}",
+                size=size,
                 limit=self.channel.limit,
                 direction="request",
             )
         deadline = time.monotonic() + timeout
         try:
-            self.channel.send(payload, deadline)
+            self.channel.send_frame(framed, deadline)
         except ChannelClosed:
             raise Broken(
                 self.crashed("its pipe was closed before the request"), sent=False
@@ -140,7 +141,7 @@ class Interpreter:
         except ChannelTimeout:
             raise Broken(self.timed_out(command, timeout), sent=True) from None
         try:
-            reply = self.channel.receive(deadline)
+            reply_id, ok, value = wire.decode_reply(self.channel.receive_payload(deadline))
         except ChannelTimeout:
             raise Broken(self.timed_out(command, timeout), sent=True) from None
         except ChannelClosed:
@@ -150,14 +151,16 @@ class Interpreter:
             raise Broken(
                 self.crashed(f"protocol violation: {exc}", wait=False), sent=True
             ) from None
-        if not isinstance(reply, wire.Reply) or reply.id != rid:
+        if reply_id != rid:
             self.kill()
-            raise Broken(self.crashed("protocol violation: unexpected message", wait=False),
-                         sent=True)  # fmt: skip
+            raise Broken(
+                self.crashed("protocol violation: reply to another request", wait=False),
+                sent=True,
+            )
         self.requests += 1
-        if reply.ok:
-            return reply.value
-        raise _remote_error(reply.value, command)
+        if ok:
+            return value
+        raise _remote_error(value, command)
 
     def timed_out(self, command: str, timeout: float) -> errors.RequestTimeout:
         """Kill the interpreter and describe the timeout."""

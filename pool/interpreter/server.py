@@ -12,7 +12,9 @@ with ``start_method="spawn"`` it is run as ``python -m pool.interpreter.server``
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -22,6 +24,11 @@ from pool.interpreter.adapter import CommandError, CommandTable, load_adapter
 from pool.interpreter.core import process_stats
 
 __all__ = ["current_reply_fd", "prepare_child", "serve"]
+
+# Loaded here, at import — so in the template, before any fork — not in each new
+# interpreter: importing ctypes after the fork was half of a replacement's start time.
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 _HEADER_SIZE = wire.HEADER.size
 _reply_fd = -1
@@ -72,16 +79,16 @@ def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"type": kind, "message": message, **extra}
 
 
-def _run(table: CommandTable, request: wire.Request) -> tuple[bool, Any]:
-    handler = table.handlers.get(request.command)
+def _run(table: CommandTable, command: str, args: dict[str, Any]) -> tuple[bool, Any]:
+    handler = table.handlers.get(command)
     if handler is None:
         return False, _error(
             "UnknownCommand",
-            f"unknown command {request.command!r}",
+            f"unknown command {command!r}",
             available=sorted(table.handlers),
         )
     try:
-        return True, handler(request.args)
+        return True, handler(args)
     except CommandError as exc:
         return False, _error(type(exc).__name__, str(exc))
     except Exception as exc:
@@ -94,27 +101,25 @@ def _run(table: CommandTable, request: wire.Request) -> tuple[bool, Any]:
 
 
 def _encode_reply(rid: int, ok: bool, value: Any, limit: int) -> bytes:
+    """The whole reply frame; an unserializable or oversize result becomes an error reply."""
     try:
-        payload = wire.Reply(rid, ok, value).encode()
+        framed = wire.framed_reply(rid, ok, value)
     except (TypeError, ValueError, OverflowError) as exc:
-        payload = wire.Reply(
-            rid,
-            False,
-            _error("CommandFailed", f"result is not serializable: {exc}", remote_type="TypeError"),
-        ).encode()
-    if len(payload) > limit:
-        payload = wire.Reply(
-            rid,
-            False,
-            _error(
-                "PayloadTooLarge",
-                f"result of {len(payload)} bytes exceeds max_message_bytes={limit}",
-                size=len(payload),
-                limit=limit,
-                direction="result",
-            ),
-        ).encode()
-    return payload
+        error = _error(
+            "CommandFailed", f"result is not serializable: {exc}", remote_type="TypeError"
+        )
+        return wire.framed_reply(rid, False, error)
+    size = len(framed) - _HEADER_SIZE
+    if size > limit:
+        error = _error(
+            "PayloadTooLarge",
+            f"result of {size} bytes exceeds max_message_bytes={limit}",
+            size=size,
+            limit=limit,
+            direction="result",
+        )
+        return wire.framed_reply(rid, False, error)
+    return framed
 
 
 def serve(req_fd: int, resp_fd: int, table: CommandTable, *, max_message_bytes: int) -> int:
@@ -129,17 +134,15 @@ def serve(req_fd: int, resp_fd: int, table: CommandTable, *, max_message_bytes: 
     while True:
         try:
             body = reader.next()
-            message = wire.decode(body) if body is not None else None
+            if body is None:
+                return 0
+            rid, command, args = wire.decode_request(body)
         except wire.DecodeError:
             return 3  # the pool never sends this; a corrupted stream is fatal
-        if message is None:
-            return 0
-        if not isinstance(message, wire.Request):
-            return 3
-        ok, value = _run(table, message)
+        ok, value = _run(table, command, args)
         process_stats.requests += 1
         process_stats.errors += not ok
-        _write_all(resp_fd, wire.frame(_encode_reply(message.id, ok, value, max_message_bytes)))
+        _write_all(resp_fd, _encode_reply(rid, ok, value, max_message_bytes))
 
 
 def prepare_child() -> None:
@@ -148,17 +151,11 @@ def prepare_child() -> None:
     Ctrl-C in a terminal reaches the whole foreground process group; the pool, not the
     interpreter, decides how in-flight work ends.
     """
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,11 @@ __all__ = [
     "Reply",
     "Request",
     "decode",
+    "decode_reply",
+    "decode_request",
     "frame",
+    "framed_reply",
+    "framed_request",
 ]
 
 #: ``>I``: the frame header, a big-endian unsigned 32-bit payload length.
@@ -88,6 +92,60 @@ class Ready:
 def frame(payload: bytes) -> bytes:
     """Prefix ``payload`` with its length header."""
     return HEADER.pack(len(payload)) + payload
+
+
+# The hot path: plain tuples, no dataclass per message. The parent side is called from
+# many threads at once, so it uses packb (a Packer per call); the interpreter side is
+# single-threaded and reuses one Packer.
+
+
+def framed_request(rid: int, command: str, args: dict[str, Any]) -> bytes:
+    """A whole request frame (header included)."""
+    payload: bytes = msgpack.packb((_REQUEST, rid, command, args), use_bin_type=True)
+    return HEADER.pack(len(payload)) + payload
+
+
+def framed_reply(rid: int, ok: bool, value: Any) -> bytes:
+    """A whole reply frame (header included); interpreter side only (one thread)."""
+    payload = _pack((_REPLY, rid, ok, value))
+    return HEADER.pack(len(payload)) + payload
+
+
+def _unpack(payload: bytes) -> Any:
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise DecodeError(f"undecodable frame: {exc}") from exc
+
+
+def decode_request(payload: bytes) -> tuple[int, str, dict[str, Any]]:
+    """``(id, command, args)`` of a request frame.
+
+    Raises:
+        DecodeError: not a well-formed request.
+    """
+    message = _unpack(payload)
+    if (
+        type(message) is list
+        and len(message) == 4
+        and message[0] == _REQUEST
+        and type(message[2]) is str
+        and type(message[3]) is dict
+    ):
+        return message[1], message[2], message[3]
+    raise DecodeError("not a request")
+
+
+def decode_reply(payload: bytes) -> tuple[int, bool, Any]:
+    """``(id, ok, value)`` of a reply frame.
+
+    Raises:
+        DecodeError: not a well-formed reply.
+    """
+    message = _unpack(payload)
+    if type(message) is list and len(message) == 4 and message[0] == _REPLY:
+        return message[1], bool(message[2]), message[3]
+    raise DecodeError("not a reply")
 
 
 def decode(payload: bytes) -> Request | Reply | Ready:

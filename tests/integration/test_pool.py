@@ -272,3 +272,16 @@ def test_affinity_waits_for_its_interpreter_then_moves_when_it_dies(
         time.sleep(0.005)  # the supervisor hears of the exit from the template
     moved = pool.execute("get_stats", affinity="s")["pid"]
     assert moved != bound and pool.affinity_of("s") == moved
+
+
+def test_a_pool_never_started_leaks_no_fds(registry_dir: str) -> None:
+    import gc
+
+    me = psutil.Process()
+    before = me.num_fds()
+    for _ in range(5):
+        Pool(size=1, registry_dir=registry_dir).stop()
+    for _ in range(5):
+        Pool(size=1, registry_dir=registry_dir)  # dropped without start or stop
+    gc.collect()
+    assert me.num_fds() == before
