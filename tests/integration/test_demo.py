@@ -14,7 +14,9 @@ import pytest
 
 from tests.conftest import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# A demo starts three nodes and runs a rollout: well over the default 60 s budget on a
+# loaded machine, but never minutes.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -28,7 +28,9 @@ from tests.conftest import free_port
 from tests.integration.cluster import CLUSTER_MARKER, ROOT, Cluster
 
 pytest.importorskip("dspy")
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The module's cluster starts (and at the end stops) five nodes inside the first and last
+# tests' budgets.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 QA = {"signature": "question -> answer"}
 
