@@ -27,7 +27,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from pool import errors
+from pool.intensity import RestartIntensity
 from pool.interpreter import wire
+from pool.output import OutputLog
 from pool.protocol import Channel, ChannelClosed
 from pool.template import Template
 from pool.worker import Interpreter, State
@@ -38,18 +40,11 @@ if TYPE_CHECKING:
 __all__ = ["Supervisor"]
 
 log = logging.getLogger("snakepool.pool.supervisor")
-output_log = logging.getLogger("snakepool.interpreter")
 
-#: First back-off after the restart intensity is exceeded; doubles each time.
-BACKOFF_BASE_SECONDS = 0.5
-#: Longest back-off.
-BACKOFF_MAX_SECONDS = 30.0
 #: How long a health ping may take before the interpreter is replaced.
 HEALTH_TIMEOUT_SECONDS = 5.0
 #: How long a retiring interpreter may take to exit before it is killed.
 RETIRE_GRACE_SECONDS = 5.0
-#: Longest single line of interpreter output passed to logging.
-MAX_LOG_LINE = 4000
 
 
 class Supervisor:
@@ -75,9 +70,10 @@ class Supervisor:
         self._starting: dict[int, Interpreter] = {}
         self._by_pid: dict[int, Interpreter] = {}
         self._checking: dict[int, tuple[int, float]] = {}  # seq → (request id, deadline)
-        self._partial: dict[int, bytes] = {}  # fd → unfinished output line
-        self._restarts: deque[float] = deque()
-        self._backoff_level = 0
+        self._output = OutputLog()
+        self._intensity = RestartIntensity(
+            intensity=self.settings.restart_intensity, period=self.settings.restart_period
+        )
         self._respawn_at = 0.0
         self._health_due = time.monotonic() + self.settings.health_check_interval
         self._recycling = bool(
@@ -310,21 +306,15 @@ class Supervisor:
             self._spawn(missing)
 
     def _count_restart(self) -> None:
-        """Record an unplanned restart; past the intensity, back off (thread-safe enough:
-        called from callers and the loop, each append/pop is atomic)."""
+        """Record an unplanned restart; past the intensity, back off and, if nothing is
+        left serving, make the pool answer ``PoolUnavailable``."""
         now = time.monotonic()
-        while self._restarts and now - self._restarts[0] > self.settings.restart_period:
-            self._restarts.popleft()
-        if not self._restarts:
-            self._backoff_level = 0
-        self._restarts.append(now)
-        if len(self._restarts) <= self.settings.restart_intensity:
+        delay = self._intensity.record(now)
+        if delay is None:
             return
-        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**self._backoff_level)
-        self._backoff_level += 1
         self._respawn_at = max(self._respawn_at, now + delay)
         message = (
-            f"{len(self._restarts)} interpreter restarts within "
+            f"{len(self._intensity)} interpreter restarts within "
             f"restart_period={self.settings.restart_period:g}s "
             f"(restart_intensity={self.settings.restart_intensity}); backing off {delay:g}s"
         )
@@ -525,31 +515,15 @@ class Supervisor:
             data = b""
         if not data:
             self._selector.unregister(fd)
-            self._emit(fd, kind, interpreter, self._partial.pop(fd, b""), final=True)
-            return
-        self._emit(fd, kind, interpreter, self._partial.pop(fd, b"") + data, final=False)
-
-    def _emit(
-        self, fd: int, kind: str, interpreter: Interpreter | None, data: bytes, *, final: bool
-    ) -> None:
-        lines = data.split(b"\n")
-        rest = b"" if final else lines.pop()
-        if len(rest) > MAX_LOG_LINE:
-            lines.append(rest)
-            rest = b""
-        if rest:
-            self._partial[fd] = rest
         label = interpreter.label if interpreter else f"template (pid {self._template_pid()})"
-        level = logging.INFO if kind == "out" else logging.WARNING
-        for raw in lines:
-            if not raw:
-                continue
-            line = raw[:MAX_LOG_LINE].decode(errors="replace")
-            if interpreter is not None:
-                interpreter.recent_output.append(line)
-            output_log.log(
-                level, "[%s %s] %s", label, "stdout" if kind == "out" else "stderr", line
-            )
+        self._output.feed(
+            fd,
+            data,
+            stream="stdout" if kind == "out" else "stderr",
+            label=label,
+            recent=interpreter.recent_output if interpreter else None,
+            final=not data,
+        )
 
     def _drain_output(self, interpreter: Interpreter) -> None:
         for fd, kind in ((interpreter.out_fd, "out"), (interpreter.err_fd, "err")):
@@ -571,7 +545,7 @@ class Supervisor:
         for fd in (interpreter.out_fd, interpreter.err_fd, interpreter.channel.read_fd):
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(fd)
-            self._partial.pop(fd, None)
+            self._output.forget(fd)
         interpreter.close()
 
     def _begin_stop(self) -> None:

@@ -131,9 +131,10 @@ def execute_v3(  # noqa: PLR0911 - one return per command family reads best
         if command == "delete_program":
             node.store.delete_program(session_id, program_id)
             return {"deleted": program_id}
+        # get_program_info: compile it here for its fields (cached by content hash).
         compiled = pool.execute("create_program", {**definition, "id": program_id})
-        return {"program_id": program_id, **definition, **{k: compiled[k] for k in
-                ("hash", "input_fields", "output_fields")}}  # fmt: skip
+        fields = {k: compiled[k] for k in ("hash", "input_fields", "output_fields")}
+        return {"program_id": program_id, **definition, **fields}
     return pool.execute(command, args, timeout=timeout)
 
 
