@@ -85,9 +85,17 @@ def demo(requests: int, pool_size: int | None) -> None:
 @click.option("--lane", type=click.Choice(LANE_CHOICES), required=True, help="What to serve.")
 @click.option("--name", default=None, help="Node name (default: <lane>-<pid>); @host is added.")
 @click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Celery threads (default: pool size, +4 with --lane all; 8 for the router).",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @_fails_cleanly
-def worker(lane: str, name: str | None, pool_size: int | None, loglevel: str) -> None:
+def worker(
+    lane: str, name: str | None, pool_size: int | None, concurrency: int | None, loglevel: str
+) -> None:
     """Run a Celery worker node (-P threads) serving one lane, or all of them."""
     from tasks.app import create_app
     from tasks.bootstep import install
@@ -100,8 +108,11 @@ def worker(lane: str, name: str | None, pool_size: int | None, loglevel: str) ->
     import tasks.router  # noqa: F401 - registers the tasks on the app
 
     app.set_current()
-    has_pool = lane != "router"
-    concurrency = settings.pool_size + (4 if lane == "all" else 0) if has_pool else 8
+    if concurrency is None:
+        # A lane thread waits on its interpreter: one thread per interpreter, plus a few
+        # for the quick router tasks when this node also routes.
+        extra = 4 if lane == "all" else 0
+        concurrency = settings.pool_size + extra if lane != "router" else 8
     hostname = f"{name or f'{lane}-{os.getpid()}'}@%h"
     app.worker_main([
         "worker", "-P", "threads", "-c", str(concurrency), "-Q", ",".join(lanes),
@@ -210,13 +221,18 @@ def status(as_json: bool) -> None:
         return
     nodes = Table(title="nodes")
     for column in ("node", "lanes", "size", "idle", "busy", "queued", "requests", "errors",
-                   "restarts", "p50 ms", "p99 ms"):  # fmt: skip
+                   "restarts", "p50 ms", "p99 ms", "flags v", "shedding"):  # fmt: skip
         nodes.add_column(column)
     for node in data["nodes"]:
         pool = node.get("pool") or {}
-        nodes.add_row(node["name"], ",".join(node["lanes"]), *(str(pool.get(k, "-")) for k in (
+        figures = [str(pool.get(k, "-")) for k in (
             "size", "idle", "busy", "queued", "requests", "errors", "restarts", "p50_ms", "p99_ms"
-        )))  # fmt: skip
+        )]  # fmt: skip
+        shedding = ",".join(node.get("open_breakers") or []) or "-"
+        nodes.add_row(node["name"], ",".join(node["lanes"]), *figures,
+                      str(node.get("flags_version", "-")), shedding)  # fmt: skip
+        if pool.get("unavailable"):
+            console.print(f"[red]{node['name']} pool unavailable:[/] {pool['unavailable']}")
     console.print(nodes)
     lanes = Table(title="lanes")
     for column in ("lane", "queued", "requests", "errors", "client errors", "p50", "p95", "p99"):
@@ -231,6 +247,11 @@ def status(as_json: bool) -> None:
         f"{', paused' if rollout['paused'] else ''}"
         f"{', forced ' + rollout['forced_lane'] if rollout['forced_lane'] else ''})"
         f"; router queue {data['queues'].get('router')}"
+    )
+    shadow = data["shadow"]
+    console.print(
+        f"shadow {'on' if rollout['shadow'] else 'off'}: {shadow['compared']} compared, "
+        f"{shadow['matched']} matched, {shadow['mismatched']} mismatched"
     )
 
 
@@ -278,6 +299,47 @@ def rollout_history(count: int, as_json: bool) -> None:
         change = f"{entry['old']['percent']} → {entry['new']['percent']}"
         table.add_row(str(entry["version"]), when, entry["who"], entry["why"], change)
     console.print(table)
+
+
+@rollout.command("force")
+@click.argument("lane", type=click.Choice(["v3", "v2compat", "off"]))
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@_fails_cleanly
+def rollout_force(lane: str, reason: str) -> None:
+    """Kill switch: send every request to LANE regardless of percentages (off: undo)."""
+    from dataclasses import replace
+
+    from tasks.client import operator_name
+
+    forced = None if lane == "off" else lane
+    flags = _client(_settings()).flags.update(
+        lambda f: replace(f, forced_lane=forced), who=operator_name(), why=reason
+    )
+    console.print(f"forced lane: {flags.forced_lane or 'none'} (version {flags.version})")
+
+
+@rollout.command("override")
+@click.argument("session_id")
+@click.argument("lane", type=click.Choice(["v3", "v2compat", "clear"]))
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@_fails_cleanly
+def rollout_override(session_id: str, lane: str, reason: str) -> None:
+    """Pin one session to LANE whatever its bucket says (clear: back to its bucket)."""
+    from dataclasses import replace
+
+    from config.keys import validate_session_id
+    from tasks.client import operator_name
+
+    validate_session_id(session_id)
+
+    def change(flags: Any) -> Any:
+        overrides = {k: v for k, v in flags.overrides.items() if k != session_id}
+        if lane != "clear":
+            overrides[session_id] = lane
+        return replace(flags, overrides=overrides)
+
+    flags = _client(_settings()).flags.update(change, who=operator_name(), why=reason)
+    console.print(f"{len(flags.overrides)} session override(s) (version {flags.version})")
 
 
 @rollout.command("step")

@@ -282,6 +282,16 @@ def test_cli_rollout_sessions_and_call(client: Client, cluster: Cluster) -> None
     assert client.rollout_state()["percent"] == 0
     history = json.loads(run_cli(cluster, "rollout", "history", "--json").stdout)
     assert [h["why"] for h in history[:2]] == ["cli back", "cli step"]
+    assert run_cli(cluster, "rollout", "force", "v3", "--reason", "kill switch").returncode == 0
+    assert client.rollout_state()["forced_lane"] == "v3"
+    assert run_cli(cluster, "rollout", "force", "off", "--reason", "done").returncode == 0
+    assert client.rollout_state()["forced_lane"] is None
+    pinned = run_cli(cluster, "rollout", "override", "s-1", "v3", "--reason", "vip")
+    assert pinned.returncode == 0 and client.rollout_state()["overrides"] == {"s-1": "v3"}
+    run_cli(cluster, "rollout", "override", "s-1", "clear", "--reason", "done")
+    assert client.rollout_state()["overrides"] == {}
+    bad_id = run_cli(cluster, "rollout", "override", "bad id", "v3", "--reason", "x")
+    assert bad_id.returncode == 2 and "invalid session id" in bad_id.stdout
     sid = client.create_session()
     client.execute("create_program", {"id": "qa", **QA}, session_id=sid)
     assert sid in run_cli(cluster, "sessions", "list").stdout
