@@ -7,6 +7,10 @@ b. SIGKILL of an idle interpreter → its replacement ready.
 c. ``ping`` through ``Pool.execute`` vs a raw msgpack pipe round trip.
 d. CPU-bound throughput, 2 interpreters vs 1.
 e. Memory of the parent, the template and the interpreters.
+f. DSPy: ``Pool(size=8, adapter=dspy_programs).start()`` vs one cold ``import dspy``.
+g. DSPy: ``execute_program`` through the pool vs a fresh interpreter per request.
+h. DSPy: total USS of the pool's 8 interpreters vs one fresh ``import dspy``'s RSS.
+i. Celery: ``ping`` zero-hop and through the router vs a plain Celery task (own Redis).
 
 Targets are informational: the exit status is 0 whatever the figures, 1 if a benchmark
 crashed, 130 on Ctrl-C. Every pool is stopped and every child killed in all cases.
@@ -26,6 +30,8 @@ from typing import Any
 
 from rich.console import Console
 
+from benchmarks.celery_lanes import bench_celery
+from benchmarks.dspy_pool import bench_dspy_execute, bench_dspy_memory, bench_dspy_start
 from benchmarks.harness import Harness
 from benchmarks.latency import bench_ping
 from benchmarks.memory import bench_memory
@@ -52,6 +58,20 @@ BENCHMARKS: list[tuple[str, str, Bench, Bench]] = [
         bench_throughput,
         lambda h: bench_throughput(h, rounds=1, seconds=1.0),
     ),
+    ("f", "dspy_start", bench_dspy_start, lambda h: bench_dspy_start(h, rounds=1)),
+    (
+        "g",
+        "dspy_execute",
+        bench_dspy_execute,
+        lambda h: bench_dspy_execute(h, rounds=1, calls=30, warmup=5),
+    ),
+    ("h", "dspy_memory", bench_dspy_memory, lambda h: bench_dspy_memory(h, rounds=1)),
+    (
+        "i",
+        "celery",
+        bench_celery,
+        lambda h: bench_celery(h, rounds=2, calls=10, warmup=5, throughput_rounds=1, seconds=1.0),
+    ),
 ]
 
 
@@ -62,7 +82,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--only", default="abcde", help="letters of the benchmarks to run, e.g. 'ac' (default: all)"
+        "--only",
+        default="abcdefghi",
+        help="letters of the benchmarks to run, e.g. 'ac' (default: all)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="few repetitions: a smoke test, not figures to quote"

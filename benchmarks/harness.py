@@ -1,8 +1,9 @@
 """Everything a benchmark run starts, owned in one place so that nothing outlives it.
 
 :class:`Harness` makes pools with a private registry directory, starts bare child
-processes (cold interpreters, the raw echo child), remembers every pid it ever saw with
-its create time, and on :meth:`Harness.close` stops and kills all of it — also after an
+processes (cold interpreters, the raw echo child), adopts the services a benchmark
+starts itself (redis-server, Celery workers), remembers every pid it ever saw with its
+create time, and on :meth:`Harness.close` stops and kills all of it — also after an
 exception or Ctrl-C. :meth:`Harness.leftovers` then checks that none of those processes
 is still alive.
 """
@@ -142,6 +143,29 @@ class Harness:
         self.track(process.pid)
         return process
 
+    def timed_run(self, argv: list[str], timeout: float = STARTUP_TIMEOUT) -> tuple[float, bytes]:
+        """Run a child to its exit; returns (seconds from launch to exit, its stdout).
+
+        Raises:
+            RuntimeError: it exited with a non-zero status.
+        """
+        started = time.perf_counter()
+        process = self.popen(argv, capture=True)
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        finally:
+            status = self.reap(process)
+        elapsed = time.perf_counter() - started
+        if status != 0:
+            raise RuntimeError(f"{argv[:3]} exited with status {status}")
+        return elapsed, output
+
+    def adopt(self, process: subprocess.Popen[bytes]) -> None:
+        """Own a child a benchmark started itself: tracked, and killed by :meth:`close`
+        if the benchmark has not stopped it by then."""
+        self._children.append(process)
+        self.track(process.pid)
+
     def reap(self, process: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
         """Wait for a child to exit (killing it after ``timeout``); returns its status."""
         try:
@@ -188,6 +212,14 @@ class Harness:
         """Remember a pid (with its create time) for the leftover check."""
         with contextlib.suppress(psutil.Error):
             self._seen.setdefault(pid, psutil.Process(pid).create_time())
+
+    def track_tree(self, pid: int) -> None:
+        """Remember a process and all its descendants (a worker node's template and
+        interpreters are its grandchildren: the leftover check must know them too)."""
+        self.track(pid)
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(pid).children(recursive=True):
+                self.track(child.pid)
 
     def close(self) -> None:
         """Stop every pool, kill every child, remove the registry directory."""

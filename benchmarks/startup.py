@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks.harness import Harness, TrackingObserver
 from benchmarks.stats import Figure, ratio_summary, summarize
 
-__all__ = ["HEAVY", "bench_pool_start", "bench_replacement"]
+__all__ = ["HEAVY", "ReadyTimes", "bench_pool_start", "bench_replacement"]
 
 #: The adapter under test.
 HEAVY = "benchmarks.heavy_adapter"
@@ -24,7 +24,7 @@ HEAVY = "benchmarks.heavy_adapter"
 SETTLE_SECONDS = 0.3
 
 
-class _ReadyTimes(TrackingObserver):
+class ReadyTimes(TrackingObserver):
     """Collects every interpreter's spawn-to-ready time as the pool reports it."""
 
     def __init__(self, harness: Harness) -> None:
@@ -46,7 +46,7 @@ def bench_pool_start(harness: Harness, *, rounds: int = 5, size: int = 8) -> dic
     harness.cold_spawn(HEAVY)
     cold: list[float] = []
     pooled: list[float] = []
-    ready = _ReadyTimes(harness)
+    ready = ReadyTimes(harness)
     for index in range(rounds):
         for side in ("cold", "pool") if index % 2 == 0 else ("pool", "cold"):
             time.sleep(SETTLE_SECONDS)
@@ -133,14 +133,10 @@ class _KillWatch(TrackingObserver):
         super().on_interpreter_ready(pid, seq, startup_seconds)
 
 
-def _kill_loop(
-    harness: Harness, kills: int, size: int, preload: tuple[str, ...]
-) -> dict[str, list[float]]:
+def _kill_loop(harness: Harness, kills: int, size: int) -> dict[str, list[float]]:
     """Kill an idle interpreter ``kills`` times; seconds of each phase, per kill."""
     watch = _KillWatch(harness)
-    pool = harness.pool(
-        size=size, adapter=HEAVY, restart_intensity=1000, preload=preload, observer=watch
-    )
+    pool = harness.pool(size=size, adapter=HEAVY, restart_intensity=1000, observer=watch)
     phases: dict[str, list[float]] = {"total": [], "detect": [], "respawn": []}
     try:
         pool.start()
@@ -164,19 +160,17 @@ def _kill_loop(
     return phases
 
 
-def bench_replacement(
-    harness: Harness, *, kills: int = 20, size: int = 2, diagnose: bool = True
-) -> dict[str, Any]:
+def bench_replacement(harness: Harness, *, kills: int = 20, size: int = 2) -> dict[str, Any]:
     """(b) ``os.kill(idle interpreter, SIGKILL)`` → ``on_interpreter_ready`` of its replacement.
 
     ``restart_intensity`` is raised so that 20 deliberate kills within a few seconds
     measure replacement, not the crash-loop back-off (20 per 10 s by default).
 
-    With ``diagnose``, the same is run again with ``Pool(preload=("ctypes",))``: each
-    new interpreter imports ``ctypes`` (for ``prctl(PR_SET_PDEATHSIG)``) after the fork
-    unless the template already has, and the difference shows what that costs.
+    (Earlier versions also ran a diagnostic pass with ``Pool(preload=("ctypes",))``:
+    since ``ctypes`` is imported in the template itself, by
+    :mod:`pool.interpreter.server` at import, that pass measured the same thing twice.)
     """
-    main = _kill_loop(harness, kills, size, ())
+    main = _kill_loop(harness, kills, size)
     total_s, detect_s = summarize(main["total"]), summarize(main["detect"])
     respawn_s = summarize(main["respawn"])
     figures = [
@@ -211,29 +205,4 @@ def bench_replacement(
         "kill_to_exit_report_s": detect_s.as_dict(),
         "spawn_to_ready_s": respawn_s.as_dict(),
     }
-    if diagnose:
-        preloaded = _kill_loop(harness, kills, size, ("ctypes",))
-        pre_total, pre_respawn = summarize(preloaded["total"]), summarize(preloaded["respawn"])
-        figures += [
-            Figure(
-                "b.preloaded.kill_to_ready",
-                "    diagnostic: same, template preloads ctypes",
-                pre_total.median * 1000,
-                " ms",
-                pre_total.spread("{:.1f}", 1000),
-                note='Pool(preload=("ctypes",)); see README',
-            ),
-            Figure(
-                "b.preloaded.spawn_to_ready",
-                "      its fork request → Ready",
-                pre_respawn.median * 1000,
-                " ms",
-                pre_respawn.spread("{:.1f}", 1000),
-            ),
-        ]
-        data["preloaded_ctypes"] = {
-            "kill_to_ready_s": pre_total.as_dict(),
-            "kill_to_exit_report_s": summarize(preloaded["detect"]).as_dict(),
-            "spawn_to_ready_s": pre_respawn.as_dict(),
-        }
     return {"figures": figures, "data": data}
