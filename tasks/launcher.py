@@ -66,7 +66,14 @@ class Launcher:
         output = log.open("wb") if log else None
         try:
             process = subprocess.Popen(
-                argv, stdout=output, stderr=subprocess.STDOUT if output else None, env=self.env
+                argv,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                env=self.env,
+                # Ctrl-C reaches only us, and we stop everything in order (Redis last);
+                # if we die instead, each child gets SIGTERM from the kernel.
+                start_new_session=True,
+                preexec_fn=_terminate_with_parent,  # noqa: PLW1509 - only a prctl call
             )
         finally:
             if output:
@@ -149,6 +156,14 @@ class Launcher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the launching process dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
