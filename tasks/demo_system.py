@@ -184,7 +184,7 @@ def _report(client: Client, console: Console) -> None:
     console.print(audit)
 
 
-def run_system_demo(settings: Settings, *, console: Console, sessions: int = 20) -> int:
+def run_system_demo(settings: Settings, *, console: Console, sessions: int = 40) -> int:
     """Run the rollout demo; returns the exit code."""
     console.rule("[bold]snakepool demo[/] — lanes, router and a rollout")
     if redis_answers(settings.redis_url):
