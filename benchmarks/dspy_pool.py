@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from benchmarks.harness import STARTUP_TIMEOUT, Harness
-from benchmarks.startup import ReadyTimes
+from benchmarks.startup import time_starts
 from benchmarks.stats import Figure, ratio_summary, summarize
 from pool import Pool
 
@@ -77,22 +77,12 @@ def bench_dspy_start(harness: Harness, *, rounds: int = 5, size: int = 8) -> dic
     import first warms the page cache for both.
     """
     harness.timed_run(_python(COLD_IMPORT))
-    cold: list[float] = []
-    pooled: list[float] = []
-    ready = ReadyTimes(harness)
-    for index in range(rounds):
-        for side in ("cold", "pool") if index % 2 == 0 else ("pool", "cold"):
-            time.sleep(SETTLE_SECONDS)
-            if side == "cold":
-                cold.append(harness.timed_run(_python(COLD_IMPORT))[0])
-                continue
-            pool = harness.pool(size=size, adapter=DSPY, observer=ready)
-            try:
-                started = time.perf_counter()
-                pool.start()
-                pooled.append(time.perf_counter() - started)
-            finally:
-                harness.stop_pool(pool)
+    cold, pooled, ready = time_starts(
+        harness,
+        rounds=rounds,
+        cold=lambda: harness.timed_run(_python(COLD_IMPORT))[0],
+        make_pool=lambda ready: harness.pool(size=size, adapter=DSPY, observer=ready),
+    )
     cold_s, pool_s = summarize(cold), summarize(pooled)
     per_round = ratio_summary(pooled, cold)
     fork_ready = summarize(ready.startup_seconds)

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.harness import Harness, TrackingObserver
@@ -37,6 +38,37 @@ class ReadyTimes(TrackingObserver):
         super().on_interpreter_ready(pid, seq, startup_seconds)
 
 
+def time_starts(
+    harness: Harness,
+    *,
+    rounds: int,
+    cold: Callable[[], float],
+    make_pool: Callable[[ReadyTimes], Any],
+) -> tuple[list[float], list[float], ReadyTimes]:
+    """Interleave ``rounds`` cold starts (``cold()`` returns seconds) and pool starts.
+
+    Rounds alternate which side goes first, so a slow patch of the machine is shared.
+    Returns (cold seconds, pool-start seconds, every interpreter's fork-to-ready time).
+    """
+    cold_times: list[float] = []
+    pooled: list[float] = []
+    ready = ReadyTimes(harness)
+    for index in range(rounds):
+        for side in ("cold", "pool") if index % 2 == 0 else ("pool", "cold"):
+            time.sleep(SETTLE_SECONDS)
+            if side == "cold":
+                cold_times.append(cold())
+                continue
+            pool = make_pool(ready)
+            try:
+                started = time.perf_counter()
+                pool.start()
+                pooled.append(time.perf_counter() - started)
+            finally:
+                harness.stop_pool(pool)
+    return cold_times, pooled, ready
+
+
 def bench_pool_start(harness: Harness, *, rounds: int = 5, size: int = 8) -> dict[str, Any]:
     """(a) ``Pool(size=8).start()`` vs one cold ``python -m pool.interpreter.server``.
 
@@ -44,22 +76,14 @@ def bench_pool_start(harness: Harness, *, rounds: int = 5, size: int = 8) -> dic
     One cold spawn before the rounds warms the page cache for both sides.
     """
     harness.cold_spawn(HEAVY)
-    cold: list[float] = []
-    pooled: list[float] = []
-    ready = ReadyTimes(harness)
-    for index in range(rounds):
-        for side in ("cold", "pool") if index % 2 == 0 else ("pool", "cold"):
-            time.sleep(SETTLE_SECONDS)
-            if side == "cold":
-                cold.append(harness.cold_spawn(HEAVY))
-                continue
-            pool = harness.pool(size=size, adapter=HEAVY, start_method="forkserver", observer=ready)
-            try:
-                started = time.perf_counter()
-                pool.start()
-                pooled.append(time.perf_counter() - started)
-            finally:
-                harness.stop_pool(pool)
+    cold, pooled, ready = time_starts(
+        harness,
+        rounds=rounds,
+        cold=lambda: harness.cold_spawn(HEAVY),
+        make_pool=lambda ready: harness.pool(
+            size=size, adapter=HEAVY, start_method="forkserver", observer=ready
+        ),
+    )
     cold_s, pool_s = summarize(cold), summarize(pooled)
     per_round = ratio_summary(pooled, cold)
     fork_ready = summarize(ready.startup_seconds)
