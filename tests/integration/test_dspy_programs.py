@@ -187,3 +187,12 @@ def test_without_dspy_the_commands_say_how_to_install(make_pool: PoolFactory) ->
     with pytest.raises(ConfigError, match="not installed"):
         pool.execute("execute_program", {"program": QA, "inputs": {"question": "x"}})
     assert pool.execute("ping")["pong"]  # the interpreter itself is fine
+
+
+def test_the_default_adapter_runs_programs_too(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1)  # pool.interpreter.builtin: DSPy imported on first use
+    assert pool.execute("dspy_status")["imported_in_template"] is False
+    pool.execute("create_program", {"id": "qa", **QA})
+    result = pool.execute("execute_program", {"program_id": "qa", "inputs": {"question": "x"}})
+    assert result["answer"]
+    assert pool.execute("calculate", {"expression": "1+1"}) == {"result": 2}

@@ -21,8 +21,11 @@ def test_class_adapter() -> None:
 
 def test_builtin_adapter() -> None:
     table = load_adapter("pool.interpreter.builtin")
-    assert set(table.handlers) == {"ping", "get_stats", "echo", "calculate", "sleep"}
+    programs = {"create_program", "execute_program", "list_programs", "delete_program",
+                "get_program_info", "configure_lm", "dspy_status"}  # fmt: skip
+    assert set(table.handlers) == {"ping", "get_stats", "echo", "calculate", "sleep"} | programs
     assert table.handlers["ping"]({})["pong"] is True
+    assert table.specs["execute_program"].read_only and not table.specs["create_program"].read_only
 
 
 def test_missing_and_non_adapters() -> None:
