@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from benchmarks.harness import STARTUP_TIMEOUT, Harness
-from benchmarks.startup import time_starts
+from benchmarks.startup import start_report, time_starts
 from benchmarks.stats import Figure, ratio_summary, summarize
 from pool import Pool
 
@@ -83,52 +83,18 @@ def bench_dspy_start(harness: Harness, *, rounds: int = 5, size: int = 8) -> dic
         cold=lambda: harness.timed_run(_python(COLD_IMPORT))[0],
         make_pool=lambda ready: harness.pool(size=size, adapter=DSPY, observer=ready),
     )
-    cold_s, pool_s = summarize(cold), summarize(pooled)
-    per_round = ratio_summary(pooled, cold)
-    fork_ready = summarize(ready.startup_seconds)
-    figures = [
-        Figure(
-            "f.ratio",
-            f"(f) DSPy Pool(size={size}).start() / cold import dspy",
-            pool_s.median / cold_s.median,
-            "x",
-            f"per round {per_round.spread('{:.2f}')}",
-            ("<=", 1.5),
-            f"ratio of medians; {rounds} rounds",
-        ),
-        Figure(
-            "f.pool_start",
-            f"    DSPy pool of {size} start",
-            pool_s.median,
-            " s",
-            pool_s.spread("{:.2f}"),
-        ),
-        Figure(
-            "f.cold_import",
-            '    python -c "import dspy", launch to exit',
-            cold_s.median,
-            " s",
-            cold_s.spread("{:.2f}"),
-        ),
-        Figure(
-            "f.fork_to_ready",
-            "    each interpreter: fork request → Ready",
-            fork_ready.median * 1000,
-            " ms",
-            fork_ready.spread("{:.1f}", 1000),
-        ),
-    ]
-    return {
-        "figures": figures,
-        "data": {
-            "rounds": rounds,
-            "size": size,
-            "pool_start_s": pool_s.as_dict(),
-            "cold_import_s": cold_s.as_dict(),
-            "per_round_ratio": per_round.as_dict(),
-            "interpreter_startup_s": fork_ready.as_dict(),
-        },
-    }
+    return start_report(
+        "f",
+        ratio_label=f"(f) DSPy Pool(size={size}).start() / cold import dspy",
+        pool_label=f"    DSPy pool of {size} start",
+        cold=("cold_import", '    python -c "import dspy", launch to exit', cold),
+        target=1.5,
+        note=f"ratio of medians; {rounds} rounds",
+        rounds=rounds,
+        size=size,
+        pooled=pooled,
+        ready=ready,
+    )
 
 
 # ------------------------------------------------------------------------- (g)

@@ -69,6 +69,57 @@ def time_starts(
     return cold_times, pooled, ready
 
 
+def start_report(
+    letter: str,
+    *,
+    ratio_label: str,
+    pool_label: str,
+    cold: tuple[str, str, list[float]],
+    target: float,
+    note: str,
+    rounds: int,
+    size: int,
+    pooled: list[float],
+    ready: ReadyTimes,
+) -> dict[str, Any]:
+    """Figures and data of a pool-start benchmark; ``cold`` is (key, label, seconds)."""
+    cold_key, cold_label, cold_times = cold
+    cold_s, pool_s = summarize(cold_times), summarize(pooled)
+    per_round = ratio_summary(pooled, cold_times)
+    fork_ready = summarize(ready.startup_seconds)
+    figures = [
+        Figure(
+            f"{letter}.ratio",
+            ratio_label,
+            pool_s.median / cold_s.median,
+            "x",
+            f"per round {per_round.spread('{:.2f}')}",
+            ("<=", target),
+            note,
+        ),
+        Figure(f"{letter}.pool_start", pool_label, pool_s.median, " s", pool_s.spread("{:.2f}")),
+        Figure(f"{letter}.{cold_key}", cold_label, cold_s.median, " s", cold_s.spread("{:.2f}")),
+        Figure(
+            f"{letter}.fork_to_ready",
+            "    each interpreter: fork request → Ready",
+            fork_ready.median * 1000,
+            " ms",
+            fork_ready.spread("{:.1f}", 1000),
+        ),
+    ]
+    return {
+        "figures": figures,
+        "data": {
+            "rounds": rounds,
+            "size": size,
+            "pool_start_s": pool_s.as_dict(),
+            f"{cold_key}_s": cold_s.as_dict(),
+            "per_round_ratio": per_round.as_dict(),
+            "interpreter_startup_s": fork_ready.as_dict(),
+        },
+    }
+
+
 def bench_pool_start(harness: Harness, *, rounds: int = 5, size: int = 8) -> dict[str, Any]:
     """(a) ``Pool(size=8).start()`` vs one cold ``python -m pool.interpreter.server``.
 
@@ -84,52 +135,18 @@ def bench_pool_start(harness: Harness, *, rounds: int = 5, size: int = 8) -> dic
             size=size, adapter=HEAVY, start_method="forkserver", observer=ready
         ),
     )
-    cold_s, pool_s = summarize(cold), summarize(pooled)
-    per_round = ratio_summary(pooled, cold)
-    fork_ready = summarize(ready.startup_seconds)
-    figures = [
-        Figure(
-            "a.ratio",
-            f"(a) Pool(size={size}).start() / one cold spawn",
-            pool_s.median / cold_s.median,
-            "x",
-            f"per round {per_round.spread('{:.2f}')}",
-            ("<=", 1.2),
-            "ratio of medians",
-        ),
-        Figure(
-            "a.pool_start",
-            f"    pool of {size} start",
-            pool_s.median,
-            " s",
-            pool_s.spread("{:.2f}"),
-        ),
-        Figure(
-            "a.cold_spawn",
-            "    one cold spawn to Ready",
-            cold_s.median,
-            " s",
-            cold_s.spread("{:.2f}"),
-        ),
-        Figure(
-            "a.fork_to_ready",
-            "    each interpreter: fork request → Ready",
-            fork_ready.median * 1000,
-            " ms",
-            fork_ready.spread("{:.1f}", 1000),
-        ),
-    ]
-    return {
-        "figures": figures,
-        "data": {
-            "rounds": rounds,
-            "size": size,
-            "pool_start_s": pool_s.as_dict(),
-            "cold_spawn_s": cold_s.as_dict(),
-            "per_round_ratio": per_round.as_dict(),
-            "interpreter_startup_s": fork_ready.as_dict(),
-        },
-    }
+    return start_report(
+        "a",
+        ratio_label=f"(a) Pool(size={size}).start() / one cold spawn",
+        pool_label=f"    pool of {size} start",
+        cold=("cold_spawn", "    one cold spawn to Ready", cold),
+        target=1.2,
+        note="ratio of medians",
+        rounds=rounds,
+        size=size,
+        pooled=pooled,
+        ready=ready,
+    )
 
 
 class _KillWatch(TrackingObserver):

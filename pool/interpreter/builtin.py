@@ -16,7 +16,7 @@ import time
 from types import ModuleType
 from typing import Any
 
-from pool.interpreter.adapter import InvalidArguments, command
+from pool.interpreter.adapter import Handler, InvalidArguments, command
 from pool.interpreter.calc import evaluate
 from pool.interpreter.core import get_stats, ping
 
@@ -63,43 +63,21 @@ def _programs() -> ModuleType:
     return dspy_programs
 
 
-@command()
-def create_program(args: dict[str, Any]) -> Any:
-    """See :func:`pool.interpreter.dspy_programs.create_program`."""
-    return _programs().create_program(args)
+def _on_first_use(name: str, *, read_only: bool) -> Handler:
+    """A command that forwards to ``dspy_programs.<name>``, importing it when first called."""
+
+    def forward(args: dict[str, Any]) -> Any:
+        return getattr(_programs(), name)(args)
+
+    forward.__name__ = forward.__qualname__ = name
+    forward.__doc__ = f"See :func:`pool.interpreter.dspy_programs.{name}`."
+    return command(name, read_only=read_only)(forward)
 
 
-@command(read_only=True)
-def execute_program(args: dict[str, Any]) -> Any:
-    """See :func:`pool.interpreter.dspy_programs.execute_program`."""
-    return _programs().execute_program(args)
-
-
-@command(read_only=True)
-def list_programs(args: dict[str, Any]) -> Any:
-    """See :func:`pool.interpreter.dspy_programs.list_programs`."""
-    return _programs().list_programs(args)
-
-
-@command()
-def delete_program(args: dict[str, Any]) -> Any:
-    """See :func:`pool.interpreter.dspy_programs.delete_program`."""
-    return _programs().delete_program(args)
-
-
-@command(read_only=True)
-def get_program_info(args: dict[str, Any]) -> Any:
-    """See :func:`pool.interpreter.dspy_programs.get_program_info`."""
-    return _programs().get_program_info(args)
-
-
-@command()
-def configure_lm(args: dict[str, Any]) -> Any:
-    """See :func:`pool.interpreter.dspy_programs.configure_lm`."""
-    return _programs().configure_lm(args)
-
-
-@command(read_only=True)
-def dspy_status(args: dict[str, Any]) -> Any:
-    """See :func:`pool.interpreter.dspy_programs.dspy_status`."""
-    return _programs().dspy_status(args)
+create_program = _on_first_use("create_program", read_only=False)
+execute_program = _on_first_use("execute_program", read_only=True)
+list_programs = _on_first_use("list_programs", read_only=True)
+delete_program = _on_first_use("delete_program", read_only=False)
+get_program_info = _on_first_use("get_program_info", read_only=True)
+configure_lm = _on_first_use("configure_lm", read_only=False)
+dspy_status = _on_first_use("dspy_status", read_only=True)
