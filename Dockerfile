@@ -14,6 +14,7 @@ COPY config ./config
 COPY pool ./pool
 COPY sessions ./sessions
 COPY tasks ./tasks
+COPY snakepool ./snakepool
 
 # Install (not editable), then compile every installed module: the interpreters run as a
 # user who cannot write __pycache__ into site-packages, and without .pyc files each

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@# This machine sets PYTHONDONTWRITEBYTECODE: without .pyc files every interpreter
 	@# start is 4-5x slower, so compile once here.
-	$(PY) -m compileall -q -j 0 config pool sessions tasks benchmarks $(VENV)/lib > /dev/null || true
+	$(PY) -m compileall -q -j 0 snakepool config pool sessions tasks benchmarks $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +28,7 @@ redis-server:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server > /dev/null; }
 
 test: $(STAMP) redis-server
-	$(PY) -m compileall -q config pool sessions tasks tests > /dev/null || true
+	$(PY) -m compileall -q snakepool config pool sessions tasks tests > /dev/null || true
 	$(PY) -m pytest
 
 lint: $(STAMP)

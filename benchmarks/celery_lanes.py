@@ -36,8 +36,8 @@ from benchmarks.celery_stack import CeleryStack
 from benchmarks.harness import Harness
 from benchmarks.plain_app import PLAIN_TASK, create_plain_app
 from benchmarks.stats import Figure, ratio_summary, summarize
-from tasks.client import Client
-from tasks.metrics import LaneMetrics
+from snakepool.tasks.client import Client
+from snakepool.tasks.metrics import LaneMetrics
 
 __all__ = ["bench_celery"]
 

@@ -4,7 +4,8 @@ plain Celery worker — started as users start them, stopped in order, nothing l
 ::
 
     benchmark process ──► redis-server --port <free> --save "" --appendonly no
-     (clients)        ──► python -m tasks.cli worker --lane all --name bench-node --pool-size 2
+     (clients)        ──► python -m snakepool.tasks.cli worker --lane all --name bench-node \
+                              --pool-size 2
                               └─ template ──fork──► 2 interpreters
                       ──► python -m celery -A benchmarks.plain_app worker -P threads -c 4 -Q plain …
 
@@ -33,8 +34,8 @@ import redis
 
 from benchmarks.harness import Harness
 from benchmarks.plain_app import PLAIN_QUEUE, URL_ENV
-from config.keys import Keys
-from tasks.launcher import free_port
+from snakepool.config.keys import Keys
+from snakepool.tasks.launcher import free_port
 
 __all__ = ["CeleryStack"]
 
@@ -112,7 +113,7 @@ class CeleryStack:
         try:
             self._wait("redis", REDIS_START_TIMEOUT, lambda: bool(client.ping()))
             self._spawn("node", [
-                sys.executable, "-m", "tasks.cli", "worker", "--lane", "all",
+                sys.executable, "-m", "snakepool.tasks.cli", "worker", "--lane", "all",
                 "--name", self.node_name, "--pool-size", str(self.pool_size),
             ])  # fmt: skip
             self._spawn("plain", [

@@ -1,6 +1,6 @@
 """(f) (g) (h): the real workload — DSPy programs — on a pool vs fresh interpreters.
 
-The adapter :mod:`pool.interpreter.dspy_programs` is imported once in the template, so
+The adapter :mod:`snakepool.pool.interpreter.dspy_programs` is imported once in the template, so
 every interpreter starts with DSPy imported: a pool of 8 should cost about one
 ``import dspy`` to start (f), a request should cost a warm ``Predict`` call instead of
 a whole interpreter (g), and 8 interpreters should share most of DSPy's memory with
@@ -24,12 +24,12 @@ import psutil
 from benchmarks.harness import STARTUP_TIMEOUT, Harness
 from benchmarks.startup import start_report, time_starts
 from benchmarks.stats import Figure, ratio_summary, summarize
-from pool import Pool
+from snakepool.pool import Pool
 
 __all__ = ["DSPY", "bench_dspy_execute", "bench_dspy_memory", "bench_dspy_start"]
 
 #: The adapter under test.
-DSPY = "pool.interpreter.dspy_programs"
+DSPY = "snakepool.pool.interpreter.dspy_programs"
 #: The inline program of (g): what the V3 lane sends for ``execute_program``.
 PROGRAM = {"signature": "question -> answer"}
 QUESTION = "What is the capital of France?"

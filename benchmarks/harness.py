@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from pool import Pool, PoolObserver
-from pool.interpreter import wire
+from snakepool.pool import Pool, PoolObserver
+from snakepool.pool.interpreter import wire
 
 __all__ = ["Harness", "TrackingObserver", "child_env", "read_frame"]
 
@@ -178,12 +178,12 @@ class Harness:
         return status
 
     def cold_spawn(self, adapter: str) -> float:
-        """Seconds from launching one fresh ``python -m pool.interpreter.server`` with
+        """Seconds from launching one fresh ``python -m snakepool.pool.interpreter.server`` with
         ``adapter`` to reading its Ready frame. The child is then told to exit (EOF)."""
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         argv = [
-            sys.executable, "-m", "pool.interpreter.server",
+            sys.executable, "-m", "snakepool.pool.interpreter.server",
             "--req-fd", str(req_r), "--resp-fd", str(resp_w),
             "--adapter", adapter, "--max-message-bytes", str(MAX_MESSAGE_BYTES),
         ]  # fmt: skip

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from benchmarks.kernel import CHUNK_ITERATIONS, work
-from pool.interpreter import InvalidArguments, command
-from pool.interpreter.core import get_stats, ping
+from snakepool.pool.interpreter import InvalidArguments, command
+from snakepool.pool.interpreter.core import get_stats, ping
 
 __all__ = ["IMPORT_CPU_SECONDS", "TABLE_ENTRIES", "get_stats", "info", "ping", "spin"]
 

@@ -22,7 +22,7 @@ import psutil
 from benchmarks.harness import Harness, read_frame
 from benchmarks.noise import run_seconds
 from benchmarks.stats import Figure, ratio_summary, summarize
-from pool.interpreter import wire
+from snakepool.pool.interpreter import wire
 
 __all__ = ["RawEcho", "bench_ping"]
 
@@ -122,7 +122,7 @@ def _round(
 ) -> None:
     """One round with a fresh pool (size 1) and a fresh raw child, pinned as asked."""
     everything = os.sched_getaffinity(0)
-    pool = harness.pool(size=1, adapter="pool.interpreter.builtin")
+    pool = harness.pool(size=1, adapter="snakepool.pool.interpreter.builtin")
     raw: RawEcho | None = None
     try:
         pool.start()

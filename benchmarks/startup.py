@@ -121,7 +121,7 @@ def start_report(
 
 
 def bench_pool_start(harness: Harness, *, rounds: int = 5, size: int = 8) -> dict[str, Any]:
-    """(a) ``Pool(size=8).start()`` vs one cold ``python -m pool.interpreter.server``.
+    """(a) ``Pool(size=8).start()`` vs one cold ``python -m snakepool.pool.interpreter.server``.
 
     Rounds alternate which side goes first, so a slow patch of the machine is shared.
     One cold spawn before the rounds warms the page cache for both sides.
@@ -209,7 +209,7 @@ def bench_replacement(harness: Harness, *, kills: int = 20, size: int = 2) -> di
 
     (Earlier versions also ran a diagnostic pass with ``Pool(preload=("ctypes",))``:
     since ``ctypes`` is imported in the template itself, by
-    :mod:`pool.interpreter.server` at import, that pass measured the same thing twice.)
+    :mod:`snakepool.pool.interpreter.server` at import, that pass measured the same thing twice.)
     """
     main = _kill_loop(harness, kills, size)
     total_s, detect_s = summarize(main["total"]), summarize(main["detect"])

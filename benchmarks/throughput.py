@@ -22,7 +22,7 @@ from benchmarks.harness import Harness
 from benchmarks.noise import CpuMeter
 from benchmarks.startup import HEAVY
 from benchmarks.stats import Figure, ratio_summary, summarize
-from pool import Pool
+from snakepool.pool import Pool
 
 __all__ = ["bench_throughput"]
 

@@ -1,5 +1,5 @@
 """Settings: one validated model from ``SNAKEPOOL_*`` env vars or a TOML file."""
 
-from config.settings import PoolSettings, Settings, load_pool_settings, load_settings
+from snakepool.config.settings import PoolSettings, Settings, load_pool_settings, load_settings
 
 __all__ = ["PoolSettings", "Settings", "load_pool_settings", "load_settings"]

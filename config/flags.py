@@ -1,6 +1,6 @@
 """Runtime rollout flags, kept in Redis with a version and an audit trail.
 
-The flags decide where traffic goes (see :func:`tasks.routing.decide`): the percentage
+The flags decide where traffic goes (see :func:`snakepool.tasks.routing.decide`): the percentage
 sent to V3, a forced lane (kill switch), the commands allowed on V3, per-session
 overrides, shadowing. They change at run time with no restart: every change bumps the
 version, and readers (:class:`FlagCache`) poll that version at most ``max_age`` seconds
@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from config.keys import DEFAULT_PREFIX, Keys
+from snakepool.config.keys import DEFAULT_PREFIX, Keys
 
 __all__ = ["LANES", "FlagCache", "FlagStore", "RolloutFlags"]
 
@@ -73,7 +73,7 @@ class RolloutFlags:
         Raises:
             InvalidArguments: naming the bad value.
         """
-        from pool.errors import InvalidArguments
+        from snakepool.errors import InvalidArguments
 
         if isinstance(self.percent, bool) or not isinstance(self.percent, int):
             raise InvalidArguments("percent must be a whole number from 0 to 100")

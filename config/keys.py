@@ -25,7 +25,7 @@ def validate_session_id(session_id: object) -> str:
         InvalidArguments: not 1-128 characters of ``[A-Za-z0-9_.:-]``.
     """
     if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
-        from pool.errors import InvalidArguments
+        from snakepool.errors import InvalidArguments
 
         raise InvalidArguments(
             f"invalid session id {str(session_id)[:40]!r}: "

@@ -3,7 +3,7 @@
 Precedence: keyword arguments > environment > TOML file (``SNAKEPOOL_CONFIG``, else
 ``./snakepool.toml`` when present) > the defaults below. Keys in the TOML file are the
 setting names in lower case (``pool_size = 8``). An invalid value fails at start with
-a :class:`~pool.errors.ConfigError` naming the setting and what it accepts.
+a :class:`~snakepool.errors.ConfigError` naming the setting and what it accepts.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class PoolSettings(BaseModel):
     #: Interpreters per pool (per worker node).
     pool_size: int = Field(default_factory=_default_pool_size, ge=1, le=256)
     #: Dotted path of the adapter module (or ``module.AdapterClass``).
-    adapter: str = "pool.interpreter.builtin"
+    adapter: str = "snakepool.pool.interpreter.builtin"
     #: Python executable the interpreters run on.
     python: str = Field(default_factory=lambda: sys.executable)
     #: ``forkserver``: fork each interpreter from a preloaded template (fast);
@@ -74,7 +74,7 @@ class PoolSettings(BaseModel):
     restart_period: float = Field(default=10.0, gt=0, le=86400)
     #: Where the process registry lives (default: per-user runtime dir).
     registry_dir: str | None = None
-    #: Allow the test-only chaos adapter (``pool.interpreter.chaos``).
+    #: Allow the test-only chaos adapter (``snakepool.pool.interpreter.chaos``).
     enable_chaos: bool = False
     #: Language model for DSPy programs: ``dummy`` (DSPy's DummyLM, offline and
     #: deterministic) or a model name for ``dspy.LM`` such as ``openai/gpt-4o-mini``
@@ -87,7 +87,11 @@ class PoolSettings(BaseModel):
     @classmethod
     def _dotted_path(cls, value: str) -> str:
         if not _DOTTED.match(value):
-            raise ValueError("must be a dotted module path such as 'pool.interpreter.builtin'")
+            raise ValueError(
+                "must be a dotted module path such as 'snakepool.pool.interpreter.builtin'"
+            )
+        if value.startswith("pool.interpreter."):  # the name before the one namespace
+            return f"snakepool.{value}"
         return value
 
     @field_validator("lm_answers")
@@ -172,7 +176,7 @@ def _describe(exc: ValidationError, *, env: bool) -> str:
 
 
 def _config_error(exc: ValidationError, *, env: bool) -> Exception:
-    from pool.errors import ConfigError  # late: config must not depend on pool at import
+    from snakepool.errors import ConfigError  # late: config must not depend on pool at import
 
     first = exc.errors()[0]["loc"]
     setting = str(first[0]).upper() if first else None
@@ -186,7 +190,7 @@ def load_settings(**overrides: Any) -> Settings:
         ConfigError: naming each invalid setting (as its env var) and what it accepts.
     """
     if (path := os.environ.get(CONFIG_FILE_ENV)) and not Path(path).is_file():
-        from pool.errors import ConfigError
+        from snakepool.errors import ConfigError
 
         raise ConfigError(f"{CONFIG_FILE_ENV}: no such file {path!r}", setting="CONFIG")
     try:
@@ -203,7 +207,7 @@ def load_pool_settings(**values: Any) -> PoolSettings:
     """
     unknown = set(values) - set(PoolSettings.model_fields)
     if unknown:
-        from pool.errors import ConfigError
+        from snakepool.errors import ConfigError
 
         raise ConfigError(
             f"unknown pool setting(s): {', '.join(sorted(unknown))}",

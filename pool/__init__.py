@@ -2,7 +2,7 @@
 
 ``from pool import Pool``. This package knows nothing of Celery or Redis. Its public
 names are loaded lazily because every interpreter imports this package on its way to
-:mod:`pool.interpreter`, and must not pay for the parent side (pydantic, psutil).
+:mod:`snakepool.pool.interpreter`, and must not pay for the parent side (pydantic, psutil).
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pool.hooks import PoolObserver
-    from pool.pool import Pool
+    from snakepool.pool.hooks import PoolObserver
+    from snakepool.pool.pool import Pool
 
 __all__ = ["Pool", "PoolObserver"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Pool":
-        from pool.pool import Pool
+        from snakepool.pool.pool import Pool
 
         return Pool
     if name == "PoolObserver":
-        from pool.hooks import PoolObserver
+        from snakepool.pool.hooks import PoolObserver
 
         return PoolObserver
     raise AttributeError(f"module 'pool' has no attribute {name!r}")

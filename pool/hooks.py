@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pool.errors import SnakepoolError
+from snakepool.errors import SnakepoolError
 
 __all__ = ["PoolObserver"]
 

@@ -15,7 +15,7 @@
 
 The caller's own thread does the pipe I/O, so the hot path is a lock, a write, a poll
 and a read. Everything slow or asynchronous (starting interpreters, noticing deaths,
-health checks, draining output) happens in the :class:`~pool.supervisor.Supervisor`.
+health checks, draining output) happens in the :class:`~snakepool.pool.supervisor.Supervisor`.
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from config.settings import PoolSettings, load_pool_settings
-from pool import errors
-from pool.hooks import PoolObserver
-from pool.registry import ProcessRegistry, default_registry_dir
-from pool.supervisor import Supervisor
-from pool.worker import Broken, Interpreter, State
+from snakepool import errors
+from snakepool.config.settings import PoolSettings, load_pool_settings
+from snakepool.pool.hooks import PoolObserver
+from snakepool.pool.interpreter_path import interpreter_import_root
+from snakepool.pool.registry import ProcessRegistry, default_registry_dir
+from snakepool.pool.supervisor import Supervisor
+from snakepool.pool.worker import Broken, Interpreter, State
 
 if TYPE_CHECKING:
-    from config.settings import Settings
+    from snakepool.config.settings import Settings
 
 __all__ = ["Pool"]
 
@@ -69,7 +70,7 @@ class Pool:
 
     Every keyword is a pool setting (DESIGN.md §3) in lower case, validated like the
     environment settings; ``size`` is ``POOL_SIZE``. Unset keywords take the defaults
-    of :class:`config.settings.PoolSettings` (not the environment: use
+    of :class:`snakepool.config.settings.PoolSettings` (not the environment: use
     :meth:`from_settings` for that).
 
     Example::
@@ -477,17 +478,15 @@ class Pool:
 
         With the same Python as ours, ``PYTHONPATH`` is our ``sys.path``, so whatever
         this process can import (a test's adapter, a script's directory) the
-        interpreters can too. With another Python, only the directory holding the
-        ``pool`` package is added: another version's site-packages would not load.
+        interpreters can too. With another Python, only the interpreter side of
+        snakepool (:func:`~snakepool.pool.interpreter_path.interpreter_import_root`) and
+        the working directory are added: another version's site-packages would not load.
         """
         env = dict(os.environ if self._env is None else self._env)
-        root = str(Path(__file__).resolve().parent.parent)
         if os.path.realpath(self.settings.python) == os.path.realpath(sys.executable):
             paths = [os.path.abspath(p or os.curdir) for p in sys.path]
         else:
-            paths = [root, os.getcwd()]
-        if root not in paths:
-            paths.insert(0, root)
+            paths = [interpreter_import_root(), os.getcwd()]
         if given := env.get("PYTHONPATH"):  # the caller's own entries come first
             paths = [*given.split(os.pathsep), *paths]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

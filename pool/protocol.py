@@ -14,7 +14,7 @@ import os
 import select
 import time
 
-from pool.interpreter import wire
+from snakepool.pool.interpreter import wire
 
 __all__ = ["Channel", "ChannelClosed", "ChannelTimeout"]
 

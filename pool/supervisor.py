@@ -3,7 +3,7 @@
 It runs a selector loop over the template's control socket (spawned / exited reports),
 the reply pipes of interpreters that are starting or being health-checked, everyone's
 stdout/stderr, and a wake-up pipe other threads use to post work. Callers never wait on
-it: requests go straight to leased interpreters (see :mod:`pool.pool`).
+it: requests go straight to leased interpreters (see :mod:`snakepool.pool.pool`).
 
 It keeps the pool at its size by reconciliation: whenever interpreters are missing, and
 the restart intensity allows (OTP-style: at most ``restart_intensity`` unplanned
@@ -26,16 +26,16 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from pool import errors
-from pool.intensity import RestartIntensity
-from pool.interpreter import wire
-from pool.output import OutputLog
-from pool.protocol import Channel, ChannelClosed
-from pool.template import Template
-from pool.worker import Interpreter, State
+from snakepool import errors
+from snakepool.pool.intensity import RestartIntensity
+from snakepool.pool.interpreter import wire
+from snakepool.pool.output import OutputLog
+from snakepool.pool.protocol import Channel, ChannelClosed
+from snakepool.pool.template import Template
+from snakepool.pool.worker import Interpreter, State
 
 if TYPE_CHECKING:
-    from pool.pool import Pool
+    from snakepool.pool.pool import Pool
 
 __all__ = ["Supervisor"]
 

@@ -1,4 +1,4 @@
-"""The pool's handle on its template process (see :mod:`pool.interpreter.template`).
+"""The pool's handle on its template process (see :mod:`snakepool.pool.interpreter.template`).
 
 Each :class:`~pool.Pool` owns one template, so pools with different adapters, Python
 executables or environments live side by side in one process — unlike stdlib
@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from pool import errors
+from snakepool import errors
 
 __all__ = ["Template"]
 
@@ -72,7 +72,7 @@ class Template:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         argv = [
-            self.python, "-m", "pool.interpreter.template",
+            self.python, "-m", "snakepool.pool.interpreter.template",
             "--run-id", self.run_id, "--adapter", self.adapter, "--mode", self.mode,
             "--ctl-fd", str(theirs.fileno()), "--python", self.python,
             "--preload", ",".join(self.preload),

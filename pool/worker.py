@@ -1,7 +1,7 @@
 """One interpreter as the pool sees it: its pipes, its pid, its state and its counters.
 
 :meth:`Interpreter.call` is the request path: write a frame, wait for the reply with a
-deadline, turn an error reply into the matching :mod:`pool.errors` exception. It never
+deadline, turn an error reply into the matching :mod:`snakepool.errors` exception. It never
 decides the interpreter's fate; it raises :class:`Broken` and the pool retires it.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import psutil
 
-from pool import errors
-from pool.interpreter import wire
-from pool.protocol import Channel, ChannelClosed, ChannelTimeout
+from snakepool import errors
+from snakepool.pool.interpreter import wire
+from snakepool.pool.protocol import Channel, ChannelClosed, ChannelTimeout
 
 __all__ = ["Broken", "Interpreter", "State"]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from config.keys import DEFAULT_PREFIX, Keys, validate_session_id
-from pool.errors import InvalidArguments, SessionNotFound
+from snakepool.config.keys import DEFAULT_PREFIX, Keys, validate_session_id
+from snakepool.errors import InvalidArguments, SessionNotFound
 
 __all__ = ["DEFAULT_TTL", "MAX_METADATA_BYTES", "MAX_PROGRAM_BYTES", "SessionStore"]
 

@@ -17,8 +17,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from config import Settings
-from sessions.connection import EMBEDDED_SCHEME
+from snakepool.config import Settings
+from snakepool.sessions.connection import EMBEDDED_SCHEME
 
 __all__ = [
     "LANE_QUEUES",

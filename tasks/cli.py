@@ -14,8 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from config import Settings, load_settings
-from pool.errors import SnakepoolError
+from snakepool.config import Settings, load_settings
+from snakepool.errors import SnakepoolError
 
 __all__ = ["main"]
 
@@ -52,7 +52,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _client(settings: Settings, routing: str = "router") -> Any:
-    from tasks.client import Client
+    from snakepool.tasks.client import Client
 
     return Client(settings=settings, routing=routing)
 
@@ -72,8 +72,8 @@ def main(verbose: int) -> None:
 def demo(requests: int, pool_size: int | None) -> None:
     """The pool under load (and one crash), then sessions, programs and a rollout through
     the lanes: against Redis at REDIS_URL when it answers, else fully embedded."""
-    from tasks.demo import run_pool_demo
-    from tasks.demo_system import run_system_demo
+    from snakepool.tasks.demo import run_pool_demo
+    from snakepool.tasks.demo_system import run_system_demo
 
     settings = _settings(pool_size=pool_size)
     code = run_pool_demo(settings, requests=requests, console=console)
@@ -97,15 +97,15 @@ def worker(
     lane: str, name: str | None, pool_size: int | None, concurrency: int | None, loglevel: str
 ) -> None:
     """Run a Celery worker node (-P threads) serving one lane, or all of them."""
-    from tasks.app import create_app
-    from tasks.bootstep import install
+    from snakepool.tasks.app import create_app
+    from snakepool.tasks.bootstep import install
 
     settings = _settings(pool_size=pool_size)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
     app = create_app(settings)
     install(app, lanes)
-    import tasks.lanes
-    import tasks.router  # noqa: F401 - registers the tasks on the app
+    import snakepool.tasks.lanes
+    import snakepool.tasks.router  # noqa: F401 - registers the tasks on the app
 
     app.set_current()
     if concurrency is None:
@@ -136,8 +136,8 @@ def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) ->
     import threading
     from urllib.parse import urlsplit
 
-    from sessions import redis_answers, redis_from_url
-    from tasks.launcher import Launcher, child_env
+    from snakepool.sessions import redis_answers, redis_from_url
+    from snakepool.tasks.launcher import Launcher, child_env
 
     settings = _settings(pool_size=pool_size)
     stop = threading.Event()
@@ -161,7 +161,7 @@ def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) ->
             launcher.start_flower(settings.broker_url or settings.redis_url, flower_port)
         client = redis_from_url(settings.redis_url)
         with console.status("starting nodes"):
-            from config.keys import Keys
+            from snakepool.config.keys import Keys
 
             launcher.wait_nodes(client, Keys(settings.key_prefix))
         table = Table(title="snakepool up")
@@ -208,8 +208,8 @@ def call(
 @_fails_cleanly
 def status(as_json: bool) -> None:
     """Nodes and their pools, queue depths, per-lane counts and latency, rollout state."""
-    from sessions import redis_from_url
-    from tasks.status import collect_status
+    from snakepool.sessions import redis_from_url
+    from snakepool.tasks.status import collect_status
 
     settings = _settings()
     client = redis_from_url(settings.redis_url)
@@ -309,7 +309,7 @@ def rollout_force(lane: str, reason: str) -> None:
     """Kill switch: send every request to LANE regardless of percentages (off: undo)."""
     from dataclasses import replace
 
-    from tasks.client import operator_name
+    from snakepool.tasks.client import operator_name
 
     forced = None if lane == "off" else lane
     flags = _client(_settings()).flags.update(
@@ -327,8 +327,8 @@ def rollout_override(session_id: str, lane: str, reason: str) -> None:
     """Pin one session to LANE whatever its bucket says (clear: back to its bucket)."""
     from dataclasses import replace
 
-    from config.keys import validate_session_id
-    from tasks.client import operator_name
+    from snakepool.config.keys import validate_session_id
+    from snakepool.tasks.client import operator_name
 
     validate_session_id(session_id)
 
@@ -347,14 +347,14 @@ def rollout_override(session_id: str, lane: str, reason: str) -> None:
 @_fails_cleanly
 def rollout_step(reason: str) -> None:
     """Promote to the next step of the schedule (1, 5, 10, 25, 50, 100 by default)."""
-    from tasks.client import operator_name
+    from snakepool.tasks.client import operator_name
 
     flags = _client(_settings()).flags.step(who=operator_name(), why=reason)
     console.print(f"rollout {flags.percent}% to V3 (version {flags.version})")
 
 
 def _set_paused(paused: bool, reason: str) -> None:
-    from tasks.client import operator_name
+    from snakepool.tasks.client import operator_name
 
     flags = _client(_settings()).flags.set_paused(paused, who=operator_name(), why=reason)
     state = "paused" if paused else "resumed"
@@ -412,10 +412,10 @@ def controller(
     import signal
     import threading
 
-    from config.flags import FlagStore
-    from sessions import redis_from_url
-    from tasks.controller import ControllerPolicy, RolloutController
-    from tasks.metrics import LaneMetrics
+    from snakepool.config.flags import FlagStore
+    from snakepool.sessions import redis_from_url
+    from snakepool.tasks.controller import ControllerPolicy, RolloutController
+    from snakepool.tasks.metrics import LaneMetrics
 
     settings = _settings()
     client = redis_from_url(settings.redis_url)

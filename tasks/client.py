@@ -2,7 +2,7 @@
 
 ::
 
-    from tasks.client import Client
+    from snakepool.tasks.client import Client
 
     client = Client()                                   # settings from SNAKEPOOL_* env
     sid = client.create_session()
@@ -14,7 +14,7 @@
 ``routing="router"`` (default) sends every request to the router task, which decides
 and forwards; ``routing="direct"`` makes the same decision here, from the same flags,
 and enqueues straight onto the lane: zero hops. Errors arrive as the typed exceptions of
-:mod:`pool.errors`.
+:mod:`snakepool.errors`.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from config import Settings, load_settings
-from config.flags import FlagCache, FlagStore, RolloutFlags
-from config.keys import Keys, validate_session_id
-from pool.errors import InvalidArguments, PoolUnavailable
-from sessions import SessionStore, redis_from_url
-from tasks.app import ROUTE_TASK, ROUTER_QUEUE, create_app
-from tasks.metrics import LaneMetrics
-from tasks.node import live_nodes
-from tasks.resilience import BreakerPolicy, CircuitBreaker
-from tasks.router import choose, destination, lane_signature, send_shadow
-from tasks.shadow import CommandCatalog, ShadowRecorder, should_shadow
+from snakepool.config import Settings, load_settings
+from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
+from snakepool.config.keys import Keys, validate_session_id
+from snakepool.errors import InvalidArguments, PoolUnavailable
+from snakepool.sessions import SessionStore, redis_from_url
+from snakepool.tasks.app import ROUTE_TASK, ROUTER_QUEUE, create_app
+from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.node import live_nodes
+from snakepool.tasks.resilience import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.router import choose, destination, lane_signature, send_shadow
+from snakepool.tasks.shadow import CommandCatalog, ShadowRecorder, should_shadow
 
 __all__ = ["Client", "V2Api", "operator_name"]
 

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from config.flags import FlagStore, RolloutFlags, next_step
-from tasks.metrics import LaneMetrics
+from snakepool.config.flags import FlagStore, RolloutFlags, next_step
+from snakepool.tasks.metrics import LaneMetrics
 
 __all__ = ["ControllerPolicy", "Decision", "RolloutController"]
 

@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from config import Settings
-from pool import Pool
-from pool.errors import SnakepoolError
+from snakepool.config import Settings
+from snakepool.errors import SnakepoolError
+from snakepool.pool import Pool
 
 __all__ = ["run_pool_demo"]
 

@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from config import Settings
-from config.flags import RolloutFlags
-from sessions import redis_answers
-from tasks.client import Client
+from snakepool.config import Settings
+from snakepool.config.flags import RolloutFlags
+from snakepool.sessions import redis_answers
+from snakepool.tasks.client import Client
 
 __all__ = ["STEPS", "run_system_demo"]
 
@@ -50,8 +50,8 @@ def _adapter() -> str:
     try:
         import dspy  # noqa: F401 - the demo runs DSPy programs when the extra is there
     except ImportError:
-        return "pool.interpreter.builtin"
-    return "pool.interpreter.dspy_programs"
+        return "snakepool.pool.interpreter.builtin"
+    return "snakepool.pool.interpreter.dspy_programs"
 
 
 def _demo_url(url: str, db: int) -> str:
@@ -61,7 +61,7 @@ def _demo_url(url: str, db: int) -> str:
 
 @contextlib.contextmanager
 def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
-    from tasks.launcher import Launcher, child_env
+    from snakepool.tasks.launcher import Launcher, child_env
 
     url = _demo_url(settings.redis_url, DEMO_DB)
     settings = settings.model_copy(
@@ -90,10 +90,10 @@ def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
 def _embedded_stack(settings: Settings, console: Console) -> Iterator[Client]:
     from celery.contrib.testing.worker import start_worker
 
-    import tasks.lanes
-    import tasks.router  # noqa: F401 - registers the tasks
-    from tasks.app import create_app
-    from tasks.bootstep import install
+    import snakepool.tasks.lanes
+    import snakepool.tasks.router  # noqa: F401 - registers the tasks
+    from snakepool.tasks.app import create_app
+    from snakepool.tasks.bootstep import install
 
     embedded = settings.model_copy(update={
         "redis_url": "fakeredis://demo", "broker_url": "fakeredis://demo",
@@ -164,7 +164,7 @@ def _drive(client: Client, console: Console, sessions: int) -> None:
 
 
 def _report(client: Client, console: Console) -> None:
-    from tasks.status import collect_status
+    from snakepool.tasks.status import collect_status
 
     status = collect_status(client.redis, None, client.settings.key_prefix)
     lanes = Table(title="per lane")

@@ -26,13 +26,13 @@ from typing import Any
 
 from celery import shared_task
 
-from config.keys import validate_session_id
-from pool.errors import InvalidArguments, ProgramNotFound, SessionNotFound, SnakepoolError
-from pool.interpreter.programs import ProgramDefinition
-from tasks.app import LANE_TASKS
-from tasks.node import Node, current_node
-from tasks.resilience import classify_v2, retry_delay, should_retry
-from tasks.shadow import outcome_of
+from snakepool.config.keys import validate_session_id
+from snakepool.errors import InvalidArguments, ProgramNotFound, SessionNotFound, SnakepoolError
+from snakepool.pool.interpreter.programs import ProgramDefinition
+from snakepool.tasks.app import LANE_TASKS
+from snakepool.tasks.node import Node, current_node
+from snakepool.tasks.resilience import classify_v2, retry_delay, should_retry
+from snakepool.tasks.shadow import outcome_of
 
 __all__ = ["report_lane", "run_lane", "v2compat_execute", "v3_execute"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import redis
 
-from config.keys import Keys
-from pool.errors import ConfigError, PoolUnavailable
+from snakepool.config.keys import Keys
+from snakepool.errors import ConfigError, PoolUnavailable
 
 __all__ = ["Launcher", "ManagedProcess"]
 
@@ -106,7 +106,16 @@ class Launcher:
 
     def start_node(self, lane: str, name: str, *, pool_size: int | None = None) -> ManagedProcess:
         """``snakepool worker --lane LANE --name NAME`` (not waited for: see wait_nodes)."""
-        argv = [sys.executable, "-m", "tasks.cli", "worker", "--lane", lane, "--name", name]
+        argv = [
+            sys.executable,
+            "-m",
+            "snakepool.tasks.cli",
+            "worker",
+            "--lane",
+            lane,
+            "--name",
+            name,
+        ]
         if pool_size:
             argv += ["--pool-size", str(pool_size)]
         managed = self._spawn("node", name, argv)

@@ -12,8 +12,8 @@ from typing import Any
 
 import redis
 
-from config.keys import DEFAULT_PREFIX, Keys
-from pool.errors import SnakepoolError
+from snakepool.config.keys import DEFAULT_PREFIX, Keys
+from snakepool.errors import SnakepoolError
 
 __all__ = ["LaneMetrics"]
 

@@ -19,14 +19,14 @@ from typing import Any
 
 import redis
 
-from config import Settings
-from config.flags import FlagCache, FlagStore
-from config.keys import Keys
-from pool import Pool
-from sessions import SessionStore, redis_from_url
-from tasks.metrics import LaneMetrics
-from tasks.resilience import BreakerPolicy, CircuitBreaker
-from tasks.shadow import CommandCatalog, ShadowRecorder
+from snakepool.config import Settings
+from snakepool.config.flags import FlagCache, FlagStore
+from snakepool.config.keys import Keys
+from snakepool.pool import Pool
+from snakepool.sessions import SessionStore, redis_from_url
+from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.resilience import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.shadow import CommandCatalog, ShadowRecorder
 
 __all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
 
@@ -47,7 +47,7 @@ def current_node() -> Node:
         PoolUnavailable: no node is running here (the bootstep has not started).
     """
     if _current is None:
-        from pool.errors import PoolUnavailable
+        from snakepool.errors import PoolUnavailable
 
         raise PoolUnavailable("this worker hosts no snakepool node (bootstep not started)")
     return _current

@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from config import Settings
-from pool import errors
-from tasks.metrics import LaneMetrics
+from snakepool import errors
+from snakepool.config import Settings
+from snakepool.tasks.metrics import LaneMetrics
 
 __all__ = [
     "MAX_RETRIES",

@@ -2,7 +2,7 @@
 
 It forwards with ``Task.replace``, so the caller's AsyncResult resolves to the lane's
 result and ``AsyncResult.queue`` names the lane. The decision is
-:func:`tasks.routing.decide` on the flags as of at most 0.5 s ago; the zero-hop client
+:func:`snakepool.tasks.routing.decide` on the flags as of at most 0.5 s ago; the zero-hop client
 makes the same decision in-process with the same code and :func:`destination`.
 """
 
@@ -15,14 +15,14 @@ from celery import Celery, Signature, shared_task
 from celery.utils.nodenames import worker_direct
 from kombu import Queue
 
-from config.flags import RolloutFlags
-from config.keys import Keys, validate_session_id
-from sessions import SessionStore
-from tasks.app import LANE_TASKS, ROUTE_TASK
-from tasks.node import current_node, node_alive
-from tasks.resilience import CircuitBreaker
-from tasks.routing import decide
-from tasks.shadow import should_shadow
+from snakepool.config.flags import RolloutFlags
+from snakepool.config.keys import Keys, validate_session_id
+from snakepool.sessions import SessionStore
+from snakepool.tasks.app import LANE_TASKS, ROUTE_TASK
+from snakepool.tasks.node import current_node, node_alive
+from snakepool.tasks.resilience import CircuitBreaker
+from snakepool.tasks.routing import decide
+from snakepool.tasks.shadow import should_shadow
 
 __all__ = ["choose", "destination", "lane_signature", "route", "send_shadow"]
 

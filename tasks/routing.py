@@ -13,7 +13,7 @@ from typing import Any
 
 import mmh3
 
-from config.flags import RolloutFlags
+from snakepool.config.flags import RolloutFlags
 
 __all__ = ["GROUP", "Lane", "bucket", "decide"]
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import redis
 
-from config.flags import FlagStore
-from config.keys import Keys
-from tasks.app import LANE_QUEUES, ROUTER_QUEUE
-from tasks.metrics import LaneMetrics
-from tasks.node import live_nodes
-from tasks.shadow import ShadowRecorder
+from snakepool.config.flags import FlagStore
+from snakepool.config.keys import Keys
+from snakepool.tasks.app import LANE_QUEUES, ROUTER_QUEUE
+from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.node import live_nodes
+from snakepool.tasks.shadow import ShadowRecorder
 
 __all__ = ["collect_status"]
 

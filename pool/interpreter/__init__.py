@@ -1,30 +1,30 @@
-"""Code that runs inside each interpreter. Needs only the standard library and msgpack,
-and nothing else from snakepool, so it can run under another Python executable.
+"""Code that runs inside each interpreter. Needs only the standard library, msgpack and
+:mod:`snakepool.errors` (dependency-free), so it can run under another Python executable.
 
 Adapter authors use :func:`command` (and, for per-interpreter state, :class:`Adapter`)
-and raise :class:`InvalidArguments` & co. to reject a request.
+and raise :class:`InvalidArguments` & co. (the one error tree of :mod:`snakepool.errors`)
+to reject a request.
 """
 
-from pool.interpreter.adapter import (
-    Adapter,
-    CommandError,
+from snakepool.errors import (
     ConfigError,
     InvalidArguments,
     PayloadTooLarge,
     ProgramNotFound,
     SessionNotFound,
+    SnakepoolError,
     UnknownCommand,
-    command,
 )
+from snakepool.pool.interpreter.adapter import Adapter, command
 
 __all__ = [
     "Adapter",
-    "CommandError",
     "ConfigError",
     "InvalidArguments",
     "PayloadTooLarge",
     "ProgramNotFound",
     "SessionNotFound",
+    "SnakepoolError",
     "UnknownCommand",
     "command",
 ]

@@ -6,8 +6,9 @@ compose), or an :class:`Adapter` subclass (``package.module.ClassName``) whose m
 are marked; the class is instantiated once per interpreter process.
 
 Commands take the args dict and return a JSON-able value. To reject a request, raise
-one of the exceptions below: they reach the caller as the pool error of the same name.
-Any other exception becomes ``CommandFailed`` with the remote traceback.
+one of :mod:`snakepool.errors` (``InvalidArguments``, ``ProgramNotFound``, …): the caller
+gets the same class with the same data. Any other exception becomes ``CommandFailed``
+with the remote traceback.
 """
 
 from __future__ import annotations
@@ -18,52 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = [
-    "Adapter",
-    "CommandError",
-    "CommandSpec",
-    "ConfigError",
-    "InvalidArguments",
-    "PayloadTooLarge",
-    "ProgramNotFound",
-    "SessionNotFound",
-    "UnknownCommand",
-    "command",
-    "load_adapter",
-]
+__all__ = ["Adapter", "CommandSpec", "CommandTable", "command", "load_adapter"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 Handler = Callable[[dict[str, Any]], Any]
 
 _MARK = "__snakepool_command__"
-
-
-class CommandError(Exception):
-    """Base of the errors a command raises on purpose; the class name is the wire type."""
-
-
-class InvalidArguments(CommandError):
-    """The request's arguments are wrong (missing, wrong type, out of range)."""
-
-
-class UnknownCommand(CommandError):
-    """No such command."""
-
-
-class ProgramNotFound(CommandError):
-    """No program with that id."""
-
-
-class SessionNotFound(CommandError):
-    """No session with that id."""
-
-
-class PayloadTooLarge(CommandError):
-    """A result too big to send back."""
-
-
-class ConfigError(CommandError):
-    """The interpreter lacks something it needs (a package, a setting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +106,7 @@ def load_adapter(path: str) -> CommandTable:
         ImportError: the module or class cannot be found.
         TypeError: the path names something that is not an adapter.
     """
-    from pool.interpreter import core  # the always-present commands
+    from snakepool.pool.interpreter import core  # the always-present commands
 
     try:
         module = importlib.import_module(path)

@@ -3,9 +3,9 @@ the program commands (``create_program``, ``execute_program``, ``list_programs``
 ``delete_program``, ``get_program_info``, ``configure_lm``, ``dspy_status``).
 
 The program commands run on DSPy when it is installed. Here they import
-:mod:`pool.interpreter.dspy_programs` on first use, inside the interpreter, so a default
+:mod:`snakepool.pool.interpreter.dspy_programs` on first use, inside the interpreter, so a default
 pool does not pay for DSPy unless it runs programs; for DSPy work, name that adapter
-(``ADAPTER=pool.interpreter.dspy_programs``): it is imported in the template, so every
+(``ADAPTER=snakepool.pool.interpreter.dspy_programs``): it is imported in the template, so every
 interpreter starts with DSPy already there.
 """
 
@@ -16,9 +16,10 @@ import time
 from types import ModuleType
 from typing import Any
 
-from pool.interpreter.adapter import Handler, InvalidArguments, command
-from pool.interpreter.calc import evaluate
-from pool.interpreter.core import get_stats, ping
+from snakepool.errors import InvalidArguments
+from snakepool.pool.interpreter.adapter import Handler, command
+from snakepool.pool.interpreter.calc import evaluate
+from snakepool.pool.interpreter.core import get_stats, ping
 
 __all__ = [
     "calculate", "configure_lm", "create_program", "delete_program", "dspy_status", "echo",
@@ -58,7 +59,7 @@ def sleep(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _programs() -> ModuleType:
-    from pool.interpreter import dspy_programs  # imported on first use: DSPy is heavy
+    from snakepool.pool.interpreter import dspy_programs  # imported on first use: DSPy is heavy
 
     return dspy_programs
 
@@ -70,7 +71,7 @@ def _on_first_use(name: str, *, read_only: bool) -> Handler:
         return getattr(_programs(), name)(args)
 
     forward.__name__ = forward.__qualname__ = name
-    forward.__doc__ = f"See :func:`pool.interpreter.dspy_programs.{name}`."
+    forward.__doc__ = f"See :func:`snakepool.pool.interpreter.dspy_programs.{name}`."
     return command(name, read_only=read_only)(forward)
 
 

@@ -13,7 +13,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from pool.interpreter.adapter import InvalidArguments
+from snakepool.errors import InvalidArguments
 
 __all__ = ["MAX_EXPRESSION_CHARS", "MAX_INT_BITS", "MAX_NODES", "evaluate"]
 

@@ -12,8 +12,9 @@ import sys
 import time
 from typing import Any
 
-from pool.interpreter.adapter import InvalidArguments, command
-from pool.interpreter.builtin import calculate, echo, get_stats, ping, sleep
+from snakepool.errors import InvalidArguments
+from snakepool.pool.interpreter.adapter import command
+from snakepool.pool.interpreter.builtin import calculate, echo, get_stats, ping, sleep
 
 if os.environ.get("SNAKEPOOL_ENABLE_CHAOS") != "1":
     raise ImportError(
@@ -94,7 +95,7 @@ def allocate(args: dict[str, Any]) -> dict[str, int]:
 @command()
 def corrupt_protocol(args: dict[str, Any]) -> None:
     """Write garbage straight into the reply pipe, as a buggy C extension might."""
-    from pool.interpreter.server import current_reply_fd
+    from snakepool.pool.interpreter.server import current_reply_fd
 
     os.write(current_reply_fd(), b"\xff\xff\xff\xffgarbage")
     time.sleep(10)

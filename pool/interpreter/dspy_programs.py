@@ -2,7 +2,7 @@
 
 Imported once in the pool's template, so every forked interpreter starts with DSPy (and,
 with a real LM configured, litellm) already imported — the cost a warm pool exists to
-pay once. Programs are plain data (:class:`~pool.interpreter.programs.ProgramDefinition`);
+pay once. Programs are plain data (:class:`~snakepool.pool.interpreter.programs.ProgramDefinition`);
 each interpreter keeps the programs created on it (V2 semantics) and a cache of compiled
 programs keyed by content hash (so V3 can send definitions inline, statelessly).
 
@@ -36,14 +36,10 @@ except ImportError as exc:  # the extra is not installed: the commands say how t
     DummyLM = None
     _IMPORT_ERROR = exc
 
-from pool.interpreter.adapter import (
-    ConfigError,
-    InvalidArguments,
-    ProgramNotFound,
-    command,
-)
-from pool.interpreter.builtin import calculate, echo, get_stats, ping, sleep
-from pool.interpreter.programs import MODULES, ProgramDefinition, validate_program_id
+from snakepool.errors import ConfigError, InvalidArguments, ProgramNotFound
+from snakepool.pool.interpreter.adapter import command
+from snakepool.pool.interpreter.builtin import calculate, echo, get_stats, ping, sleep
+from snakepool.pool.interpreter.programs import MODULES, ProgramDefinition, validate_program_id
 
 __all__ = [
     "calculate", "configure_lm", "create_program", "delete_program", "dspy_status", "echo",

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool.interpreter.adapter import InvalidArguments
+from snakepool.errors import InvalidArguments
 
 __all__ = ["MODULES", "PROGRAM_ID", "ProgramDefinition"]
 

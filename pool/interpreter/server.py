@@ -5,8 +5,8 @@ prints cannot corrupt the protocol). It exits 0 when the request pipe reaches EO
 (the pool closed it, or died), which is the clean-exit handshake: the pool never
 mistakes a retirement for a crash.
 
-Usually entered in a child forked from the template (:mod:`pool.interpreter.template`);
-with ``start_method="spawn"`` it is run as ``python -m pool.interpreter.server``.
+Usually entered in a child forked from the template (:mod:`snakepool.pool.interpreter.template`);
+with ``start_method="spawn"`` it is run as ``python -m snakepool.pool.interpreter.server``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import sys
 import traceback
 from typing import Any
 
-from pool.interpreter import wire
-from pool.interpreter.adapter import CommandError, CommandTable, load_adapter
-from pool.interpreter.core import process_stats
+from snakepool.errors import SnakepoolError
+from snakepool.pool.interpreter import wire
+from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
+from snakepool.pool.interpreter.core import process_stats
 
 __all__ = ["current_reply_fd", "prepare_child", "serve"]
 
@@ -89,8 +90,8 @@ def _run(table: CommandTable, command: str, args: dict[str, Any]) -> tuple[bool,
         )
     try:
         return True, handler(args)
-    except CommandError as exc:
-        return False, _error(type(exc).__name__, str(exc))
+    except SnakepoolError as exc:  # raised on purpose: same class, same data on the other side
+        return False, {**exc.data, "type": type(exc).__name__, "message": exc.message}
     except Exception as exc:
         return False, _error(
             "CommandFailed",
@@ -160,7 +161,7 @@ def prepare_child() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``start_method="spawn"``: a fresh interpreter, adapter imported here."""
-    parser = argparse.ArgumentParser(prog="python -m pool.interpreter.server")
+    parser = argparse.ArgumentParser(prog="python -m snakepool.pool.interpreter.server")
     parser.add_argument("--req-fd", type=int, required=True)
     parser.add_argument("--resp-fd", type=int, required=True)
     parser.add_argument("--adapter", required=True)

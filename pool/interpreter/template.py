@@ -1,9 +1,9 @@
 """The template process (zygote): imports the adapter once, then forks interpreters.
 
-Started by the pool as ``python -m pool.interpreter.template --run-id … --adapter …``
+Started by the pool as ``python -m snakepool.pool.interpreter.template --run-id … --adapter …``
 with one end of a ``SOCK_SEQPACKET`` control socket. Each ``spawn`` message carries the
 new interpreter's four pipe ends as ``SCM_RIGHTS``; the template forks, the child wires
-them up and enters :func:`pool.interpreter.server.serve`, the template closes its copies
+them up and enters :func:`snakepool.pool.interpreter.server.serve`, the template closes its copies
 (so pipe EOF still means "that interpreter is gone") and reports the pid. It reaps its
 children and reports every exit status, which is how the pool learns exit codes and
 signals of processes it is not the parent of.
@@ -15,7 +15,7 @@ signals of processes it is not the parent of.
 
 The template exits, killing its interpreters, when the control socket reaches EOF or
 its parent changes: so a SIGKILLed pool leaves nothing behind. With ``--mode spawn`` it
-imports nothing and each child ``exec``s a fresh ``python -m pool.interpreter.server``,
+imports nothing and each child ``exec``s a fresh ``python -m snakepool.pool.interpreter.server``,
 for adapters that are not fork-safe.
 """
 
@@ -34,8 +34,8 @@ from typing import Any
 
 import msgpack
 
-from pool.interpreter.adapter import CommandTable, load_adapter
-from pool.interpreter.server import prepare_child, serve
+from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
+from snakepool.pool.interpreter.server import prepare_child, serve
 
 __all__ = ["main"]
 
@@ -174,7 +174,7 @@ class _Template:
                 os.set_inheritable(resp_w, True)
                 python = self.options.python or sys.executable
                 os.execv(python, [
-                    python, "-m", "pool.interpreter.server",
+                    python, "-m", "snakepool.pool.interpreter.server",
                     "--req-fd", str(req_r), "--resp-fd", str(resp_w),
                     "--adapter", self.options.adapter,
                     "--max-message-bytes", str(limit),
@@ -214,7 +214,7 @@ class _Template:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a template until the pool closes the control socket."""
-    parser = argparse.ArgumentParser(prog="python -m pool.interpreter.template")
+    parser = argparse.ArgumentParser(prog="python -m snakepool.pool.interpreter.template")
     parser.add_argument("--run-id", required=True)  # the registry's marker
     parser.add_argument("--adapter", required=True)
     parser.add_argument("--mode", choices=("fork", "spawn"), default="fork")

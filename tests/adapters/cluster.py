@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from pool.interpreter import command
-from pool.interpreter.dspy_programs import *  # noqa: F403 - re-export every command
+from snakepool.pool.interpreter import command
+from snakepool.pool.interpreter.dspy_programs import *  # noqa: F403 - re-export every command
 
 
 @command()

@@ -3,7 +3,7 @@
 import os
 from typing import Any
 
-from pool.interpreter import Adapter, command
+from snakepool.pool.interpreter import Adapter, command
 
 
 class Counter(Adapter):

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from pool.interpreter import InvalidArguments, command
+from snakepool.pool.interpreter import InvalidArguments, command
 
 
 @command(read_only=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from config.keys import Keys
+from snakepool.config.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Marks every process a cluster starts (checked for leftovers when the cluster stops).
@@ -65,8 +65,8 @@ class Cluster:
         log = self.workdir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tasks.cli", "worker", "--lane", lane, "--name", name,
-                 "--loglevel", "INFO"],
+                [sys.executable, "-m", "snakepool.tasks.cli", "worker", "--lane", lane,
+                 "--name", name, "--loglevel", "INFO"],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
             )  # fmt: skip
         node = NodeProcess(lane, name, process, log)

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from pool import Pool
+from snakepool.pool import Pool
 
 PoolFactory = Callable[..., Pool]
 

@@ -24,7 +24,7 @@ def snakepool(
     *args: str, env: dict[str, str], timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", *args],
+        [sys.executable, "-m", "snakepool.tasks.cli", *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", **env},
     )  # fmt: skip
@@ -52,7 +52,7 @@ def test_demo_embedded_when_no_redis_answers() -> None:
 def test_up_starts_the_stack_and_ctrl_c_stops_it() -> None:
     port, flower_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tasks.cli", "up", "--pool-size", "1",
+        [sys.executable, "-m", "snakepool.tasks.cli", "up", "--pool-size", "1",
          "--flower-port", str(flower_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120",

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from config.flags import RolloutFlags
-from pool.errors import CommandFailed, InvalidArguments, SessionNotFound, UnknownCommand
-from tasks.client import Client
-from tasks.metrics import LaneMetrics
-from tasks.node import live_nodes
+from snakepool.config.flags import RolloutFlags
+from snakepool.errors import CommandFailed, InvalidArguments, SessionNotFound, UnknownCommand
+from snakepool.tasks.client import Client
+from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.node import live_nodes
 from tests.conftest import free_port
 from tests.integration.cluster import CLUSTER_MARKER, ROOT, Cluster
 
@@ -251,7 +251,7 @@ def run_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in cluster.env.items() if k != CLUSTER_MARKER}
     env["SNAKEPOOL_TEST_RUN"] = os.environ["SNAKEPOOL_TEST_RUN"]
     return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", *args],
+        [sys.executable, "-m", "snakepool.tasks.cli", *args],
         capture_output=True, text=True, timeout=60, env=env, cwd=ROOT, check=False,
     )  # fmt: skip
 
@@ -386,7 +386,7 @@ def test_shadow_compares_both_lanes_without_touching_the_primary(
 
 
 def test_controller_rolls_back_on_real_v3_errors(client: Client, cluster: Cluster) -> None:
-    from tasks.controller import ControllerPolicy, RolloutController
+    from snakepool.tasks.controller import ControllerPolicy, RolloutController
 
     set_percent(client, 100)
     for _ in range(30):
@@ -410,7 +410,7 @@ def test_controller_rolls_back_on_real_v3_errors(client: Client, cluster: Cluste
 def test_retries_only_for_idempotent_commands(
     client: Client, tmp_path: pytest.TempPathFactory
 ) -> None:
-    from pool.errors import WorkerCrashed
+    from snakepool.errors import WorkerCrashed
 
     set_percent(client, 100)
     assert client.execute("flaky_idempotent", {"marker": str(tmp_path / "a")})["pid"]

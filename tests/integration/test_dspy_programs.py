@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pool.errors import ConfigError, InvalidArguments, ProgramNotFound
+from snakepool.errors import ConfigError, InvalidArguments, ProgramNotFound
 from tests.integration.conftest import PoolFactory
 
 pytest.importorskip("dspy")
 pytestmark = pytest.mark.dspy
 
-ADAPTER = "pool.interpreter.dspy_programs"
+ADAPTER = "snakepool.pool.interpreter.dspy_programs"
 QA = {"signature": "question -> answer"}
 
 
@@ -190,7 +190,7 @@ def test_without_dspy_the_commands_say_how_to_install(make_pool: PoolFactory) ->
 
 
 def test_the_default_adapter_runs_programs_too(make_pool: PoolFactory) -> None:
-    pool = make_pool(size=1)  # pool.interpreter.builtin: DSPy imported on first use
+    pool = make_pool(size=1)  # snakepool.pool.interpreter.builtin: DSPy imported on first use
     assert pool.execute("dspy_status")["imported_in_template"] is False
     pool.execute("create_program", {"id": "qa", **QA})
     result = pool.execute("execute_program", {"program_id": "qa", "inputs": {"question": "x"}})

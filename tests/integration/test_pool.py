@@ -14,8 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pool import Pool
-from pool.errors import (
+from snakepool.errors import (
     CommandFailed,
     ConfigError,
     InvalidArguments,
@@ -24,6 +23,7 @@ from pool.errors import (
     QueueTimeout,
     UnknownCommand,
 )
+from snakepool.pool import Pool
 from tests.integration.conftest import PoolFactory
 
 
@@ -85,7 +85,7 @@ def test_command_errors_keep_the_interpreter(make_pool: PoolFactory) -> None:
 
 
 def test_command_failed_carries_remote_traceback(make_pool: PoolFactory, chaos_env: None) -> None:
-    pool = make_pool(size=1, adapter="pool.interpreter.chaos")
+    pool = make_pool(size=1, adapter="snakepool.pool.interpreter.chaos")
     pid = pool.interpreter_pids()[0]
     with pytest.raises(CommandFailed) as caught:
         pool.execute("fail", {"message": "bad input 42"})
@@ -221,7 +221,7 @@ def test_works_from_a_plain_script_without_main_guard(tmp_path: Path, registry_d
     script = tmp_path / "plain.py"
     script.write_text(
         textwrap.dedent(f"""
-        from pool import Pool
+        from snakepool.pool import Pool
         pool = Pool(size=2, registry_dir={registry_dir!r})
         pool.start()
         print("RESULT", pool.execute("calculate", {{"expression": "40 + 2"}})["result"])

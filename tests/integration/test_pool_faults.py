@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pool.errors import (
+from snakepool.errors import (
     PayloadTooLarge,
     PoolUnavailable,
     RequestTimeout,
@@ -27,7 +27,7 @@ from tests.integration.conftest import PoolFactory
 
 pytestmark = pytest.mark.chaos
 
-CHAOS = "pool.interpreter.chaos"
+CHAOS = "snakepool.pool.interpreter.chaos"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -251,7 +251,7 @@ def test_interpreters_die_with_a_sigkilled_parent(tmp_path: Path, registry_dir: 
     script.write_text(
         textwrap.dedent(f"""
         import sys, threading
-        from pool import Pool
+        from snakepool.pool import Pool
         pool = Pool(size=3, registry_dir={registry_dir!r})
         pool.start()
         threading.Thread(target=pool.execute, args=("sleep", {{"seconds": 60}})).start()
@@ -282,7 +282,7 @@ def test_interpreters_die_with_a_sigkilled_parent(tmp_path: Path, registry_dir: 
 
 
 def test_sweep_kills_only_leftovers_of_dead_runs(registry_dir: str, make_pool: PoolFactory) -> None:
-    from pool.registry import ProcessRegistry
+    from snakepool.pool.registry import ProcessRegistry
 
     registry = ProcessRegistry(Path(registry_dir))
     dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -1,6 +1,6 @@
 import pytest
 
-from pool.interpreter.adapter import load_adapter
+from snakepool.pool.interpreter.adapter import load_adapter
 
 
 def test_module_adapter_gets_core_commands() -> None:
@@ -20,7 +20,7 @@ def test_class_adapter() -> None:
 
 
 def test_builtin_adapter() -> None:
-    table = load_adapter("pool.interpreter.builtin")
+    table = load_adapter("snakepool.pool.interpreter.builtin")
     programs = {"create_program", "execute_program", "list_programs", "delete_program",
                 "get_program_info", "configure_lm", "dspy_status"}  # fmt: skip
     assert set(table.handlers) == {"ping", "get_stats", "echo", "calculate", "sleep"} | programs
@@ -40,4 +40,4 @@ def test_missing_and_non_adapters() -> None:
 def test_chaos_refuses_without_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SNAKEPOOL_ENABLE_CHAOS", raising=False)
     with pytest.raises(ImportError, match="SNAKEPOOL_ENABLE_CHAOS=1"):
-        load_adapter("pool.interpreter.chaos")
+        load_adapter("snakepool.pool.interpreter.chaos")

@@ -1,7 +1,7 @@
 import pytest
 
-from pool.interpreter.adapter import InvalidArguments
-from pool.interpreter.calc import MAX_EXPRESSION_CHARS, evaluate
+from snakepool.errors import InvalidArguments
+from snakepool.pool.interpreter.calc import MAX_EXPRESSION_CHARS, evaluate
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,9 @@
 
 No Docker engine is needed: the file is checked against the Compose Specification
 (check-jsonschema's vendored schema, offline), and each service's command is parsed by
-the very click command it names (``snakepool …`` by ``tasks.cli.main``, ``celery … flower``
-by Celery's CLI with Flower's options) — so a misspelt subcommand, an unknown option or
+the very click command it names (``snakepool …`` by ``snakepool.tasks.cli.main``,
+``celery … flower`` by Celery's CLI with Flower's options) — so a misspelt subcommand, an
+unknown option or
 a lane that does not exist fails here, not at ``docker compose up``.
 """
 
@@ -24,7 +25,7 @@ import click
 import pytest
 from ruamel.yaml import YAML
 
-from config import Settings, load_settings
+from snakepool.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -314,9 +315,9 @@ def adapter_exists(path: str) -> bool:
 @pytest.mark.parametrize(
     ("path", "exists"),
     [
-        ("pool.interpreter.builtin", True),
-        ("pool.interpreter.Adapter", True),
-        ("pool.interpreter.dspy_program", False),
+        ("snakepool.pool.interpreter.builtin", True),
+        ("snakepool.pool.interpreter.Adapter", True),
+        ("snakepool.pool.interpreter.dspy_program", False),
         ("pool.interpreterr.builtin", False),
     ],
 )

@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from pool import errors
+from snakepool import errors
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,8 @@ from collections import deque
 
 import pytest
 
-from pool.intensity import RestartIntensity
-from pool.output import MAX_LOG_LINE, OutputLog
+from snakepool.pool.intensity import RestartIntensity
+from snakepool.pool.output import MAX_LOG_LINE, OutputLog
 
 
 def test_intensity_allows_r_restarts_in_t_then_backs_off_exponentially() -> None:

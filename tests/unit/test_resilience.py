@@ -1,9 +1,15 @@
 import fakeredis
 import pytest
 
-from pool import errors
-from tasks.metrics import LaneMetrics
-from tasks.resilience import BreakerPolicy, CircuitBreaker, classify_v2, retry_delay, should_retry
+from snakepool import errors
+from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.resilience import (
+    BreakerPolicy,
+    CircuitBreaker,
+    classify_v2,
+    retry_delay,
+    should_retry,
+)
 
 
 @pytest.mark.parametrize(

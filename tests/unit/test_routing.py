@@ -3,9 +3,9 @@ from dataclasses import replace
 import fakeredis
 import pytest
 
-from config.flags import FlagCache, FlagStore, RolloutFlags
-from pool.errors import InvalidArguments
-from tasks.routing import bucket, decide
+from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
+from snakepool.errors import InvalidArguments
+from snakepool.tasks.routing import bucket, decide
 
 SESSIONS = [f"session-{i}" for i in range(2000)]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import fakeredis
 import pytest
 
-from pool.errors import InvalidArguments, SessionNotFound
-from sessions import SessionStore
+from snakepool.errors import InvalidArguments, SessionNotFound
+from snakepool.sessions import SessionStore
 
 
 @pytest.fixture(params=["fake", "real"])

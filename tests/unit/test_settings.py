@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from config import load_pool_settings, load_settings
-from pool import Pool
-from pool.errors import ConfigError
+from snakepool.config import load_pool_settings, load_settings
+from snakepool.errors import ConfigError
+from snakepool.pool import Pool
 
 
 def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,7 +16,7 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.request_timeout == 2.5
     assert settings.broker_url == "redis://example:6380/1"  # defaults to REDIS_URL
     assert settings.start_method == "forkserver"
-    assert settings.adapter == "pool.interpreter.builtin"
+    assert settings.adapter == "snakepool.pool.interpreter.builtin"
 
 
 @pytest.mark.parametrize(

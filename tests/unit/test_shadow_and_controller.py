@@ -3,12 +3,12 @@ from dataclasses import replace
 import fakeredis
 import pytest
 
-from config.flags import FlagStore, RolloutFlags
-from pool.errors import CommandFailed, InvalidArguments
-from tasks.comparator import Comparator
-from tasks.controller import ControllerPolicy, RolloutController
-from tasks.metrics import LaneMetrics
-from tasks.shadow import CommandCatalog, ShadowRecorder, outcome_of, should_shadow
+from snakepool.config.flags import FlagStore, RolloutFlags
+from snakepool.errors import CommandFailed, InvalidArguments
+from snakepool.tasks.comparator import Comparator
+from snakepool.tasks.controller import ControllerPolicy, RolloutController
+from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.shadow import CommandCatalog, ShadowRecorder, outcome_of, should_shadow
 
 OK = {"ok": True}
 

@@ -1,7 +1,7 @@
 import msgpack
 import pytest
 
-from pool.interpreter import wire
+from snakepool.pool.interpreter import wire
 
 
 def test_round_trips() -> None:

@@ -1,0 +1,39 @@
+"""snakepool: warm Python interpreter pools behind Celery, with a safe V2 → V3 rollout.
+
+The one import package of the distribution. The repository's top-level folders are its
+subpackages — ``config/`` is :mod:`snakepool.config`, ``pool/`` :mod:`snakepool.pool`,
+``sessions/`` :mod:`snakepool.sessions`, ``tasks/`` :mod:`snakepool.tasks` — through the
+symbolic links in this folder (``snakepool/pool -> ../pool``), so the source tree, the
+installed wheel and every tool (pytest, mypy, ruff) see the same names.
+
+Public API (loaded lazily, so ``import snakepool.errors`` or an interpreter importing
+:mod:`snakepool.pool.interpreter` never pays for Celery or Redis)::
+
+    from snakepool import Client, Pool   # app code: enqueue work; run a pool in-process
+    from snakepool import errors         # the one error tree, SnakepoolError at its root
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from snakepool import errors
+from snakepool.errors import SnakepoolError
+
+if TYPE_CHECKING:
+    from snakepool.pool.pool import Pool
+    from snakepool.tasks.client import Client
+
+__all__ = ["Client", "Pool", "SnakepoolError", "errors"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":
+        from snakepool.tasks.client import Client
+
+        return Client
+    if name == "Pool":
+        from snakepool.pool.pool import Pool
+
+        return Pool
+    raise AttributeError(f"module 'snakepool' has no attribute {name!r}")
