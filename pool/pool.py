@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -483,7 +484,7 @@ class Pool:
         the working directory are added: another version's site-packages would not load.
         """
         env = dict(os.environ if self._env is None else self._env)
-        if os.path.realpath(self.settings.python) == os.path.realpath(sys.executable):
+        if _same_environment(self.settings.python, sys.executable):
             paths = [os.path.abspath(p or os.curdir) for p in sys.path]
         else:
             paths = [interpreter_import_root(), os.getcwd()]
@@ -499,6 +500,16 @@ class Pool:
         else:
             env.pop("SNAKEPOOL_LM_ANSWERS", None)
         return env
+
+
+def _same_environment(python: str, ours: str) -> bool:
+    """Whether ``python`` runs in our environment: an executable of the same ``bin``.
+
+    Not ``realpath``: every virtual environment's ``python`` links to the same base
+    binary, yet each has its own site-packages.
+    """
+    found = shutil.which(python) or python
+    return os.path.dirname(os.path.abspath(found)) == os.path.dirname(os.path.abspath(ours))
 
 
 def _percentile_ms(ordered: list[float], q: float) -> float | None:

@@ -36,7 +36,7 @@ MAX_PROGRAM_BYTES = 256 * 1024
 
 @cache
 def _lua(name: str) -> str:
-    return resources.files("sessions").joinpath(f"lua/{name}.lua").read_text()
+    return resources.files("snakepool.sessions").joinpath(f"lua/{name}.lua").read_text()
 
 
 def _as_str(value: Any) -> str:

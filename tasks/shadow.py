@@ -34,7 +34,7 @@ CATALOG_MAX_AGE = 10.0
 
 @cache
 def _script() -> str:
-    return resources.files("sessions").joinpath("lua/shadow_record.lua").read_text()
+    return resources.files("snakepool.sessions").joinpath("lua/shadow_record.lua").read_text()
 
 
 class CommandCatalog:

@@ -1,0 +1,206 @@
+"""The import graph of the source, read with :mod:`ast` (no third-party tool).
+
+DESIGN.md §1 fixes the dependency direction: ``tasks → sessions → config``,
+``tasks → pool → config``; ``pool`` knows nothing of Celery, Redis, sessions or tasks;
+``pool/interpreter`` imports nothing of the project outside itself but the dependency-free
+error tree (it may run under another Python executable); no import circles; no module
+over 400 lines. Every import counts, lazy ones inside functions too: a circle broken only
+by deferring an import is still a circle in the architecture. Imports under
+``if TYPE_CHECKING:`` are left out (they never run).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("config", "pool", "sessions", "tasks")
+MAX_LINES = 400
+
+
+def _source_files() -> dict[str, Path]:
+    """Module name (``snakepool.pool.pool``) → file, for every module we ship."""
+    found = {
+        "snakepool": ROOT / "snakepool" / "__init__.py",
+        "snakepool.errors": ROOT / "snakepool" / "errors.py",
+    }
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(["snakepool", *parts])] = path
+    return found
+
+
+MODULES = _source_files()
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _walk(node: ast.AST) -> Iterator[ast.AST]:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child):
+            yield from (n for sub in child.orelse for n in [sub, *_walk(sub)])
+            continue
+        yield child
+        yield from _walk(child)
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """Every module ``module`` imports, resolved to full dotted names."""
+    tree = ast.parse(path.read_text(), str(path))
+    is_package = path.name == "__init__.py"
+    names: set[str] = set()
+    for node in _walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                # ``from snakepool import errors`` imports the module snakepool.errors.
+                candidate = f"{source}.{alias.name}"
+                names.add(candidate if candidate in MODULES else source)
+    return names
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _ours(name: str) -> bool:
+    return name == "snakepool" or name.startswith("snakepool.")
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_the_graph_sees_every_package() -> None:
+    # A test that cannot fail is a defect: make sure the walk found the real code.
+    assert "snakepool.pool.pool" in GRAPH
+    assert "snakepool.errors" in GRAPH["snakepool.pool.pool"]
+    assert any(_within(m, "snakepool.tasks") for m in GRAPH)
+    assert len(MODULES) > 40
+
+
+def test_no_import_circles() -> None:
+    edges = {m: {i for i in imports if i in MODULES and i != m} for m, imports in GRAPH.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+    counter = 0
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        nonlocal counter
+        index[node] = low[node] = counter
+        counter += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in edges[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    assert circles == []
+
+
+_FORBIDDEN_IN_POOL = (
+    "celery",
+    "kombu",
+    "redis",
+    "fakeredis",
+    "snakepool.sessions",
+    "snakepool.tasks",
+)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if _within(m, "snakepool.pool")))
+def test_pool_knows_nothing_of_celery_redis_sessions_tasks(module: str) -> None:
+    bad = sorted(i for i in GRAPH[module] if any(_within(i, f) for f in _FORBIDDEN_IN_POOL))
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in GRAPH if _within(m, "snakepool.pool.interpreter"))
+)
+def test_interpreter_side_imports_only_itself_and_the_error_tree(module: str) -> None:
+    bad = sorted(
+        i
+        for i in GRAPH[module]
+        if _ours(i)
+        and not _within(i, "snakepool.pool.interpreter")
+        and i not in ("snakepool.errors", "snakepool.pool")
+    )
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(m for m in GRAPH if _within(m, "snakepool.config") or _within(m, "snakepool.sessions")),
+)
+def test_config_and_sessions_import_only_the_error_tree_of_the_rest(module: str) -> None:
+    allowed = (
+        ("snakepool.config", "snakepool.sessions")
+        if "sessions" in module
+        else ("snakepool.config",)
+    )
+    bad = sorted(
+        i
+        for i in GRAPH[module]
+        if _ours(i) and i != "snakepool.errors" and not any(_within(i, a) for a in allowed)
+    )
+    assert bad == []
+
+
+def test_error_tree_is_dependency_free() -> None:
+    stdlib_only = {"__future__", "signal", "typing"}
+    assert GRAPH["snakepool.errors"] <= stdlib_only
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_over_400_lines(module: str) -> None:
+    lines = len(MODULES[module].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{MODULES[module].relative_to(ROOT)}: {lines} lines"
+
+
+@pytest.mark.parametrize(
+    "package", sorted(m for m, p in MODULES.items() if p.name == "__init__.py")
+)
+def test_every_package_states_its_public_api(package: str) -> None:
+    tree = ast.parse(MODULES[package].read_text())
+    assert any(
+        isinstance(node, ast.Assign)
+        and any(getattr(t, "id", None) == "__all__" for t in node.targets)
+        for node in tree.body
+    ), f"{package} has no __all__"
