@@ -9,7 +9,6 @@ a :class:`~snakepool.errors.ConfigError` naming the setting and what it accepts.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from snakepool.config.ids import DOTTED_PATH, is_valid
+
 __all__ = ["PoolSettings", "Settings", "load_pool_settings", "load_settings"]
 
 ENV_PREFIX = "SNAKEPOOL_"
@@ -30,8 +31,6 @@ ENV_PREFIX = "SNAKEPOOL_"
 CONFIG_FILE_ENV = "SNAKEPOOL_CONFIG"
 #: Read when present and ``SNAKEPOOL_CONFIG`` is unset.
 DEFAULT_CONFIG_FILE = "snakepool.toml"
-
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def _default_pool_size() -> int:
@@ -86,7 +85,7 @@ class PoolSettings(BaseModel):
     @field_validator("adapter")
     @classmethod
     def _dotted_path(cls, value: str) -> str:
-        if not _DOTTED.match(value):
+        if not is_valid(DOTTED_PATH, value):  # the whole string
             raise ValueError(
                 "must be a dotted module path such as 'snakepool.pool.interpreter.builtin'"
             )
