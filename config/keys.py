@@ -27,6 +27,8 @@ __all__ = ["DEFAULT_PREFIX", "LANES", "SESSION_ID", "Keys", "validate_session_id
 DEFAULT_PREFIX = "snakepool:"
 #: The two lanes traffic is split between.
 LANES = ("v3", "v2compat")
+#: ``shadow:<name>`` keys that are not a request's pair record.
+_SHADOW_NAMES = frozenset({"mismatches", "counts"})
 
 
 def _lane(lane: str) -> str:
@@ -105,8 +107,14 @@ class Keys:
         return f"{self.prefix}window:{_lane(lane)}:{int(second)}"
 
     def shadow(self, request_id: str) -> str:
-        """Hash with TTL: the two outcomes of one shadowed request (each compacted)."""
-        return f"{self.prefix}shadow:{validate_request_id(request_id)}"
+        """Hash with TTL: the two outcomes of one shadowed request (each compacted).
+
+        The names of the other ``shadow:`` keys are refused as request ids: a request
+        called ``counts`` would otherwise pair its outcome with the comparison counters.
+        """
+        if validate_request_id(request_id) in _SHADOW_NAMES:
+            raise InvalidArguments(f"request id {request_id!r} is reserved")
+        return f"{self.prefix}shadow:{request_id}"
 
     @property
     def shadow_mismatches(self) -> str:

@@ -152,6 +152,14 @@ def test_bad_node_names(name: str) -> None:
         validate_node_name(name)
 
 
+def test_a_request_id_cannot_name_another_shadow_key() -> None:
+    keys = Keys("t:")
+    assert keys.shadow("c0ffee-1") == "t:shadow:c0ffee-1"
+    for reserved in ("counts", "mismatches"):
+        with pytest.raises(InvalidArguments, match="reserved"):
+            keys.shadow(reserved)
+
+
 def test_lanes_are_the_two_lanes() -> None:
     keys = Keys("t:")
     assert keys.lane_metrics("v3") == "t:metrics:v3"
