@@ -18,18 +18,22 @@ from typing import Any
 
 import redis
 
-from snakepool.config.keys import DEFAULT_PREFIX, Keys
+from snakepool.config.ids import COMMAND_NAME, SESSION_ID, is_valid
+from snakepool.config.keys import DEFAULT_PREFIX, LANES, Keys
+from snakepool.config.limits import (
+    AUDIT_MAXLEN,
+    AUDIT_SUMMARY_COMMANDS,
+    MAX_AUDIT_DETAILS_BYTES,
+    MAX_AUDIT_TEXT_CHARS,
+    MAX_OVERRIDES,
+    MAX_SCHEDULE_STEPS,
+    MAX_V3_COMMANDS,
+)
 
-__all__ = ["LANES", "FlagCache", "FlagStore", "RolloutFlags"]
+__all__ = ["AUDIT_MAXLEN", "LANES", "MAX_OVERRIDES", "FlagCache", "FlagStore", "RolloutFlags"]
 
-#: The two lanes traffic is split between.
-LANES = ("v3", "v2compat")
 #: Default promotion schedule, in percent sent to V3.
 DEFAULT_SCHEDULE = (1, 5, 10, 25, 50, 100)
-#: Audit entries kept (approximately; Redis trims in whole nodes).
-AUDIT_MAXLEN = 10_000
-#: Most per-session overrides kept in the flags.
-MAX_OVERRIDES = 10_000
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,21 @@ class RolloutFlags:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RolloutFlags:
-        """From :meth:`to_dict` output (unknown keys ignored)."""
+        """From :meth:`to_dict` output (unknown keys ignored).
+
+        Malformed override keys and command names, as an older version may have stored
+        them (``"abc\n"``), are dropped: they could never be valid, and keeping them
+        would make every later change (a rollback too) fail :meth:`validate`.
+        """
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if isinstance(known.get("overrides"), dict):
+            known["overrides"] = {
+                k: v for k, v in known["overrides"].items() if is_valid(SESSION_ID, k)
+            }
         if known.get("v3_commands") is not None:
-            known["v3_commands"] = tuple(known["v3_commands"])
+            known["v3_commands"] = tuple(
+                c for c in known["v3_commands"] if is_valid(COMMAND_NAME, c)
+            )
         if "schedule" in known:
             known["schedule"] = tuple(known["schedule"])
         return cls(**known)
@@ -85,10 +100,29 @@ class RolloutFlags:
             raise InvalidArguments(f"override lanes must be one of {LANES}")
         if len(self.overrides) > MAX_OVERRIDES:
             raise InvalidArguments(f"at most {MAX_OVERRIDES} per-session overrides")
+        bad_keys = [k for k in self.overrides if not is_valid(SESSION_ID, k)]
+        if bad_keys:  # a list, not next(...): "" is a bad key and falsy
+            bad = bad_keys[0]
+            raise InvalidArguments(
+                f"invalid session id {str(bad)[:40]!r} in overrides: "
+                "use 1-128 characters of A-Z a-z 0-9 _ . : -"
+            )
+        if self.v3_commands is not None:
+            if len(self.v3_commands) > MAX_V3_COMMANDS:
+                raise InvalidArguments(f"at most {MAX_V3_COMMANDS} commands in the V3 allow-list")
+            bad_commands = [c for c in self.v3_commands if not is_valid(COMMAND_NAME, c)]
+            if bad_commands:
+                bad = bad_commands[0]
+                raise InvalidArguments(
+                    f"invalid command name {str(bad)[:40]!r} in the V3 allow-list: "
+                    "use 1-128 characters of A-Z a-z 0-9 _ . : -"
+                )
         if not 0.0 <= self.shadow_rate <= 1.0:
             raise InvalidArguments("shadow rate must be from 0 to 1")
         if not self.schedule or any(not 0 < p <= 100 for p in self.schedule):
             raise InvalidArguments("schedule must be percentages from 1 to 100")
+        if len(self.schedule) > MAX_SCHEDULE_STEPS:
+            raise InvalidArguments(f"a schedule has at most {MAX_SCHEDULE_STEPS} steps")
         return self
 
 
@@ -98,11 +132,15 @@ class FlagStore:
     Args:
         client: redis-py client.
         prefix: Key prefix.
+        audit_maxlen: Audit entries kept (the oldest are trimmed, exactly).
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, audit_maxlen: int = AUDIT_MAXLEN
+    ) -> None:
         self.client = client
         self.keys = Keys(prefix)
+        self.audit_maxlen = audit_maxlen
 
     def read(self) -> RolloutFlags:
         """The current flags (defaults: 0 % to V3, version 0, when never set)."""
@@ -124,11 +162,15 @@ class FlagStore:
         """Apply ``change`` to the current flags atomically; audit it; return the new flags.
 
         ``details`` (e.g. the metric snapshot behind a controller decision) is kept with
-        the audit entry.
+        the audit entry. Every entry is bounded: ``who`` and ``why`` are cut to
+        ``MAX_AUDIT_TEXT_CHARS``, ``details`` over ``MAX_AUDIT_DETAILS_BYTES`` is replaced
+        by its size (never refused: a rollback must not fail for a long reason).
 
         Raises:
             InvalidArguments: the changed flags are invalid (nothing is written).
         """
+        who, why = _cut(who), _cut(why)
+        details_json = _bounded_details(details)
         while True:
             with self.client.pipeline() as pipe:
                 try:
@@ -154,10 +196,11 @@ class FlagStore:
                             "at": new.updated_at,
                             "old": json.dumps(_summary(old)),
                             "new": json.dumps(_summary(new)),
-                            "details": json.dumps(details or {}),
+                            "details": details_json,
                         },
-                        maxlen=AUDIT_MAXLEN,
-                        approximate=True,
+                        maxlen=self.audit_maxlen,
+                        # Exact: flag changes are rare, and the bound is then exact too.
+                        approximate=False,
                     )
                     pipe.execute()
                     return new
@@ -259,9 +302,25 @@ def _step_below(flags: RolloutFlags) -> int:
 def _summary(flags: RolloutFlags) -> dict[str, Any]:
     data = flags.to_dict()
     data["overrides"] = len(flags.overrides)
+    if flags.v3_commands is not None and len(flags.v3_commands) > AUDIT_SUMMARY_COMMANDS:
+        data["v3_commands"] = len(flags.v3_commands)  # a count, like the overrides
     for noise in ("updated_at", "updated_by", "reason", "version", "schedule"):
         data.pop(noise)
     return data
+
+
+def _cut(text: str) -> str:
+    text = str(text)
+    if len(text) <= MAX_AUDIT_TEXT_CHARS:
+        return text
+    return text[: MAX_AUDIT_TEXT_CHARS - 1] + "…"
+
+
+def _bounded_details(details: dict[str, Any] | None) -> str:
+    encoded = json.dumps(details or {}, default=str)
+    if len(encoded.encode()) <= MAX_AUDIT_DETAILS_BYTES:
+        return encoded
+    return json.dumps({"truncated": True, "bytes": len(encoded.encode())})
 
 
 def _text(value: Any) -> str:

@@ -3,54 +3,66 @@
 All keys live under one configurable prefix (setting ``KEY_PREFIX``, default
 ``snakepool:``), so several deployments can share a Redis and ``SCAN prefix*`` finds
 everything of one of them.
+
+A key built from an id (session, node, request) or a lane checks it first, so no
+malformed id ever becomes a key, and keys per lane stay within the two lanes. How
+each key is bounded (TTL, cap, pruned index) and what it costs: ``docs/redis-keys.md``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PREFIX", "SESSION_ID", "Keys", "validate_session_id"]
+from snakepool.config.ids import (
+    SESSION_ID,
+    validate_node_name,
+    validate_request_id,
+    validate_session_id,
+)
+from snakepool.errors import InvalidArguments
+
+__all__ = ["DEFAULT_PREFIX", "LANES", "SESSION_ID", "Keys", "validate_session_id"]
 
 #: Prefix of every key.
 DEFAULT_PREFIX = "snakepool:"
-#: Session ids: 1-128 characters of letters, digits and ``_ . : -``.
-SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: The two lanes traffic is split between.
+LANES = ("v3", "v2compat")
+#: ``shadow:<name>`` keys that are not a request's pair record.
+_SHADOW_NAMES = frozenset({"mismatches", "counts"})
 
 
-def validate_session_id(session_id: object) -> str:
-    """Return ``session_id`` if valid.
-
-    Raises:
-        InvalidArguments: not 1-128 characters of ``[A-Za-z0-9_.:-]``.
-    """
-    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
-        from snakepool.errors import InvalidArguments
-
-        raise InvalidArguments(
-            f"invalid session id {str(session_id)[:40]!r}: "
-            "use 1-128 characters of A-Z a-z 0-9 _ . : -"
-        )
-    return session_id
+def _lane(lane: str) -> str:
+    if lane not in LANES:
+        raise InvalidArguments(f"unknown lane {str(lane)[:40]!r}: one of {', '.join(LANES)}")
+    return lane
 
 
 @dataclass(frozen=True)
 class Keys:
-    """Key builder for one prefix."""
+    """Key builder for one prefix.
+
+    Every builder that takes an id or a lane raises ``InvalidArguments`` when it is
+    malformed (see :mod:`snakepool.config.ids`) or not one of :data:`LANES`.
+    """
 
     prefix: str = DEFAULT_PREFIX
 
     def session(self, session_id: str) -> str:
-        """Hash: created, last_access, ttl, metadata, v2 binding."""
-        return f"{self.prefix}session:{session_id}"
+        """Hash: created, last_access, ttl, metadata, v2 binding (TTL: the session's)."""
+        return f"{self.prefix}session:{validate_session_id(session_id)}"
 
     def programs(self, session_id: str) -> str:
-        """Hash: program id → definition JSON (one field each: no clobbering)."""
-        return f"{self.prefix}session:{session_id}:programs"
+        """Hash: program id → definition JSON (one field each: no clobbering; TTL: the
+        session's; at most ``MAX_PROGRAMS_PER_SESSION`` fields)."""
+        return f"{self.prefix}session:{validate_session_id(session_id)}:programs"
 
     @property
     def session_index(self) -> str:
-        """Sorted set of session ids scored by creation time (for listing)."""
+        """Sorted set of session ids scored by expiry time (server clock, seconds).
+
+        Every write pushes a session's score to its new expiry and drops the members
+        whose expiry has passed, so it holds the live sessions and no more.
+        """
         return f"{self.prefix}sessions"
 
     @property
@@ -65,12 +77,12 @@ class Keys:
 
     @property
     def audit(self) -> str:
-        """Stream: every flag change (who, why, old → new)."""
+        """Stream: every flag change (who, why, old → new); exact ``MAXLEN``."""
         return f"{self.prefix}audit"
 
     def node(self, name: str) -> str:
         """String with TTL: a worker node's heartbeat (JSON)."""
-        return f"{self.prefix}node:{name}"
+        return f"{self.prefix}node:{validate_node_name(name)}"
 
     @property
     def node_pattern(self) -> str:
@@ -84,18 +96,24 @@ class Keys:
 
     def lane_metrics(self, lane: str) -> str:
         """Hash: per-lane counters (requests, errors, client_errors)."""
-        return f"{self.prefix}metrics:{lane}"
+        return f"{self.prefix}metrics:{_lane(lane)}"
 
     def lane_latencies(self, lane: str) -> str:
         """List: the lane's most recent latencies in ms (capped)."""
-        return f"{self.prefix}latency:{lane}"
+        return f"{self.prefix}latency:{_lane(lane)}"
 
     def lane_window(self, lane: str, second: int) -> str:
         """Hash with TTL: one second of a lane's counters (for windowed rates)."""
-        return f"{self.prefix}window:{lane}:{second}"
+        return f"{self.prefix}window:{_lane(lane)}:{int(second)}"
 
     def shadow(self, request_id: str) -> str:
-        """Hash with TTL: the two results of one shadowed request."""
+        """Hash with TTL: the two outcomes of one shadowed request (each compacted).
+
+        The names of the other ``shadow:`` keys are refused as request ids: a request
+        called ``counts`` would otherwise pair its outcome with the comparison counters.
+        """
+        if validate_request_id(request_id) in _SHADOW_NAMES:
+            raise InvalidArguments(f"request id {request_id!r} is reserved")
         return f"{self.prefix}shadow:{request_id}"
 
     @property

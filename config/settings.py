@@ -2,36 +2,72 @@
 
 Precedence: keyword arguments > environment > TOML file (``SNAKEPOOL_CONFIG``, else
 ``./snakepool.toml`` when present) > the defaults below. Keys in the TOML file are the
-setting names in lower case (``pool_size = 8``). An invalid value fails at start with
-a :class:`~snakepool.errors.ConfigError` naming the setting and what it accepts.
+setting names in lower case (``pool_size = 8``).
+
+Validated at start, in three steps, each failing with a
+:class:`~snakepool.errors.ConfigError` naming the setting:
+
+1. names (:mod:`snakepool.config.sources`): an unknown ``SNAKEPOOL_*`` variable, TOML
+   key or keyword is an error with the closest valid name; a broken TOML file is an
+   error naming the file and the line;
+2. each value (the fields below): type, range, URL scheme, dotted path, executable;
+3. values together (:mod:`snakepool.config.rules`): e.g. ``VISIBILITY_TIMEOUT`` must
+   exceed ``QUEUE_TIMEOUT + REQUEST_TIMEOUT``, ``SHUTDOWN_GRACE`` must be at least
+   ``REQUEST_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from snakepool.config.ids import DOTTED_PATH, KEY_PREFIX, is_valid
+from snakepool.config.limits import MAX_SESSION_TTL
+from snakepool.config.rules import (
+    check_broker_url,
+    check_redis_url,
+    pool_contradictions,
+    raise_contradictions,
+    redact_url,
+    system_contradictions,
 )
+from snakepool.config.sources import (
+    CONFIG_FILE_ENV,
+    DEFAULT_CONFIG_FILE,
+    ENV_PREFIX,
+    Layers,
+    check_names,
+    config_file,
+    read_environment,
+    read_layers,
+    read_toml,
+)
+from snakepool.errors import ConfigError
 
-__all__ = ["PoolSettings", "Settings", "load_pool_settings", "load_settings"]
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "DEFAULT_CONFIG_FILE",
+    "ENV_PREFIX",
+    "PoolSettings",
+    "Settings",
+    "load_pool_settings",
+    "load_settings",
+]
 
-ENV_PREFIX = "SNAKEPOOL_"
-#: Env var naming a TOML settings file.
-CONFIG_FILE_ENV = "SNAKEPOOL_CONFIG"
-#: Read when present and ``SNAKEPOOL_CONFIG`` is unset.
-DEFAULT_CONFIG_FILE = "snakepool.toml"
-
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+#: Seconds a warm shutdown allows beyond ``REQUEST_TIMEOUT`` when ``SHUTDOWN_GRACE`` is
+#: unset (a request that runs to its timeout still has time to reply).
+SHUTDOWN_MARGIN = 5.0
+#: Seconds the per-second lane metrics are kept (``tasks.metrics.WINDOW_TTL``): no
+#: windowed rate can look further back.
+METRICS_WINDOW_SECONDS = 600
+#: Settings whose values are URLs (their values may hold passwords: never echoed).
+_URL_FIELDS = frozenset({"redis_url", "broker_url"})
 
 
 def _default_pool_size() -> int:
@@ -40,6 +76,8 @@ def _default_pool_size() -> int:
 
 class PoolSettings(BaseModel):
     """Everything the interpreter pool needs; every field is also a ``Pool`` keyword."""
+
+    model_config = ConfigDict(extra="forbid")
 
     #: Interpreters per pool (per worker node).
     pool_size: int = Field(default_factory=_default_pool_size, ge=1, le=256)
@@ -86,7 +124,7 @@ class PoolSettings(BaseModel):
     @field_validator("adapter")
     @classmethod
     def _dotted_path(cls, value: str) -> str:
-        if not _DOTTED.match(value):
+        if not is_valid(DOTTED_PATH, value):
             raise ValueError(
                 "must be a dotted module path such as 'snakepool.pool.interpreter.builtin'"
             )
@@ -109,40 +147,94 @@ class PoolSettings(BaseModel):
             raise ValueError(f"no executable Python at {value!r}")
         return value if os.path.isabs(value) else found
 
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolSettings:
+        if type(self) is PoolSettings:  # Settings checks the pool's rules with its own
+            raise_contradictions(pool_contradictions(self))
+        return self
+
+
+class _FileAndEnvironment(PydanticBaseSettingsSource):
+    """The TOML file under the environment, read strictly (:mod:`config.sources`)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads every field at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """Every setting the file and the environment give."""
+        fields = list(self.settings_cls.model_fields)
+        values: dict[str, Any] = {}
+        if path := config_file(os.environ):
+            values.update(read_toml(path, fields)[0])
+        values.update(read_environment(os.environ, fields))
+        return values
+
 
 class Settings(PoolSettings, BaseSettings):
-    """All settings: the pool's plus Redis, broker and LM (env prefix ``SNAKEPOOL_``)."""
+    """All settings: the pool's plus Redis, broker, sessions, timeouts, breaker.
+
+    Read them with :func:`load_settings`, which reports each error the way the user
+    wrote the setting (env name, or TOML file and line).
+    """
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, case_sensitive=False
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, case_sensitive=False
     )
 
-    #: The SessionStore and flags (and the broker unless ``BROKER_URL`` is set).
+    #: The SessionStore, flags and results (``redis://``, ``rediss://``; ``fakeredis://``
+    #: for the embedded demo); the broker too unless ``BROKER_URL`` is set.
     redis_url: str = "redis://localhost:6379/0"
-    #: Celery broker; defaults to ``REDIS_URL``.
+    #: Celery broker (``redis://``, ``rediss://``, ``redis+socket://``, ``sentinel://``);
+    #: defaults to ``REDIS_URL``.
     broker_url: str | None = None
-    #: Prefix of every Redis key snakepool writes.
+    #: Prefix of every Redis key snakepool writes (1-64 of ``A-Z a-z 0-9 _ . : -``).
     key_prefix: str = Field(default="snakepool:", min_length=1, max_length=64)
     #: Seconds a session lives after its last access (unless created with its own TTL).
-    session_ttl: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
-    #: Seconds a client waits for a result by default (``Client.execute``).
+    session_ttl: int = Field(default=3600, ge=1, le=MAX_SESSION_TTL)
+    #: Seconds a client waits for a result by default (``Client.execute``); more than
+    #: ``REQUEST_TIMEOUT``.
     result_timeout: float = Field(default=60.0, gt=0, le=86400)
     #: Seconds before Redis redelivers a message whose worker died mid-task (acks are
-    #: late): longer than any request may run, or a slow request would run twice.
+    #: late): more than ``QUEUE_TIMEOUT + REQUEST_TIMEOUT``, or a slow request would run
+    #: twice.
     visibility_timeout: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+    #: Seconds a warm shutdown lets started requests finish; at least ``REQUEST_TIMEOUT``
+    #: (unset: ``REQUEST_TIMEOUT`` + 5 s).
+    shutdown_grace: float | None = Field(default=None, gt=0, le=86400)
     #: A lane's circuit breaker opens at this server-error rate ...
     breaker_error_rate: float = Field(default=0.5, gt=0, le=1)
-    #: ... over this many seconds of its metrics ...
-    breaker_window: int = Field(default=10, ge=1, le=3600)
+    #: ... over this many seconds of its metrics (at most the 600 s they are kept) ...
+    breaker_window: int = Field(default=10, ge=1, le=METRICS_WINDOW_SECONDS)
     #: ... once it has served at least this many requests in them ...
     breaker_min_requests: int = Field(default=20, ge=1)
     #: ... and stays open this many seconds (its traffic goes to the other lane).
     breaker_cooldown: float = Field(default=15.0, gt=0, le=3600)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return check_redis_url(value)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        return check_broker_url(value) if value else value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if not is_valid(KEY_PREFIX, value):
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        return value
+
     @model_validator(mode="after")
-    def _broker_defaults_to_redis(self) -> Settings:
+    def _derived_and_consistent(self) -> Settings:
         if not self.broker_url:
             self.broker_url = self.redis_url
+        if self.shutdown_grace is None:
+            self.shutdown_grace = self.request_timeout + SHUTDOWN_MARGIN
+        raise_contradictions(system_contradictions(self))
         return self
 
     @classmethod
@@ -154,66 +246,66 @@ class Settings(PoolSettings, BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Keywords, then environment, then the TOML file."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = os.environ.get(CONFIG_FILE_ENV) or (
-            DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file() else None
-        )
-        if path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
+        """Keywords, then environment, then the TOML file (both read strictly)."""
+        return (init_settings, _FileAndEnvironment(settings_cls))
 
 
-def _describe(exc: ValidationError, *, env: bool) -> str:
+def _describe(exc: ValidationError, origins: dict[str, str]) -> str:
     problems = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        name = f"{ENV_PREFIX}{field.upper()}" if env else field
+        name = origins.get(field, f"{ENV_PREFIX}{field.upper()}")
         given = error.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        if isinstance(given, dict) or field in _URL_FIELDS:
+            shown = f" (got {redact_url(given)!r})" if isinstance(given, str) else ""
+        else:
+            shown = f" (got {given!r})"
         problems.append(f"{name}: {error['msg']}{shown}")
     return "invalid settings: " + "; ".join(problems)
 
 
-def _config_error(exc: ValidationError, *, env: bool) -> Exception:
-    from snakepool.errors import ConfigError  # late: config must not depend on pool at import
-
+def _config_error(exc: ValidationError, origins: dict[str, str]) -> ConfigError:
     first = exc.errors()[0]["loc"]
     setting = str(first[0]).upper() if first else None
-    return ConfigError(_describe(exc, env=env), setting=setting)
+    return ConfigError(_describe(exc, origins), setting=setting)
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read and validate every setting.
+    """Read and validate every setting (keywords > environment > TOML file > defaults).
 
     Raises:
-        ConfigError: naming each invalid setting (as its env var) and what it accepts.
+        ConfigError: naming the setting: an unknown name (with the closest valid one),
+            a TOML file that cannot be read or parsed (file and line), an invalid value
+            (as its env var, or its file and line), or contradicting values.
     """
-    if (path := os.environ.get(CONFIG_FILE_ENV)) and not Path(path).is_file():
-        from snakepool.errors import ConfigError
-
-        raise ConfigError(f"{CONFIG_FILE_ENV}: no such file {path!r}", setting="CONFIG")
+    layers: Layers = read_layers(overrides, Settings.model_fields)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise _config_error(exc, env=True) from None
+        raise _config_error(exc, layers.origins) from None
+    except ConfigError as exc:
+        raise _located(exc, layers) from None
+
+
+def _located(exc: ConfigError, layers: Layers) -> ConfigError:
+    """A contradiction found in values from the TOML file also names the file and line."""
+    origin = layers.origins.get(str(exc.data.get("setting", "")).lower(), "")
+    if origin.startswith(ENV_PREFIX) or not origin:
+        return exc
+    return ConfigError(f"{origin.rsplit(': ', 1)[0]}: {exc.message}", exc.data)
 
 
 def load_pool_settings(**values: Any) -> PoolSettings:
     """Validate pool keywords (defaults for the rest; the environment is not read).
 
     Raises:
-        ConfigError: naming each invalid keyword and what it accepts.
+        ConfigError: naming each unknown keyword (with the closest valid one), each
+            invalid keyword and what it accepts, or contradicting keywords.
     """
-    unknown = set(values) - set(PoolSettings.model_fields)
-    if unknown:
-        from snakepool.errors import ConfigError
-
-        raise ConfigError(
-            f"unknown pool setting(s): {', '.join(sorted(unknown))}",
-            setting=sorted(unknown)[0].upper(),
-        )
+    if "size" in values and "pool_size" not in values:  # as ``Pool(size=...)`` spells it
+        values["pool_size"] = values.pop("size")
+    check_names(values, [*PoolSettings.model_fields, "size"], what="pool setting")
     try:
         return PoolSettings(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        raise _config_error(exc, env=False) from None
+        raise _config_error(exc, {name: name for name in values}) from None

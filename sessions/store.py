@@ -3,7 +3,10 @@
 A session is a hash (created, last_access, ttl, metadata, V2 binding) plus a hash of its
 programs, one field per program, so two writers adding different programs never clobber
 each other. Both keys expire natively after the session's TTL, pushed out on every
-access. The V3 lane is stateless and reads program definitions from here; the V2-compat
+access. The index of sessions is a sorted set scored by each session's expiry (on the
+Redis server's clock): every write moves a session's score and drops the ids whose
+expiry has passed, so the index holds the live sessions and no more (DESIGN.md §8).
+The V3 lane is stateless and reads program definitions from here; the V2-compat
 lane keeps programs in interpreter memory and writes every one here too, so a session
 can move to V3 or be rebuilt when its node is lost.
 """
@@ -13,30 +16,39 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import redis
 
-from snakepool.config.keys import DEFAULT_PREFIX, Keys, validate_session_id
+from snakepool.config.ids import (
+    SESSION_ID,
+    is_valid,
+    validate_node_name,
+    validate_program_id,
+    validate_session_id,
+)
+from snakepool.config.keys import DEFAULT_PREFIX, Keys
+from snakepool.config.limits import (
+    MAX_METADATA_BYTES,
+    MAX_PROGRAM_BYTES,
+    MAX_PROGRAMS_PER_SESSION,
+    MAX_SESSION_TTL,
+)
 from snakepool.errors import InvalidArguments, SessionNotFound
+from snakepool.sessions.scripts import lua
 
-__all__ = ["DEFAULT_TTL", "MAX_METADATA_BYTES", "MAX_PROGRAM_BYTES", "SessionStore"]
+__all__ = [
+    "DEFAULT_TTL",
+    "MAX_METADATA_BYTES",
+    "MAX_PROGRAMS_PER_SESSION",
+    "MAX_PROGRAM_BYTES",
+    "SessionStore",
+]
 
 #: Seconds a session lives after its last access, unless created with another TTL.
 DEFAULT_TTL = 3600
 #: Longest TTL accepted (30 days).
-MAX_TTL = 30 * 24 * 3600
-#: Largest metadata object, as JSON.
-MAX_METADATA_BYTES = 64 * 1024
-#: Largest program definition, as JSON.
-MAX_PROGRAM_BYTES = 256 * 1024
-
-
-@cache
-def _lua(name: str) -> str:
-    return resources.files("snakepool.sessions").joinpath(f"lua/{name}.lua").read_text()
+MAX_TTL = MAX_SESSION_TTL
 
 
 def _as_str(value: Any) -> str:
@@ -58,9 +70,11 @@ class SessionStore:
         self.client = client
         self.keys = Keys(prefix)
         self.default_ttl = default_ttl
-        self._put_program = client.register_script(_lua("put_program"))
-        self._touch = client.register_script(_lua("touch"))
-        self._bind = client.register_script(_lua("bind"))
+        self._create = client.register_script(lua("create"))
+        self._put_program = client.register_script(lua("put_program"))
+        self._touch = client.register_script(lua("touch"))
+        self._bind = client.register_script(lua("bind"))
+        self._prune = client.register_script(lua("prune_index"))
 
     def create(
         self,
@@ -85,25 +99,17 @@ class SessionStore:
             raise InvalidArguments(
                 f"metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"
             )
-        now = time.time()
-        key = self.keys.session(session_id)
-        with self.client.pipeline() as pipe:  # MULTI: all or nothing
-            pipe.hset(key, mapping={"created": now, "last_access": now, "ttl": ttl,
-                                    "metadata": encoded})  # fmt: skip
-            pipe.expire(key, ttl)
-            pipe.zadd(self.keys.session_index, {session_id: now})
-            pipe.execute()
+        keys = [self.keys.session(session_id), self.keys.session_index]
+        self._create(keys=keys, args=[session_id, ttl, encoded, time.time()])
         return session_id
 
     def get(self, session_id: str) -> dict[str, Any] | None:
         """The session (and its program ids), refreshing its TTL; None if absent."""
-        validate_session_id(session_id)
-        keys = [self.keys.session(session_id), self.keys.programs(session_id)]
-        flat = self._touch(keys=keys, args=[time.time()])
+        flat = self._touch_session(session_id)
         if not flat:
             return None
         fields = {_as_str(k): _as_str(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-        program_ids = sorted(_as_str(p) for p in self.client.hkeys(keys[1]))
+        program_ids = sorted(_as_str(p) for p in self.client.hkeys(self.keys.programs(session_id)))
         return {
             "id": session_id,
             "created": float(fields["created"]),
@@ -116,12 +122,20 @@ class SessionStore:
 
     def exists(self, session_id: str) -> bool:
         """Whether the session exists (no TTL refresh)."""
-        return bool(self.client.exists(self.keys.session(validate_session_id(session_id))))
+        return bool(self.client.exists(self.keys.session(session_id)))
 
     def touch(self, session_id: str) -> bool:
         """Refresh the TTL; False if the session does not exist."""
-        keys = [self.keys.session(validate_session_id(session_id)), self.keys.programs(session_id)]
-        return bool(self._touch(keys=keys, args=[time.time()]))
+        return bool(self._touch_session(session_id))
+
+    def _touch_session(self, session_id: str) -> list[Any]:
+        keys = [
+            self.keys.session(session_id),
+            self.keys.programs(session_id),
+            self.keys.session_index,
+        ]
+        flat: list[Any] = self._touch(keys=keys, args=[time.time(), session_id])
+        return flat
 
     def delete(self, session_id: str) -> bool:
         """Delete the session and its programs; False if it did not exist."""
@@ -132,11 +146,24 @@ class SessionStore:
             deleted, _ = pipe.execute()
         return bool(deleted)
 
+    def count(self) -> int:
+        """How many sessions are live (drops the expired ids from the index first)."""
+        return int(self._prune(keys=[self.keys.session_index]))
+
     def list(self, *, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest sessions (expired ones are dropped from the index as they are met)."""
+        """The live sessions that expire last (the most recently used) first.
+
+        Expired ids are dropped from the index first; ids found without their session
+        (deleted behind the store's back) or malformed (written by an older version)
+        are dropped as they are met.
+        """
+        self.count()
         ids = [_as_str(i) for i in self.client.zrevrange(self.keys.session_index, 0, limit * 2)]
         found = []
         for session_id in ids:
+            if not is_valid(SESSION_ID, session_id):
+                self.client.zrem(self.keys.session_index, session_id)
+                continue
             fields = self.client.hgetall(self.keys.session(session_id))
             if not fields:
                 self.client.zrem(self.keys.session_index, session_id)
@@ -161,40 +188,55 @@ class SessionStore:
 
         Raises:
             SessionNotFound: no such session.
-            InvalidArguments: the definition is too large.
+            InvalidArguments: a malformed id, a definition over ``MAX_PROGRAM_BYTES``, or
+                a new program for a session that already holds
+                ``MAX_PROGRAMS_PER_SESSION``.
         """
         validate_session_id(session_id)
+        validate_program_id(program_id)
         encoded = json.dumps(definition, sort_keys=True)
         if len(encoded) > MAX_PROGRAM_BYTES:
             raise InvalidArguments(f"program definition larger than {MAX_PROGRAM_BYTES} bytes")
         keys = [self.keys.session(session_id), self.keys.programs(session_id)]
-        ttl = self.client.hget(keys[0], "ttl") or self.default_ttl
-        if not self._put_program(keys=keys, args=[program_id, encoded, int(ttl), time.time()]):
+        args: list[str | float] = [program_id, encoded, time.time(), session_id,
+                                   MAX_PROGRAMS_PER_SESSION, self.default_ttl]  # fmt: skip
+        stored = int(self._put_program(keys=[*keys, self.keys.session_index], args=args))
+        if stored == 0:
             raise SessionNotFound(f"no session {session_id!r} (expired or never created)")
+        if stored < 0:
+            raise InvalidArguments(
+                f"session {session_id!r} already holds {MAX_PROGRAMS_PER_SESSION} programs: "
+                "delete one first"
+            )
 
     def get_program(self, session_id: str, program_id: str) -> dict[str, Any] | None:
         """One program's definition, or None."""
-        raw = self.client.hget(self.keys.programs(validate_session_id(session_id)), program_id)
+        key = self.keys.programs(session_id)
+        raw = self.client.hget(key, validate_program_id(program_id))
         return json.loads(raw) if raw is not None else None
 
     def programs(self, session_id: str) -> dict[str, dict[str, Any]]:
         """Every program of a session: id → definition."""
-        raw = self.client.hgetall(self.keys.programs(validate_session_id(session_id)))
+        raw = self.client.hgetall(self.keys.programs(session_id))
         return {_as_str(k): json.loads(v) for k, v in raw.items()}
 
     def delete_program(self, session_id: str, program_id: str) -> bool:
         """Forget one program; False if it was not there."""
-        key = self.keys.programs(validate_session_id(session_id))
-        return bool(self.client.hdel(key, program_id))
+        key = self.keys.programs(session_id)
+        return bool(self.client.hdel(key, validate_program_id(program_id)))
 
     # ------------------------------------------------------ V2-compat affinity
 
     def bind(self, session_id: str, node: str) -> bool:
-        """Bind a session to a worker node (V2-compat affinity); False if it is gone."""
-        key = self.keys.session(validate_session_id(session_id))
-        return bool(self._bind(keys=[key], args=[node]))
+        """Bind a session to a worker node (V2-compat affinity); False if it is gone.
+
+        Raises:
+            InvalidArguments: a malformed session id or node name.
+        """
+        key = self.keys.session(session_id)
+        return bool(self._bind(keys=[key], args=[validate_node_name(node)]))
 
     def binding(self, session_id: str) -> str | None:
         """The node a session is bound to, if any."""
-        raw = self.client.hget(self.keys.session(validate_session_id(session_id)), "v2_node")
+        raw = self.client.hget(self.keys.session(session_id), "v2_node")
         return _as_str(raw) if raw else None

@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import random
 import time
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import redis
 
 from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import DEFAULT_PREFIX, Keys
+from snakepool.config.limits import SHADOW_COMMAND_CHARS
+from snakepool.sessions.scripts import lua
+from snakepool.sessions.shadow_records import compact_outcome, mismatch_entry
 from snakepool.tasks.comparator import Comparator
 
 __all__ = ["CommandCatalog", "ShadowRecorder", "should_shadow"]
@@ -30,11 +31,6 @@ PAIR_TTL = 300
 MAX_MISMATCHES = 1000
 #: Seconds the catalog of command flags is cached.
 CATALOG_MAX_AGE = 10.0
-
-
-@cache
-def _script() -> str:
-    return resources.files("snakepool.sessions").joinpath("lua/shadow_record.lua").read_text()
 
 
 class CommandCatalog:
@@ -83,12 +79,17 @@ class ShadowRecorder:
         self.client = client
         self.keys = Keys(prefix)
         self.comparator = comparator or Comparator()
-        self._record = client.register_script(_script())
+        self._record = client.register_script(lua("shadow_record"))
 
     def record(
         self, request_id: str, role: str, lane: str, command: str, outcome: dict[str, Any]
     ) -> list[str] | None:
-        """Store this lane's outcome; if the other one is in, compare and return the diffs."""
+        """Store this lane's outcome; if the other one is in, compare and return the diffs.
+
+        Large outcomes are stored compacted (``sessions.shadow_records``): bounded keys.
+        """
+        outcome = compact_outcome(outcome, ignored_keys=self.comparator.ignored_keys)
+        command = command[:SHADOW_COMMAND_CHARS]
         payload = json.dumps({"lane": lane, "command": command, **outcome}, default=str)
         flat = self._record(keys=[self.keys.shadow(request_id)], args=[role, payload, PAIR_TTL])
         if not flat:
@@ -100,10 +101,8 @@ class ShadowRecorder:
             pipe.hincrby(self.keys.shadow_counts, "compared", 1)
             pipe.hincrby(self.keys.shadow_counts, "mismatched" if diffs else "matched", 1)
             if diffs:
-                pipe.lpush(self.keys.shadow_mismatches, json.dumps({
-                    "request_id": request_id, "command": command, "at": time.time(),
-                    "primary": primary, "shadow": shadow, "diff": diffs,
-                }, default=str))  # fmt: skip
+                entry = mismatch_entry(request_id, command, primary, shadow, diffs, at=time.time())
+                pipe.lpush(self.keys.shadow_mismatches, entry)
                 pipe.ltrim(self.keys.shadow_mismatches, 0, MAX_MISMATCHES - 1)
             pipe.execute()
         return diffs

@@ -20,8 +20,9 @@ __all__ = ["MODULES", "PROGRAM_ID", "ProgramDefinition"]
 
 #: Module kinds a definition may name, and the DSPy class each becomes.
 MODULES = {"predict": "Predict", "chain_of_thought": "ChainOfThought"}
-#: Program ids: the same alphabet as session ids.
-PROGRAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: Program ids: the same alphabet as session ids (``snakepool.config.ids``, which this
+#: side cannot import). Always ``fullmatch``: ``$`` would let a final newline through.
+PROGRAM_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 #: Limits that keep a definition a definition, not a payload.
 MAX_SIGNATURE_CHARS = 2000
 MAX_INSTRUCTIONS_CHARS = 20_000
@@ -92,6 +93,6 @@ def validate_program_id(value: Any) -> str:
     Raises:
         InvalidArguments: not 1-128 characters of ``[A-Za-z0-9_.:-]``.
     """
-    if not isinstance(value, str) or not PROGRAM_ID.match(value):
+    if not isinstance(value, str) or PROGRAM_ID.fullmatch(value) is None:
         raise InvalidArguments("'program_id' must be 1-128 characters of A-Z a-z 0-9 _ . : -")
     return value

@@ -87,3 +87,60 @@ def test_list_and_binding(store: SessionStore) -> None:
     assert [s["id"] for s in listed] == ["one"] and listed[0]["v2_node"] == "node-a"
     assert not store.bind("two", "node-a")  # never resurrects a gone session
     assert not store.client.exists(store.keys.session("two"))
+
+
+def _server_now(store: SessionStore) -> float:
+    seconds, micros = store.client.time()
+    return float(seconds) + micros / 1e6
+
+
+def test_the_index_is_scored_by_expiry_and_moves_on_access(store: SessionStore) -> None:
+    sid = store.create(ttl=100)
+    first = store.client.zscore(store.keys.session_index, sid)
+    assert first is not None and abs(first - (_server_now(store) + 100)) < 5
+    store.client.zadd(store.keys.session_index, {sid: first - 50})  # as if used long ago
+    assert store.get(sid) is not None  # an access pushes the expiry, and the score, out
+    assert store.client.zscore(store.keys.session_index, sid) == pytest.approx(first, abs=5)
+    store.client.zadd(store.keys.session_index, {sid: first - 50})
+    store.put_program(sid, "p", {"signature": "q -> a"})  # so does a program write
+    assert store.client.zscore(store.keys.session_index, sid) == pytest.approx(first, abs=5)
+
+
+def test_expired_ids_leave_the_index_on_write_and_on_read(store: SessionStore) -> None:
+    live = [store.create(ttl=600) for _ in range(3)]
+    gone = [store.create(ttl=600) for _ in range(4)]
+    for sid in gone:  # as if they expired: their key and their score are in the past
+        store.client.delete(store.keys.session(sid))
+        store.client.zadd(store.keys.session_index, {sid: _server_now(store) - 1})
+    assert store.client.zcard(store.keys.session_index) == 7
+    assert store.count() == 3  # a read prunes
+    for sid in gone:
+        store.client.zadd(store.keys.session_index, {sid: _server_now(store) - 1})
+    newest = store.create()  # and so does a write
+    assert store.client.zcard(store.keys.session_index) == 4
+    assert sorted(store.client.zrange(store.keys.session_index, 0, -1)) == sorted(
+        s.encode() for s in [*live, newest]
+    )
+
+
+def test_list_drops_malformed_ids_an_older_version_indexed(store: SessionStore) -> None:
+    sid = store.create(session_id="fine")
+    store.client.zadd(store.keys.session_index, {"abc\n": _server_now(store) + 100})
+    assert [s["id"] for s in store.list()] == [sid]
+    assert store.client.zrange(store.keys.session_index, 0, -1) == [b"fine"]
+
+
+def test_a_session_holds_a_bounded_number_of_programs(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snakepool.sessions import store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_PROGRAMS_PER_SESSION", 3)
+    sid = store.create()
+    for name in ("a", "b", "c"):
+        store.put_program(sid, name, {"signature": "q -> a"})
+    with pytest.raises(InvalidArguments, match="already holds 3 programs"):
+        store.put_program(sid, "d", {"signature": "q -> a"})
+    store.put_program(sid, "a", {"signature": "x -> y"})  # replacing one is fine
+    assert store.client.hlen(store.keys.programs(sid)) == 3
+    assert store.get_program(sid, "a") == {"signature": "x -> y"}

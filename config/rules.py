@@ -1,0 +1,209 @@
+"""Settings checked together: values that are each valid but contradict each other.
+
+A single field's range lives on the field (:mod:`snakepool.config.settings`); what no
+single field can say lives here: the visibility timeout must outlast a request, a
+warm shutdown must let a started request finish, a message must hold a stored program,
+the broker and the store must be in the same world. Each rule says why, because the
+person reading the error has to choose which of the two values to change.
+
+Every contradiction found is reported at once, in one
+:class:`~snakepool.errors.ConfigError` naming the first setting to change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from snakepool.config.limits import MAX_PROGRAM_BYTES, REDIS_MAX_BULK_BYTES
+from snakepool.errors import ConfigError
+
+if TYPE_CHECKING:
+    from snakepool.config.settings import PoolSettings, Settings
+
+__all__ = [
+    "BROKER_SCHEMES",
+    "MIN_SYSTEM_MESSAGE_BYTES",
+    "REDIS_SCHEMES",
+    "Contradiction",
+    "check_broker_url",
+    "check_redis_url",
+    "pool_contradictions",
+    "raise_contradictions",
+    "redact_url",
+    "system_contradictions",
+]
+
+#: ``REDIS_URL`` holds sessions, flags and Celery's results: redis-py and Celery's
+#: result backend must both understand it (so no ``unix://``: Celery's backend does not).
+REDIS_SCHEMES = ("redis", "rediss", "fakeredis")
+#: ``BROKER_URL``: kombu's Redis transports (``fakeredis``: the embedded demo).
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel", "fakeredis")
+#: Smallest ``MAX_MESSAGE_BYTES`` of a whole system: V3 sends a stored program (up to
+#: ``MAX_PROGRAM_BYTES``) inline with its inputs in every ``execute_program`` request.
+MIN_SYSTEM_MESSAGE_BYTES = 2 * MAX_PROGRAM_BYTES
+
+_EMBEDDED = "fakeredis"
+_DATABASE = re.compile(r"/?[0-9]*")
+
+
+@dataclass(frozen=True)
+class Contradiction:
+    """One broken rule: the setting to change (``VISIBILITY_TIMEOUT``) and why."""
+
+    setting: str
+    message: str
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for error messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _scheme(url: str, allowed: Sequence[str]) -> str:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in allowed:
+        listed = ", ".join(f"{s}://" for s in allowed)
+        given = f"not {scheme}://" if scheme else "not a URL"
+        why = " (Celery's result backend cannot use unix sockets)" if scheme == "unix" else ""
+        raise ValueError(f"must be a URL starting with one of {listed}, {given}{why}")
+    return scheme
+
+
+def _check_redis_form(url: str) -> None:
+    import redis
+
+    try:
+        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValueError(f"not a valid Redis URL: {exc}") from None
+    if not _DATABASE.fullmatch(urlsplit(url).path):
+        raise ValueError("the database must be a number, as in redis://host:6379/0")
+
+
+def check_redis_url(url: str) -> str:
+    """Return ``url`` if it can hold sessions, flags and results.
+
+    Raises:
+        ValueError: another scheme (``unix://`` too: Celery's result backend cannot use
+            it), or a malformed Redis URL.
+    """
+    if _scheme(url, REDIS_SCHEMES) != _EMBEDDED:
+        _check_redis_form(url)
+    return url
+
+
+def check_broker_url(url: str) -> str:
+    """Return ``url`` if it names a Redis broker.
+
+    Raises:
+        ValueError: another transport (snakepool's late acks and visibility timeout
+            are the Redis transport's), or a malformed ``redis://`` URL.
+    """
+    if _scheme(url, BROKER_SCHEMES) in ("redis", "rediss"):
+        _check_redis_form(url)
+    return url
+
+
+def pool_contradictions(settings: PoolSettings) -> list[Contradiction]:
+    """What contradicts among the pool's own settings."""
+    found = []
+    if settings.lm_answers and settings.lm != "dummy":
+        found.append(Contradiction(
+            "LM_ANSWERS",
+            f"SNAKEPOOL_LM_ANSWERS is only read by the dummy LM, but SNAKEPOOL_LM is "
+            f"{settings.lm!r}: unset one of them",
+        ))  # fmt: skip
+    return found
+
+
+def system_contradictions(settings: Settings) -> list[Contradiction]:
+    """What contradicts among a whole system's settings (pool, lanes, broker, store)."""
+    found = pool_contradictions(settings)
+    request, queue = settings.request_timeout, settings.queue_timeout
+    visibility = settings.visibility_timeout
+    if visibility <= request:
+        found.append(Contradiction(
+            "VISIBILITY_TIMEOUT",
+            f"SNAKEPOOL_VISIBILITY_TIMEOUT ({visibility:g} s) must be greater than "
+            f"SNAKEPOOL_REQUEST_TIMEOUT ({request:g} s): Redis redelivers a message not "
+            "acknowledged within the visibility timeout, so a longer request would run "
+            "twice, on two nodes",
+        ))  # fmt: skip
+    elif visibility <= queue + request:
+        found.append(Contradiction(
+            "VISIBILITY_TIMEOUT",
+            f"SNAKEPOOL_VISIBILITY_TIMEOUT ({visibility:g} s) must be greater than "
+            f"SNAKEPOOL_QUEUE_TIMEOUT + SNAKEPOOL_REQUEST_TIMEOUT ({queue:g} + {request:g} "
+            f"= {queue + request:g} s): a request may wait that long for an interpreter and "
+            "run before it is acknowledged, and would then run twice, on two nodes",
+        ))  # fmt: skip
+    grace = settings.shutdown_grace
+    if grace is not None and grace < request:
+        found.append(Contradiction(
+            "SHUTDOWN_GRACE",
+            f"SNAKEPOOL_SHUTDOWN_GRACE ({grace:g} s) must be at least "
+            f"SNAKEPOOL_REQUEST_TIMEOUT ({request:g} s): a warm shutdown lets started "
+            "requests run to their own timeout",
+        ))  # fmt: skip
+    if settings.result_timeout <= request:
+        found.append(Contradiction(
+            "RESULT_TIMEOUT",
+            f"SNAKEPOOL_RESULT_TIMEOUT ({settings.result_timeout:g} s) must be greater than "
+            f"SNAKEPOOL_REQUEST_TIMEOUT ({request:g} s): clients would stop waiting for "
+            "requests that are still allowed to run",
+        ))  # fmt: skip
+    found.extend(_message_size(settings.max_message_bytes))
+    found.extend(_same_world(settings.redis_url, settings.broker_url))
+    return found
+
+
+def _message_size(size: int) -> list[Contradiction]:
+    if size < MIN_SYSTEM_MESSAGE_BYTES:
+        return [Contradiction(
+            "MAX_MESSAGE_BYTES",
+            f"SNAKEPOOL_MAX_MESSAGE_BYTES ({size}) must be at least "
+            f"{MIN_SYSTEM_MESSAGE_BYTES}: V3 sends a session's program (up to "
+            f"{MAX_PROGRAM_BYTES} bytes) inline with its inputs",
+        )]  # fmt: skip
+    if size > REDIS_MAX_BULK_BYTES:
+        return [Contradiction(
+            "MAX_MESSAGE_BYTES",
+            f"SNAKEPOOL_MAX_MESSAGE_BYTES ({size}) must be at most {REDIS_MAX_BULK_BYTES} "
+            "(Redis's largest value): a larger result could not be stored as a task result",
+        )]  # fmt: skip
+    return []
+
+
+def _same_world(redis_url: str, broker_url: str | None) -> list[Contradiction]:
+    broker = broker_url or redis_url
+    embedded_store = redis_url.lower().startswith(f"{_EMBEDDED}://")
+    embedded_broker = broker.lower().startswith(f"{_EMBEDDED}://")
+    if embedded_store == embedded_broker:
+        return []
+    return [Contradiction(
+        "BROKER_URL" if embedded_broker else "REDIS_URL",
+        f"SNAKEPOOL_REDIS_URL ({redact_url(redis_url)}) and SNAKEPOOL_BROKER_URL "
+        f"({redact_url(broker)}) must both be embedded (fakeredis://) or both real: "
+        "an embedded Redis exists only inside one process, so workers elsewhere would "
+        "never see the other",
+    )]  # fmt: skip
+
+
+def raise_contradictions(found: Sequence[Contradiction]) -> None:
+    """Raise one ConfigError for every contradiction found (none: return).
+
+    Raises:
+        ConfigError: ``setting`` is the first contradiction's; the message lists all.
+    """
+    if not found:
+        return
+    message = "contradicting settings: " + "; ".join(c.message for c in found)
+    raise ConfigError(message, setting=found[0].setting)
