@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -55,6 +56,8 @@ class Template:
         self.sock: socket.socket | None = None
         self.out_fd = self.err_fd = -1
         self.commands: dict[str, dict[str, bool]] | None = None
+        # Caller threads ask for kills while the supervisor thread spawns and stops.
+        self._send_lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -145,10 +148,23 @@ class Template:
         Raises:
             OSError: the template is gone.
         """
-        if self.sock is None:
-            raise BrokenPipeError("template stopped")
         message = msgpack.packb({"op": "spawn", "id": seq, "max_message_bytes": max_message_bytes})
-        socket.send_fds(self.sock, [message], fds)
+        with self._send_lock:
+            if self.sock is None:
+                raise BrokenPipeError("template stopped")
+            socket.send_fds(self.sock, [message], fds)
+
+    def kill_interpreter(self, seq: int, pid: int) -> None:
+        """Ask the template to SIGKILL interpreter ``seq`` (pid ``pid``) and its group.
+
+        Reuse-safe without a pidfd: the template is the parent and acts only on a child
+        it has not reaped, spawned under this ``seq``. A no-op once the template is
+        stopped (so are its children).
+        """
+        message = msgpack.packb({"op": "kill", "id": seq, "pid": pid})
+        with self._send_lock, contextlib.suppress(OSError):
+            if self.sock is not None:
+                self.sock.send(message)
 
     def events(self) -> list[dict[str, Any]]:
         """Every message waiting on the socket; ``[{"op": "eof"}]`` once it is gone."""
@@ -169,11 +185,12 @@ class Template:
 
     def stop(self, timeout: float, *, keep_output: bool = False) -> int | None:
         """Ask the template to kill its interpreters and exit; reap it. Returns its status."""
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.send(msgpack.packb({"op": "stop"}))
-            self.sock.close()  # EOF alone makes it stop too
-            self.sock = None
+        with self._send_lock:
+            if self.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.send(msgpack.packb({"op": "stop"}))
+                self.sock.close()  # EOF alone makes it stop too
+                self.sock = None
         status = None
         if self.process is not None:
             try:

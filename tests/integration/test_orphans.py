@@ -153,6 +153,29 @@ def test_a_detached_daemon_is_killed_once_orphaned(chaos_pool: PoolFactory) -> N
     assert pool.execute("ping")["pid"] == interpreter
 
 
+@pytest.mark.parametrize("phase", ["timeout", "health"])
+def test_killing_works_without_pidfd(
+    chaos_pool: PoolFactory, monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    monkeypatch.delattr(os, "pidfd_open")  # as on a kernel or Python without pidfds
+    pool = chaos_pool(size=1, request_timeout=0.5, health_check_interval=0.2)
+    interpreter = pool.interpreter_pids()[0]
+    assert all(m.pidfd is None for m in pool._members.values())
+    sleeper = spawn(pool, "child")
+    if phase == "timeout":
+        with pytest.raises(RequestTimeout):
+            pool.execute("hang")
+        wait_gone([interpreter, sleeper], timeout=3)
+    else:
+        os.kill(interpreter, signal.SIGSTOP)
+        try:
+            wait_gone([interpreter, sleeper], timeout=10)
+        finally:
+            if alive(interpreter):
+                os.kill(interpreter, signal.SIGCONT)
+    assert pool.execute("ping")["pid"] != interpreter
+
+
 @contextmanager
 def pool_host(
     tmp_path: Path, registry_dir: str
