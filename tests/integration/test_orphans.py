@@ -1,5 +1,5 @@
 """Whatever an interpreter started dies with it: on timeout, recycle, crash, failed
-health check, stop and death of the pool's own process.
+health check, stop, template death and death of the pool's own process.
 
 Every test starts real ``sleep`` processes through the chaos adapter's ``spawn_child``
 and asserts that those very pids are gone (a zombie waiting for init counts as gone).
@@ -176,6 +176,17 @@ def test_killing_works_without_pidfd(
     assert pool.execute("ping")["pid"] != interpreter
 
 
+def test_template_death_takes_what_interpreters_started(chaos_pool: PoolFactory) -> None:
+    pool = chaos_pool(size=1)
+    interpreter = pool.interpreter_pids()[0]
+    template = psutil.Process(interpreter).ppid()
+    sleepers = [spawn(pool, "child"), spawn(pool, "session")]
+    os.kill(template, signal.SIGKILL)  # no chance to clean up: the pool sweeps its marker
+    wait_gone([interpreter, *sleepers])
+    wait_for(lambda: pool.stats()["live"] == 1)
+    assert pool.execute("ping")["pid"] != interpreter
+
+
 @contextmanager
 def pool_host(
     tmp_path: Path, registry_dir: str
@@ -231,3 +242,20 @@ def test_death_of_the_pools_process_kills_everything_below_it(
         host.kill()  # SIGKILL: no finally, no atexit; the template sees its socket close
         host.wait(5)
         wait_gone([template, *interpreters, *sleepers], timeout=5)
+
+
+@pytest.mark.timeout(60)
+def test_sweep_kills_what_a_dead_runs_interpreters_left(
+    tmp_path: Path, registry_dir: str, chaos_env: None, make_pool: PoolFactory
+) -> None:
+    with pool_host(tmp_path, registry_dir) as (host, template, interpreters, sleepers):
+        # Pool process and template die together, so nobody cleans up (as under an
+        # OOM kill of both): the template is frozen first so it cannot see the EOF.
+        os.kill(template, signal.SIGSTOP)
+        host.kill()
+        host.wait(5)
+        os.kill(template, signal.SIGKILL)
+        wait_gone([template, *interpreters])  # by their parent-death signal
+        assert all(alive(pid) for pid in sleepers)  # orphans of init now
+        make_pool(size=1, adapter=CHAOS, enable_chaos=True)  # start() sweeps the registry
+        wait_gone(sleepers, timeout=2)

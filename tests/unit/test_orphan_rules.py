@@ -1,8 +1,9 @@
-"""The pure parts of orphan killing: reading /proc stat lines and what
+"""The pure parts of orphan killing: reading /proc stat lines, run markers, and what
 the chaos adapter's ``spawn_child`` refuses before it starts anything."""
 
 from __future__ import annotations
 
+import string
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from snakepool.errors import InvalidArguments
 from snakepool.pool.interpreter.reaper import parse_stat_ppid
+from snakepool.pool.orphans import new_marker, run_of
 
 # The chaos adapter's own constants, without importing it (it refuses to load unless enabled).
 SPAWN_MODES = ("child", "session", "daemon")
@@ -20,6 +22,7 @@ SPAWN_THEN = ("return", "hang", "crash")
 # The kernel keeps 15 bytes of the command name; a program may choose any of them.
 comm_names = st.binary(min_size=0, max_size=15).filter(lambda b: b"\0" not in b)
 pids = st.integers(min_value=1, max_value=4_194_304)
+run_ids = st.text(alphabet=string.ascii_letters + string.digits + "-_.", min_size=1, max_size=32)
 
 
 @settings(max_examples=50, deadline=None)
@@ -36,6 +39,16 @@ def test_parse_stat_ppid_reads_past_any_command_name(
 def test_parse_stat_ppid_rejects_what_is_not_a_stat_line(line: bytes) -> None:
     with pytest.raises(ValueError):
         parse_stat_ppid(line)
+
+
+@settings(max_examples=50, deadline=None)
+@given(run=run_ids, other=run_ids)
+def test_a_marker_belongs_to_exactly_its_run(run: str, other: str) -> None:
+    marker = new_marker(run)
+    assert run_of(marker) == run
+    # Never a prefix match: run "ab" must not claim the processes of run "abc".
+    assert (run_of(marker) == other) == (run == other)
+    assert new_marker(run) != marker  # one per template, even within a run
 
 
 @pytest.fixture
