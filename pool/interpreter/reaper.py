@@ -137,7 +137,7 @@ def child_pids() -> set[int]:
         tids = os.listdir(tasks)
     except OSError:
         return found  # no /proc: nothing to adopt from either (no subreaper)
-    if os.path.exists(f"{tasks}/{tids[0]}/children"):
+    if tids and os.path.exists(f"{tasks}/{tids[0]}/children"):
         for tid in tids:
             with contextlib.suppress(OSError), open(f"{tasks}/{tid}/children", "rb") as f:
                 found.update(int(pid) for pid in f.read().split())
