@@ -2,12 +2,16 @@
 the leftovers of a run that died (a pool process lost to SIGKILL or OOM, say) can be
 found and killed at the next start.
 
-A record is one small JSON file: run id, role, pid, the process's create time, and the
-owner (the pool process's pid and create time). :meth:`ProcessRegistry.sweep` kills a
-recorded process only if all of these hold: its owner is dead (or is a different process
-now), the pid is alive with the same create time (so a reused pid is never hit), and its
-command line carries the run id marker (``--run-id <id>``). Records of live owners —
-another pool, in this or another process — are left alone.
+A record is one small JSON file: run id, role, pid, the process's create time, its
+process group, and the owner (the pool process's pid and create time).
+:meth:`ProcessRegistry.sweep` kills a recorded process only if all of these hold: its
+owner is dead (or is a different process now), the pid is alive with the same create
+time (so a reused pid is never hit), and its command line carries the run id marker
+(``--run-id <id>``); it then kills the process group that process leads too (an
+interpreter leads one holding everything it started). Last, it kills every process
+that carries a dead run's marker in its environment (:mod:`snakepool.pool.orphans`):
+what the run's interpreters started and moved out of their group. Records of live
+owners — another pool, in this or another process — are left alone.
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
+import signal
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+
+from snakepool.pool.orphans import kill_marked, run_of
 
 __all__ = ["ProcessRecord", "ProcessRegistry", "default_registry_dir"]
 
@@ -48,6 +57,8 @@ class ProcessRecord:
     create_time: float
     owner_pid: int
     owner_create_time: float
+    #: Its process group (None in records written before groups were recorded).
+    pgid: int | None = None
 
 
 def _same_process(pid: int, create_time: float) -> psutil.Process | None:
@@ -58,6 +69,10 @@ def _same_process(pid: int, create_time: float) -> psutil.Process | None:
     except psutil.Error:
         pass
     return None
+
+
+def _of_run(run_id: str) -> Callable[[str], bool]:
+    return lambda marker: run_of(marker) == run_id
 
 
 class ProcessRegistry:
@@ -80,9 +95,10 @@ class ProcessRegistry:
         """Write a record for ``pid`` (silently skipped if it already exited)."""
         try:
             create_time = psutil.Process(pid).create_time()
-        except psutil.Error:
+            pgid = os.getpgid(pid)
+        except (psutil.Error, ProcessLookupError):
             return
-        record = ProcessRecord(run_id, role, pid, create_time, *self._owner)
+        record = ProcessRecord(run_id, role, pid, create_time, *self._owner, pgid=pgid)
         path = self._path(run_id, pid)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(record)))
@@ -110,11 +126,15 @@ class ProcessRegistry:
         return found
 
     def sweep(self) -> list[int]:
-        """Kill the leftovers of dead runs; return the pids killed."""
+        """Kill the leftovers of dead runs, with their process groups and whatever else
+        carries a dead run's marker; return the pids killed (group members not counted)."""
         killed = []
+        dead_runs: dict[str, float] = {}  # run id → its oldest record's create time
         for record in self.records():
             if _same_process(record.owner_pid, record.owner_create_time) is not None:
                 continue  # a live pool owns it
+            since = dead_runs.get(record.run_id, math.inf)
+            dead_runs[record.run_id] = min(since, record.create_time)
             process = _same_process(record.pid, record.create_time)
             if process is not None and self._has_marker(process, record.run_id):
                 log.warning(
@@ -123,11 +143,30 @@ class ProcessRegistry:
                     record.pid,
                     record.run_id,
                 )
+                self._kill_group(process, record)
                 with contextlib.suppress(psutil.Error):
                     process.kill()
                     killed.append(record.pid)
             self.forget(record.run_id, record.pid)
+        for run_id, since in dead_runs.items():
+            killed += kill_marked(_of_run(run_id), since=since)
         return killed
+
+    @staticmethod
+    def _kill_group(leader: psutil.Process, record: ProcessRecord) -> None:
+        """Kill the group ``leader`` leads, just verified (create time, marker) as ours.
+
+        Only a group whose id is the leader's own pid, while the leader still holds that
+        pid: a group id cannot be reused while its leader's pid is taken.
+        """
+        if record.pgid != record.pid:
+            return
+        try:
+            if os.getpgid(leader.pid) != record.pid or not leader.is_running():
+                return
+            os.killpg(record.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
 
     @staticmethod
     def _has_marker(process: psutil.Process, run_id: str) -> bool:

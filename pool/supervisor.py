@@ -263,6 +263,7 @@ class Supervisor:
                 channel=Channel(req_w, resp_r, limit=self.settings.max_message_bytes),
                 out_fd=out_r,
                 err_fd=err_r,
+                killer=self.template.kill_interpreter,  # where no pidfd can be opened
             )
             try:
                 self.template.spawn(

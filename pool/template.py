@@ -4,6 +4,10 @@ Each :class:`~pool.Pool` owns one template, so pools with different adapters, Py
 executables or environments live side by side in one process — unlike stdlib
 ``multiprocessing``'s forkserver, which is one per process and keeps its first
 environment and preload list.
+
+The template kills whatever its interpreters start. If it dies without doing so
+(killed itself), :meth:`Template.stop` kills what carries its marker
+(:mod:`snakepool.pool.orphans`).
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import os
 import select
 import socket
 import subprocess
+import threading
 import time
 from typing import Any
 
 import msgpack
+import psutil
 
 from snakepool import errors
+from snakepool.pool.orphans import MARKER_ENV, kill_marked, new_marker
 
 __all__ = ["Template"]
 
@@ -55,6 +62,13 @@ class Template:
         self.sock: socket.socket | None = None
         self.out_fd = self.err_fd = -1
         self.commands: dict[str, dict[str, bool]] | None = None
+        #: In the environment of the template and everything below it.
+        self.marker = new_marker(run_id)
+        # Its create time as psutil sees it (not time.time(): psutil derives create
+        # times from the boot time, which can be a second or more off the wall clock).
+        self._created = 0.0
+        # Caller threads ask for kills while the supervisor thread spawns and stops.
+        self._send_lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -84,7 +98,7 @@ class Template:
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=err_w,
-                env=self.env,
+                env={**self.env, MARKER_ENV: self.marker},
                 start_new_session=True,  # Ctrl-C goes to the pool, which stops us in order
             )
         except OSError as exc:
@@ -100,6 +114,8 @@ class Template:
             os.close(out_w)
             os.close(err_w)
         self.sock, self.out_fd, self.err_fd = ours, out_r, err_r
+        with contextlib.suppress(psutil.Error):
+            self._created = psutil.Process(self.process.pid).create_time()
         hello = self._wait_hello(time.monotonic() + timeout)
         self.commands = hello.get("commands")
 
@@ -145,10 +161,23 @@ class Template:
         Raises:
             OSError: the template is gone.
         """
-        if self.sock is None:
-            raise BrokenPipeError("template stopped")
         message = msgpack.packb({"op": "spawn", "id": seq, "max_message_bytes": max_message_bytes})
-        socket.send_fds(self.sock, [message], fds)
+        with self._send_lock:
+            if self.sock is None:
+                raise BrokenPipeError("template stopped")
+            socket.send_fds(self.sock, [message], fds)
+
+    def kill_interpreter(self, seq: int, pid: int) -> None:
+        """Ask the template to SIGKILL interpreter ``seq`` (pid ``pid``) and its group.
+
+        Reuse-safe without a pidfd: the template is the parent and acts only on a child
+        it has not reaped, spawned under this ``seq``. A no-op once the template is
+        stopped (so are its children).
+        """
+        message = msgpack.packb({"op": "kill", "id": seq, "pid": pid})
+        with self._send_lock, contextlib.suppress(OSError):
+            if self.sock is not None:
+                self.sock.send(message)
 
     def events(self) -> list[dict[str, Any]]:
         """Every message waiting on the socket; ``[{"op": "eof"}]`` once it is gone."""
@@ -168,12 +197,17 @@ class Template:
             received.append(msgpack.unpackb(data, raw=False))
 
     def stop(self, timeout: float, *, keep_output: bool = False) -> int | None:
-        """Ask the template to kill its interpreters and exit; reap it. Returns its status."""
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.send(msgpack.packb({"op": "stop"}))
-            self.sock.close()  # EOF alone makes it stop too
-            self.sock = None
+        """Ask the template to kill its interpreters and exit; reap it. Returns its status.
+
+        If it did not exit cleanly (it was killed, or had to be), whatever its
+        interpreters started is killed here, found by the template's marker.
+        """
+        with self._send_lock:
+            if self.sock is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.send(msgpack.packb({"op": "stop"}))
+                self.sock.close()  # EOF alone makes it stop too
+                self.sock = None
         status = None
         if self.process is not None:
             try:
@@ -181,9 +215,15 @@ class Template:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 status = self.process.wait()
+            if status != 0:
+                self._kill_leftovers()
         if not keep_output:
             self._close_output()
         return status
+
+    def _kill_leftovers(self) -> None:
+        """Kill every process carrying this template's marker (it died without doing so)."""
+        kill_marked(lambda marker: marker == self.marker, since=self._created)
 
     def _close_output(self) -> None:
         for fd in (self.out_fd, self.err_fd):

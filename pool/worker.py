@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -75,10 +76,22 @@ class Interpreter:
         channel: Its request/reply pipes.
         out_fd: Read end of its stdout.
         err_fd: Read end of its stderr.
+        killer: Kills ``(seq, pid)`` through its parent, the template
+            (:meth:`~snakepool.pool.template.Template.kill_interpreter`): how
+            :meth:`kill` works where no pidfd could be opened.
     """
 
-    def __init__(self, *, seq: int, channel: Channel, out_fd: int, err_fd: int) -> None:
+    def __init__(
+        self,
+        *,
+        seq: int,
+        channel: Channel,
+        out_fd: int,
+        err_fd: int,
+        killer: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.seq = seq
+        self.killer = killer
         self.channel = channel
         self.out_fd = out_fd
         self.err_fd = err_fd
@@ -194,11 +207,22 @@ class Interpreter:
         )
 
     def kill(self) -> None:
-        """SIGKILL the process (through its pidfd, so a reused pid is never hit)."""
-        if self.pidfd is None:
-            return
-        with contextlib.suppress(ProcessLookupError, OSError):
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        """SIGKILL the process; the template then kills its process group, so whatever
+        it started dies with it (see :mod:`snakepool.pool.interpreter.reaper`).
+
+        Through its pidfd when there is one; else through the template, its parent.
+        Either way a reused pid is never hit.
+        """
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                return
+            except ProcessLookupError:
+                return  # already gone (and reaped)
+            except OSError:
+                pass  # pidfd_send_signal unsupported here: ask the parent
+        if self.pid is not None and self.killer is not None:
+            self.killer(self.seq, self.pid)
 
     def rss_bytes(self) -> int | None:
         """The interpreter's resident memory, or None if it is gone."""

@@ -7,9 +7,12 @@ it can never be enabled by accident in production.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from snakepool.errors import InvalidArguments
@@ -23,10 +26,23 @@ if os.environ.get("SNAKEPOOL_ENABLE_CHAOS") != "1":
 
 __all__ = [
     "allocate", "calculate", "corrupt_protocol", "crash", "echo", "exit", "fail",
-    "get_stats", "hang", "huge_result", "ping", "sleep", "stdout_noise",
+    "get_stats", "hang", "huge_result", "ping", "sleep", "spawn_child", "stdout_noise",
 ]  # fmt: skip
 
 _hoard: list[bytearray] = []
+# Children of spawn_child: kept so they are not reaped (nor warned about) behind our back.
+_children: list[subprocess.Popen[bytes]] = []
+#: How spawn_child may start its ``sleep``.
+SPAWN_MODES = ("child", "session", "daemon")
+#: What spawn_child does once the ``sleep`` runs.
+SPAWN_THEN = ("return", "hang", "crash")
+
+
+def _choice(args: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
+    value = args.get(name, choices[0])
+    if value not in choices:
+        raise InvalidArguments(f"{name!r} must be one of {', '.join(choices)}")
+    return str(value)
 
 
 def _int(args: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
@@ -99,3 +115,63 @@ def corrupt_protocol(args: dict[str, Any]) -> None:
 
     os.write(current_reply_fd(), b"\xff\xff\xff\xffgarbage")
     time.sleep(10)
+
+
+@command()
+def spawn_child(args: dict[str, Any]) -> dict[str, int]:
+    """Start ``sleep {"seconds"}`` (default 60) and report its pid; then ``"then"``.
+
+    ``"mode"``: ``child`` (a plain child, in the interpreter's process group),
+    ``session`` (a child that ``setsid``s out of the group) or ``daemon`` (double fork +
+    ``setsid``: orphaned at once). ``"then"``: ``return`` ``{"pid": n}``, ``hang`` or
+    ``crash`` (SIGKILL itself); the last two never reply, so ``"pid_file"`` names a file
+    that gets the pid first.
+    """
+    seconds = _int(args, "seconds", 60, 1, 3600)
+    mode = _choice(args, "mode", SPAWN_MODES)
+    then = _choice(args, "then", SPAWN_THEN)
+    pid_file = args.get("pid_file")
+    if pid_file is not None and not isinstance(pid_file, str):
+        raise InvalidArguments("'pid_file' must be a path")
+    argv = [shutil.which("sleep") or "/bin/sleep", str(seconds)]
+    pid = _daemon(argv) if mode == "daemon" else _child(argv, session=mode == "session")
+    if pid_file is not None:
+        tmp = Path(pid_file + ".tmp")
+        tmp.write_text(str(pid))
+        tmp.replace(pid_file)  # whole or absent: the test may be polling for it
+    if then == "hang":
+        hang({})
+    elif then == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"pid": pid}
+
+
+def _child(argv: list[str], *, session: bool) -> int:
+    process = subprocess.Popen(argv, start_new_session=session)
+    _children.append(process)
+    return process.pid
+
+
+def _daemon(argv: list[str]) -> int:
+    """Double fork: the middle process leaves the group and exits at once."""
+    read_fd, write_fd = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        code = 1
+        try:
+            os.close(read_fd)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                os.execv(argv[0], argv)
+            os.write(write_fd, str(grandchild).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as reader:
+        data = reader.read()
+    os.waitpid(middle, 0)
+    if not data:
+        raise RuntimeError("the daemon did not start")
+    return int(data)

@@ -12,7 +12,6 @@ with ``start_method="spawn"`` it is run as ``python -m snakepool.pool.interprete
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import sys
@@ -23,13 +22,9 @@ from snakepool.errors import SnakepoolError
 from snakepool.pool.interpreter import wire
 from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
 from snakepool.pool.interpreter.core import process_stats
+from snakepool.pool.interpreter.reaper import become_group_leader, die_with_parent
 
 __all__ = ["current_reply_fd", "prepare_child", "serve"]
-
-# Loaded here, at import — so in the template, before any fork — not in each new
-# interpreter: importing ctypes after the fork was half of a replacement's start time.
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 _HEADER_SIZE = wire.HEADER.size
 _reply_fd = -1
@@ -147,16 +142,19 @@ def serve(req_fd: int, resp_fd: int, table: CommandTable, *, max_message_bytes: 
 
 
 def prepare_child() -> None:
-    """Make this process a well-behaved interpreter: die with the parent, ignore Ctrl-C.
+    """Make this process a well-behaved interpreter: the leader of its own process group
+    (so whatever it starts can be killed with it), dying with its parent, ignoring Ctrl-C.
 
-    Ctrl-C in a terminal reaches the whole foreground process group; the pool, not the
-    interpreter, decides how in-flight work ends.
+    Called first thing after the fork, and again (a no-op for the group) after the
+    ``exec`` of spawn mode. Ctrl-C in a terminal reaches the whole foreground process
+    group; the pool, not the interpreter, decides how in-flight work ends. See
+    :mod:`snakepool.pool.interpreter.reaper` for why the group matters.
     """
+    become_group_leader()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent()
 
 
 def main(argv: list[str] | None = None) -> int:

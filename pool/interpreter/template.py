@@ -13,10 +13,19 @@ signals of processes it is not the parent of.
     pool process ──ctl socket (msgpack + fds)──► template ──fork──► interpreter 1..N
                  ◄── hello / spawned / exited ──            (PR_SET_PDEATHSIG → template)
 
-The template exits, killing its interpreters, when the control socket reaches EOF or
-its parent changes: so a SIGKILLed pool leaves nothing behind. With ``--mode spawn`` it
-imports nothing and each child ``exec``s a fresh ``python -m snakepool.pool.interpreter.server``,
-for adapters that are not fork-safe.
+Whatever an interpreter started dies with it (:mod:`snakepool.pool.interpreter.reaper`):
+each interpreter leads its own process group, which the template kills when the
+interpreter exits, is killed or crashes — before reaping it, so the group id cannot
+have been reused. The template is a child subreaper: a descendant that left its group
+(``setsid``, double fork) comes back to it once orphaned, and it kills every such
+adopted process at once (found on every child exit and every
+:data:`ORPHAN_SCAN_SECONDS`). An interpreter may keep children it started for as long
+as it lives; it may not leave detached daemons behind.
+
+The template exits, killing every interpreter's group and everything it adopted, when
+the control socket reaches EOF or its parent changes: so a SIGKILLed pool leaves nothing
+behind. With ``--mode spawn`` it imports nothing and each child ``exec``s a fresh
+``python -m snakepool.pool.interpreter.server``, for adapters that are not fork-safe.
 """
 
 from __future__ import annotations
@@ -25,15 +34,18 @@ import argparse
 import contextlib
 import gc
 import os
+import select
 import selectors
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any
 
 import msgpack
 
+from snakepool.pool.interpreter import reaper
 from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
 from snakepool.pool.interpreter.server import prepare_child, serve
 
@@ -41,6 +53,12 @@ __all__ = ["main"]
 
 #: How often the template checks that its parent is still the pool process.
 PARENT_CHECK_SECONDS = 1.0
+#: How often the template looks for adopted processes when no child exit woke it (a
+#: double-forked daemon is adopted without any signal to the template).
+ORPHAN_SCAN_SECONDS = 1.0
+#: How long the template, when exiting, keeps killing and reaping what is left (the
+#: pool kills it after 2 s and then sweeps by marker; this stays below that).
+SHUTDOWN_REAP_SECONDS = 1.5
 
 
 class _Template:
@@ -48,7 +66,8 @@ class _Template:
         self.options = options
         self.ctl = socket.socket(fileno=options.ctl_fd)
         self.parent = os.getppid()
-        self.children: set[int] = set()
+        self.children: dict[int, Any] = {}  # pid → id of the interpreters not reaped yet
+        self.own: set[int] = set()  # children the adapter's import started: not adopted
         self.table: CommandTable | None = None
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
@@ -92,24 +111,29 @@ class _Template:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
+        reaper.become_subreaper()
         if not self.load():
             return 2
+        self.own = reaper.child_pids()
         commands = self.table.describe() if self.table else None
         self.send({"op": "hello", "pid": os.getpid(), "commands": commands})
         selector = selectors.DefaultSelector()
         selector.register(self.ctl, selectors.EVENT_READ, "ctl")
         selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        next_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
         while True:
-            events = selector.select(PARENT_CHECK_SECONDS)
+            events = selector.select(min(PARENT_CHECK_SECONDS, ORPHAN_SCAN_SECONDS))
             if os.getppid() != self.parent:
                 self.shutdown()
             for key, _ in events:
                 if key.data == "wake":
                     os.read(self.wake_r, 4096)
-                    self.reap()
                 else:
                     self.handle_ctl(selector)
-            self.reap()  # a SIGCHLD may have arrived while forking
+            # Always, not only on a wake-up: a SIGCHLD may have arrived while forking.
+            if self.reap() or time.monotonic() >= next_scan:
+                self.kill_adopted()
+                next_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
 
     def handle_ctl(self, selector: selectors.BaseSelector) -> None:
         try:
@@ -124,6 +148,8 @@ class _Template:
             self.spawn(message, fds, selector)
         elif op == "stop":
             self.shutdown()
+        elif op == "kill":
+            self.kill(message.get("pid"), message.get("id"))
         else:
             for fd in fds:
                 os.close(fd)
@@ -148,7 +174,7 @@ class _Template:
             self.child(fds, message)
         for fd in fds:
             os.close(fd)
-        self.children.add(pid)
+        self.children[pid] = message["id"]
         self.send({"op": "spawned", "id": message["id"], "pid": pid})
 
     def child(self, fds: list[int], message: dict[str, Any]) -> None:
@@ -190,26 +216,72 @@ class _Template:
             finally:
                 os._exit(code)
 
-    def reap(self) -> None:
-        while self.children:
+    def kill(self, pid: object, seq: object) -> None:
+        """The pool's kill when it has no pidfd: reuse-safe here, as we are the parent
+        (and the id tells a pid from the same pid reused by a later interpreter)."""
+        if isinstance(pid, int) and pid in self.children and self.children[pid] == seq:
+            reaper.kill_tree(pid)
+
+    def reap(self) -> bool:
+        """Reap every child that exited; report interpreters. True if anything was reaped.
+
+        An interpreter's group is killed *between* noticing its exit and reaping it
+        (``WNOWAIT``): until reaped, its pid — the group id — cannot be reused.
+        """
+        reaped = False
+        while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self.children.discard(pid)
-            self.send({"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+                return reaped
+            if info is None or info.si_pid == 0:
+                return reaped
+            pid = info.si_pid
+            if pid in self.children:
+                reaper.kill_group(pid)
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            reaped = True
+            self.own.discard(pid)
+            if pid in self.children:
+                del self.children[pid]
+                status = os.waitstatus_to_exitcode(status)
+                self.send({"op": "exited", "pid": pid, "status": status})
+
+    def kill_adopted(self) -> None:
+        """Kill every child that is neither an interpreter nor the template's own: an
+        orphaned descendant of an interpreter, adopted because we are its subreaper.
+        Its death wakes us to reap it (and to adopt whatever it leaves behind)."""
+        for pid in reaper.child_pids() - self.children.keys() - self.own:
+            name = reaper.process_name(pid)
+            reaper.kill_tree(pid)
+            if name is not None:  # not a zombie: it was still running
+                note = f"killed process {pid} ({name}), left behind by an interpreter"
+                print(f"snakepool template: {note}", file=sys.stderr, flush=True)
 
     def shutdown(self) -> None:
-        """Kill every interpreter and exit: the pool is gone or asked us to stop."""
-        for pid in list(self.children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in list(self.children):
+        """Kill every interpreter's group and everything adopted, reap them, and exit:
+        the pool is gone or asked us to stop. Exit status 3 if something would not die
+        in time (the pool then kills what carries our marker), else 0."""
+        for pid in self.children:
+            reaper.kill_tree(pid)  # unreaped: each group id is still theirs
+        deadline = time.monotonic() + SHUTDOWN_REAP_SECONDS
+        while True:
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        os._exit(0)
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass  # killed above: nobody needs the exit report any more
+            left = reaper.child_pids()
+            if not left or time.monotonic() >= deadline:
+                break
+            for pid in left:
+                reaper.kill_tree(pid)  # adopted ones (or the adapter's own): still ours
+            # Woken by the next SIGCHLD; the timeout only bounds a missed wake-up.
+            with contextlib.suppress(OSError):
+                if select.select([self.wake_r], [], [], 0.05)[0]:
+                    os.read(self.wake_r, 4096)
+        os._exit(3 if left else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
