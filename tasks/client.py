@@ -33,12 +33,12 @@ from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
 from snakepool.config.keys import Keys, validate_session_id
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
-from snakepool.tasks.app import ROUTE_TASK, ROUTER_QUEUE, create_app
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.node import live_nodes
-from snakepool.tasks.resilience import BreakerPolicy, CircuitBreaker
-from snakepool.tasks.router import choose, destination, lane_signature, send_shadow
-from snakepool.tasks.shadow import CommandCatalog, ShadowRecorder, should_shadow
+from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder, should_shadow
+from snakepool.tasks.worker.app import ROUTE_TASK, ROUTER_QUEUE, create_app
+from snakepool.tasks.worker.node import live_nodes
+from snakepool.tasks.worker.router import choose, destination, lane_signature, send_shadow
 
 __all__ = ["Client", "V2Api", "operator_name"]
 

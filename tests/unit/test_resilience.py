@@ -2,14 +2,14 @@ import fakeredis
 import pytest
 
 from snakepool import errors
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.resilience import (
+from snakepool.tasks.rollout.breaker import (
     BreakerPolicy,
     CircuitBreaker,
     classify_v2,
     retry_delay,
     should_retry,
 )
+from snakepool.tasks.rollout.metrics import LaneMetrics
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ import pytest
 
 from snakepool.config.flags import FlagStore, RolloutFlags
 from snakepool.errors import CommandFailed, InvalidArguments
-from snakepool.tasks.comparator import Comparator
-from snakepool.tasks.controller import ControllerPolicy, RolloutController
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.shadow import CommandCatalog, ShadowRecorder, outcome_of, should_shadow
+from snakepool.tasks.rollout.comparator import Comparator
+from snakepool.tasks.rollout.controller import ControllerPolicy, RolloutController
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder, outcome_of, should_shadow
 
 OK = {"ok": True}
 

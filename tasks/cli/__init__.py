@@ -72,8 +72,8 @@ def main(verbose: int) -> None:
 def demo(requests: int, pool_size: int | None) -> None:
     """The pool under load (and one crash), then sessions, programs and a rollout through
     the lanes: against Redis at REDIS_URL when it answers, else fully embedded."""
-    from snakepool.tasks.demo import run_pool_demo
-    from snakepool.tasks.demo_system import run_system_demo
+    from snakepool.tasks.local.pool_demo import run_pool_demo
+    from snakepool.tasks.local.system_demo import run_system_demo
 
     settings = _settings(pool_size=pool_size)
     code = run_pool_demo(settings, requests=requests, console=console)
@@ -97,15 +97,15 @@ def worker(
     lane: str, name: str | None, pool_size: int | None, concurrency: int | None, loglevel: str
 ) -> None:
     """Run a Celery worker node (-P threads) serving one lane, or all of them."""
-    from snakepool.tasks.app import create_app
-    from snakepool.tasks.bootstep import install
+    from snakepool.tasks.worker.app import create_app
+    from snakepool.tasks.worker.bootstep import install
 
     settings = _settings(pool_size=pool_size)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
     app = create_app(settings)
     install(app, lanes)
-    import snakepool.tasks.lanes
-    import snakepool.tasks.router  # noqa: F401 - registers the tasks on the app
+    import snakepool.tasks.worker.lanes
+    import snakepool.tasks.worker.router  # noqa: F401 - registers the tasks on the app
 
     app.set_current()
     if concurrency is None:
@@ -137,7 +137,7 @@ def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) ->
     from urllib.parse import urlsplit
 
     from snakepool.sessions import redis_answers, redis_from_url
-    from snakepool.tasks.launcher import Launcher, child_env
+    from snakepool.tasks.local.launcher import Launcher, child_env
 
     settings = _settings(pool_size=pool_size)
     stop = threading.Event()
@@ -209,7 +209,7 @@ def call(
 def status(as_json: bool) -> None:
     """Nodes and their pools, queue depths, per-lane counts and latency, rollout state."""
     from snakepool.sessions import redis_from_url
-    from snakepool.tasks.status import collect_status
+    from snakepool.tasks.worker.status import collect_status
 
     settings = _settings()
     client = redis_from_url(settings.redis_url)
@@ -414,8 +414,8 @@ def controller(
 
     from snakepool.config.flags import FlagStore
     from snakepool.sessions import redis_from_url
-    from snakepool.tasks.controller import ControllerPolicy, RolloutController
-    from snakepool.tasks.metrics import LaneMetrics
+    from snakepool.tasks.rollout.controller import ControllerPolicy, RolloutController
+    from snakepool.tasks.rollout.metrics import LaneMetrics
 
     settings = _settings()
     client = redis_from_url(settings.redis_url)

@@ -3,7 +3,7 @@
 The router (or the zero-hop client) sends the copy fire-and-forget after deciding the
 primary lane, so the primary is never delayed or altered. Each lane task records its
 outcome under the request id; the second to arrive gets both (one Lua script: the pair
-is compared exactly once) and the :class:`~snakepool.tasks.comparator.Comparator` decides.
+is compared exactly once) and the :class:`~snakepool.tasks.rollout.comparator.Comparator` decides.
 Mismatches, with both values and the differences, go to a capped list.
 """
 
@@ -20,7 +20,7 @@ import redis
 
 from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import DEFAULT_PREFIX, Keys
-from snakepool.tasks.comparator import Comparator
+from snakepool.tasks.rollout.comparator import Comparator
 
 __all__ = ["CommandCatalog", "ShadowRecorder", "should_shadow"]
 

@@ -2,8 +2,9 @@
 
 It forwards with ``Task.replace``, so the caller's AsyncResult resolves to the lane's
 result and ``AsyncResult.queue`` names the lane. The decision is
-:func:`snakepool.tasks.routing.decide` on the flags as of at most 0.5 s ago; the zero-hop client
-makes the same decision in-process with the same code and :func:`destination`.
+:func:`snakepool.tasks.rollout.routing.decide` on the flags as of at most 0.5 s ago; the
+zero-hop client makes the same decision in-process with the same code and
+:func:`destination`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from kombu import Queue
 from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import Keys, validate_session_id
 from snakepool.sessions import SessionStore
-from snakepool.tasks.app import LANE_TASKS, ROUTE_TASK
-from snakepool.tasks.node import current_node, node_alive
-from snakepool.tasks.resilience import CircuitBreaker
-from snakepool.tasks.routing import decide
-from snakepool.tasks.shadow import should_shadow
+from snakepool.tasks.rollout.breaker import CircuitBreaker
+from snakepool.tasks.rollout.routing import decide
+from snakepool.tasks.rollout.shadow import should_shadow
+from snakepool.tasks.worker.app import LANE_TASKS, ROUTE_TASK
+from snakepool.tasks.worker.node import current_node, node_alive
 
 __all__ = ["choose", "destination", "lane_signature", "route", "send_shadow"]
 

@@ -29,10 +29,10 @@ from celery import shared_task
 from snakepool.config.keys import validate_session_id
 from snakepool.errors import InvalidArguments, ProgramNotFound, SessionNotFound, SnakepoolError
 from snakepool.pool.interpreter.programs import ProgramDefinition
-from snakepool.tasks.app import LANE_TASKS
-from snakepool.tasks.node import Node, current_node
-from snakepool.tasks.resilience import classify_v2, retry_delay, should_retry
-from snakepool.tasks.shadow import outcome_of
+from snakepool.tasks.rollout.breaker import classify_v2, retry_delay, should_retry
+from snakepool.tasks.rollout.shadow import outcome_of
+from snakepool.tasks.worker.app import LANE_TASKS
+from snakepool.tasks.worker.node import Node, current_node
 
 __all__ = ["report_lane", "run_lane", "v2compat_execute", "v3_execute"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from snakepool import errors
 from snakepool.config import Settings
-from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.rollout.metrics import LaneMetrics
 
 __all__ = [
     "MAX_RETRIES",

@@ -1,0 +1,1 @@
+"""Running snakepool locally: the process launcher and the demos."""

@@ -1,0 +1,1 @@
+"""Safe rollout: routing (decide), lane metrics, breaker, shadow, comparator, controller."""
