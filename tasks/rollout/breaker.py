@@ -1,13 +1,9 @@
-"""Retries, V2's error classification, and the per-lane circuit breaker.
+"""The per-lane circuit breaker: shed a failing lane's traffic to the other lane.
 
-- **Retries** happen inside the lane task, with exponential back-off, and only when both
-  hold: the error is ``retryable`` (the interpreter crashed, the pool was saturated or
-  unavailable) and the command is ``idempotent`` — running it twice must be harmless.
-- **V2 classification**: errors raised on the V2-compat lane also carry the fields V2
-  callers branch on — ``v2_category``, ``severity``, ``retry_strategy``.
-- **Circuit breaker**: when a lane's recent server-error rate is over the threshold, the
-  router (and the zero-hop client) sends that lane's traffic to the other lane until a
-  cool-down passes. Both lanes open is no better than one: then nothing is diverted.
+When a lane's recent server-error rate is over the threshold, the router (and the
+zero-hop client) sends that lane's traffic to the other lane until a cool-down passes.
+Both lanes open is no better than one: then nothing is diverted. The rates come from the
+lanes' own metrics (:class:`~snakepool.tasks.rollout.metrics.LaneMetrics`).
 """
 
 from __future__ import annotations
@@ -15,62 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from snakepool import errors
 from snakepool.config import Settings
 from snakepool.tasks.rollout.metrics import LaneMetrics
 
-__all__ = [
-    "MAX_RETRIES",
-    "CircuitBreaker",
-    "classify_v2",
-    "retry_delay",
-    "should_retry",
-]
-
-#: Attempts after the first, for idempotent commands with retryable errors.
-MAX_RETRIES = 3
-#: First retry delay in seconds (doubled each time, capped at 5 s).
-RETRY_BASE_SECONDS = 0.1
-
-# V2's classification: error type → (category, severity, retry strategy).
-_V2_CLASSES: dict[str, tuple[str, str, str]] = {
-    "QueueFull": ("resource_exhausted", "warning", "retry_with_backoff"),
-    "QueueTimeout": ("resource_exhausted", "warning", "retry_with_backoff"),
-    "PoolUnavailable": ("service_unavailable", "critical", "retry_with_backoff"),
-    "WorkerCrashed": ("worker_failure", "error", "retry_immediately"),
-    "RequestTimeout": ("timeout", "error", "retry_if_idempotent"),
-    "CommandFailed": ("execution_error", "error", "do_not_retry"),
-    "UnknownCommand": ("validation_error", "info", "do_not_retry"),
-    "InvalidArguments": ("validation_error", "info", "do_not_retry"),
-    "PayloadTooLarge": ("validation_error", "info", "do_not_retry"),
-    "SessionNotFound": ("not_found", "info", "do_not_retry"),
-    "ProgramNotFound": ("not_found", "info", "do_not_retry"),
-    "ConfigError": ("configuration_error", "critical", "do_not_retry"),
-}
-
-
-def classify_v2(error: errors.SnakepoolError) -> errors.SnakepoolError:
-    """Add V2's classification fields to ``error`` (in place; returned for chaining)."""
-    category, severity, strategy = _V2_CLASSES.get(
-        type(error).__name__, ("internal_error", "error", "do_not_retry")
-    )
-    error.data.update(v2_category=category, severity=severity, retry_strategy=strategy)
-    return error
-
-
-def should_retry(error: BaseException, *, idempotent: bool, attempt: int) -> bool:
-    """Whether attempt number ``attempt`` (0 = the first) may be retried."""
-    return (
-        idempotent
-        and attempt < MAX_RETRIES
-        and isinstance(error, errors.SnakepoolError)
-        and error.retryable
-    )
-
-
-def retry_delay(attempt: int) -> float:
-    """Seconds to wait before retry number ``attempt + 1``."""
-    return float(min(5.0, RETRY_BASE_SECONDS * 2**attempt))
+__all__ = ["BreakerPolicy", "CircuitBreaker"]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from functools import cache
 from importlib import resources
@@ -20,9 +21,17 @@ import redis
 
 from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import DEFAULT_PREFIX, Keys
+from snakepool.errors import InvalidArguments
 from snakepool.tasks.rollout.comparator import Comparator
 
-__all__ = ["CommandCatalog", "ShadowRecorder", "should_shadow"]
+__all__ = [
+    "PAIR_ID",
+    "CommandCatalog",
+    "ShadowRecorder",
+    "is_pair_id",
+    "outcome_of",
+    "should_shadow",
+]
 
 #: Seconds a lone outcome waits for the other lane's.
 PAIR_TTL = 300
@@ -30,11 +39,20 @@ PAIR_TTL = 300
 MAX_MISMATCHES = 1000
 #: Seconds the catalog of command flags is cached.
 CATALOG_MAX_AGE = 10.0
+#: A pair is recorded under its request id, which our client and router make with
+#: ``uuid4().hex``. Checked with a full match before it becomes part of a key: the pair
+#: keys share their namespace with ``shadow:counts`` and ``shadow:mismatches``.
+PAIR_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_pair_id(value: object) -> bool:
+    """Whether ``value`` is a request id a shadow pair may be recorded under."""
+    return isinstance(value, str) and PAIR_ID.fullmatch(value) is not None
 
 
 @cache
 def _script() -> str:
-    return resources.files("sessions").joinpath("lua/shadow_record.lua").read_text()
+    return resources.files("snakepool.sessions").joinpath("lua/shadow_record.lua").read_text()
 
 
 class CommandCatalog:
@@ -88,7 +106,14 @@ class ShadowRecorder:
     def record(
         self, request_id: str, role: str, lane: str, command: str, outcome: dict[str, Any]
     ) -> list[str] | None:
-        """Store this lane's outcome; if the other one is in, compare and return the diffs."""
+        """Store this lane's outcome; if the other one is in, compare and return the diffs.
+
+        Raises:
+            InvalidArguments: ``request_id`` is not one of our request ids, or ``role`` is
+                neither ``primary`` nor ``shadow``.
+        """
+        if not is_pair_id(request_id) or role not in ("primary", "shadow"):
+            raise InvalidArguments(f"not a shadow pair: {str(request_id)[:40]!r}, {role!r}")
         payload = json.dumps({"lane": lane, "command": command, **outcome}, default=str)
         flat = self._record(keys=[self.keys.shadow(request_id)], args=[role, payload, PAIR_TTL])
         if not flat:
