@@ -10,7 +10,6 @@ Names here are loaded on first use (the system demo pulls in Celery).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,16 +19,18 @@ if TYPE_CHECKING:
 
 __all__ = ["Launcher", "child_env", "free_port", "run_pool_demo", "run_system_demo"]
 
-_HOMES = {
-    "Launcher": "launcher",
-    "child_env": "launcher",
-    "free_port": "launcher",
-    "run_pool_demo": "pool_demo",
-    "run_system_demo": "system_demo",
-}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    if name in ("Launcher", "child_env", "free_port"):
+        from snakepool.tasks.local import launcher
+
+        return getattr(launcher, name)
+    if name == "run_pool_demo":
+        from snakepool.tasks.local.pool_demo import run_pool_demo
+
+        return run_pool_demo
+    if name == "run_system_demo":
+        from snakepool.tasks.local.system_demo import run_system_demo
+
+        return run_system_demo
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

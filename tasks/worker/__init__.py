@@ -19,7 +19,6 @@ does not.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,19 +39,26 @@ __all__ = [
     "live_nodes",
 ]
 
-_HOMES = {
-    "LaneOptions": "options",
-    "Node": "node",
-    "ShadowTag": "options",
-    "collect_status": "status",
-    "create_app": "app",
-    "current_node": "node",
-    "install": "bootstep",
-    "live_nodes": "node",
-}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    if name == "create_app":
+        from snakepool.tasks.worker.app import create_app
+
+        return create_app
+    if name == "install":
+        from snakepool.tasks.worker.bootstep import install
+
+        return install
+    if name in ("Node", "current_node", "live_nodes"):
+        from snakepool.tasks.worker import node
+
+        return getattr(node, name)
+    if name in ("LaneOptions", "ShadowTag"):
+        from snakepool.tasks.worker import options
+
+        return getattr(options, name)
+    if name == "collect_status":
+        from snakepool.tasks.worker.status import collect_status
+
+        return collect_status
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
