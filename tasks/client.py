@@ -34,7 +34,7 @@ from celery.result import AsyncResult
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
-from snakepool.config.keys import Keys, validate_session_id
+from snakepool.config.keys import Keys
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
@@ -43,7 +43,7 @@ from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
 from snakepool.tasks.worker.app import ROUTE_TASK, ROUTER_QUEUE, create_app
 from snakepool.tasks.worker.dispatch import choose, destination, lane_signature, maybe_shadow
 from snakepool.tasks.worker.node import live_nodes
-from snakepool.tasks.worker.options import LaneOptions
+from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 
 __all__ = ["Client", "V2Api", "operator_name"]
 
@@ -126,7 +126,7 @@ class Client:
         if args is not None and not isinstance(args, dict):
             raise InvalidArguments(f"args must be a dict, not {type(args).__name__}")
         if session_id is not None:
-            validate_session_id(session_id)
+            checked_session_id(session_id)
         checked = LaneOptions.parse(options).to_kwargs()
         request_id = uuid.uuid4().hex  # also the shadow pair id: see rollout.shadow.PAIR_ID
         if self.routing == "router":

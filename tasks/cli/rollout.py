@@ -83,10 +83,10 @@ def rollout_force(lane: str, reason: str) -> None:
 @fails_cleanly
 def rollout_override(session_id: str, lane: str, reason: str) -> None:
     """Pin one session to LANE whatever its bucket says (clear: back to its bucket)."""
-    from snakepool.config.keys import validate_session_id
     from snakepool.tasks.client import operator_name
+    from snakepool.tasks.worker.options import checked_session_id
 
-    validate_session_id(session_id)
+    checked_session_id(session_id)
 
     def change(flags: Any) -> Any:
         overrides = {k: v for k, v in flags.overrides.items() if k != session_id}

@@ -17,14 +17,14 @@ from celery.utils.nodenames import worker_direct
 from kombu import Queue
 
 from snakepool.config.flags import RolloutFlags
-from snakepool.config.keys import Keys, validate_session_id
+from snakepool.config.keys import Keys
 from snakepool.sessions import SessionStore
 from snakepool.tasks.rollout.breaker import CircuitBreaker
 from snakepool.tasks.rollout.routing import decide
 from snakepool.tasks.rollout.shadow import CommandCatalog, is_pair_id, should_shadow
 from snakepool.tasks.worker.app import LANE_TASKS
 from snakepool.tasks.worker.node import node_alive
-from snakepool.tasks.worker.options import ShadowTag, shadow_task_id
+from snakepool.tasks.worker.options import ShadowTag, checked_session_id, shadow_task_id
 
 __all__ = ["choose", "destination", "lane_signature", "maybe_shadow", "send_shadow"]
 
@@ -134,7 +134,7 @@ def choose(
     under a forced lane: the kill switch is never second-guessed.
     """
     if session_id is not None:
-        validate_session_id(session_id)
+        checked_session_id(session_id)
     lane = decide(command, args, session_id, flags, request_id=request_id)
     if breaker is not None and not flags.forced_lane:
         lane = breaker.route(lane)

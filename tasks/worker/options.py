@@ -1,6 +1,9 @@
-"""What a lane request carries besides command, args and session: options and the shadow tag.
+"""What a lane request carries besides command and args: session id, options, shadow tag.
 
-Two kinds, kept apart so a caller can never set the second:
+- **The session id** becomes part of Redis keys, so it is checked as a full match
+  (:func:`checked_session_id`) wherever a request enters: client, router, lane.
+
+Two kinds of options, kept apart so a caller can never set the second:
 
 - **Caller options** are the task's keyword arguments (``**options``). There is one,
   ``timeout``; any other name is :class:`~snakepool.errors.InvalidArguments`, at the
@@ -21,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from snakepool.config.keys import SESSION_ID, validate_session_id
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.rollout.shadow import is_pair_id
 
@@ -30,6 +34,7 @@ __all__ = [
     "SHADOW_HEADER",
     "LaneOptions",
     "ShadowTag",
+    "checked_session_id",
     "shadow_task_id",
 ]
 
@@ -46,6 +51,24 @@ SHADOW_HEADER = "snakepool_shadow"
 _SHADOW_SUFFIX = "-shadow"
 
 Role = Literal["primary", "shadow"]
+
+
+def checked_session_id(session_id: object) -> str:
+    """``session_id`` if it is 1-128 characters of ``[A-Za-z0-9_.:-]``, all of it.
+
+    :func:`~snakepool.config.keys.validate_session_id` plus a full match of its pattern:
+    a ``^...$`` pattern tried with ``match`` lets one final newline through, and the id
+    becomes part of the session's keys.
+
+    Raises:
+        InvalidArguments: anything else.
+    """
+    valid = validate_session_id(session_id)
+    if SESSION_ID.fullmatch(valid) is None:
+        raise InvalidArguments(
+            f"invalid session id {valid[:40]!r}: use 1-128 characters of A-Z a-z 0-9 _ . : -"
+        )
+    return valid
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,19 @@ def test_caller_set_internal_options_never_reach_redis_or_switch_anything(
     assert client.redis.hgetall(counts_key) == COUNTS  # still there, unchanged
 
 
+def test_a_session_id_with_a_final_newline_never_reaches_a_key(client: Client) -> None:
+    with pytest.raises(InvalidArguments, match="invalid session id"):
+        client.submit("ping", session_id="s-1\n")
+    for lane in LANE_TASKS:  # sent around the client: refused, not SessionNotFound
+        sent = client.app.send_task(LANE_TASKS[lane], args=("ping", None, "s-1\n"), queue=lane)
+        with pytest.raises(InvalidArguments, match="invalid session id"):
+            sent.get(timeout=30)
+    routed = client.app.send_task(ROUTE_TASK, args=("ping", None, "s-1\n"), queue=ROUTER_QUEUE)
+    with pytest.raises(InvalidArguments, match="invalid session id"):
+        routed.get(timeout=30)
+    assert client.redis.keys(client.keys.session("s-1*")) == []
+
+
 def test_a_forged_shadow_header_is_ignored_and_the_typed_error_arrives(client: Client) -> None:
     client.redis.hset(client.keys.shadow_counts, mapping={"compared": 5})
     before = client.redis.hgetall(client.keys.shadow_counts)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from snakepool.config.keys import SESSION_ID
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.rollout.shadow import PAIR_ID, ShadowRecorder, is_pair_id
 from snakepool.tasks.worker.options import (
@@ -21,6 +22,7 @@ from snakepool.tasks.worker.options import (
     SHADOW_HEADER,
     LaneOptions,
     ShadowTag,
+    checked_session_id,
     shadow_task_id,
 )
 
@@ -114,3 +116,28 @@ def test_the_recorder_refuses_a_pair_id_that_is_not_ours() -> None:
         recorder.record(PAIR, "owner", "v3", "ping", {"ok": True, "value": 1})
     assert client.hgetall("t:shadow:counts") == {b"compared": b"5"}
     assert client.keys("t:shadow:*") == [b"t:shadow:counts"]
+
+
+@SMALL
+@given(
+    session_id=st.text(max_size=140)
+    | st.from_regex(SESSION_ID, fullmatch=True).map(lambda s: s + "\n")
+    | json_values
+)
+def test_session_ids_are_checked_as_full_matches(session_id: Any) -> None:
+    valid = (
+        isinstance(session_id, str)
+        and 1 <= len(session_id) <= 128
+        and all(c.isascii() and (c.isalnum() or c in "_.:-") for c in session_id)
+    )
+    if valid:
+        assert checked_session_id(session_id) == session_id
+    else:
+        with pytest.raises(InvalidArguments, match="invalid session id"):
+            checked_session_id(session_id)
+
+
+def test_a_final_newline_is_not_part_of_a_valid_session_id() -> None:
+    assert checked_session_id("session-1") == "session-1"
+    with pytest.raises(InvalidArguments):
+        checked_session_id("session-1\n")

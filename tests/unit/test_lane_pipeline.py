@@ -244,7 +244,7 @@ def test_validation_refuses_before_anything_runs_and_counts_a_client_error(node:
     pool = node.pool
     assert isinstance(pool, StandInPool)
     for command, args, session_id in ((None, None, None), ("ping", [1], None),
-                                      ("ping", None, "bad id\n")):  # fmt: skip
+                                      ("ping", None, "session-1\n")):  # fmt: skip
         with pytest.raises(InvalidArguments):
             run_lane(node, "v3", request(), command, args, session_id, {})
     assert pool.calls == []

@@ -7,9 +7,8 @@ never counted against the lane.
 
 from __future__ import annotations
 
-from snakepool.config.keys import validate_session_id
 from snakepool.errors import InvalidArguments, SnakepoolError
-from snakepool.tasks.worker.options import LaneOptions
+from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 from snakepool.tasks.worker.pipeline.step import LaneCall, LaneStep
 
 __all__ = ["Validate"]
@@ -29,7 +28,7 @@ class Validate(LaneStep):
         node = call.node
         try:
             if call.session_id is not None:
-                validate_session_id(call.session_id)
+                checked_session_id(call.session_id)
             options = LaneOptions.parse(call.options, max_timeout=node.settings.request_timeout)
         except InvalidArguments as exc:
             return exc
