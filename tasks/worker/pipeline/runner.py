@@ -59,7 +59,10 @@ class Pipeline:
         ``error``. A ``BaseException`` that is not an ``Exception`` (shutdown) propagates.
         """
         refusal = self._before(call)
-        outcome = Outcome(error=refusal, refused=True) if refusal else self._attempt(call, command)
+        if refusal is not None:
+            outcome = Outcome(error=refusal, refused=True)
+        else:
+            outcome = self._attempt(call, command)
         position = 0
         reversed_steps = self.steps[::-1]
         while position < len(reversed_steps):
