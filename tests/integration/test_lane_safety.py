@@ -170,8 +170,11 @@ def test_an_unexpected_exception_is_counted_as_a_server_error(client: Client) ->
     metrics = LaneMetrics(client.redis)
     before = metrics.summary("v3")
     client.redis.set(client.keys.session("wrong-type"), "a string, not a session hash")
-    with pytest.raises(Exception, match="WRONGTYPE") as caught:
-        client.execute("ping", session_id="wrong-type")
+    try:
+        with pytest.raises(Exception, match="WRONGTYPE") as caught:
+            client.execute("ping", session_id="wrong-type")
+    finally:
+        client.redis.delete(client.keys.session("wrong-type"))
     assert not isinstance(caught.value, InvalidArguments)
     assert client.execute("ping")["pong"] is True
     after = metrics.summary("v3")
