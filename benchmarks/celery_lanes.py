@@ -37,7 +37,7 @@ from benchmarks.harness import Harness
 from benchmarks.plain_app import PLAIN_TASK, create_plain_app
 from benchmarks.stats import Figure, ratio_summary, summarize
 from snakepool.tasks.client import Client
-from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.rollout.metrics import LaneMetrics
 
 __all__ = ["bench_celery"]
 

@@ -35,7 +35,7 @@ import redis
 from benchmarks.harness import Harness
 from benchmarks.plain_app import PLAIN_QUEUE, URL_ENV
 from snakepool.config.keys import Keys
-from snakepool.tasks.launcher import free_port
+from snakepool.tasks.local.launcher import free_port
 
 __all__ = ["CeleryStack"]
 

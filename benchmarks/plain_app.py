@@ -7,9 +7,9 @@ Its worker is started as users start any Celery worker::
 
 and the benchmark sends ``bench.plain.ping`` with ``.delay()`` from its own copy of the
 app (:func:`create_plain_app`). The Celery settings are *copied* from snakepool's own app
-(:func:`snakepool.tasks.app.create_app`) — JSON only, late acks, prefetch 1, extended results,
-task events — so that the comparison with a lane task shows what snakepool adds, not a
-difference in how Celery was configured.
+(:func:`snakepool.tasks.worker.app.create_app`) — JSON only, late acks, prefetch 1,
+extended results, task events — so that the comparison with a lane task shows what
+snakepool adds, not a difference in how Celery was configured.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ SHARED_SETTINGS = (
 def create_plain_app(url: str) -> Celery:
     """A Celery app on ``url`` (broker and results) with the one task, on queue ``plain``."""
     from snakepool.config import load_settings
-    from snakepool.tasks.app import create_app
+    from snakepool.tasks.worker.app import create_app
 
     reference = create_app(load_settings(redis_url=url, broker_url=url))
     shared = {key: reference.conf[key] for key in SHARED_SETTINGS}

@@ -1,6 +1,7 @@
 """Runtime rollout flags, kept in Redis with a version and an audit trail.
 
-The flags decide where traffic goes (see :func:`snakepool.tasks.routing.decide`): the percentage
+The flags decide where traffic goes (see :func:`snakepool.tasks.rollout.routing.decide`):
+the percentage
 sent to V3, a forced lane (kill switch), the commands allowed on V3, per-session
 overrides, shadowing. They change at run time with no restart: every change bumps the
 version, and readers (:class:`FlagCache`) poll that version at most ``max_age`` seconds

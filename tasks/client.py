@@ -15,6 +15,10 @@
 and forwards; ``routing="direct"`` makes the same decision here, from the same flags,
 and enqueues straight onto the lane: zero hops. Errors arrive as the typed exceptions of
 :mod:`snakepool.errors`.
+
+The only request option is ``timeout`` (seconds the command may run); any other is
+refused here, before anything is sent, with ``InvalidArguments`` (and again by the router
+and the lane, for messages that did not come through this class).
 """
 
 from __future__ import annotations
@@ -30,15 +34,16 @@ from celery.result import AsyncResult
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
-from snakepool.config.keys import Keys, validate_session_id
+from snakepool.config.keys import Keys
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
-from snakepool.tasks.app import ROUTE_TASK, ROUTER_QUEUE, create_app
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.node import live_nodes
-from snakepool.tasks.resilience import BreakerPolicy, CircuitBreaker
-from snakepool.tasks.router import choose, destination, lane_signature, send_shadow
-from snakepool.tasks.shadow import CommandCatalog, ShadowRecorder, should_shadow
+from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
+from snakepool.tasks.worker.app import ROUTE_TASK, ROUTER_QUEUE, create_app
+from snakepool.tasks.worker.dispatch import choose, destination, lane_signature, maybe_shadow
+from snakepool.tasks.worker.node import live_nodes
+from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 
 __all__ = ["Client", "V2Api", "operator_name"]
 
@@ -106,25 +111,39 @@ class Client:
         session_id: str | None = None,
         **options: Any,
     ) -> AsyncResult:
-        """Enqueue one request; returns its Celery AsyncResult (``.queue`` names the lane)."""
+        """Enqueue one request; returns its Celery AsyncResult (``.queue`` names the lane).
+
+        Args:
+            options: Only ``timeout``: seconds the command may run (a number above 0; the
+                lane accepts at most its ``REQUEST_TIMEOUT``).
+
+        Raises:
+            InvalidArguments: a bad command, args or session id, an unknown option or a
+                bad ``timeout`` — before anything is sent.
+        """
         if not isinstance(command, str) or not command:
             raise InvalidArguments("command must be a non-empty string")
         if args is not None and not isinstance(args, dict):
             raise InvalidArguments(f"args must be a dict, not {type(args).__name__}")
         if session_id is not None:
-            validate_session_id(session_id)
-        request_id = uuid.uuid4().hex
+            checked_session_id(session_id)
+        checked = LaneOptions.parse(options).to_kwargs()
+        request_id = uuid.uuid4().hex  # also the shadow pair id: see rollout.shadow.PAIR_ID
         if self.routing == "router":
             return self.app.send_task(
-                ROUTE_TASK, args=(command, args, session_id), kwargs=options,
+                ROUTE_TASK, args=(command, args, session_id), kwargs=checked,
                 queue=ROUTER_QUEUE, task_id=request_id,
             )  # fmt: skip
         flags = self._flag_cache.get()
         lane = choose(command, args, session_id, flags, request_id, breaker=self._breaker)
-        if should_shadow(flags, command, self._catalog):
-            options = send_shadow(self.app, lane, command, args, session_id, options, request_id)
+        tag = maybe_shadow(
+            self.app, lane, command, args, session_id, checked, request_id,
+            flags=flags, catalog=self._catalog,
+        )  # fmt: skip
         queue = destination(lane, session_id, store=self.store, client=self.redis, keys=self.keys)
-        signature = lane_signature(self.app, lane, command, args, session_id, options, queue)
+        signature = lane_signature(
+            self.app, lane, command, args, session_id, checked, queue, shadow=tag
+        )
         return signature.apply_async(task_id=request_id)
 
     def execute(
@@ -134,13 +153,16 @@ class Client:
         *,
         session_id: str | None = None,
         timeout: float | None = None,
+        **options: Any,
     ) -> Any:
         """Run one request and return its result (or raise its typed error).
 
         Args:
             timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``).
+            options: None is accepted (``timeout`` here is the wait): any is refused with
+                ``InvalidArguments``, as :meth:`submit` refuses unknown ones.
         """
-        result = self.submit(command, args, session_id=session_id)
+        result = self.submit(command, args, session_id=session_id, **options)
         # The Redis backend pushes results (no polling); the embedded one is polled.
         return result.get(timeout=timeout or self.settings.result_timeout, interval=0.01)
 

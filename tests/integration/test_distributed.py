@@ -22,8 +22,8 @@ import pytest
 from snakepool.config.flags import RolloutFlags
 from snakepool.errors import CommandFailed, InvalidArguments, SessionNotFound, UnknownCommand
 from snakepool.tasks.client import Client
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.node import live_nodes
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.worker.node import live_nodes
 from tests.conftest import free_port
 from tests.integration.cluster import CLUSTER_MARKER, ROOT, Cluster
 
@@ -386,7 +386,7 @@ def test_shadow_compares_both_lanes_without_touching_the_primary(
 
 
 def test_controller_rolls_back_on_real_v3_errors(client: Client, cluster: Cluster) -> None:
-    from snakepool.tasks.controller import ControllerPolicy, RolloutController
+    from snakepool.tasks.rollout.controller import ControllerPolicy, RolloutController
 
     set_percent(client, 100)
     for _ in range(30):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import site
 import socket
@@ -48,8 +49,19 @@ def _deps_pth(venv: Path, entries: list[str]) -> None:
 def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with snakepool installed from a wheel (deps from ours, by path)."""
     workdir = tmp_path_factory.mktemp("wheel")
+    # Build from a copy: an in-tree build leaves build/ behind, whose stale files would
+    # end up in later wheels.
+    source = workdir / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
     built = _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(workdir), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(workdir), str(source)],
         timeout=240,
     )
     assert built.returncode == 0, built.stderr

@@ -22,11 +22,11 @@ from snakepool.config.flags import FlagStore
 from snakepool.config.limits import MAX_AUDIT_TEXT_CHARS, SHADOW_VALUE_MAX_BYTES
 from snakepool.errors import InvalidArguments
 from snakepool.sessions import SessionStore
-from snakepool.tasks import metrics as metrics_module
-from snakepool.tasks import shadow as shadow_module
 from snakepool.tasks.client import Client
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.shadow import ShadowRecorder, outcome_of
+from snakepool.tasks.rollout import metrics as metrics_module
+from snakepool.tasks.rollout import shadow as shadow_module
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.shadow import ShadowRecorder, outcome_of
 
 pytestmark = pytest.mark.integration
 

@@ -2,14 +2,10 @@ import fakeredis
 import pytest
 
 from snakepool import errors
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.resilience import (
-    BreakerPolicy,
-    CircuitBreaker,
-    classify_v2,
-    retry_delay,
-    should_retry,
-)
+from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.worker.pipeline.classify_v2 import classify_v2
+from snakepool.tasks.worker.pipeline.retries import retry_delay, should_retry
 
 
 @pytest.mark.parametrize(

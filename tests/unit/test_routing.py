@@ -5,7 +5,7 @@ import pytest
 
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
 from snakepool.errors import InvalidArguments
-from snakepool.tasks.routing import bucket, decide
+from snakepool.tasks.rollout.routing import bucket, decide
 
 SESSIONS = [f"session-{i}" for i in range(2000)]
 

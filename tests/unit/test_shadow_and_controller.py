@@ -5,12 +5,14 @@ import pytest
 
 from snakepool.config.flags import FlagStore, RolloutFlags
 from snakepool.errors import CommandFailed, InvalidArguments
-from snakepool.tasks.comparator import Comparator
-from snakepool.tasks.controller import ControllerPolicy, RolloutController
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.shadow import CommandCatalog, ShadowRecorder, outcome_of, should_shadow
+from snakepool.tasks.rollout.comparator import Comparator
+from snakepool.tasks.rollout.controller import ControllerPolicy, RolloutController
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder, outcome_of, should_shadow
 
 OK = {"ok": True}
+#: Shadow pairs are recorded under our request ids (uuid4().hex).
+R1, R2 = "1" * 32, "2" * 32
 
 
 @pytest.mark.parametrize(
@@ -36,21 +38,19 @@ def test_comparator_rules(first: dict, second: dict, matches: bool) -> None:
 
 def test_recorder_compares_exactly_once_when_the_second_arrives() -> None:
     recorder = ShadowRecorder(fakeredis.FakeRedis(), prefix="t:")
+    assert recorder.record(R1, "shadow", "v3", "calculate", outcome_of({"result": 2}, None)) is None
     assert (
-        recorder.record("r1", "shadow", "v3", "calculate", outcome_of({"result": 2}, None)) is None
-    )
-    assert (
-        recorder.record("r1", "primary", "v2compat", "calculate", outcome_of({"result": 2}, None))
+        recorder.record(R1, "primary", "v2compat", "calculate", outcome_of({"result": 2}, None))
         == []
     )
-    recorder.record("r2", "primary", "v3", "calculate", outcome_of({"result": 2}, None))
-    diffs = recorder.record("r2", "shadow", "v2compat", "calculate",
+    recorder.record(R2, "primary", "v3", "calculate", outcome_of({"result": 2}, None))
+    diffs = recorder.record(R2, "shadow", "v2compat", "calculate",
                             outcome_of(None, InvalidArguments("no")))  # fmt: skip
     assert diffs and "failed" in diffs[0]
     assert recorder.counts() == {"compared": 2, "matched": 1, "mismatched": 1}
     mismatch = recorder.mismatches()[0]
     assert (
-        mismatch["request_id"] == "r2" and mismatch["shadow"]["error"]["type"] == "InvalidArguments"
+        mismatch["request_id"] == R2 and mismatch["shadow"]["error"]["type"] == "InvalidArguments"
     )
     assert mismatch["primary"]["value"] == {"result": 2} and mismatch["diff"] == diffs
 

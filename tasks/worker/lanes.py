@@ -13,52 +13,38 @@ they differ in where session state lives:
   SessionStore; an interpreter that does not know a program (the session moved, its
   node or interpreter died) gets it rebuilt from there.
 
-Options: ``timeout`` (seconds the command may run).
+Around the run, every request goes through the lane pipeline
+(:mod:`snakepool.tasks.worker.pipeline`): validate → run → retries → metrics → shadow →
+V2 classification. The only caller option is ``timeout`` (seconds the command may run);
+the shadow tag comes from a message header only our dispatch code sets.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
 
-from snakepool.config.keys import validate_session_id
-from snakepool.errors import InvalidArguments, ProgramNotFound, SessionNotFound, SnakepoolError
+from snakepool.errors import InvalidArguments, ProgramNotFound, SessionNotFound
 from snakepool.pool.interpreter.programs import ProgramDefinition
-from snakepool.tasks.app import LANE_TASKS
-from snakepool.tasks.node import Node, current_node
-from snakepool.tasks.resilience import classify_v2, retry_delay, should_retry
-from snakepool.tasks.shadow import outcome_of
+from snakepool.tasks.worker.app import LANE_TASKS
+from snakepool.tasks.worker.node import Node, current_node
+from snakepool.tasks.worker.options import ShadowTag
+from snakepool.tasks.worker.pipeline import LaneCall, Pipeline, lane_steps
 
-__all__ = ["report_lane", "run_lane", "v2compat_execute", "v3_execute"]
-
-log = logging.getLogger("snakepool.lanes")
+__all__ = [
+    "LANE_PIPELINE",
+    "execute_v2compat",
+    "execute_v3",
+    "report_lane",
+    "run_lane",
+    "v2compat_execute",
+    "v3_execute",
+]
 
 #: Commands whose ``program_id`` refers to a session's program.
 _PROGRAM_COMMANDS = ("execute_program", "get_program_info", "delete_program")
-
-
-def _timeout(options: dict[str, Any]) -> float | None:
-    timeout = options.get("timeout")
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise InvalidArguments("option 'timeout' must be a positive number of seconds")
-    return float(timeout)
-
-
-def _check(command: Any, args: Any) -> dict[str, Any]:
-    if not isinstance(command, str) or not command:
-        raise InvalidArguments("command must be a non-empty string")
-    if args is None:
-        return {}
-    if not isinstance(args, dict):
-        raise InvalidArguments(f"args must be an object, not {type(args).__name__}")
-    return args
 
 
 def _program_id(args: dict[str, Any]) -> str:
@@ -178,7 +164,21 @@ def execute_v2compat(
     return pool.execute(command, args, **call)
 
 
-_LANES: dict[str, Callable[..., Any]] = {"v3": execute_v3, "v2compat": execute_v2compat}
+def _run(execute: Callable[..., Any]) -> Callable[[LaneCall], Any]:
+    def run(call: LaneCall) -> Any:
+        return execute(
+            call.node, call.command, call.args, call.session_id, call.timeout,
+            shadow=call.is_shadow_copy,
+        )  # fmt: skip
+
+    return run
+
+
+#: The pipeline's "run" for each lane.
+_LANES: dict[str, Callable[[LaneCall], Any]] = {
+    "v3": _run(execute_v3),
+    "v2compat": _run(execute_v2compat),
+}
 
 
 def report_lane(request: Any, lane: str) -> None:
@@ -193,65 +193,35 @@ def report_lane(request: Any, lane: str) -> None:
         info["routing_key"] = lane
 
 
-def run_lane(lane: str, command: Any, args: Any, session_id: Any, options: dict[str, Any]) -> Any:
-    """Validate, run on this node's pool, record the lane's metrics (and shadow outcome).
+#: The steps every lane request goes through (stateless: shared by all threads).
+LANE_PIPELINE = Pipeline(lane_steps())
 
-    A shadow copy's own result goes nowhere: its outcome is only compared.
+
+def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
+    node: Node,
+    lane: str,
+    request: Any,
+    command: Any,
+    args: Any,
+    session_id: Any,
+    options: dict[str, Any],
+) -> Any:
+    """Take one request through the lane pipeline on ``node``; its result, or raise its error.
+
+    Args:
+        request: The Celery request of the task (for its id and the shadow tag header).
+
+    A shadow copy's result goes nowhere (it is sent with ``ignore_result``): it returns
+    None whatever happened, once its outcome is recorded for the comparison.
     """
-    node = current_node()
-    started = time.perf_counter()
-    role = options.get("shadow_role")
-    result: Any = None
-    error: BaseException | None = None
-    try:
-        checked = _check(command, args)
-        if session_id is not None:
-            validate_session_id(session_id)
-        if node.pool is None:
-            raise InvalidArguments(f"node {node.name} does not serve the {lane} lane")
-        result = _with_retries(
-            node, command, lambda: _LANES[lane](
-                node, command, checked, session_id, _timeout(options), shadow=role == "shadow"
-            ),
-        )  # fmt: skip
-        return result
-    except SnakepoolError as exc:
-        error = exc
-        if role == "shadow":
-            return None
-        if lane == "v2compat":
-            classify_v2(exc)  # V2 callers branch on category / severity / retry strategy
-        raise
-    finally:
-        node.metrics.record(lane, time.perf_counter() - started, error)
-        if role in ("primary", "shadow"):
-            _record_shadow(node, options, lane, str(command), outcome_of(result, error))
-
-
-def _with_retries(node: Node, command: str, run: Callable[[], Any]) -> Any:
-    """Run; retry with back-off only retryable errors of idempotent commands."""
-    assert node.pool is not None
-    idempotent = bool(node.pool.commands().get(command, {}).get("idempotent"))
-    for attempt in itertools.count():
-        try:
-            return run()
-        except SnakepoolError as exc:
-            if not should_retry(exc, idempotent=idempotent, attempt=attempt):
-                raise
-            log.warning("retrying idempotent %r after %s", command, type(exc).__name__)
-            time.sleep(retry_delay(attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _record_shadow(
-    node: Node, options: dict[str, Any], lane: str, command: str, outcome: dict[str, Any]
-) -> None:
-    try:
-        node.shadows.record(
-            str(options["shadow_id"]), options["shadow_role"], lane, command, outcome
-        )
-    except Exception:  # shadowing must never break the primary
-        log.exception("recording a shadow outcome failed")
+    call = LaneCall(
+        node=node, lane=lane, command=command, args=args, session_id=session_id,
+        options=options, shadow=ShadowTag.of(request),
+    )  # fmt: skip
+    outcome = LANE_PIPELINE.run(call, _LANES[lane])
+    if call.is_shadow_copy:
+        return None
+    return outcome.unwrap()
 
 
 @shared_task(name=LANE_TASKS["v3"], bind=True)
@@ -261,7 +231,7 @@ def v3_execute(
 ) -> Any:  # fmt: skip
     """Run ``command`` on the V3 lane."""
     report_lane(self.request, "v3")
-    return run_lane("v3", command, args, session_id, options)
+    return run_lane(current_node(), "v3", self.request, command, args, session_id, options)
 
 
 @shared_task(name=LANE_TASKS["v2compat"], bind=True)
@@ -271,4 +241,4 @@ def v2compat_execute(
 ) -> Any:  # fmt: skip
     """Run ``command`` on the V2-compat lane."""
     report_lane(self.request, "v2compat")
-    return run_lane("v2compat", command, args, session_id, options)
+    return run_lane(current_node(), "v2compat", self.request, command, args, session_id, options)

@@ -3,7 +3,7 @@
 The router (or the zero-hop client) sends the copy fire-and-forget after deciding the
 primary lane, so the primary is never delayed or altered. Each lane task records its
 outcome under the request id; the second to arrive gets both (one Lua script: the pair
-is compared exactly once) and the :class:`~snakepool.tasks.comparator.Comparator` decides.
+is compared exactly once) and the :class:`~snakepool.tasks.rollout.comparator.Comparator` decides.
 Mismatches, with both values and the differences, go to a capped list.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from typing import Any
 
@@ -19,11 +20,19 @@ import redis
 from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import DEFAULT_PREFIX, Keys
 from snakepool.config.limits import SHADOW_COMMAND_CHARS
+from snakepool.errors import InvalidArguments
 from snakepool.sessions.scripts import lua
 from snakepool.sessions.shadow_records import compact_outcome, mismatch_entry
-from snakepool.tasks.comparator import Comparator
+from snakepool.tasks.rollout.comparator import Comparator
 
-__all__ = ["CommandCatalog", "ShadowRecorder", "should_shadow"]
+__all__ = [
+    "PAIR_ID",
+    "CommandCatalog",
+    "ShadowRecorder",
+    "is_pair_id",
+    "outcome_of",
+    "should_shadow",
+]
 
 #: Seconds a lone outcome waits for the other lane's.
 PAIR_TTL = 300
@@ -31,6 +40,15 @@ PAIR_TTL = 300
 MAX_MISMATCHES = 1000
 #: Seconds the catalog of command flags is cached.
 CATALOG_MAX_AGE = 10.0
+#: A pair is recorded under its request id, which our client and router make with
+#: ``uuid4().hex``. Checked with a full match before it becomes part of a key: the pair
+#: keys share their namespace with ``shadow:counts`` and ``shadow:mismatches``.
+PAIR_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_pair_id(value: object) -> bool:
+    """Whether ``value`` is a request id a shadow pair may be recorded under."""
+    return isinstance(value, str) and PAIR_ID.fullmatch(value) is not None
 
 
 class CommandCatalog:
@@ -87,7 +105,13 @@ class ShadowRecorder:
         """Store this lane's outcome; if the other one is in, compare and return the diffs.
 
         Large outcomes are stored compacted (``sessions.shadow_records``): bounded keys.
+
+        Raises:
+            InvalidArguments: ``request_id`` is not one of our request ids, or ``role`` is
+                neither ``primary`` nor ``shadow``.
         """
+        if not is_pair_id(request_id) or role not in ("primary", "shadow"):
+            raise InvalidArguments(f"not a shadow pair: {str(request_id)[:40]!r}, {role!r}")
         outcome = compact_outcome(outcome, ignored_keys=self.comparator.ignored_keys)
         command = command[:SHADOW_COMMAND_CHARS]
         payload = json.dumps({"lane": lane, "command": command, **outcome}, default=str)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from snakepool.config.flags import FlagStore, RolloutFlags, next_step
-from snakepool.tasks.metrics import LaneMetrics
+from snakepool.tasks.rollout.metrics import LaneMetrics
 
 __all__ = ["ControllerPolicy", "Decision", "RolloutController"]
 

@@ -61,7 +61,7 @@ def _demo_url(url: str, db: int) -> str:
 
 @contextlib.contextmanager
 def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
-    from snakepool.tasks.launcher import Launcher, child_env
+    from snakepool.tasks.local.launcher import Launcher, child_env
 
     url = _demo_url(settings.redis_url, DEMO_DB)
     settings = settings.model_copy(
@@ -90,10 +90,10 @@ def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
 def _embedded_stack(settings: Settings, console: Console) -> Iterator[Client]:
     from celery.contrib.testing.worker import start_worker
 
-    import snakepool.tasks.lanes
-    import snakepool.tasks.router  # noqa: F401 - registers the tasks
-    from snakepool.tasks.app import create_app
-    from snakepool.tasks.bootstep import install
+    import snakepool.tasks.worker.lanes
+    import snakepool.tasks.worker.router  # noqa: F401 - registers the tasks
+    from snakepool.tasks.worker.app import create_app
+    from snakepool.tasks.worker.bootstep import install
 
     embedded = settings.model_copy(update={
         "redis_url": "fakeredis://demo", "broker_url": "fakeredis://demo",
@@ -164,7 +164,7 @@ def _drive(client: Client, console: Console, sessions: int) -> None:
 
 
 def _report(client: Client, console: Console) -> None:
-    from snakepool.tasks.status import collect_status
+    from snakepool.tasks.worker.status import collect_status
 
     status = collect_status(client.redis, None, client.settings.key_prefix)
     lanes = Table(title="per lane")

@@ -12,13 +12,13 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 
-from snakepool.tasks.node import Node
+from snakepool.tasks.worker.node import Node
 
 __all__ = ["NodeStep", "install"]
 
 
 class NodeStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Starts the :class:`~snakepool.tasks.node.Node` of this worker; stops it on shutdown."""
+    """Starts this worker's :class:`~snakepool.tasks.worker.node.Node`; stops it on shutdown."""
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
 

@@ -8,10 +8,10 @@ import redis
 
 from snakepool.config.flags import FlagStore
 from snakepool.config.keys import Keys
-from snakepool.tasks.app import LANE_QUEUES, ROUTER_QUEUE
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.node import live_nodes
-from snakepool.tasks.shadow import ShadowRecorder
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.shadow import ShadowRecorder
+from snakepool.tasks.worker.app import LANE_QUEUES, ROUTER_QUEUE
+from snakepool.tasks.worker.node import live_nodes
 
 __all__ = ["collect_status"]
 

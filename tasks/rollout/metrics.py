@@ -1,8 +1,11 @@
 """Per-lane metrics in Redis: counters, recent latencies, and per-second windows.
 
 Each lane task records one entry per request in one pipeline (a few tens of µs). Client
-errors (the request's own fault) are counted apart and never in a lane's error rate.
-``snakepool status`` and the rollout controller read them back.
+errors (the request's own fault) are counted apart and never in a lane's error rate;
+every other failure is a server error — an exception that is not a
+:class:`~snakepool.errors.SnakepoolError` (a bug, a Redis error) included. Each failure
+is also counted by its type. ``snakepool status``, the circuit breaker and the rollout
+controller read them back.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import redis
 from snakepool.config.keys import DEFAULT_PREFIX, Keys
 from snakepool.errors import SnakepoolError
 
-__all__ = ["LaneMetrics"]
+__all__ = ["ERROR_TYPE_FIELD", "LaneMetrics"]
 
 #: Latencies kept per lane for percentiles.
 LATENCY_SAMPLES = 1000
 #: Seconds a per-second window is kept.
 WINDOW_TTL = 600
+#: Field of the lane's counters hash counting failures of one type: ``error_type:<name>``.
+#: Bounded: the names are exception classes, defined by code.
+ERROR_TYPE_FIELD = "error_type:"
 
 
 class LaneMetrics:
@@ -36,19 +42,33 @@ class LaneMetrics:
         self.keys = Keys(prefix)
 
     def record(self, lane: str, seconds: float, error: BaseException | None) -> None:
-        """Count one finished request."""
+        """Count one finished request.
+
+        Args:
+            lane: ``v3`` or ``v2compat``.
+            seconds: How long the request took.
+            error: What it failed with (any exception), or None for a success. A client
+                error (``category == "client"``) is counted apart; anything else —
+                whatever its class — is a server error.
+
+        Raises:
+            redis.RedisError: the figures could not be written.
+        """
         client_error = isinstance(error, SnakepoolError) and error.is_client_error
         server_error = error is not None and not client_error
+        counters = self.keys.lane_metrics(lane)
         window = self.keys.lane_window(lane, int(time.time()))
         ms = round(seconds * 1000, 3)
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(self.keys.lane_metrics(lane), "requests", 1)
+            pipe.hincrby(counters, "requests", 1)
             pipe.hincrby(window, "requests", 1)
             if server_error:
-                pipe.hincrby(self.keys.lane_metrics(lane), "errors", 1)
+                pipe.hincrby(counters, "errors", 1)
                 pipe.hincrby(window, "errors", 1)
             if client_error:
-                pipe.hincrby(self.keys.lane_metrics(lane), "client_errors", 1)
+                pipe.hincrby(counters, "client_errors", 1)
+            if error is not None:
+                pipe.hincrby(counters, f"{ERROR_TYPE_FIELD}{type(error).__name__}", 1)
             pipe.hincrbyfloat(window, "ms_total", ms)
             pipe.expire(window, WINDOW_TTL)
             pipe.lpush(self.keys.lane_latencies(lane), ms)
@@ -56,7 +76,11 @@ class LaneMetrics:
             pipe.execute()
 
     def summary(self, lane: str) -> dict[str, Any]:
-        """Totals and latency percentiles (ms) of the recent samples."""
+        """Totals, failures by type and latency percentiles (ms) of the recent samples.
+
+        Shape: ``{"requests", "errors", "client_errors", "error_types": {name: count},
+        "p50_ms", "p95_ms", "p99_ms"}`` (percentiles None without samples).
+        """
         raw = self.client.hgetall(self.keys.lane_metrics(lane))
         counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
         samples = sorted(
@@ -66,6 +90,11 @@ class LaneMetrics:
             "requests": counts.get("requests", 0),
             "errors": counts.get("errors", 0),
             "client_errors": counts.get("client_errors", 0),
+            "error_types": {
+                name.removeprefix(ERROR_TYPE_FIELD): count
+                for name, count in sorted(counts.items())
+                if name.startswith(ERROR_TYPE_FIELD)
+            },
             "p50_ms": _percentile(samples, 0.50),
             "p95_ms": _percentile(samples, 0.95),
             "p99_ms": _percentile(samples, 0.99),

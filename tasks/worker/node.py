@@ -24,9 +24,9 @@ from snakepool.config.flags import FlagCache, FlagStore
 from snakepool.config.keys import Keys
 from snakepool.pool import Pool
 from snakepool.sessions import SessionStore, redis_from_url
-from snakepool.tasks.metrics import LaneMetrics
-from snakepool.tasks.resilience import BreakerPolicy, CircuitBreaker
-from snakepool.tasks.shadow import CommandCatalog, ShadowRecorder
+from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
 
 __all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
 

@@ -1,0 +1,60 @@
+"""What every ``snakepool`` command shares: the console, settings, a client, clean failures."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from snakepool.config import Settings, load_settings
+from snakepool.errors import SnakepoolError
+
+if TYPE_CHECKING:
+    from snakepool.tasks.client import Client
+
+__all__ = ["console", "fails_cleanly", "make_client", "settings_with"]
+
+#: Where every command prints (rich: tables, JSON, colours).
+console = Console()
+
+
+def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a snakepool error as one line and exit 2, instead of a traceback.
+
+    Exit codes: 2 a snakepool error, 3 Redis or the broker unreachable, 4 no result in time.
+    """
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis
+        from celery.exceptions import TimeoutError as ResultTimeout
+        from kombu.exceptions import OperationalError
+
+        try:
+            return fn(*args, **kwargs)
+        except SnakepoolError as exc:
+            console.print(f"[red]{type(exc).__name__}:[/] {exc.message}")
+            sys.exit(2)
+        except (redis.ConnectionError, OperationalError) as exc:
+            console.print(f"[red]cannot reach Redis / the broker:[/] {exc}")
+            sys.exit(3)
+        except ResultTimeout:
+            console.print("[red]no result in time:[/] are worker nodes running? (snakepool status)")
+            sys.exit(4)
+
+    return wrapper
+
+
+def settings_with(**overrides: Any) -> Settings:
+    """The settings from the environment, with the options given on the command line."""
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def make_client(settings: Settings, routing: str = "router") -> Client:
+    """A :class:`~snakepool.tasks.client.Client` (imported here: Celery is slow to load)."""
+    from snakepool.tasks.client import Client
+
+    return Client(settings=settings, routing=routing)

@@ -1,0 +1,61 @@
+"""``snakepool sessions list|show|delete``: inspect and delete sessions."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.table import Table
+
+from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+
+__all__ = ["sessions"]
+
+
+@click.group()
+def sessions() -> None:
+    """Inspect and delete sessions."""
+
+
+@sessions.command("list")
+@click.option("-n", "limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@fails_cleanly
+def sessions_list(limit: int, as_json: bool) -> None:
+    """The newest sessions."""
+    found = make_client(settings_with()).store.list(limit=limit)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    table = Table(title="sessions")
+    for column in ("id", "programs", "ttl left", "v2 node"):
+        table.add_column(column)
+    for session in found:
+        table.add_row(session["id"], str(session["programs"]), str(session["ttl_left"]),
+                      session["v2_node"] or "-")  # fmt: skip
+    console.print(table)
+
+
+@sessions.command("show")
+@click.argument("session_id")
+@fails_cleanly
+def sessions_show(session_id: str) -> None:
+    """One session with its programs."""
+    client = make_client(settings_with())
+    session = client.get_session(session_id)
+    if session is None:
+        console.print(f"no session {session_id!r}")
+        sys.exit(1)
+    session["programs"] = client.store.programs(session_id)
+    console.print_json(json.dumps(session))
+
+
+@sessions.command("delete")
+@click.argument("session_id")
+@fails_cleanly
+def sessions_delete(session_id: str) -> None:
+    """Delete a session and its programs."""
+    deleted = make_client(settings_with()).delete_session(session_id)
+    console.print("deleted" if deleted else f"no session {session_id!r}")
+    sys.exit(0 if deleted else 1)

@@ -1,0 +1,141 @@
+"""Sending a request to its lane: shared by the router task and the zero-hop client.
+
+The same code on both paths, so a request goes to the same queue, with the same shadow
+copy, whichever way it was sent: :func:`choose` the lane (``decide`` + circuit breaker),
+maybe :func:`send_shadow` a copy to the other lane, then :func:`lane_signature` for the
+:func:`destination` queue. Only here is a shadow tag ever put on a message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Celery, Signature
+from celery.utils.nodenames import worker_direct
+from kombu import Queue
+
+from snakepool.config.flags import RolloutFlags
+from snakepool.config.keys import Keys
+from snakepool.sessions import SessionStore
+from snakepool.tasks.rollout.breaker import CircuitBreaker
+from snakepool.tasks.rollout.routing import decide
+from snakepool.tasks.rollout.shadow import CommandCatalog, is_pair_id, should_shadow
+from snakepool.tasks.worker.app import LANE_TASKS
+from snakepool.tasks.worker.node import node_alive
+from snakepool.tasks.worker.options import ShadowTag, checked_session_id, shadow_task_id
+
+__all__ = ["choose", "destination", "lane_signature", "maybe_shadow", "send_shadow"]
+
+log = logging.getLogger("snakepool.router")
+
+
+def destination(
+    lane: str, session_id: str | None, *, store: SessionStore, client: redis.Redis, keys: Keys
+) -> str | Queue:
+    """The queue for a request on ``lane``.
+
+    A V2-compat session bound to a live node goes to that node's worker-direct queue;
+    everything else to the lane's shared queue (a V2-compat session whose node is gone is
+    rebound by whichever node takes it there).
+    """
+    if lane == "v2compat" and session_id is not None:
+        node = store.binding(session_id)
+        if node and node_alive(client, keys, node):
+            direct: Queue = worker_direct(node)
+            return direct
+    return lane
+
+
+def lane_signature(  # noqa: PLR0917 - mirrors the task signature plus its queue
+    app: Celery,
+    lane: str,
+    command: str,
+    args: dict[str, Any] | None,
+    session_id: str | None,
+    options: dict[str, Any],
+    queue: str | Queue,
+    *,
+    shadow: ShadowTag | None = None,
+) -> Signature:
+    """The lane task's signature for one request, bound to ``queue``.
+
+    Args:
+        options: The caller's options, already checked (``LaneOptions.to_kwargs()``).
+        shadow: The shadow tag to carry in the message headers, if any.
+    """
+    extra: dict[str, Any] = {"headers": shadow.headers()} if shadow is not None else {}
+    return app.signature(
+        LANE_TASKS[lane], args=(command, args, session_id), kwargs=options, queue=queue, **extra
+    )
+
+
+def send_shadow(  # noqa: PLR0917 - mirrors the task signature plus the request id
+    app: Celery,
+    lane: str,
+    command: str,
+    args: dict[str, Any] | None,
+    session_id: str | None,
+    options: dict[str, Any],
+    request_id: str,
+) -> ShadowTag:
+    """Send a fire-and-forget copy to the other lane; return the primary's tag.
+
+    Raises:
+        ValueError: ``request_id`` is not one of our request ids (see ``is_pair_id``).
+    """
+    other = "v2compat" if lane == "v3" else "v3"
+    copy = ShadowTag("shadow", request_id)
+    lane_signature(app, other, command, args, session_id, options, other, shadow=copy).apply_async(
+        ignore_result=True, task_id=shadow_task_id(request_id)
+    )
+    return ShadowTag("primary", request_id)
+
+
+def maybe_shadow(  # noqa: PLR0917 - mirrors the task signature plus what shadowing needs
+    app: Celery,
+    lane: str,
+    command: str,
+    args: dict[str, Any] | None,
+    session_id: str | None,
+    options: dict[str, Any],
+    request_id: str,
+    *,
+    flags: RolloutFlags,
+    catalog: CommandCatalog,
+) -> ShadowTag | None:
+    """Shadow this request if the flags sample it; the primary's tag, or None.
+
+    Shadowing is observation: when it fails (Redis, the broker, an id that is not ours)
+    the failure is logged and the primary goes out untagged, unchanged.
+    """
+    try:
+        if not is_pair_id(request_id) or not should_shadow(flags, command, catalog):
+            return None
+        return send_shadow(app, lane, command, args, session_id, options, request_id)
+    except Exception:
+        log.exception("sending a shadow copy of %.80r failed; the request goes unshadowed", command)
+        return None
+
+
+def choose(
+    command: str,
+    args: dict[str, Any] | None,
+    session_id: str | None,
+    flags: RolloutFlags,
+    request_id: str,
+    *,
+    breaker: CircuitBreaker | None = None,
+) -> str:
+    """The lane (validating the session id first).
+
+    A lane whose circuit breaker is open sheds its traffic to the other lane — except
+    under a forced lane: the kill switch is never second-guessed.
+    """
+    if session_id is not None:
+        checked_session_id(session_id)
+    lane = decide(command, args, session_id, flags, request_id=request_id)
+    if breaker is not None and not flags.forced_lane:
+        lane = breaker.route(lane)
+    return lane

@@ -1,0 +1,38 @@
+"""Validation: refuse a request whose command, args, session id or options do not hold up.
+
+Runs first, so nothing else (no interpreter, no session lookup) sees an unchecked request.
+A refusal is an :class:`~snakepool.errors.InvalidArguments` outcome — a client error,
+never counted against the lane.
+"""
+
+from __future__ import annotations
+
+from snakepool.errors import InvalidArguments, SnakepoolError
+from snakepool.tasks.worker.options import LaneOptions, checked_session_id
+from snakepool.tasks.worker.pipeline.step import LaneCall, LaneStep
+
+__all__ = ["Validate"]
+
+
+class Validate(LaneStep):
+    """Checks the request and fills in ``call.args`` (a dict) and ``call.timeout``."""
+
+    def before(self, call: LaneCall) -> SnakepoolError | None:
+        """None when the request may run, else the InvalidArguments refusing it."""
+        if not isinstance(call.command, str) or not call.command:
+            return InvalidArguments("command must be a non-empty string")
+        if call.args is None:
+            call.args = {}
+        elif not isinstance(call.args, dict):
+            return InvalidArguments(f"args must be an object, not {type(call.args).__name__}")
+        node = call.node
+        try:
+            if call.session_id is not None:
+                checked_session_id(call.session_id)
+            options = LaneOptions.parse(call.options, max_timeout=node.settings.request_timeout)
+        except InvalidArguments as exc:
+            return exc
+        if node.pool is None:
+            return InvalidArguments(f"node {node.name} does not serve the {call.lane} lane")
+        call.timeout = options.timeout
+        return None

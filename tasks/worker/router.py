@@ -1,0 +1,46 @@
+"""The router task ``snakepool.route``: decide the lane, then become the lane's task.
+
+It forwards with ``Task.replace``, so the caller's AsyncResult resolves to the lane's
+result and ``AsyncResult.queue`` names the lane. The decision is
+:func:`snakepool.tasks.rollout.routing.decide` on the flags as of at most 0.5 s ago; the
+zero-hop client makes the same decision in-process with the same code
+(:mod:`snakepool.tasks.worker.dispatch`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from snakepool.tasks.worker.app import ROUTE_TASK
+from snakepool.tasks.worker.dispatch import choose, destination, lane_signature, maybe_shadow
+from snakepool.tasks.worker.node import current_node
+from snakepool.tasks.worker.options import LaneOptions
+
+__all__ = ["route"]
+
+
+@shared_task(name=ROUTE_TASK, bind=True)
+def route(
+    self: Any, command: str, args: dict[str, Any] | None = None,
+    session_id: str | None = None, **options: Any,
+) -> Any:  # fmt: skip
+    """Pick the lane for this request and hand it over (the result is the lane's).
+
+    Raises:
+        InvalidArguments: an unknown option, a bad ``timeout`` or session id (stored as
+            the request's result: nothing is forwarded).
+    """
+    node = current_node()
+    checked = LaneOptions.parse(options).to_kwargs()
+    flags = node.flags.get()
+    lane = choose(command, args, session_id, flags, self.request.id, breaker=node.breaker)
+    tag = maybe_shadow(
+        self.app, lane, command, args, session_id, checked, self.request.id,
+        flags=flags, catalog=node.catalog,
+    )  # fmt: skip
+    queue = destination(lane, session_id, store=node.store, client=node.redis, keys=node.keys)
+    raise self.replace(
+        lane_signature(self.app, lane, command, args, session_id, checked, queue, shadow=tag)
+    )
