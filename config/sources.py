@@ -54,6 +54,7 @@ NOT_SETTINGS: Mapping[str, str] = {
     "CONFIG": "names the TOML settings file (config.sources)",
     "OPERATOR": "who the audit trail names (tasks.client.operator_name)",
     "TEST_RUN": "marks processes a test run started (tests/conftest.py)",
+    "RUN_MARKER": "marks a pool's template and everything below it (pool.orphans)",
     "TEST_CLUSTER": "marks a test cluster's processes (tests/integration/cluster.py)",
     "BENCH_PLAIN_URL": "the plain-Celery benchmark's broker (benchmarks/plain_app.py)",
 }

@@ -291,7 +291,7 @@ def test_a_forged_shadow_tag_is_ignored(node: Node, tag: Any) -> None:
     with pytest.raises(CommandFailed):  # the typed error, not a swallowed None
         run(node, "fail", req=request("some-task", tag))
     assert node.redis.hgetall(node.keys.shadow_counts) == {b"compared": b"3"}
-    assert node.redis.keys(node.keys.shadow("*")) == [node.keys.shadow_counts.encode()]
+    assert node.redis.keys(f"{node.keys.prefix}shadow:*") == [node.keys.shadow_counts.encode()]
 
 
 def test_our_shadow_pair_is_recorded_and_compared(node: Node) -> None:
