@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from snakepool.config.limits import MAX_PROGRAM_BYTES, REDIS_MAX_BULK_BYTES
+from snakepool.config.secrets import redact_url
 from snakepool.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ __all__ = [
     "check_redis_url",
     "pool_contradictions",
     "raise_contradictions",
-    "redact_url",
     "system_contradictions",
 ]
 
@@ -56,15 +56,6 @@ class Contradiction:
 
     setting: str
     message: str
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for error messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def _scheme(url: str, allowed: Sequence[str]) -> str:

@@ -34,9 +34,9 @@ from snakepool.config.rules import (
     check_redis_url,
     pool_contradictions,
     raise_contradictions,
-    redact_url,
     system_contradictions,
 )
+from snakepool.config.secrets import redact_url
 from snakepool.config.sources import (
     CONFIG_FILE_ENV,
     DEFAULT_CONFIG_FILE,

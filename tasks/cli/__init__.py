@@ -12,6 +12,7 @@ import logging
 
 import click
 
+from snakepool.config.secrets import RedactingFilter
 from snakepool.tasks.cli.bench import bench
 from snakepool.tasks.cli.call import call
 from snakepool.tasks.cli.controller import controller
@@ -32,6 +33,8 @@ def main(verbose: int) -> None:
     """snakepool: warm Python interpreter pools behind a task queue."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # no URL password reaches a log
+        handler.addFilter(RedactingFilter())
 
 
 for _command in (demo, worker, up, call, status, rollout, shadow, controller, bench, sessions):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from snakepool.config import Settings, load_settings
+from snakepool.config.secrets import redact_text
 from snakepool.errors import SnakepoolError
 
 if TYPE_CHECKING:
@@ -36,10 +37,10 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SnakepoolError as exc:
-            console.print(f"[red]{type(exc).__name__}:[/] {exc.message}")
+            console.print(f"[red]{type(exc).__name__}:[/] {redact_text(exc.message)}")
             sys.exit(2)
         except (redis.ConnectionError, OperationalError) as exc:
-            console.print(f"[red]cannot reach Redis / the broker:[/] {exc}")
+            console.print(f"[red]cannot reach Redis / the broker:[/] {redact_text(str(exc))}")
             sys.exit(3)
         except ResultTimeout:
             console.print("[red]no result in time:[/] are worker nodes running? (snakepool status)")

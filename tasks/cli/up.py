@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
+from snakepool.config.secrets import redact_url
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
 
 __all__ = ["up"]
@@ -38,10 +39,9 @@ def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) ->
         if not redis_answers(settings.redis_url):
             url = urlsplit(settings.redis_url)
             if url.hostname not in ("localhost", "127.0.0.1", "::1"):
-                raise click.ClickException(f"no Redis answers at {settings.redis_url}")
-            console.print(
-                f"no Redis at {settings.redis_url}: starting redis-server (no persistence)"
-            )
+                raise click.ClickException(f"no Redis answers at {redact_url(settings.redis_url)}")
+            shown = redact_url(settings.redis_url)
+            console.print(f"no Redis at {shown}: starting redis-server (no persistence)")
             launcher.start_redis(url.port or 6379)
         launcher.start_node("router", "router", pool_size=pool_size)
         for i in range(v3_nodes):

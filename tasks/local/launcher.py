@@ -61,7 +61,9 @@ class Launcher:
         self.logdir = logdir
         self.processes: list[ManagedProcess] = []
 
-    def _spawn(self, role: str, name: str, argv: list[str]) -> ManagedProcess:
+    def _spawn(
+        self, role: str, name: str, argv: list[str], *, env: dict[str, str] | None = None
+    ) -> ManagedProcess:
         log = self.logdir / f"{name}.log" if self.logdir else None
         output = log.open("wb") if log else None
         try:
@@ -69,7 +71,7 @@ class Launcher:
                 argv,
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 # Ctrl-C reaches only us, and we stop everything in order (Redis last);
                 # if we die instead, each child gets SIGTERM from the kernel.
                 start_new_session=True,
@@ -124,9 +126,10 @@ class Launcher:
 
     def start_flower(self, broker_url: str, port: int) -> ManagedProcess:
         """Flower on 127.0.0.1:``port`` watching ``broker_url``."""
-        argv = [sys.executable, "-m", "celery", "--broker", broker_url, "flower",
-                "--address=127.0.0.1", f"--port={port}"]  # fmt: skip
-        return self._spawn("flower", "flower", argv)
+        # The URL (it may hold a password) goes in the environment, not on the command
+        # line, where every user of the machine can read it.
+        argv = [sys.executable, "-m", "celery", "flower", "--address=127.0.0.1", f"--port={port}"]
+        return self._spawn("flower", "flower", argv, env={"CELERY_BROKER_URL": broker_url})
 
     def wait_nodes(
         self, client: redis.Redis, keys: Keys, timeout: float = NODE_START_TIMEOUT

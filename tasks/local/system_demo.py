@@ -27,6 +27,7 @@ from rich.table import Table
 
 from snakepool.config import Settings
 from snakepool.config.flags import RolloutFlags
+from snakepool.config.secrets import redact_url
 from snakepool.sessions import redis_answers
 from snakepool.tasks.client import Client
 
@@ -188,11 +189,13 @@ def run_system_demo(settings: Settings, *, console: Console, sessions: int = 40)
     """Run the rollout demo; returns the exit code."""
     console.rule("[bold]snakepool demo[/] — lanes, router and a rollout")
     if redis_answers(settings.redis_url):
-        console.print(f"Redis answers at {settings.redis_url}: using it, with real worker nodes")
+        console.print(
+            f"Redis answers at {redact_url(settings.redis_url)}: using it, with real worker nodes"
+        )
         stack: Any = _redis_stack(settings, console)
     else:
         console.print(
-            f"no Redis answers at {settings.redis_url}: running embedded "
+            f"no Redis answers at {redact_url(settings.redis_url)}: running embedded "
             "(in-memory broker, fakeredis, in-process worker)"
         )
         stack = _embedded_stack(settings, console)

@@ -329,7 +329,7 @@ def test_every_url_points_at_a_service_that_exists() -> None:
     for name, service in SERVICES.items():
         urls = [v for k, v in environment(service).items() if k.endswith("_URL")]
         if "command" in service and argv(service)[0] == "celery":
-            urls.append(check_celery_flower(argv(service))["broker"])
+            assert check_celery_flower(argv(service)).get("broker") is None  # env only
         for url in urls:
             assert urlsplit(url).hostname in SERVICES, f"{name}: {url}"
             assert "redis" in service.get("depends_on", {}), f"{name} must wait for redis"
@@ -361,16 +361,25 @@ def test_worker_v3_scales() -> None:
 
 
 def test_flower_basic_auth_comes_from_the_environment() -> None:
-    raw = [str(part) for part in RAW["services"]["flower"]["command"]]
-    auth = [t for t in raw if t.startswith("--basic-auth=")]
-    assert len(auth) == 1
+    flower = RAW["services"]["flower"]
+    # Never on the command line (which every user of the host can read): environment only.
+    assert not [t for t in map(str, flower["command"]) if "basic-auth" in t or "://" in t]
+    auth = str(flower["environment"]["FLOWER_BASIC_AUTH"])
     # Required (compose stops with the message when unset), never a default in the file.
-    assert re.fullmatch(r"--basic-auth=\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", auth[0]), auth[0]
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", auth), auth
     assert "FLOWER_BASIC_AUTH:-" not in COMPOSE.read_text()
     with pytest.raises(KeyError, match="FLOWER_BASIC_AUTH"):
         interpolate(RAW, {})
-    assert check_celery_flower(argv(SERVICES["flower"]))["basic_auth"] == ENV["FLOWER_BASIC_AUTH"]
+    assert environment(SERVICES["flower"])["FLOWER_BASIC_AUTH"] == ENV["FLOWER_BASIC_AUTH"]
+    assert environment(SERVICES["flower"])["CELERY_BROKER_URL"].startswith("redis://redis:")
     assert any(str(p).split(":")[-1] == "5555" for p in SERVICES["flower"]["ports"])
+
+
+def test_no_command_line_carries_a_secret() -> None:
+    for name, service in SERVICES.items():
+        for token in map(str, service.get("command") or []):
+            assert ENV["FLOWER_BASIC_AUTH"] not in token, name
+            assert "@" not in token or "://" not in token, f"{name}: credentials in {token!r}"
 
 
 # ------------------------------------------------------------------ the image
