@@ -23,10 +23,12 @@ and the lane, for messages that did not come through this class).
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import uuid
 import warnings
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -48,6 +50,18 @@ from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 __all__ = ["Client", "V2Api", "operator_name"]
 
 _ROUTINGS = ("router", "direct")
+#: Every open client, so that a forked child can reopen them (gunicorn ``--preload``).
+_LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+#: What a child inherited from its parent: kept alive, so it is never closed here.
+_INHERITED: list[tuple[Any, Any]] = []
+
+
+def _reopen_clients_after_fork() -> None:
+    for client in list(_LIVE_CLIENTS):
+        client._after_fork()
+
+
+os.register_at_fork(after_in_child=_reopen_clients_after_fork)
 
 
 class Client:
@@ -79,9 +93,16 @@ class Client:
             settings = settings.model_copy(update={"broker_url": redis_url})
         self.settings = settings
         self.routing = routing
+        self.keys = Keys(settings.key_prefix)
+        self._open()
+        self.v2 = V2Api(self)
+        _LIVE_CLIENTS.add(self)
+
+    def _open(self) -> None:
+        """Connections and the state guarded by locks: built here, and anew after a fork."""
+        settings = self.settings
         self.app = create_app(settings)
         self.redis = redis_from_url(settings.redis_url)
-        self.keys = Keys(settings.key_prefix)
         self.store = SessionStore(
             self.redis, prefix=settings.key_prefix, default_ttl=settings.session_ttl
         )
@@ -93,7 +114,17 @@ class Client:
             LaneMetrics(self.redis, prefix=settings.key_prefix),
             BreakerPolicy.from_settings(settings),
         )
-        self.v2 = V2Api(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: never touch the parent's sockets, locks or subscriptions.
+
+        The inherited broker connections and the result backend's subscription share
+        their sockets with the parent (a result would go to whichever process reads it
+        first), and a lock held by a parent thread at the fork stays held for ever here.
+        The old objects are kept, never closed: closing would shut the parent's sockets.
+        """
+        _INHERITED.append((self.app, self.redis))
+        self._open()
 
     # ------------------------------------------------------------------ requests
 
@@ -228,6 +259,7 @@ class Client:
 
     def close(self) -> None:
         """Release connections."""
+        _LIVE_CLIENTS.discard(self)
         self.redis.close()
         self.app.close()
 
@@ -263,7 +295,6 @@ def operator_name() -> str:
     """Who is changing the rollout, for the audit trail: ``SNAKEPOOL_OPERATOR`` if set
     (e.g. in a shared container), else ``user@host``."""
     import getpass
-    import os
 
     if operator := os.environ.get("SNAKEPOOL_OPERATOR"):
         return operator

@@ -1,0 +1,89 @@
+"""A Client made before the process forks keeps working in every child.
+
+gunicorn ``--preload`` and uWSGI without ``lazy-apps`` build the application — and so
+its Client — once, then fork the workers. Every child inherits the parent's sockets: the
+broker connection and the result backend's subscription. Without care, a child's result
+can be read by its sibling or the parent, and its caller waits in vain.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from snakepool.tasks.client import Client
+from tests.integration.cluster import Cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHILDREN = 3
+REQUESTS = 15
+
+
+@pytest.fixture(scope="module")
+def node(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(
+        redis_server, tmp_path_factory.mktemp("fork"), adapter="snakepool.pool.interpreter.builtin"
+    )
+    try:
+        cluster.start("all", f"fork-{os.getpid()}")
+        yield cluster
+    finally:
+        leftovers = cluster.stop()
+    assert leftovers == []
+
+
+def _requests(client: Client, tag: str) -> int:
+    """How many of REQUESTS echo calls came back with their own payload."""
+    right = 0
+    for i in range(REQUESTS):
+        payload = {"tag": tag, "i": i}
+        right += client.execute("echo", payload, timeout=20) == payload
+    return right
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("routing", ["router", "direct"])
+def test_children_forked_after_the_client_get_their_own_results(
+    node: Cluster, routing: str, tmp_path: Path
+) -> None:
+    client = Client(redis_url=node.redis_url, routing=routing)
+    try:
+        assert client.execute("ping", timeout=30)["pong"] is True  # connections are open
+        children: dict[int, int] = {}
+        for n in range(CHILDREN):
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: no pytest machinery from here on
+                os.close(read_fd)
+                code = 1
+                try:
+                    os.write(write_fd, str(_requests(client, f"child-{n}")).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write_fd)
+            children[pid] = read_fd
+        assert _requests(client, "parent") == REQUESTS
+        answers: dict[int, int] = {}
+        deadline = time.monotonic() + 90
+        while len(answers) < CHILDREN:
+            ready, _, _ = select.select(
+                [fd for pid, fd in children.items() if pid not in answers], [], [], 1.0
+            )
+            for fd in ready:
+                pid = next(p for p, f in children.items() if f == fd)
+                answers[pid] = int(os.read(fd, 32) or b"-1")
+            assert time.monotonic() < deadline, f"children still waiting: {answers}"
+        for pid, fd in children.items():
+            os.close(fd)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        assert sorted(answers.values()) == [REQUESTS] * CHILDREN
+    finally:
+        client.close()
