@@ -492,6 +492,8 @@ class Pool:
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         if self.settings.enable_chaos:
             env["SNAKEPOOL_ENABLE_CHAOS"] = "1"
+        # The setting decides, not whatever the parent's environment happens to hold.
+        env["SNAKEPOOL_ALLOW_ADMIN_COMMANDS"] = "1" if self.settings.allow_admin_commands else "0"
         # Adapters read their own settings from the environment: they cannot import ours.
         env["SNAKEPOOL_LM"] = self.settings.lm
         if self.settings.lm_answers:

@@ -37,9 +37,10 @@ except ImportError as exc:  # the extra is not installed: the commands say how t
     _IMPORT_ERROR = exc
 
 from snakepool.errors import ConfigError, InvalidArguments, ProgramNotFound
-from snakepool.pool.interpreter.adapter import command
-from snakepool.pool.interpreter.builtin import calculate, echo, get_stats, ping, sleep
+from snakepool.pool.interpreter.core import get_stats, ping
+from snakepool.pool.interpreter.marks import command
 from snakepool.pool.interpreter.programs import MODULES, ProgramDefinition, validate_program_id
+from snakepool.pool.interpreter.standard import calculate, echo, sleep
 
 __all__ = [
     "calculate", "configure_lm", "create_program", "delete_program", "dspy_status", "echo",
@@ -296,9 +297,13 @@ def get_program_info(args: dict[str, Any]) -> dict[str, Any]:
     return _describe(program_id, definition)
 
 
-@command()
+@command(admin=True)
 def configure_lm(args: dict[str, Any]) -> dict[str, Any]:
-    """Set this interpreter's LM: ``{"lm": "dummy" | model, "answers"?: mapping}``."""
+    """Set this interpreter's LM: ``{"lm": "dummy" | model, "answers"?: mapping}``.
+
+    An admin command: it points the interpreter's LM credentials at any model, so it
+    is off unless the pool's ``ALLOW_ADMIN_COMMANDS`` setting is on.
+    """
     _require_dspy()
     spec = args.get("lm", "dummy")
     answers = args.get("answers")

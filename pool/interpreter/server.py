@@ -83,6 +83,9 @@ def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 def _run(table: CommandTable, command: str, args: dict[str, Any]) -> tuple[bool, Any]:
     handler = table.handlers.get(command)
     if handler is None:
+        if command in table.disabled:
+            reason = table.disabled[command]
+            return False, _error("UnknownCommand", reason, setting="ALLOW_ADMIN_COMMANDS")
         return False, _error(
             "UnknownCommand",
             f"unknown command {command!r}",

@@ -155,7 +155,7 @@ def test_changed_definition_is_never_served_stale(make_pool: PoolFactory) -> Non
 def test_configured_answers(make_pool: PoolFactory, tmp_path: Path) -> None:
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps({"capital of France": {"answer": "Paris"}}))
-    pool = make_pool(size=1, adapter=ADAPTER, lm_answers=str(answers))
+    pool = make_pool(size=1, adapter=ADAPTER, lm_answers=str(answers), allow_admin_commands=True)
     pool.execute("create_program", {"id": "qa", **QA})
     hit = pool.execute(
         "execute_program",
