@@ -194,6 +194,8 @@ class Pool:
         *,
         timeout: float | None = None,
         affinity: str | None = None,
+        session: str | None = None,
+        transient: bool = False,
     ) -> Any:
         """Run ``command`` on an idle interpreter and return its (JSON-able) result.
 
@@ -203,6 +205,10 @@ class Pool:
             timeout: Seconds the command may run; default ``request_timeout``.
             affinity: Requests with the same key run on the same interpreter (waiting
                 for it when busy) for as long as it lives; then the key moves to another.
+            session: The session the request belongs to; commands that keep state in
+                the interpreter key it by this, so sessions sharing one never meet.
+            transient: The request must leave no state in the interpreter (a shadow
+                copy; the stateless V3 lane).
 
         Raises:
             QueueFull, QueueTimeout: no interpreter free (see ``max_queue``, ``queue_timeout``).
@@ -227,7 +233,9 @@ class Pool:
             for attempt in (1, 2):
                 interpreter = self._lease(affinity)
                 try:
-                    result = interpreter.call(command, args, timeout)
+                    result = interpreter.call(
+                        command, args, timeout, session=session, transient=transient
+                    )
                 except Broken as broken:
                     self._discard(interpreter, broken.error)
                     # Never sent: it died before it saw the request, so one retry is safe.
