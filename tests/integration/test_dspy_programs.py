@@ -207,16 +207,19 @@ RESERVED = ["config", "lm", "demos", "signature", "instructions", "new_signature
             "output_fields", "model_config", "model_dump"]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", RESERVED)
-def test_names_dspy_reserves_are_refused_at_create(make_pool: PoolFactory, name: str) -> None:
+def test_names_dspy_reserves_are_refused_at_create(make_pool: PoolFactory) -> None:
     """Issue 8.5: ``config -> answer`` was created, then every execute failed."""
     pool = make_pool(size=1, adapter=ADAPTER)
-    for signature in (f"{name} -> answer", f"question -> {name}", f"question, {name} -> answer"):
-        with pytest.raises(InvalidArguments, match=f"field '{name}' is a name DSPy reserves") as e:
-            pool.execute("create_program", {"id": "p", "signature": signature})
-        assert "NoneType" not in e.value.message and e.value.data["field"] == name
-        with pytest.raises(InvalidArguments, match=f"field '{name}'"):  # inline: the same
-            pool.execute("execute_program", {"program": {"signature": signature}, "inputs": {}})
+    for name in RESERVED:
+        for signature in (f"{name} -> answer", f"q -> {name}", f"q, {name} -> answer"):
+            with pytest.raises(
+                InvalidArguments, match=f"field '{name}' is a name DSPy reserves"
+            ) as e:
+                pool.execute("create_program", {"id": "p", "signature": signature})
+            assert "NoneType" not in e.value.message and e.value.data["field"] == name
+            inline = {"program": {"signature": signature}, "inputs": {}}
+            with pytest.raises(InvalidArguments, match=f"field '{name}'"):  # inline: the same
+                pool.execute("execute_program", inline)
     assert pool.execute("list_programs")["programs"] == []
 
 
@@ -230,23 +233,19 @@ def test_chain_of_thought_keeps_reasoning_predict_does_not(make_pool: PoolFactor
     assert created["input_fields"] == ["reasoning"] and set(result) == {"answer"}
 
 
-@pytest.mark.parametrize(
-    ("signature", "fragment"),
-    [
+def test_names_that_can_never_be_fields(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1, adapter=ADAPTER)
+    cases = [
         ("class -> answer", "field 'class' is a Python keyword"),
         ("q-1 -> answer", "field 'q-1' is not a valid identifier"),
         ("__init__ -> answer", "field '__init__': names starting with '_' are reserved"),
         ("q -> q", "field 'q' is both an input and an output"),
         ("q, q -> a", "field 'q' is listed twice among the inputs"),
         ("history: dspy.History -> a", "cannot run on DSPy"),  # JSON cannot carry a History
-    ],
-)
-def test_names_that_can_never_be_fields(
-    make_pool: PoolFactory, signature: str, fragment: str
-) -> None:
-    pool = make_pool(size=1, adapter=ADAPTER)
-    with pytest.raises(InvalidArguments, match=fragment):
-        pool.execute("create_program", {"signature": signature})
+    ]
+    for signature, fragment in cases:
+        with pytest.raises(InvalidArguments, match=fragment):
+            pool.execute("create_program", {"signature": signature})
 
 
 def test_names_dspy_uses_elsewhere_still_work(make_pool: PoolFactory) -> None:
