@@ -53,6 +53,7 @@ from snakepool.pool.interpreter.dspy_compiler import (
     prediction_outputs,
     program_fields,
 )
+from snakepool.pool.interpreter.dspy_names import reserved_field_names
 from snakepool.pool.interpreter.dummy_answers import dummy_answers
 from snakepool.pool.interpreter.marks import command
 from snakepool.pool.interpreter.program_tables import HeldPrograms
@@ -130,6 +131,7 @@ def _warm_up() -> None:
         program = dspy.Predict(dspy.Signature("question -> answer"))
         with dspy.context(lm=DummyLM({"": {"answer": "warm"}})):
             program(question="warm-up")
+        reserved_field_names(dspy, "predict")  # read from DSPy once, before the fork
     except Exception as exc:  # a warm-up must never stop the adapter from loading
         # Goes to the template's stderr, which the pool logs.
         logging.getLogger(__name__).warning("DSPy warm-up run failed: %s", exc)

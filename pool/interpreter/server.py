@@ -110,9 +110,9 @@ def _encode_reply(rid: int, ok: bool, value: Any, limit: int) -> bytes:
         framed = wire.framed_reply(rid, ok, value)
     except wire.EncodeError as exc:
         # The value names its own path: "result['when']: date is not JSON-able".
-        what = "result" if ok else "error reply"
+        what = "result" if ok else "error"
         error = _error(
-            "CommandFailed", f"{what} cannot be sent back: {exc}", remote_type="EncodeError"
+            "CommandFailed", f"cannot send the {what} back: {exc}", remote_type="EncodeError"
         )
         return wire.framed_reply(rid, False, error)
     size = len(framed) - _HEADER_SIZE

@@ -254,7 +254,7 @@ def framed_reply(rid: int, ok: bool, value: Any) -> bytes:
     try:
         payload = _pack((_REPLY, rid, ok, value))
     except _PACK_ERRORS as exc:
-        raise _encode_error(exc, {"result": value}) from None
+        raise _encode_error(exc, {"result" if ok else "error": value}) from None
     return HEADER.pack(len(payload)) + payload
 
 

@@ -32,6 +32,8 @@ _RESULTS = {
 @command(read_only=True)
 def give(args: dict[str, Any]) -> Any:
     """Return the result named ``kind``."""
+    if args.get("kind") == "error_with_date":  # an error whose data cannot cross
+        raise InvalidArguments("refused", when=datetime.date(2024, 1, 2))
     make = _RESULTS.get(args.get("kind", ""))
     if make is None:
         raise InvalidArguments(f"kind must be one of {sorted(_RESULTS)}")

@@ -99,6 +99,7 @@ def test_what_crosses_as_is(make_pool: PoolFactory) -> None:
         ("too_deep", "nested deeper than 1000 levels"),
         ("tuple_key", "result could not be decoded: a dict key is a tuple or list"),
         ("unpacker_limit", "result could not be decoded: nested deeper than 1000"),
+        ("error_with_date", r"cannot send the error back: error\['when'\]: date"),
     ],
 )
 def test_results_that_cannot_cross_are_command_failed(
