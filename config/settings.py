@@ -114,6 +114,9 @@ class PoolSettings(BaseModel):
     registry_dir: str | None = None
     #: Allow the test-only chaos adapter (``snakepool.pool.interpreter.chaos``).
     enable_chaos: bool = False
+    #: Allow commands that change an interpreter's configuration (``configure_lm``:
+    #: which LM it calls, with the server's credentials). Off: they are UnknownCommand.
+    allow_admin_commands: bool = False
     #: Language model for DSPy programs: ``dummy`` (DSPy's DummyLM, offline and
     #: deterministic) or a model name for ``dspy.LM`` such as ``openai/gpt-4o-mini``
     #: (credentials from the provider's usual env vars).

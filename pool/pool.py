@@ -195,6 +195,8 @@ class Pool:
         *,
         timeout: float | None = None,
         affinity: str | None = None,
+        session: str | None = None,
+        transient: bool = False,
     ) -> Any:
         """Run ``command`` on an idle interpreter and return its (JSON-able) result.
 
@@ -204,6 +206,10 @@ class Pool:
             timeout: Seconds the command may run; default ``request_timeout``.
             affinity: Requests with the same key run on the same interpreter (waiting
                 for it when busy) for as long as it lives; then the key moves to another.
+            session: The session the request belongs to; commands that keep state in
+                the interpreter key it by this, so sessions sharing one never meet.
+            transient: The request must leave no state in the interpreter (a shadow
+                copy; the stateless V3 lane).
 
         Raises:
             QueueFull, QueueTimeout: no interpreter free (see ``max_queue``, ``queue_timeout``).
@@ -228,7 +234,9 @@ class Pool:
             for attempt in (1, 2):
                 interpreter = self._lease(affinity)
                 try:
-                    result = interpreter.call(command, args, timeout)
+                    result = interpreter.call(
+                        command, args, timeout, session=session, transient=transient
+                    )
                 except Broken as broken:
                     self._discard(interpreter, broken.error)
                     # Never sent: it died before it saw the request, so one retry is safe.
@@ -493,6 +501,8 @@ class Pool:
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         if self.settings.enable_chaos:
             env["SNAKEPOOL_ENABLE_CHAOS"] = "1"
+        # The setting decides, not whatever the parent's environment happens to hold.
+        env["SNAKEPOOL_ALLOW_ADMIN_COMMANDS"] = "1" if self.settings.allow_admin_commands else "0"
         # Adapters read their own settings from the environment: they cannot import ours.
         env["SNAKEPOOL_LM"] = self.settings.lm
         if self.settings.lm_answers:

@@ -126,16 +126,28 @@ class Interpreter:
         except (ProcessLookupError, OSError, AttributeError):
             self.pidfd = None  # already gone: its exit report is on the way
 
-    def call(self, command: str, args: dict[str, Any], timeout: float) -> Any:
-        """Run one command and return its result.
+    def call(
+        self,
+        command: str,
+        args: dict[str, Any],
+        timeout: float,
+        *,
+        session: str | None = None,
+        transient: bool = False,
+    ) -> Any:
+        """Run one command (in the scope ``session``/``transient``) and return its result.
 
         Raises:
+            InvalidArguments: an argument cannot cross the pipe (nothing was sent).
             SnakepoolError: the command's own error (the interpreter is fine).
             Broken: the interpreter timed out, crashed or broke the protocol.
         """
         self._next_id += 1
         rid = self._next_id
-        framed = wire.framed_request(rid, command, args)
+        try:
+            framed = wire.framed_request(rid, command, args, session=session, transient=transient)
+        except wire.EncodeError as exc:
+            raise errors.InvalidArguments(str(exc), command=command) from None
         size = len(framed) - wire.HEADER.size
         if size > self.channel.limit:
             raise errors.PayloadTooLarge(

@@ -3,7 +3,8 @@
 
 Adapter authors use :func:`command` (and, for per-interpreter state, :class:`Adapter`)
 and raise :class:`InvalidArguments` & co. (the one error tree of :mod:`snakepool.errors`)
-to reject a request.
+to reject a request. A command that keeps state per session reads the request's scope
+with :func:`current_session` (and must hold nothing when :func:`is_transient`).
 """
 
 from snakepool.errors import (
@@ -15,7 +16,8 @@ from snakepool.errors import (
     SnakepoolError,
     UnknownCommand,
 )
-from snakepool.pool.interpreter.adapter import Adapter, command
+from snakepool.pool.interpreter.context import current_session, is_transient
+from snakepool.pool.interpreter.marks import Adapter, command
 
 __all__ = [
     "Adapter",
@@ -27,4 +29,6 @@ __all__ = [
     "SnakepoolError",
     "UnknownCommand",
     "command",
+    "current_session",
+    "is_transient",
 ]

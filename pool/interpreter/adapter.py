@@ -15,75 +15,50 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Adapter", "CommandSpec", "CommandTable", "command", "load_adapter"]
+from snakepool.pool.interpreter import core
+from snakepool.pool.interpreter.marks import MARK, Adapter, CommandSpec, Handler, command
 
-F = TypeVar("F", bound=Callable[..., Any])
-Handler = Callable[[dict[str, Any]], Any]
+__all__ = [
+    "ADMIN_ENV",
+    "Adapter",
+    "CommandSpec",
+    "CommandTable",
+    "Handler",
+    "admin_commands_allowed",
+    "command",
+    "load_adapter",
+]
 
-_MARK = "__snakepool_command__"
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
-    """How a command may be treated by routing and retries."""
-
-    name: str
-    read_only: bool = False
-    idempotent: bool = False
-
-    def describe(self) -> dict[str, bool]:
-        """The flags as sent in the readiness handshake."""
-        return {"read_only": self.read_only, "idempotent": self.idempotent}
+#: Set to ``1`` by the pool when its ``ALLOW_ADMIN_COMMANDS`` setting is on.
+ADMIN_ENV = "SNAKEPOOL_ALLOW_ADMIN_COMMANDS"
 
 
-def command(
-    name: str | None = None, *, read_only: bool = False, idempotent: bool | None = None
-) -> Callable[[F], F]:
-    """Mark a function (or an :class:`Adapter` method) as a command.
-
-    Args:
-        name: Command name; defaults to the function's name.
-        read_only: The command changes no state (eligible for shadow traffic).
-        idempotent: Running it twice is harmless (eligible for retries); defaults to
-            ``read_only``.
-    """
-
-    def mark(fn: F) -> F:
-        spec = CommandSpec(
-            name or fn.__name__, read_only, read_only if idempotent is None else idempotent
-        )
-        setattr(fn, _MARK, spec)
-        return fn
-
-    return mark
-
-
-class Adapter:
-    """Base class for adapters that keep state per interpreter.
-
-    Subclasses mark methods with :func:`command`. :meth:`setup` runs in every
-    interpreter after it is forked (or spawned), before the readiness handshake.
-    """
-
-    def setup(self) -> None:
-        """Per-interpreter initialisation (reseed, open files, warm caches)."""
+def admin_commands_allowed() -> bool:
+    """Whether this interpreter may run ``admin`` commands (read from its environment)."""
+    return os.environ.get(ADMIN_ENV) == "1"
 
 
 @dataclass(frozen=True)
 class CommandTable:
-    """The loaded adapter: command name → (spec, handler)."""
+    """The loaded adapter: command name → (spec, handler).
+
+    ``disabled`` maps the admin commands that are switched off to the reason, which
+    the interpreter sends back (as ``UnknownCommand``) to whoever calls one.
+    """
 
     adapter: str
     specs: dict[str, CommandSpec]
     handlers: dict[str, Handler]
     setup: Callable[[], None]
+    disabled: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> dict[str, dict[str, bool]]:
-        """Every command's flags, for the handshake."""
+        """Every available command's flags, for the handshake."""
         return {name: spec.describe() for name, spec in self.specs.items()}
 
 
@@ -91,23 +66,26 @@ def _collect(namespace: dict[str, Any] | Any) -> dict[str, tuple[CommandSpec, Ha
     found: dict[str, tuple[CommandSpec, Handler]] = {}
     members = namespace.items() if isinstance(namespace, dict) else inspect.getmembers(namespace)
     for _, value in members:
-        spec = getattr(value, _MARK, None)
+        spec = getattr(value, MARK, None)
         if isinstance(spec, CommandSpec) and callable(value):
             found[spec.name] = (spec, value)
     return found
 
 
-def load_adapter(path: str) -> CommandTable:
+def load_adapter(path: str, *, allow_admin: bool | None = None) -> CommandTable:
     """Import the adapter at ``path`` and build its command table.
 
     ``ping`` and ``get_stats`` are always present, whatever the adapter.
+
+    Args:
+        path: Dotted path of the adapter module, or ``module.AdapterClass``.
+        allow_admin: Whether ``admin`` commands are available; default: the
+            ``SNAKEPOOL_ALLOW_ADMIN_COMMANDS`` environment variable the pool sets.
 
     Raises:
         ImportError: the module or class cannot be found.
         TypeError: the path names something that is not an adapter.
     """
-    from snakepool.pool.interpreter import core  # the always-present commands
-
     try:
         module = importlib.import_module(path)
         target: Any = module
@@ -131,9 +109,21 @@ def load_adapter(path: str) -> CommandTable:
     commands.update(found)
     if not found:
         raise TypeError(f"adapter {path!r} defines no @command functions ({target!r})")
+    if allow_admin is None:
+        allow_admin = admin_commands_allowed()
+    disabled = {
+        name: (
+            f"{name!r} changes the interpreter's configuration and is off: enable it with "
+            f"the ALLOW_ADMIN_COMMANDS setting ({ADMIN_ENV}=1)"
+        )
+        for name, (spec, _) in commands.items()
+        if spec.admin and not allow_admin
+    }
+    available = {name: entry for name, entry in commands.items() if name not in disabled}
     return CommandTable(
         adapter=path,
-        specs={name: spec for name, (spec, _) in commands.items()},
-        handlers={name: handler for name, (_, handler) in commands.items()},
+        specs={name: spec for name, (spec, _) in available.items()},
+        handlers={name: handler for name, (_, handler) in available.items()},
         setup=setup,
+        disabled=disabled,
     )

@@ -1,61 +1,30 @@
 """The default adapter: ``ping``, ``get_stats``, ``echo``, ``calculate``, ``sleep``, and
 the program commands (``create_program``, ``execute_program``, ``list_programs``,
-``delete_program``, ``get_program_info``, ``configure_lm``, ``dspy_status``).
+``delete_program``, ``get_program_info``, ``dspy_status`` and the admin command
+``configure_lm``).
 
 The program commands run on DSPy when it is installed. Here they import
 :mod:`snakepool.pool.interpreter.dspy_programs` on first use, inside the interpreter, so a default
 pool does not pay for DSPy unless it runs programs; for DSPy work, name that adapter
 (``ADAPTER=snakepool.pool.interpreter.dspy_programs``): it is imported in the template, so every
-interpreter starts with DSPy already there.
+interpreter starts with DSPy already there. (That module does not import this one: both
+take the general commands from :mod:`~snakepool.pool.interpreter.standard`.)
 """
 
 from __future__ import annotations
 
-import math
-import time
 from types import ModuleType
 from typing import Any
 
-from snakepool.errors import InvalidArguments
-from snakepool.pool.interpreter.adapter import Handler, command
-from snakepool.pool.interpreter.calc import evaluate
 from snakepool.pool.interpreter.core import get_stats, ping
+from snakepool.pool.interpreter.marks import Handler, command
+from snakepool.pool.interpreter.standard import MAX_SLEEP_SECONDS, calculate, echo, sleep
 
 __all__ = [
-    "calculate", "configure_lm", "create_program", "delete_program", "dspy_status", "echo",
-    "execute_program", "get_program_info", "get_stats", "list_programs", "ping", "sleep",
+    "MAX_SLEEP_SECONDS", "calculate", "configure_lm", "create_program", "delete_program",
+    "dspy_status", "echo", "execute_program", "get_program_info", "get_stats", "list_programs",
+    "ping", "sleep",
 ]  # fmt: skip
-
-#: Longest ``sleep`` accepted, in seconds.
-MAX_SLEEP_SECONDS = 3600.0
-
-
-@command(read_only=True)
-def echo(args: dict[str, Any]) -> dict[str, Any]:
-    """Return the arguments unchanged."""
-    return args
-
-
-@command(read_only=True)
-def calculate(args: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate ``{"expression": "2 + 3 * 4"}`` safely (no ``eval``): ``{"result": 14}``."""
-    expression = args.get("expression")
-    if not isinstance(expression, str):
-        raise InvalidArguments("calculate needs 'expression' as a string")
-    return {"result": evaluate(expression)}
-
-
-@command(read_only=True)
-def sleep(args: dict[str, Any]) -> dict[str, Any]:
-    """Sleep ``{"seconds": s}`` (0 to 3600) and report how long it slept."""
-    seconds = args.get("seconds", 0)
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise InvalidArguments("sleep needs 'seconds' as a number")
-    if not (0 <= seconds <= MAX_SLEEP_SECONDS) or math.isnan(seconds):
-        raise InvalidArguments(f"'seconds' must be between 0 and {MAX_SLEEP_SECONDS:g}")
-    started = time.monotonic()
-    time.sleep(seconds)
-    return {"slept": round(time.monotonic() - started, 6)}
 
 
 def _programs() -> ModuleType:
@@ -64,7 +33,7 @@ def _programs() -> ModuleType:
     return dspy_programs
 
 
-def _on_first_use(name: str, *, read_only: bool) -> Handler:
+def _on_first_use(name: str, *, read_only: bool, admin: bool = False) -> Handler:
     """A command that forwards to ``dspy_programs.<name>``, importing it when first called."""
 
     def forward(args: dict[str, Any]) -> Any:
@@ -72,7 +41,7 @@ def _on_first_use(name: str, *, read_only: bool) -> Handler:
 
     forward.__name__ = forward.__qualname__ = name
     forward.__doc__ = f"See :func:`snakepool.pool.interpreter.dspy_programs.{name}`."
-    return command(name, read_only=read_only)(forward)
+    return command(name, read_only=read_only, admin=admin)(forward)
 
 
 create_program = _on_first_use("create_program", read_only=False)
@@ -80,5 +49,5 @@ execute_program = _on_first_use("execute_program", read_only=True)
 list_programs = _on_first_use("list_programs", read_only=True)
 delete_program = _on_first_use("delete_program", read_only=False)
 get_program_info = _on_first_use("get_program_info", read_only=True)
-configure_lm = _on_first_use("configure_lm", read_only=False)
+configure_lm = _on_first_use("configure_lm", read_only=False, admin=True)
 dspy_status = _on_first_use("dspy_status", read_only=True)

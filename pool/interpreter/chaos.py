@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from snakepool.errors import InvalidArguments
-from snakepool.pool.interpreter.adapter import command
-from snakepool.pool.interpreter.builtin import calculate, echo, get_stats, ping, sleep
+from snakepool.pool.interpreter.core import get_stats, ping
+from snakepool.pool.interpreter.marks import command
+from snakepool.pool.interpreter.standard import calculate, echo, sleep
 
 if os.environ.get("SNAKEPOOL_ENABLE_CHAOS") != "1":
     raise ImportError(

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from snakepool.pool.interpreter.adapter import command
+from snakepool.pool.interpreter.marks import command
 
 __all__ = ["get_stats", "ping", "process_stats"]
 

@@ -2,25 +2,34 @@
 
 Imported once in the pool's template, so every forked interpreter starts with DSPy (and,
 with a real LM configured, litellm) already imported — the cost a warm pool exists to
-pay once. Programs are plain data (:class:`~snakepool.pool.interpreter.programs.ProgramDefinition`);
-each interpreter keeps the programs created on it (V2 semantics) and a cache of compiled
-programs keyed by content hash (so V3 can send definitions inline, statelessly).
+pay once. Programs are plain data (:class:`~snakepool.pool.interpreter.programs.ProgramDefinition`).
+What an interpreter keeps (:mod:`~snakepool.pool.interpreter.program_tables`):
+
+- the programs created on it, per session (V2 semantics): a request sees only the
+  programs of its own session (:func:`~snakepool.pool.interpreter.context.current_session`);
+- a bounded cache of compiled programs keyed by content hash, so V3 can send
+  definitions inline, statelessly.
+
+A transient request (a shadow copy, or the stateless V3 lane:
+:func:`~snakepool.pool.interpreter.context.is_transient`) holds nothing: ``create_program``
+validates and compiles and answers as usual but keeps no program, ``delete_program``
+deletes nothing.
+
+A program is tried once with DummyLM when it is compiled, so a definition DSPy cannot
+run is refused at ``create_program`` (``InvalidArguments``) instead of failing every
+``execute_program`` after it.
 
 The LM comes from ``SNAKEPOOL_LM``: ``dummy`` uses DSPy's own ``DummyLM`` with
-deterministic answers — from the JSON mapping in ``SNAKEPOOL_LM_ANSWERS`` (substring of
-an input → output fields) where one matches, else a value derived from the inputs' hash
-for every output field. Anything else is a model name for ``dspy.LM`` (credentials from
-the environment, as litellm reads them).
+deterministic answers (:mod:`~snakepool.pool.interpreter.dummy_answers`); anything else
+is a model name for ``dspy.LM`` (credentials from the environment, as litellm reads
+them). Changing it with ``configure_lm`` is an admin command (``ALLOW_ADMIN_COMMANDS``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import typing
-from collections import OrderedDict
 from typing import Any
 
 # No network here: litellm must not fetch its model cost map at import.
@@ -37,19 +46,36 @@ except ImportError as exc:  # the extra is not installed: the commands say how t
     _IMPORT_ERROR = exc
 
 from snakepool.errors import ConfigError, InvalidArguments, ProgramNotFound
-from snakepool.pool.interpreter.adapter import command
-from snakepool.pool.interpreter.builtin import calculate, echo, get_stats, ping, sleep
-from snakepool.pool.interpreter.programs import MODULES, ProgramDefinition, validate_program_id
+from snakepool.pool.interpreter.context import current_session, is_transient
+from snakepool.pool.interpreter.core import get_stats, ping
+from snakepool.pool.interpreter.dspy_compiler import (
+    ProgramCompiler,
+    prediction_outputs,
+    program_fields,
+)
+from snakepool.pool.interpreter.dspy_names import reserved_field_names
+from snakepool.pool.interpreter.dummy_answers import dummy_answers
+from snakepool.pool.interpreter.marks import command
+from snakepool.pool.interpreter.program_tables import HeldPrograms
+from snakepool.pool.interpreter.programs import ProgramDefinition, validate_program_id
+from snakepool.pool.interpreter.standard import calculate, echo, sleep
 
 __all__ = [
     "calculate", "configure_lm", "create_program", "delete_program", "dspy_status", "echo",
     "execute_program", "get_program_info", "get_stats", "list_programs", "ping", "sleep",
 ]  # fmt: skip
 
-#: Compiled programs kept per interpreter (least recently used evicted first).
+#: Compiled programs kept per interpreter (least recently used evicted first) ...
 MAX_COMPILED = 256
-#: Programs one interpreter holds (created on it, V2 semantics).
+#: ... and their estimated bytes.
+MAX_COMPILED_BYTES = 32 * 1024 * 1024
+#: Estimated memory of one compiled program besides its definition's text (measured:
+#: ~24 KiB for a ChainOfThought on DSPy 3).
+COMPILED_OVERHEAD_BYTES = 32 * 1024
+#: Programs one interpreter holds for its sessions (created on it, V2 semantics) ...
 MAX_PROGRAMS = 10_000
+#: ... and their definitions' bytes.
+MAX_PROGRAM_BYTES = 64 * 1024 * 1024
 
 _IMPORTED_IN_PID = os.getpid()  # differs from os.getpid() in a forked interpreter
 
@@ -70,8 +96,20 @@ class _State:
         # A bad answers file fails the template's import, so the pool refuses to start.
         self.answers = _load_answers(os.environ.get("SNAKEPOOL_LM_ANSWERS"))
         self.real_lm: Any = None
-        self.programs: dict[str, ProgramDefinition] = {}
-        self.compiled: OrderedDict[str, Any] = OrderedDict()
+        self.programs: HeldPrograms[ProgramDefinition] = HeldPrograms(
+            max_programs=MAX_PROGRAMS, max_bytes=MAX_PROGRAM_BYTES
+        )
+        self.compiler = (
+            ProgramCompiler(
+                dspy,
+                DummyLM,
+                max_entries=MAX_COMPILED,
+                max_bytes=MAX_COMPILED_BYTES,
+                overhead_bytes=COMPILED_OVERHEAD_BYTES,
+            )
+            if dspy is not None
+            else None
+        )
 
 
 _state = _State()
@@ -93,6 +131,7 @@ def _warm_up() -> None:
         program = dspy.Predict(dspy.Signature("question -> answer"))
         with dspy.context(lm=DummyLM({"": {"answer": "warm"}})):
             program(question="warm-up")
+        reserved_field_names(dspy, "predict")  # read from DSPy once, before the fork
     except Exception as exc:  # a warm-up must never stop the adapter from loading
         # Goes to the template's stderr, which the pool logs.
         logging.getLogger(__name__).warning("DSPy warm-up run failed: %s", exc)
@@ -111,84 +150,21 @@ def _require_dspy() -> Any:
 
 
 def _compile(definition: ProgramDefinition) -> Any:
-    """The DSPy module for a definition, from the cache when the hash is known."""
-    key = definition.content_hash
-    program = _state.compiled.get(key)
-    if program is not None:
-        _state.compiled.move_to_end(key)
-        return program
-    module = _require_dspy()
-    try:
-        signature = module.Signature(definition.signature, definition.instructions)
-    except Exception as exc:  # DSPy raises ValueError/TypeError/SyntaxError for bad text
-        raise InvalidArguments(f"malformed signature {definition.signature!r}: {exc}") from None
-    if not signature.input_fields or not signature.output_fields:
-        raise InvalidArguments(
-            f"malformed signature {definition.signature!r}: "
-            "needs at least one input and one output field, e.g. 'question -> answer'"
-        )
-    program = getattr(module, MODULES[definition.module])(signature)
-    if definition.demos:
-        inputs = list(signature.input_fields)
-        demos = [module.Example(**demo).with_inputs(*inputs) for demo in definition.demos]
-        for predictor in program.predictors():
-            predictor.demos = demos
-    _state.compiled[key] = program
-    while len(_state.compiled) > MAX_COMPILED:
-        _state.compiled.popitem(last=False)
-    return program
+    """The DSPy module for a definition (cached by content hash).
 
-
-def _fields(program: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    signature = program.predictors()[0].signature
-    return dict(signature.input_fields), dict(signature.output_fields)
-
-
-def _derived_value(name: str, annotation: Any, seed: str) -> Any:
-    digest = hashlib.sha256(f"{seed}|{name}".encode()).hexdigest()
-    number = int(digest[:8], 16)
-    if annotation is bool:
-        return number % 2 == 0
-    if annotation is int:
-        return number % 1000
-    if annotation is float:
-        return (number % 100_000) / 100
-    if typing.get_origin(annotation) is typing.Literal:
-        return typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) is list:
-        return [f"{name}-{digest[:8]}"]
-    return f"{name}-{digest[:8]}"
-
-
-def _dummy_answers(inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
-    """Deterministic answers: a configured mapping where it matches, derived values else."""
-    text = json.dumps(inputs, sort_keys=True, default=str)
-    chosen: dict[str, Any] = {}
-    for substring, answers in _state.answers.items():
-        if any(substring in str(value) for value in inputs.values()):
-            chosen = answers
-            break
-    return {
-        name: chosen[name] if name in chosen else _derived_value(name, spec.annotation, text)
-        for name, spec in outputs.items()
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if hasattr(value, "model_dump"):
-        return _jsonable(value.model_dump())
-    return str(value)
+    Raises:
+        ConfigError: DSPy is not installed.
+        InvalidArguments: a bad field name, a malformed signature, or one DSPy cannot run.
+    """
+    _require_dspy()
+    assert _state.compiler is not None
+    return _state.compiler.compile(definition)
 
 
 def _lm_for(inputs: dict[str, Any], outputs: dict[str, Any]) -> Any:
     if _state.lm_spec == "dummy":
-        return DummyLM({"": _dummy_answers(inputs, outputs)})  # "" matches every prompt
+        # "" matches every prompt
+        return DummyLM({"": dummy_answers(inputs, outputs, _state.answers)})
     if _state.real_lm is None:
         _state.real_lm = dspy.LM(_state.lm_spec)
     return _state.real_lm
@@ -196,15 +172,17 @@ def _lm_for(inputs: dict[str, Any], outputs: dict[str, Any]) -> Any:
 
 def _held(args: dict[str, Any]) -> tuple[str, ProgramDefinition]:
     program_id = validate_program_id(args.get("program_id"))
-    definition = _state.programs.get(program_id)
+    session = current_session()
+    definition = _state.programs.get(session, program_id)
     if definition is None:
-        raise ProgramNotFound(f"no program {program_id!r} in this interpreter")
+        where = f" of session {session!r}" if session is not None else ""
+        raise ProgramNotFound(f"no program {program_id!r}{where} in this interpreter")
     return program_id, definition
 
 
 def _describe(program_id: str | None, definition: ProgramDefinition) -> dict[str, Any]:
     program = _compile(definition)
-    inputs, outputs = _fields(program)
+    inputs, outputs = program_fields(program)
     return {
         "program_id": program_id,
         **definition.to_dict(),
@@ -216,20 +194,36 @@ def _describe(program_id: str | None, definition: ProgramDefinition) -> dict[str
 
 @command()
 def create_program(args: dict[str, Any]) -> dict[str, Any]:
-    """Compile and keep a program: ``{"id"?, "signature", "module"?, "instructions"?,
-    "demos"?}`` → ``{"program_id", "hash", "input_fields", "output_fields"}``.
-    Creating an existing id replaces its definition."""
+    """Compile and keep a program for the request's session: ``{"id"?, "signature",
+    "module"?, "instructions"?, "demos"?}`` → ``{"program_id", "hash", "input_fields",
+    "output_fields"}``. Creating an existing id replaces the session's definition.
+
+    A transient request (shadow copy, V3) validates and compiles but keeps nothing.
+
+    Raises:
+        InvalidArguments: a bad definition or id (naming the field), or the session
+            already holds the most programs an interpreter keeps for one session.
+    """
     definition = ProgramDefinition.from_args(args)
     program_id = validate_program_id(args["id"]) if args.get("id") is not None else None
     described = _describe(program_id, definition)  # compiles: bad signatures fail here
     if program_id is None:
         program_id = f"prog-{os.urandom(6).hex()}"
-    if program_id not in _state.programs and len(_state.programs) >= MAX_PROGRAMS:
-        raise InvalidArguments(f"this interpreter already holds {MAX_PROGRAMS} programs")
-    _state.programs[program_id] = definition
+    if not is_transient():
+        size = len(definition.canonical) + len(program_id)
+        _state.programs.put(current_session(), program_id, definition, size)
     return {key: described[key] for key in ("hash", "input_fields", "output_fields")} | {
         "program_id": program_id
     }
+
+
+def _definition(args: dict[str, Any]) -> ProgramDefinition:
+    """The inline ``program`` of a request, else the session's ``program_id``."""
+    if args.get("program") is not None:
+        return ProgramDefinition.from_args(args["program"])
+    if args.get("program_id") is not None:
+        return _held(args)[1]
+    raise InvalidArguments("execute_program needs 'program_id' or an inline 'program'")
 
 
 @command(read_only=True)
@@ -239,35 +233,30 @@ def execute_program(args: dict[str, Any]) -> dict[str, Any]:
     ``program`` is a full inline definition (how the stateless V3 lane sends it).
     """
     _require_dspy()
-    if args.get("program") is not None:
-        definition = ProgramDefinition.from_args(args["program"])
-    elif args.get("program_id") is not None:
-        _, definition = _held(args)
-    else:
-        raise InvalidArguments("execute_program needs 'program_id' or an inline 'program'")
+    definition = _definition(args)
     inputs = args.get("inputs")
     if not isinstance(inputs, dict):
         raise InvalidArguments("'inputs' must be an object of input field -> value")
     program = _compile(definition)
-    input_fields, output_fields = _fields(program)
+    input_fields, output_fields = program_fields(program)
     missing = [name for name in input_fields if name not in inputs]
     if missing:
         raise InvalidArguments(
             f"missing input field(s) {', '.join(missing)} for {definition.signature!r}"
         )
-    extra = [name for name in inputs if name not in input_fields]
+    extra = [str(name) for name in inputs if name not in input_fields]
     if extra:
         raise InvalidArguments(
             f"unknown input field(s) {', '.join(extra)} for {definition.signature!r}"
         )
     with dspy.context(lm=_lm_for(inputs, output_fields)):
         prediction = program(**inputs)
-    return {name: _jsonable(prediction[name]) for name in output_fields}
+    return prediction_outputs(prediction, output_fields)
 
 
 @command(read_only=True)
 def list_programs(args: dict[str, Any]) -> dict[str, Any]:
-    """The programs this interpreter holds."""
+    """The programs this interpreter holds for the request's session."""
     return {
         "programs": [
             {
@@ -276,38 +265,54 @@ def list_programs(args: dict[str, Any]) -> dict[str, Any]:
                 "module": d.module,
                 "hash": d.content_hash,
             }
-            for pid, d in sorted(_state.programs.items())
+            for pid, d in _state.programs.items(current_session())
         ]
     }
 
 
 @command()
 def delete_program(args: dict[str, Any]) -> dict[str, Any]:
-    """Forget a program: ``{"program_id"}``."""
+    """Forget one of the session's programs: ``{"program_id"}``.
+
+    A transient request only checks that it exists.
+    """
     program_id, _ = _held(args)
-    del _state.programs[program_id]
+    if not is_transient():
+        _state.programs.delete(current_session(), program_id)
     return {"deleted": program_id}
 
 
 @command(read_only=True)
 def get_program_info(args: dict[str, Any]) -> dict[str, Any]:
-    """A held program's definition, hash and fields: ``{"program_id"}``."""
+    """A program's definition, hash and fields: ``{"program_id"}`` (one of the session's),
+    or ``{"program_id"?, "program"}`` to describe an inline definition (V3)."""
+    if args.get("program") is not None:
+        program_id = args.get("program_id")
+        named = validate_program_id(program_id) if program_id is not None else None
+        return _describe(named, ProgramDefinition.from_args(args["program"]))
     program_id, definition = _held(args)
     return _describe(program_id, definition)
 
 
-@command()
+@command(admin=True)
 def configure_lm(args: dict[str, Any]) -> dict[str, Any]:
-    """Set this interpreter's LM: ``{"lm": "dummy" | model, "answers"?: mapping}``."""
+    """Set this interpreter's LM: ``{"lm": "dummy" | model, "answers"?: mapping}``.
+
+    An admin command: it points the interpreter's LM credentials at any model, so it
+    is off unless the pool's ``ALLOW_ADMIN_COMMANDS`` setting is on.
+    """
     _require_dspy()
     spec = args.get("lm", "dummy")
     answers = args.get("answers")
     if not isinstance(spec, str) or not spec:
         raise InvalidArguments("'lm' must be 'dummy' or a model name such as 'openai/gpt-4o-mini'")
     if answers is not None and not (
-        isinstance(answers, dict) and all(isinstance(v, dict) for v in answers.values())
+        isinstance(answers, dict)
+        and all(isinstance(k, str) and isinstance(v, dict) for k, v in answers.items())
     ):
         raise InvalidArguments("'answers' must map a substring to {field: value}")
+    if is_transient():
+        raise InvalidArguments("a transient request (shadow copy, V3) cannot configure the LM")
     _state.lm_spec, _state.real_lm = spec, None
     if answers is not None:
         _state.answers = answers
@@ -316,12 +321,17 @@ def configure_lm(args: dict[str, Any]) -> dict[str, Any]:
 
 @command(read_only=True)
 def dspy_status(args: dict[str, Any]) -> dict[str, Any]:
-    """Whether DSPy is here, which LM, and whether it was imported before the fork."""
+    """Whether DSPy is here, which LM, whether it was imported before the fork, and
+    what this interpreter keeps (held programs, compiled cache)."""
     return {
         "available": dspy is not None,
         "version": getattr(dspy, "__version__", None),
         "lm": _state.lm_spec,
         "imported_in_template": os.getpid() != _IMPORTED_IN_PID,
-        "programs": len(_state.programs),
-        "compiled": len(_state.compiled),
+        "programs": _state.programs.count,
+        "program_bytes": _state.programs.nbytes,
+        "sessions": _state.programs.sessions,
+        "compiled": len(_state.compiler.cache) if _state.compiler else 0,
+        "compiled_bytes": _state.compiler.cache.nbytes if _state.compiler else 0,
+        "compiled_limits": {"entries": MAX_COMPILED, "bytes": MAX_COMPILED_BYTES},
     }

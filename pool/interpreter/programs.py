@@ -4,19 +4,34 @@ A definition is a signature (``"question -> answer"``), a module kind, optional
 instructions and optional demos. It is JSON-able, so it can live in the SessionStore and
 travel inline with a request; its content hash keys the interpreters' compiled-program
 caches, so a changed definition can never be served from a stale cache entry.
+
+:func:`signature_field_names` reads a signature's field names the way DSPy does (as
+Python parameters) and refuses, naming the field, what can never be a field: a
+non-identifier, a keyword, a name starting with ``_``, a name listed twice or on both
+sides. The names DSPy keeps for itself are checked where DSPy is
+(:mod:`~snakepool.pool.interpreter.dspy_names`).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import keyword
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from snakepool.errors import InvalidArguments
 
-__all__ = ["MODULES", "PROGRAM_ID", "ProgramDefinition"]
+__all__ = [
+    "MODULES",
+    "PROGRAM_ID",
+    "ProgramDefinition",
+    "signature_field_names",
+    "validate_program_id",
+]
 
 #: Module kinds a definition may name, and the DSPy class each becomes.
 MODULES = {"predict": "Predict", "chain_of_thought": "ChainOfThought"}
@@ -53,7 +68,7 @@ class ProgramDefinition:
         if len(signature) > MAX_SIGNATURE_CHARS:
             raise InvalidArguments(f"'signature' is longer than {MAX_SIGNATURE_CHARS} characters")
         module = args.get("module", "predict")
-        if module not in MODULES:
+        if not isinstance(module, str) or module not in MODULES:
             raise InvalidArguments(
                 f"unknown module {module!r}; expected one of {', '.join(sorted(MODULES))}"
             )
@@ -65,7 +80,9 @@ class ProgramDefinition:
                 f"'instructions' is longer than {MAX_INSTRUCTIONS_CHARS} characters"
             )
         demos = args.get("demos") or []
-        if not isinstance(demos, list) or not all(isinstance(d, dict) for d in demos):
+        if not isinstance(demos, list) or not all(
+            isinstance(d, dict) and all(isinstance(k, str) for k in d) for d in demos
+        ):
             raise InvalidArguments("'demos' must be a list of objects (field -> value)")
         if len(demos) > MAX_DEMOS:
             raise InvalidArguments(f"at most {MAX_DEMOS} demos")
@@ -80,19 +97,106 @@ class ProgramDefinition:
             "demos": list(self.demos),
         }
 
+    @cached_property
+    def canonical(self) -> str:
+        """The canonical JSON form (sorted keys, no spaces); what the hash is of."""
+        # default=repr: demos may hold what crossed the wire but JSON lacks (bytes).
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=repr)
+
     @property
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON form: equal definitions, equal hashes."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(self.canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def validate_program_id(value: Any) -> str:
     """Check a program id.
 
     Raises:
-        InvalidArguments: not 1-128 characters of ``[A-Za-z0-9_.:-]``.
+        InvalidArguments: not 1-128 characters of ``[A-Za-z0-9_.:-]`` (a trailing newline
+            included: the whole string must match).
     """
     if not isinstance(value, str) or PROGRAM_ID.fullmatch(value) is None:
         raise InvalidArguments("'program_id' must be 1-128 characters of A-Z a-z 0-9 _ . : -")
     return value
+
+
+def _top_level_pieces(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets (``a: dict[str, int], b``)."""
+    pieces, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            pieces.append(text[start:index])
+            start = index + 1
+    pieces.append(text[start:])
+    return [piece.strip() for piece in pieces]
+
+
+def _explain_syntax_error(text: str, exc: SyntaxError) -> str:
+    for piece in _top_level_pieces(text):
+        name = re.split(r"[:=]", piece, maxsplit=1)[0].strip()
+        if not name:
+            return "an empty field name (a stray comma?)"
+        if keyword.iskeyword(name):
+            return f"field {name!r} is a Python keyword"
+        if not name.isidentifier():
+            return f"field {name!r} is not a valid identifier (letters, digits and _)"
+    return str(exc.msg)
+
+
+def _side(text: str, signature: str) -> list[str]:
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        parsed = ast.parse(f"def f({text}): pass").body[0]
+    except SyntaxError as exc:
+        reason = _explain_syntax_error(text, exc)
+        raise InvalidArguments(f"malformed signature {signature!r}: {reason}") from None
+    assert isinstance(parsed, ast.FunctionDef)
+    params = parsed.args
+    if params.posonlyargs or params.kwonlyargs or params.vararg or params.kwarg:
+        raise InvalidArguments(
+            f"malformed signature {signature!r}: fields are plain names ('*', '**' and '/' "
+            "are not allowed)"
+        )
+    # The parser has already NFKC-normalized the names, as it does for DSPy.
+    return [arg.arg for arg in params.args]
+
+
+def signature_field_names(signature: str) -> tuple[list[str], list[str]]:
+    """The input and output field names of ``signature``, as DSPy will read them.
+
+    Raises:
+        InvalidArguments: naming the field: not an identifier, a Python keyword, a
+            name starting with ``_`` (pydantic and DSPy keep those), a name listed
+            twice, on both sides, or no field on a side.
+    """
+    if signature.count("->") != 1:
+        raise InvalidArguments(
+            f"malformed signature {signature!r}: needs exactly one '->' between inputs "
+            "and outputs, e.g. 'question -> answer'"
+        )
+    left, right = signature.split("->")
+    inputs, outputs = _side(left, signature), _side(right, signature)
+    if not inputs or not outputs:
+        raise InvalidArguments(
+            f"malformed signature {signature!r}: "
+            "needs at least one input and one output field, e.g. 'question -> answer'"
+        )
+    seen: dict[str, str] = {}
+    for name, side in [(n, "input") for n in inputs] + [(n, "output") for n in outputs]:
+        if name.startswith("_"):
+            raise InvalidArguments(
+                f"field {name!r}: names starting with '_' are reserved (pydantic and DSPy)"
+            )
+        if name in seen:
+            twice = seen[name] == side
+            where = f"listed twice among the {side}s" if twice else "both an input and an output"
+            raise InvalidArguments(f"field {name!r} is {where}; each field needs its own name")
+        seen[name] = side
+    return inputs, outputs

@@ -19,7 +19,7 @@ import traceback
 from typing import Any
 
 from snakepool.errors import SnakepoolError
-from snakepool.pool.interpreter import wire
+from snakepool.pool.interpreter import context, wire
 from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
 from snakepool.pool.interpreter.core import process_stats
 from snakepool.pool.interpreter.reaper import become_group_leader, die_with_parent
@@ -78,6 +78,9 @@ def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 def _run(table: CommandTable, command: str, args: dict[str, Any]) -> tuple[bool, Any]:
     handler = table.handlers.get(command)
     if handler is None:
+        if command in table.disabled:
+            reason = table.disabled[command]
+            return False, _error("UnknownCommand", reason, setting="ALLOW_ADMIN_COMMANDS")
         return False, _error(
             "UnknownCommand",
             f"unknown command {command!r}",
@@ -100,9 +103,11 @@ def _encode_reply(rid: int, ok: bool, value: Any, limit: int) -> bytes:
     """The whole reply frame; an unserializable or oversize result becomes an error reply."""
     try:
         framed = wire.framed_reply(rid, ok, value)
-    except (TypeError, ValueError, OverflowError) as exc:
+    except wire.EncodeError as exc:
+        # The value names its own path: "result['when']: date is not JSON-able".
+        what = "result" if ok else "error"
         error = _error(
-            "CommandFailed", f"result is not serializable: {exc}", remote_type="TypeError"
+            "CommandFailed", f"cannot send the {what} back: {exc}", remote_type="EncodeError"
         )
         return wire.framed_reply(rid, False, error)
     size = len(framed) - _HEADER_SIZE
@@ -127,15 +132,23 @@ def serve(req_fd: int, resp_fd: int, table: CommandTable, *, max_message_bytes: 
     ready = wire.Ready(os.getpid(), table.describe(), sys.version.split()[0]).encode()
     _write_all(resp_fd, wire.frame(ready))
     reader = _FrameReader(req_fd, max_message_bytes)
+    scope = context.SCOPE
     while True:
         try:
             body = reader.next()
             if body is None:
                 return 0
-            rid, command, args = wire.decode_request(body)
+            rid, command, args, session, transient = wire.decode_request(body)
+        except wire.UndecodableRequest as bad:  # the stream is intact: answer and go on
+            rid, ok = bad.id, False
+            value = _error("InvalidArguments", f"args of {bad.command!r}: {bad.reason}")
         except wire.DecodeError:
             return 3  # the pool never sends this; a corrupted stream is fatal
-        ok, value = _run(table, command, args)
+        else:
+            # Nothing runs between requests, so entering the next scope is all it takes
+            # (two stores, not a call: this is the hot path).
+            scope.session, scope.transient = session, transient
+            ok, value = _run(table, command, args)
         process_stats.requests += 1
         process_stats.errors += not ok
         _write_all(resp_fd, _encode_reply(rid, ok, value, max_message_bytes))

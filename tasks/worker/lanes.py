@@ -98,14 +98,17 @@ def execute_v3(  # noqa: PLR0911 - one return per command family reads best
     *,
     shadow: bool = False,
 ) -> Any:
-    """Run one request the V3 way (stateless; programs from the SessionStore)."""
+    """Run one request the V3 way (stateless; programs from the SessionStore).
+
+    Every request is transient: an interpreter keeps nothing for V3 but its cache.
+    """
     pool = node.pool
     assert pool is not None
     if session_id is None:
-        return pool.execute(command, args, timeout=timeout)
+        return pool.execute(command, args, timeout=timeout, transient=True)
     _open_session(node, session_id)
     if command == "create_program":
-        return _create(node, session_id, args, timeout=timeout)
+        return _create(node, session_id, args, timeout=timeout, transient=True)
     if command == "list_programs":
         return _list_programs(node, session_id)
     if command in _PROGRAM_COMMANDS and args.get("program") is None:
@@ -113,15 +116,14 @@ def execute_v3(  # noqa: PLR0911 - one return per command family reads best
         definition = _stored(node, session_id, program_id)
         if command == "execute_program":
             inline = {"program": definition, "inputs": args.get("inputs")}
-            return pool.execute("execute_program", inline, timeout=timeout)
+            return pool.execute("execute_program", inline, timeout=timeout, transient=True)
         if command == "delete_program":
             node.store.delete_program(session_id, program_id)
             return {"deleted": program_id}
-        # get_program_info: compile it here for its fields (cached by content hash).
-        compiled = pool.execute("create_program", {**definition, "id": program_id})
-        fields = {k: compiled[k] for k in ("hash", "input_fields", "output_fields")}
-        return {"program_id": program_id, **definition, **fields}
-    return pool.execute(command, args, timeout=timeout)
+        # get_program_info: described from the inline definition (compiled, cached by hash).
+        info = {"program_id": program_id, "program": definition}
+        return pool.execute("get_program_info", info, timeout=timeout, transient=True)
+    return pool.execute(command, args, timeout=timeout, transient=True)
 
 
 def execute_v2compat(
@@ -135,16 +137,20 @@ def execute_v2compat(
 ) -> Any:
     """Run one request the V2 way (session bound to this node and one interpreter).
 
-    A shadow copy never rebinds the session: shadowing must not alter the primary.
+    The interpreter keys the session's programs by ``session``. A shadow copy never
+    rebinds the session and is ``transient``: it changes no interpreter state, so
+    shadowing must not alter the primary.
     """
     pool = node.pool
     assert pool is not None
     if session_id is None:
-        return pool.execute(command, args, timeout=timeout)
+        return pool.execute(command, args, timeout=timeout, transient=shadow)
     _open_session(node, session_id)
     if not shadow and node.store.binding(session_id) != node.name:
         node.store.bind(session_id, node.name)  # first use, or its node is gone
-    call: dict[str, Any] = {"timeout": timeout, "affinity": session_id}
+    call: dict[str, Any] = {
+        "timeout": timeout, "affinity": session_id, "session": session_id, "transient": shadow
+    }  # fmt: skip
     if command == "create_program":
         return _create(node, session_id, args, **call)
     if command == "list_programs":
@@ -154,8 +160,11 @@ def execute_v2compat(
         try:
             result = pool.execute(command, args, **call)
         except ProgramNotFound:
-            # This interpreter never saw it (new binding): rebuild it from the store.
+            # This interpreter never saw it (new binding): rebuild it from the store; a
+            # shadow copy rebuilds nothing, it runs the stored definition inline.
             definition = _stored(node, session_id, program_id)
+            if shadow:
+                return pool.execute(command, {**args, "program": definition}, **call)
             pool.execute("create_program", {**definition, "id": program_id}, **call)
             result = pool.execute(command, args, **call)
         if command == "delete_program":

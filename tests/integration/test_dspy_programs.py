@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from snakepool.errors import ConfigError, InvalidArguments, ProgramNotFound
 from tests.integration.conftest import PoolFactory
@@ -155,7 +157,7 @@ def test_changed_definition_is_never_served_stale(make_pool: PoolFactory) -> Non
 def test_configured_answers(make_pool: PoolFactory, tmp_path: Path) -> None:
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps({"capital of France": {"answer": "Paris"}}))
-    pool = make_pool(size=1, adapter=ADAPTER, lm_answers=str(answers))
+    pool = make_pool(size=1, adapter=ADAPTER, lm_answers=str(answers), allow_admin_commands=True)
     pool.execute("create_program", {"id": "qa", **QA})
     hit = pool.execute(
         "execute_program",
@@ -196,3 +198,98 @@ def test_the_default_adapter_runs_programs_too(make_pool: PoolFactory) -> None:
     result = pool.execute("execute_program", {"program_id": "qa", "inputs": {"question": "x"}})
     assert result["answer"]
     assert pool.execute("calculate", {"expression": "1+1"}) == {"result": 2}
+
+
+# ------------------------------------------------------- field names DSPy reserves
+
+RESERVED = ["config", "lm", "demos", "signature", "instructions", "new_signature",
+            "prediction", "completions", "self", "instance", "fields", "input_fields",
+            "output_fields", "model_config", "model_dump"]  # fmt: skip
+
+
+def test_names_dspy_reserves_are_refused_at_create(make_pool: PoolFactory) -> None:
+    """Issue 8.5: ``config -> answer`` was created, then every execute failed."""
+    pool = make_pool(size=1, adapter=ADAPTER)
+    for name in RESERVED:
+        for signature in (f"{name} -> answer", f"q -> {name}", f"q, {name} -> answer"):
+            with pytest.raises(
+                InvalidArguments, match=f"field '{name}' is a name DSPy reserves"
+            ) as e:
+                pool.execute("create_program", {"id": "p", "signature": signature})
+            assert "NoneType" not in e.value.message and e.value.data["field"] == name
+            inline = {"program": {"signature": signature}, "inputs": {}}
+            with pytest.raises(InvalidArguments, match=f"field '{name}'"):  # inline: the same
+                pool.execute("execute_program", inline)
+    assert pool.execute("list_programs")["programs"] == []
+
+
+def test_chain_of_thought_keeps_reasoning_predict_does_not(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1, adapter=ADAPTER)
+    cot = {"signature": "reasoning -> answer", "module": "chain_of_thought"}
+    with pytest.raises(InvalidArguments, match="field 'reasoning' is a name DSPy reserves"):
+        pool.execute("create_program", cot)
+    created = pool.execute("create_program", {**cot, "module": "predict", "id": "r"})
+    result = pool.execute("execute_program", {"program_id": "r", "inputs": {"reasoning": "x"}})
+    assert created["input_fields"] == ["reasoning"] and set(result) == {"answer"}
+
+
+def test_names_that_can_never_be_fields(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1, adapter=ADAPTER)
+    cases = [
+        ("class -> answer", "field 'class' is a Python keyword"),
+        ("q-1 -> answer", "field 'q-1' is not a valid identifier"),
+        ("__init__ -> answer", "field '__init__': names starting with '_' are reserved"),
+        ("q -> q", "field 'q' is both an input and an output"),
+        ("q, q -> a", "field 'q' is listed twice among the inputs"),
+        ("history: dspy.History -> a", "cannot run on DSPy"),  # JSON cannot carry a History
+    ]
+    for signature, fragment in cases:
+        with pytest.raises(InvalidArguments, match=fragment):
+            pool.execute("create_program", {"signature": signature})
+
+
+def test_names_dspy_uses_elsewhere_still_work(make_pool: PoolFactory) -> None:
+    """Module and prediction attributes never meet field names: not reserved."""
+    pool = make_pool(size=1, adapter=ADAPTER)
+    signature = "history, callbacks, schema, base -> keys, items: list[int], copy: dict[str, int]"
+    demos = [{"base": "b", "history": "h"}]
+    created = pool.execute("create_program", {"id": "p", "signature": signature, "demos": demos})
+    inputs = {name: "v" for name in created["input_fields"]}
+    result = pool.execute("execute_program", {"program_id": "p", "inputs": inputs})
+    assert set(result) == {"keys", "items", "copy"}
+    assert all(isinstance(n, int) for n in result["items"]) and isinstance(result["copy"], dict)
+
+
+_identifier = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
+_field_name = st.one_of(
+    _identifier, _identifier, st.sampled_from([*RESERVED, "reasoning", "history", "class",
+    "None", "_x", "__dunder__", "1st", "a-b", "é", "ﬁeld", "match", "type"]),
+)  # fmt: skip
+_annotation = st.sampled_from(["", ": str", ": int", ": float", ": bool", ": list[str]",
+                               ": list[int]", ": dict[str, int]", ": Optional[int]",
+                               ": Literal['x', 'y']", ": tuple[int, str]"])  # fmt: skip
+_fields = st.lists(st.tuples(_field_name, _annotation), min_size=1, max_size=3)
+
+
+@pytest.mark.timeout(120)
+def test_a_created_program_always_runs(make_pool: PoolFactory) -> None:
+    """Over generated signatures: create succeeds and execute returns exactly the output
+    fields, or create is refused with InvalidArguments — never a program that fails later."""
+    pool = make_pool(size=1, adapter=ADAPTER)
+
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    @given(inputs=_fields, outputs=_fields, module=st.sampled_from(["predict", "chain_of_thought"]))
+    def check(inputs: list[tuple[str, str]], outputs: list[tuple[str, str]], module: str) -> None:
+        signature = " -> ".join(", ".join(n + a for n, a in side) for side in (inputs, outputs))
+        try:
+            created = pool.execute("create_program", {"signature": signature, "module": module})
+        except InvalidArguments:
+            return
+        values = {name: "hello" for name in created["input_fields"]}
+        run = {"program_id": created["program_id"], "inputs": values}
+        assert list(pool.execute("execute_program", run)) == created["output_fields"]
+        pool.execute("delete_program", {"program_id": created["program_id"]})
+
+    check()
+    assert pool.execute("ping")["pong"]

@@ -1,5 +1,14 @@
+import datetime
+import decimal
+import math
+import re
+import uuid
+from typing import Any
+
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snakepool.pool.interpreter import wire
 
@@ -30,3 +39,148 @@ def test_round_trips() -> None:
 def test_bad_frames_are_decode_errors(payload: bytes) -> None:
     with pytest.raises(wire.DecodeError):
         wire.decode(payload)
+
+
+# --------------------------------------------------------------- values on the wire
+
+BIG_INTS = [2**64, -(2**63) - 1, 2**63, -(2**63), 10**100, -(10**100), 2**4095, -(2**4096)]
+
+
+@pytest.mark.parametrize("number", BIG_INTS)
+def test_integers_of_any_size_round_trip_exactly(number: int) -> None:
+    args = {"n": number, "nested": [number, {"k": -number}]}
+    framed = wire.framed_request(1, "echo", args)
+    rid, command, decoded, session, transient = wire.decode_request(framed[4:])
+    assert (rid, command, decoded, session, transient) == (1, "echo", args, None, False)
+    assert type(decoded["n"]) is int
+    assert wire.decode_reply(wire.framed_reply(1, True, {"result": number})[4:]) == (
+        1, True, {"result": number},
+    )  # fmt: skip
+
+
+def test_tuples_cross_as_lists_and_scalar_keys_as_themselves() -> None:
+    args = {"t": (1, (2, 3)), "keys": {1: "int", None: "none", 1.5: "float", b"b": "bytes"}}
+    _, _, decoded, _, _ = wire.decode_request(wire.framed_request(1, "echo", args)[4:])
+    assert decoded == {"t": [1, [2, 3]], "keys": args["keys"]}
+
+
+def test_nan_and_infinities_cross_bit_for_bit() -> None:
+    args = {"nan": math.nan, "inf": math.inf, "ninf": -math.inf}
+    _, _, decoded, _, _ = wire.decode_request(wire.framed_request(1, "echo", args)[4:])
+    assert math.isnan(decoded["nan"]) and decoded["inf"] == math.inf and decoded["ninf"] < 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"when": datetime.date(2024, 1, 2)}, "args['when']: date is not JSON-able"),
+        ({"a": [1, {"at": datetime.datetime(2024, 1, 2)}]},
+         "args['a'][1]['at']: datetime is not JSON-able"),
+        ({"t": datetime.time(1, 2)}, "args['t']: time is not JSON-able"),
+        ({"price": decimal.Decimal("1.5")}, "args['price']: Decimal is not JSON-able"),
+        ({"id": uuid.UUID(int=7)}, "args['id']: UUID is not JSON-able"),
+        ({"s": {1, 2}}, "args['s']: set is not JSON-able"),
+        ({"o": object()}, "args['o']: object is not JSON-able"),
+        ({"k": {frozenset(): 1}}, "args['k']: key frozenset() is a frozenset"),
+        ({"text": "ok \ud800"}, "args['text']: string is not valid Unicode"),
+        ({"\udc80": 1}, "args key: string is not valid Unicode"),
+    ],
+)  # fmt: skip
+def test_values_that_cannot_cross_name_their_path(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(wire.EncodeError) as caught:
+        wire.framed_request(1, "echo", args)
+    assert str(caught.value).startswith(message)
+    assert isinstance(caught.value, ValueError)  # what the pool maps to InvalidArguments
+    with pytest.raises(wire.EncodeError, match=re.escape(message)):
+        wire.encode_request_body("echo", args)
+
+
+def _nested(depth: int, leaf: Any = "leaf") -> Any:
+    value: Any = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_nesting_beyond_the_limit_is_named() -> None:
+    with pytest.raises(wire.EncodeError, match=r"args\['x'\](\[0\])+: nested deeper than 1000"):
+        wire.framed_request(1, "echo", {"x": _nested(5000)})
+    deep = {"x": _nested(900)}  # within the limit: crosses intact
+    assert wire.decode_request(wire.framed_request(1, "echo", deep)[4:])[2] == deep
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ({"k": {(1, 2): "tuple key"}}, "a dict key is a tuple or list"),
+        ({"x": _nested(1022, [])}, "nested deeper than 1000 levels"),  # packs, won't unpack
+        ({"x": msgpack.ExtType(9, b"")}, "unknown msgpack extension type 9"),
+    ],
+)
+def test_well_framed_but_undecodable_request_keeps_the_stream(
+    args: dict[str, Any], reason: str
+) -> None:
+    framed = wire.framed_request(41, "echo", args, session="s1")
+    with pytest.raises(wire.UndecodableRequest) as caught:
+        wire.decode_request(framed[4:])
+    assert (caught.value.id, caught.value.command) == (41, "echo")
+    assert reason in caught.value.reason
+
+
+def test_undecodable_result_is_an_error_reply_not_a_broken_stream() -> None:
+    rid, ok, value = wire.decode_reply(wire.framed_reply(5, True, {(1, 2): "x"})[4:])
+    assert (rid, ok, value["type"]) == (5, False, "CommandFailed")
+    assert "a dict key is a tuple or list" in value["message"]
+    with pytest.raises(wire.EncodeError, match=r"result\['when'\]: date is not JSON-able"):
+        wire.framed_reply(5, True, {"when": datetime.date(2024, 1, 2)})
+    rid, ok, value = wire.decode_reply(wire.framed_reply(6, True, _nested(1023, []))[4:])
+    assert (rid, ok, value["type"]) == (6, False, "CommandFailed")
+    for corrupted in (b"\x94\x01\xc1", wire.framed_reply(7, True, 1)[4:] + b"\x00"):
+        with pytest.raises(wire.DecodeError):
+            wire.decode_reply(corrupted)  # a corrupted stream stays fatal
+
+
+# ------------------------------------------------------------------ request scope
+
+
+def test_request_carries_its_scope() -> None:
+    framed = wire.framed_request(3, "list_programs", {}, session="sess-A", transient=True)
+    assert wire.decode_request(framed[4:]) == (3, "list_programs", {}, "sess-A", True)
+    message = wire.Request(3, "ping", {}, "sess-A", True)
+    assert wire.decode(message.encode()) == message
+    legacy = msgpack.packb([0, 9, "ping", {}])  # no scope: an older sender (benchmarks)
+    assert wire.decode_request(legacy) == (9, "ping", {}, None, False)
+    assert wire.decode(legacy) == wire.Request(9, "ping", {})
+
+
+def test_body_encoded_before_leasing_frames_identically() -> None:
+    args = {"n": 2**70, "s": "x"}
+    body = wire.encode_request_body("echo", args, session="s", transient=True)
+    assert wire.frame_request(12, body) == wire.framed_request(
+        12, "echo", args, session="s", transient=True
+    )
+
+
+@pytest.mark.parametrize("session", [7, b"s", ["s"]])
+def test_a_session_must_be_a_string(session: Any) -> None:
+    with pytest.raises(wire.EncodeError, match="session: must be a string or None"):
+        wire.framed_request(1, "ping", {}, session=session)
+    with pytest.raises(wire.DecodeError):
+        wire.decode_request(msgpack.packb([0, 1, "ping", {}, 7, False]))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(value=json_values, big=st.integers(min_value=-(2**300), max_value=2**300))
+def test_json_values_round_trip(value: Any, big: int) -> None:
+    args = {"value": value, "big": big}
+    assert wire.decode_request(wire.framed_request(1, "echo", args)[4:])[2] == args
+    assert wire.decode_reply(wire.framed_reply(1, True, args)[4:]) == (1, True, args)

@@ -1,0 +1,133 @@
+"""From a program definition to a runnable DSPy module, once per content.
+
+:class:`ProgramCompiler` checks the field names (:mod:`~snakepool.pool.interpreter.programs`
+for what can never be a field, :mod:`~snakepool.pool.interpreter.dspy_names` for what
+DSPy keeps), builds the module, runs it once on DSPy's ``DummyLM`` so a definition DSPy
+cannot run is refused at ``create_program`` rather than on every ``execute_program``,
+and keeps it in a :class:`~snakepool.pool.interpreter.program_tables.CompiledCache`
+keyed by content hash (a changed definition is never served from a stale entry).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from snakepool.errors import InvalidArguments
+from snakepool.pool.interpreter.dspy_names import reserved_field_names
+from snakepool.pool.interpreter.dummy_answers import dummy_answers, input_examples
+from snakepool.pool.interpreter.program_tables import CompiledCache
+from snakepool.pool.interpreter.programs import MODULES, ProgramDefinition, signature_field_names
+
+__all__ = ["ProgramCompiler", "prediction_outputs", "program_fields"]
+
+#: Most of an exception's text quoted back in an ``InvalidArguments`` message.
+MAX_QUOTED_CHARS = 300
+
+
+def program_fields(program: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (input, output) fields of a compiled program: name → DSPy field info."""
+    signature = program.predictors()[0].signature
+    return dict(signature.input_fields), dict(signature.output_fields)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "model_dump"):
+        try:
+            return _jsonable(value.model_dump(mode="json"))
+        except Exception:  # a model pydantic cannot dump: its text is the best we have
+            return str(value)
+    return str(value)
+
+
+def prediction_outputs(prediction: Any, output_fields: dict[str, Any]) -> dict[str, Any]:
+    """A DSPy prediction's output fields as JSON-able values (models dumped, the rest
+    that JSON lacks as text)."""
+    return {name: _jsonable(prediction[name]) for name in output_fields}
+
+
+class ProgramCompiler:
+    """Compiles definitions with one DSPy, caching by content hash.
+
+    Args:
+        dspy: The imported ``dspy`` package.
+        dummy_lm: DSPy's ``DummyLM`` class (for the trial run).
+        max_entries: Most compiled programs kept.
+        max_bytes: Most estimated bytes of compiled programs kept.
+        overhead_bytes: Estimated memory of one compiled program besides its text.
+    """
+
+    def __init__(
+        self,
+        dspy: ModuleType,
+        dummy_lm: type,
+        *,
+        max_entries: int,
+        max_bytes: int,
+        overhead_bytes: int,
+    ) -> None:
+        self.dspy = dspy
+        self.dummy_lm = dummy_lm
+        self.overhead_bytes = overhead_bytes
+        self.cache: CompiledCache[Any] = CompiledCache(max_entries=max_entries, max_bytes=max_bytes)
+
+    def compile(self, definition: ProgramDefinition) -> Any:
+        """The DSPy module for ``definition``, from the cache when its hash is known.
+
+        Raises:
+            InvalidArguments: a field name that cannot be (naming it), a malformed
+                signature, or a definition DSPy cannot run.
+        """
+        key = definition.content_hash
+        program = self.cache.get(key)
+        if program is not None:
+            return program
+        program = self._build(definition)
+        self._try_once(program, definition)
+        self.cache.put(key, program, self.overhead_bytes + 2 * len(definition.canonical))
+        return program
+
+    def _check_names(self, definition: ProgramDefinition) -> None:
+        inputs, outputs = signature_field_names(definition.signature)
+        reserved = reserved_field_names(self.dspy, definition.module)
+        for name in inputs + outputs:
+            if name in reserved:
+                raise InvalidArguments(
+                    f"field {name!r} is a name DSPy reserves ({reserved[name]}); rename it",
+                    field=name,
+                )
+
+    def _build(self, definition: ProgramDefinition) -> Any:
+        self._check_names(definition)
+        dspy = self.dspy
+        try:
+            signature = dspy.Signature(definition.signature, definition.instructions)
+        except Exception as exc:  # DSPy raises ValueError/TypeError/SyntaxError for bad text
+            raise InvalidArguments(f"malformed signature {definition.signature!r}: {exc}") from None
+        program = getattr(dspy, MODULES[definition.module])(signature)
+        if definition.demos:
+            inputs = list(signature.input_fields)
+            # Example(dict), not Example(**demo): a field named like a parameter stays a field.
+            demos = [dspy.Example(dict(demo)).with_inputs(*inputs) for demo in definition.demos]
+            for predictor in program.predictors():
+                predictor.demos = demos
+        return program
+
+    def _try_once(self, program: Any, definition: ProgramDefinition) -> None:
+        """Run a new program once on DummyLM: what can never run is refused now."""
+        inputs, outputs = program_fields(program)
+        examples = input_examples(inputs)
+        try:
+            with self.dspy.context(lm=self.dummy_lm({"": dummy_answers(examples, outputs, {})})):
+                prediction_outputs(program(**examples), outputs)
+        except Exception as exc:
+            raise InvalidArguments(
+                f"signature {definition.signature!r} cannot run on DSPy: "
+                f"{type(exc).__name__}: {str(exc)[:MAX_QUOTED_CHARS]}"
+            ) from None

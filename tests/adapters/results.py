@@ -1,0 +1,40 @@
+"""An adapter whose results are hostile to the wire: what a command returns that
+cannot cross must come back as ``CommandFailed``, never as a hang or a crash."""
+
+import datetime
+from typing import Any
+
+from snakepool.pool.interpreter import InvalidArguments, command
+from snakepool.pool.interpreter.standard import echo
+
+__all__ = ["echo", "give"]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+_RESULTS = {
+    "date": lambda: {"when": datetime.date(2024, 1, 2)},
+    "set": lambda: {"tags": {"a", "b"}},
+    "object": lambda: [1, object()],
+    "tuple_key": lambda: {(1, 2): "x"},
+    "surrogate": lambda: {"text": "ok \ud800"},
+    "too_deep": lambda: _nested(5000),
+    "unpacker_limit": lambda: _nested(1023),  # packs, but msgpack cannot unpack it
+    "big_int": lambda: {"n": 3**500, "m": -(2**64)},
+}
+
+
+@command(read_only=True)
+def give(args: dict[str, Any]) -> Any:
+    """Return the result named ``kind``."""
+    if args.get("kind") == "error_with_date":  # an error whose data cannot cross
+        raise InvalidArguments("refused", when=datetime.date(2024, 1, 2))
+    make = _RESULTS.get(args.get("kind", ""))
+    if make is None:
+        raise InvalidArguments(f"kind must be one of {sorted(_RESULTS)}")
+    return make()
