@@ -1,0 +1,151 @@
+"""What callers send, through ``Client.execute`` on a real node (issue 8's properties).
+
+Arbitrary JSON-able arguments come back exactly (``echo``); values only Celery's JSON can
+carry (datetime, Decimal, UUID, bytes) give a result or a typed client error; arbitrary
+session ids and program definitions end in a result or a typed error. After every
+example the node still answers, and its pool accounts for every interpreter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snakepool.errors import SnakepoolError
+from snakepool.tasks.client import Client
+from snakepool.tasks.worker.node import live_nodes
+from tests.integration.cluster import Cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROPERTIES = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+#: What a typed refusal of the request itself looks like (never a server error).
+CLIENT_ERRORS = ("InvalidArguments", "SessionNotFound", "ProgramNotFound", "PayloadTooLarge")
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+broker_values = st.one_of(
+    st.datetimes(),
+    st.dates(),
+    st.times(),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3),
+    st.uuids(),
+    st.binary(max_size=20),
+)
+
+
+@pytest.fixture(scope="module")
+def client(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    adapter = "snakepool.pool.interpreter.builtin"
+    cluster = Cluster(redis_server, tmp_path_factory.mktemp("props"), adapter=adapter, pool_size=1)
+    client = Client(redis_url=redis_server)
+    try:
+        cluster.start("all", f"props-{os.getpid()}")
+        client.set_rollout(50, "properties on both lanes")
+        yield client
+    finally:
+        client.close()
+        leftovers = cluster.stop()
+    assert leftovers == []
+
+
+def _healthy(client: Client) -> None:
+    assert client.execute("ping", timeout=30)["pong"] is True
+
+
+def _pool_accounts_for_everyone(client: Client) -> None:
+    deadline = time.monotonic() + 10
+    while True:  # the heartbeat is at most a second old: wait for a quiet one
+        (node,) = live_nodes(client.redis, client.keys)
+        pool = node["pool"]
+        if pool["idle"] == pool["size"] and pool["busy"] == pool["starting"] == 0:
+            return
+        assert time.monotonic() < deadline, pool
+        time.sleep(0.1)
+
+
+@PROPERTIES
+@given(args=st.dictionaries(st.text(max_size=10), json_values, max_size=6))
+def test_json_args_come_back_exactly(client: Client, args: dict[str, Any]) -> None:
+    assert client.execute("echo", args, timeout=30) == args
+
+
+@PROPERTIES
+@given(value=broker_values)
+def test_broker_values_give_a_result_or_a_typed_client_error(client: Client, value: Any) -> None:
+    try:
+        result = client.execute("echo", {"value": value}, timeout=30)
+    except SnakepoolError as exc:
+        assert type(exc).__name__ == "InvalidArguments", exc
+        assert "value" in exc.message
+    else:
+        assert result == {"value": value}
+    _healthy(client)
+
+
+@PROPERTIES
+@given(session_id=st.text(max_size=140))
+def test_any_session_id_is_refused_or_not_found(client: Client, session_id: str) -> None:
+    with pytest.raises(SnakepoolError) as raised:
+        client.execute("list_programs", session_id=session_id, timeout=30)
+    assert type(raised.value).__name__ in ("InvalidArguments", "SessionNotFound")
+
+
+@PROPERTIES
+@given(
+    signature=st.text(max_size=60)
+    | st.from_regex(r"[a-z_]{1,8}(, ?[a-z_]{1,8})? -> [a-z_]{1,8}", fullmatch=True),
+    module=st.sampled_from(["predict", "chain_of_thought", "retrieve", ""]),
+)
+def test_any_program_definition_is_created_or_refused(
+    client: Client, signature: str, module: str
+) -> None:
+    session = client.create_session(ttl=60)
+    args = {"id": "p", "signature": signature, **({"module": module} if module else {})}
+    try:
+        created = client.execute("create_program", args, session_id=session, timeout=60)
+    except SnakepoolError as exc:
+        assert type(exc).__name__ in CLIENT_ERRORS, exc
+    else:
+        assert created["program_id"] == "p"
+        inputs = [f.strip().split(":")[0] for f in signature.split("->", maxsplit=1)[0].split(",")]
+        out = client.execute(
+            "execute_program", {"program_id": "p", "inputs": dict.fromkeys(inputs, "hi")},
+            session_id=session, timeout=60,
+        )  # fmt: skip
+        assert isinstance(out, dict) and out
+    _healthy(client)
+
+
+def test_after_all_that_the_pool_accounts_for_every_interpreter(client: Client) -> None:
+    # Values that reach the node's pool and are refused there, then the books.
+    for bad in (datetime.date(2026, 11, 30), decimal.Decimal("1.5"), uuid.UUID(int=7)):
+        with pytest.raises(SnakepoolError):
+            client.execute("echo", {"when": bad}, timeout=30)
+    assert client.execute("echo", {"n": 100000000000000000000}, timeout=30) == {
+        "n": 100000000000000000000
+    }
+    assert client.execute("calculate", {"expression": "2**64"}, timeout=30) == {
+        "result": 18446744073709551616
+    }
+    _pool_accounts_for_everyone(client)
