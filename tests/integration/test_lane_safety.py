@@ -119,7 +119,7 @@ def test_a_session_id_with_a_final_newline_never_reaches_a_key(client: Client) -
     routed = client.app.send_task(ROUTE_TASK, args=("ping", None, "s-1\n"), queue=ROUTER_QUEUE)
     with pytest.raises(InvalidArguments, match="invalid session id"):
         routed.get(timeout=30)
-    assert client.redis.keys(client.keys.session("s-1*")) == []
+    assert client.redis.keys(f"{client.keys.prefix}session:s-1*") == []
 
 
 def test_a_forged_shadow_header_is_ignored_and_the_typed_error_arrives(client: Client) -> None:

@@ -8,6 +8,7 @@ docs/redis-keys.md, so a new unbounded key cannot appear unnoticed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -29,6 +30,12 @@ from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import ShadowRecorder, outcome_of
 
 pytestmark = pytest.mark.integration
+
+
+def pair(name: str) -> str:
+    """A shadow pair id as our client and router make them (32 hex digits), one per name."""
+    return hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()
+
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "redis-keys.md"
 MIB = 1024 * 1024
@@ -81,21 +88,21 @@ def test_reads_prune_the_index_too(client: redis.Redis) -> None:
 def test_a_shadow_record_of_a_1_mib_result_stays_under_the_cap(client: redis.Redis) -> None:
     recorder = ShadowRecorder(client, prefix="b:")
     big = {"blob": "x" * MIB, "pid": 1}
-    assert recorder.record("r1", "primary", "v3", "echo", outcome_of(big, None)) is None
-    stored = client.hget("b:shadow:r1", "primary")
+    assert recorder.record(pair("r1"), "primary", "v3", "echo", outcome_of(big, None)) is None
+    stored = client.hget(f"b:shadow:{pair('r1')}", "primary")
     assert stored is not None and len(stored) <= SHADOW_VALUE_MAX_BYTES
-    assert client.memory_usage("b:shadow:r1") < SHADOW_VALUE_MAX_BYTES
-    assert 0 < client.ttl("b:shadow:r1") <= shadow_module.PAIR_TTL
+    assert client.memory_usage(f"b:shadow:{pair('r1')}") < SHADOW_VALUE_MAX_BYTES
+    assert 0 < client.ttl(f"b:shadow:{pair('r1')}") <= shadow_module.PAIR_TTL
     kept = json.loads(stored)["value"]["$compacted"]
     assert kept["bytes"] == len(json.dumps({"blob": "x" * MIB}, separators=(",", ":")))
     # The same value from the other lane (another pid: an ignored key) still matches.
     same = outcome_of({"blob": "x" * MIB, "pid": 2}, None)
-    assert recorder.record("r1", "shadow", "v2compat", "echo", same) == []
-    assert not client.exists("b:shadow:r1")  # compared: the pair is gone
+    assert recorder.record(pair("r1"), "shadow", "v2compat", "echo", same) == []
+    assert not client.exists(f"b:shadow:{pair('r1')}")  # compared: the pair is gone
     # A different large value is a mismatch, and the kept mismatch is bounded too.
-    recorder.record("r2", "primary", "v3", "echo", outcome_of({"blob": "x" * MIB}, None))
+    recorder.record(pair("r2"), "primary", "v3", "echo", outcome_of({"blob": "x" * MIB}, None))
     diffs = recorder.record(
-        "r2", "shadow", "v2compat", "echo", outcome_of({"blob": "y" * MIB}, None)
+        pair("r2"), "shadow", "v2compat", "echo", outcome_of({"blob": "y" * MIB}, None)
     )
     assert diffs and any("sha256" in d for d in diffs)
     entry = client.lindex("b:shadow:mismatches", 0)
@@ -109,10 +116,14 @@ def test_the_mismatch_list_holds_its_cap(
     monkeypatch.setattr(shadow_module, "MAX_MISMATCHES", 5)
     recorder = ShadowRecorder(client, prefix="b:")
     for n in range(12):
-        recorder.record(f"r{n}", "primary", "v3", "calc", outcome_of({"result": n}, None))
-        recorder.record(f"r{n}", "shadow", "v2compat", "calc", outcome_of({"result": -n}, None))
+        recorder.record(pair(f"r{n}"), "primary", "v3", "calc", outcome_of({"result": n}, None))
+        recorder.record(
+            pair(f"r{n}"), "shadow", "v2compat", "calc", outcome_of({"result": -n}, None)
+        )
     assert client.llen("b:shadow:mismatches") == 5
-    assert [m["request_id"] for m in recorder.mismatches(10)] == [f"r{n}" for n in range(11, 6, -1)]
+    assert [m["request_id"] for m in recorder.mismatches(10)] == [
+        pair(f"r{n}") for n in range(11, 6, -1)
+    ]
 
 
 def test_the_audit_stream_holds_its_cap_exactly(client: redis.Redis) -> None:
@@ -162,9 +173,9 @@ def test_every_key_written_is_documented_with_its_bound(client: redis.Redis) -> 
     flags = FlagStore(client, prefix="b:")
     flags.set_percent(5, who="t", why="t")
     recorder = ShadowRecorder(client, prefix="b:")
-    recorder.record("lone", "primary", "v3", "ping", outcome_of({"pong": True}, None))
-    recorder.record("r", "primary", "v3", "ping", outcome_of(1, None))
-    recorder.record("r", "shadow", "v2compat", "ping", outcome_of(2, None))
+    recorder.record(pair("lone"), "primary", "v3", "ping", outcome_of({"pong": True}, None))
+    recorder.record(pair("r"), "primary", "v3", "ping", outcome_of(1, None))
+    recorder.record(pair("r"), "shadow", "v2compat", "ping", outcome_of(2, None))
     LaneMetrics(client, prefix="b:").record("v2compat", 0.01, None)
     client.set("b:node:v3-1@host", "{}", ex=4)
     client.hset("b:commands", "ping", "{}")
