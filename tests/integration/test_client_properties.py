@@ -149,3 +149,32 @@ def test_after_all_that_the_pool_accounts_for_every_interpreter(client: Client) 
         "result": 18446744073709551616
     }
     _pool_accounts_for_everyone(client)
+
+
+def test_two_sessions_on_one_v2compat_interpreter_keep_their_own_programs(
+    client: Client,
+) -> None:
+    """Issue 8.1 on a real node: pool size 1, rollout 0 %, two sessions, one program id."""
+    client.wait_for_flags(client.set_rollout(0, "V2-compat only")["version"])
+    try:
+        a, b = client.create_session(ttl=120), client.create_session(ttl=120)
+        qa = {"id": "qa", "signature": "question -> answer"}
+        summary = {"id": "qa", "signature": "text -> summary"}
+        created = client.execute("create_program", qa, session_id=a, timeout=60)
+        assert created["program_id"] == "qa" and created["input_fields"] == ["question"]
+        client.execute("create_program", summary, session_id=b, timeout=60)
+        run_a = {"program_id": "qa", "inputs": {"question": "2+2?"}}
+        assert set(client.execute("execute_program", run_a, session_id=a, timeout=60)) == {"answer"}
+        run_b = {"program_id": "qa", "inputs": {"text": "a long text"}}
+        assert set(client.execute("execute_program", run_b, session_id=b, timeout=60)) == {
+            "summary"
+        }
+        client.execute("delete_program", {"program_id": "qa"}, session_id=b, timeout=60)
+        assert set(client.execute("execute_program", run_a, session_id=a, timeout=60)) == {"answer"}
+        with pytest.raises(SnakepoolError) as gone:
+            client.execute("execute_program", run_b, session_id=b, timeout=60)
+        assert type(gone.value).__name__ == "ProgramNotFound"
+        on_lane = client.submit("execute_program", run_a, session_id=a)
+        assert set(on_lane.get(timeout=60)) == {"answer"} and on_lane.queue == "v2compat"
+    finally:
+        client.wait_for_flags(client.set_rollout(50, "back to both lanes")["version"])
