@@ -28,6 +28,7 @@ __all__ = ["MAX_NESTING", "encode_request"]
 MAX_NESTING = 256
 
 _CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 # A path through nested args, built only when it is reported: (parent trail, key).
 _Trail = tuple[Any, ...] | None
 
@@ -76,30 +77,36 @@ def encode_request(rid: int, command: str, args: Any, *, limit: int) -> bytes:
 
 def _check_shape(args: dict[str, Any]) -> None:
     """Reject non-str keys and nesting past :data:`MAX_NESTING` (iteratively: a deep
-    value must not exhaust this thread's stack either)."""
-    stack: list[tuple[Any, int, _Trail]] = [(args, 1, None)]
-    while stack:
-        value, depth, trail = stack.pop()
+    value must not exhaust this thread's stack either). On the hot path of every
+    request, hence the scalar shortcut and no allocation for flat args."""
+    value: Any = args
+    depth, trail = 1, None
+    pending: list[tuple[Any, int, _Trail]] = []
+    while True:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if type(key) is not str and not isinstance(key, str):
+                    where = _path(trail)
+                    raise errors.InvalidArguments(
+                        f"dict keys must be strings: {where} has the key {key!r} "
+                        f"of type {type(key).__name__}",
+                        path=where,
+                        key_type=type(key).__name__,
+                    )
+                if type(item) not in _SCALARS and isinstance(item, _CONTAINERS):
+                    pending.append((item, depth + 1, (trail, key)))
+        else:
+            for index, item in enumerate(value):
+                if type(item) not in _SCALARS and isinstance(item, _CONTAINERS):
+                    pending.append((item, depth + 1, (trail, index)))
+        if not pending:
+            return
+        value, depth, trail = pending.pop()
         if depth > MAX_NESTING:
             raise errors.InvalidArguments(
                 f"args are nested more than {MAX_NESTING} levels deep (at {_path(trail, limit=8)})",
                 max_nesting=MAX_NESTING,
             )
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise errors.InvalidArguments(
-                        f"dict keys must be strings: {_path(trail)} has the key {key!r} "
-                        f"of type {type(key).__name__}",
-                        path=_path(trail),
-                        key_type=type(key).__name__,
-                    )
-                if isinstance(item, _CONTAINERS):
-                    stack.append((item, depth + 1, (trail, key)))
-        else:
-            for index, item in enumerate(value):
-                if isinstance(item, _CONTAINERS):
-                    stack.append((item, depth + 1, (trail, index)))
 
 
 def _path(trail: _Trail, *, limit: int | None = None) -> str:
