@@ -16,7 +16,7 @@ public methods only; neither touches the data.
        │                    │  ▼                           ▼
        │                    └── offer: to the FIRST waiter it may serve (→ BUSY),
        │                               else park (→ IDLE); admit() offers too
-       ▼ start_failed()
+       ▼ mark_dead()
      DEAD ◄── discard() ── IDLE | BUSY | CHECKING ── retire() ──► RETIRING ──► exits on EOF
 
     waiters, FIFO, ≤ max_queue:  [pinned→#2] [any] [pinned→#1] [any] ...
@@ -146,8 +146,9 @@ class PoolState:
         with self._lock:
             return list(self._starting.values())
 
-    def start_failed(self, interpreter: Interpreter) -> None:
-        """A STARTING interpreter will never be ready: it is DEAD."""
+    def mark_dead(self, interpreter: Interpreter) -> None:
+        """DEAD: a STARTING interpreter that will never be ready, or any interpreter
+        that exits while the pool stops (nothing is leased then)."""
         with self._lock:
             self._starting.pop(interpreter.seq, None)
             interpreter.state = State.DEAD
@@ -251,13 +252,11 @@ class PoolState:
             wanted = ticket.wanted = self._bound(ticket.affinity)
             # By the invariant no waiter may be served by an idle interpreter, so taking
             # one here never jumps the queue.
-            if wanted is not None:
-                if wanted.state is State.IDLE:
-                    self._idle.remove(wanted)
-                    wanted.state = State.BUSY
-                    ticket.interpreter = wanted
-                    return wanted
-            elif self._idle:
+            if wanted is not None and wanted.state is State.IDLE:
+                self._idle.remove(wanted)
+                self._grant(ticket, wanted)
+                return wanted
+            if wanted is None and self._idle:
                 interpreter = self._idle.pop()  # most recently used: warmest caches
                 self._grant(ticket, interpreter)
                 return interpreter

@@ -315,7 +315,7 @@ class Supervisor:
             self.observer.safely("on_interpreter_exit", interpreter.pid, exit_code, signum)
         self._watch.drain_output(interpreter)
         if self._stop_deadline is not None and state is not State.BUSY:
-            self.state.start_failed(interpreter)  # stopping: an exit is expected
+            self.state.mark_dead(interpreter)  # stopping: an exit is expected
             self._spawner.dispose(interpreter)
         elif state is State.STARTING:
             reason = "it exited" if status is not None else "the template died"
@@ -348,7 +348,7 @@ class Supervisor:
         self._count_restart()
 
     def _start_failed(self, interpreter: Interpreter, reason: str) -> None:
-        self.state.start_failed(interpreter)
+        self.state.mark_dead(interpreter)
         self._watch.unwatch_reply(interpreter)
         interpreter.kill()
         self._watch.drain_output(interpreter)
