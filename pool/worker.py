@@ -148,6 +148,16 @@ class Interpreter:
             framed = wire.framed_request(rid, command, args, session=session, transient=transient)
         except wire.EncodeError as exc:
             raise errors.InvalidArguments(str(exc), command=command) from None
+        return self.call_framed(rid, framed, command, timeout)
+
+    def call_framed(self, rid: int, framed: bytes, command: str, timeout: float) -> Any:
+        """:meth:`call` with the request already encoded: ``framed`` is the whole frame
+        of request ``rid`` (the pool encodes before it leases an interpreter).
+
+        Raises:
+            SnakepoolError: the command's own error (the interpreter is fine).
+            Broken: the interpreter timed out, crashed or broke the protocol.
+        """
         size = len(framed) - wire.HEADER.size
         if size > self.channel.limit:
             raise errors.PayloadTooLarge(

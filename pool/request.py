@@ -1,0 +1,131 @@
+"""A request made ready for the wire before any interpreter is leased.
+
+An argument that cannot cross the pipe is the caller's fault and must never cost an
+interpreter: it is found here, in the caller's thread, and reported as
+:class:`~snakepool.errors.InvalidArguments` (or ``PayloadTooLarge``) while no
+interpreter is involved. What counts as sendable:
+
+* whatever the wire encoder (:func:`snakepool.pool.interpreter.wire.framed_request`)
+  accepts — its ``TypeError`` / ``ValueError`` / ``OverflowError`` become
+  ``InvalidArguments`` naming the problem;
+* and, because a command receives JSON-like data, dict keys that are strings (msgpack
+  would carry ``1`` or ``(1, 2)`` as keys, and a tuple key kills the interpreter that
+  decodes it) and nesting at most :data:`MAX_NESTING` containers deep.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snakepool import errors
+from snakepool.pool.interpreter import wire
+
+__all__ = ["MAX_NESTING", "encode_request"]
+
+#: Deepest nesting of dicts/lists in a request's args. Deep enough for any real JSON
+#: document; shallow enough that code walking a value recursively (commands, Celery's
+#: JSON result backend on the way back) stays far from Python's recursion limit (1000).
+MAX_NESTING = 256
+
+_CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+# A path through nested args, built only when it is reported: (parent trail, key).
+_Trail = tuple[Any, ...] | None
+
+
+def encode_request(
+    rid: int,
+    command: str,
+    args: Any,
+    *,
+    limit: int,
+    session: str | None = None,
+    transient: bool = False,
+) -> bytes:
+    """The whole request frame (header included) for ``command`` with ``args``.
+
+    Args:
+        rid: Request id (echoed by the interpreter in its reply).
+        command: Command name.
+        args: Its arguments: a dict with str keys of JSON-like values.
+        limit: Largest payload in bytes (``max_message_bytes``).
+        session: The session the request runs in (interpreter state is keyed by it).
+        transient: The request must leave no state in the interpreter.
+
+    Raises:
+        InvalidArguments: ``command`` is not a non-empty str, ``args`` not a dict, a key
+            not a str, nesting deeper than :data:`MAX_NESTING`, or a value the wire
+            cannot carry (the message names the value's type or the problem).
+        PayloadTooLarge: the encoded request is over ``limit`` (data: ``size``,
+            ``limit``, ``direction="request"``).
+    """
+    if not isinstance(command, str) or not command:
+        raise errors.InvalidArguments("command must be a non-empty string")
+    if not isinstance(args, dict):
+        raise errors.InvalidArguments(f"args must be a dict, not {type(args).__name__}")
+    _check_shape(args)
+    try:
+        framed = wire.framed_request(rid, command, args, session=session, transient=transient)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise errors.InvalidArguments(
+            f"args of {command!r} cannot be sent to an interpreter: {exc} "
+            "(arguments must be JSON-like: dicts with str keys, lists, str, int, float, "
+            "bool, None)",
+            command=command,
+            reason=f"{type(exc).__name__}: {exc}",
+        ) from None
+    size = len(framed) - wire.HEADER.size
+    if size > limit:
+        raise errors.PayloadTooLarge(
+            f"request of {size} bytes exceeds max_message_bytes={limit}",
+            size=size,
+            limit=limit,
+            direction="request",
+        )
+    return framed
+
+
+def _check_shape(args: dict[str, Any]) -> None:
+    """Reject non-str keys and nesting past :data:`MAX_NESTING` (iteratively: a deep
+    value must not exhaust this thread's stack either). On the hot path of every
+    request, hence the scalar shortcut and no allocation for flat args."""
+    value: Any = args
+    depth, trail = 1, None
+    pending: list[tuple[Any, int, _Trail]] = []
+    while True:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if type(key) is not str and not isinstance(key, str):
+                    where = _path(trail)
+                    raise errors.InvalidArguments(
+                        f"dict keys must be strings: {where} has the key {key!r} "
+                        f"of type {type(key).__name__}",
+                        path=where,
+                        key_type=type(key).__name__,
+                    )
+                if type(item) not in _SCALARS and isinstance(item, _CONTAINERS):
+                    pending.append((item, depth + 1, (trail, key)))
+        else:
+            for index, item in enumerate(value):
+                if type(item) not in _SCALARS and isinstance(item, _CONTAINERS):
+                    pending.append((item, depth + 1, (trail, index)))
+        if not pending:
+            return
+        value, depth, trail = pending.pop()
+        if depth > MAX_NESTING:
+            raise errors.InvalidArguments(
+                f"args are nested more than {MAX_NESTING} levels deep (at {_path(trail, limit=8)})",
+                max_nesting=MAX_NESTING,
+            )
+
+
+def _path(trail: _Trail, *, limit: int | None = None) -> str:
+    """``args['a'][0]`` for the trail of keys; only the first ``limit`` steps if given."""
+    keys: list[Any] = []
+    while trail is not None:
+        trail, key = trail
+        keys.append(key)
+    keys.reverse()
+    shown = keys if limit is None or len(keys) <= limit else keys[:limit]
+    text = "args" + "".join(f"[{key!r}]" for key in shown)
+    return text if shown is keys else f"{text}... ({len(keys)} levels)"
