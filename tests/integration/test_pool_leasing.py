@@ -125,7 +125,7 @@ def _nested(depth: int) -> list[Any]:
         ({"outer": {1: "one"}}, "keys must be strings"),
         ({"outer": [{(1, 2): "pair"}]}, "keys must be strings"),
         ({"deep": _nested(600)}, "nested more than"),
-        ({"text": "\ud800"}, "surrogates"),
+        ({"text": "\ud800"}, "not valid Unicode"),
     ],
     ids=["datetime", "set", "object", "int-key", "tuple-key", "600-deep", "surrogate"],
 )
