@@ -7,7 +7,9 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from snakepool.config import Settings, load_settings
 from snakepool.errors import SnakepoolError
@@ -15,10 +17,26 @@ from snakepool.errors import SnakepoolError
 if TYPE_CHECKING:
     from snakepool.tasks.client import Client
 
-__all__ = ["console", "fails_cleanly", "make_client", "settings_with"]
+__all__ = ["MISSING", "cell", "console", "fails_cleanly", "make_client", "settings_with", "table"]
 
 #: Where every command prints (rich: tables, JSON, colours).
 console = Console()
+#: How a figure that does not exist yet prints (a latency before the first request).
+MISSING = "\N{EN DASH}"
+
+
+def cell(value: Any) -> str:
+    """A table cell: the value, or :data:`MISSING` for None."""
+    return MISSING if value is None else str(value)
+
+
+def table(title: str, *columns: str, caption: str | None = None) -> Table:
+    """A table that stays readable at 80 columns: light borders, one space between
+    columns, and a long cell wrapped (folded), never cut to "no…"."""
+    made = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        made.add_column(column, overflow="fold")
+    return made
 
 
 def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
