@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +30,19 @@ def cell(value: Any) -> str:
     return MISSING if value is None else str(value)
 
 
-def table(title: str, *columns: str, caption: str | None = None) -> Table:
-    """A table that stays readable at 80 columns: light borders, one space between
-    columns, and a long cell wrapped (folded), never cut to "no…"."""
-    made = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+def table(title: str, *columns: str, wrap: Sequence[str] = (), caption: str | None = None) -> Table:
+    """A table that stays readable at 80 columns: light borders, and no cell ever cut
+    to "no…".
+
+    Args:
+        wrap: The columns that give up width when the terminal is narrow (names, free
+            text): they wrap, at spaces first. The others (figures) keep their width.
+    """
+    made = Table(
+        title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0)
+    )
     for column in columns:
-        made.add_column(column, overflow="fold")
+        made.add_column(column, overflow="fold", no_wrap=column not in wrap)
     return made
 
 

@@ -64,17 +64,21 @@ def _print(data: dict[str, Any], shown: int) -> None:
         f"{shadow['mismatched']} mismatched (match rate {_rate(shadow['match_rate'])})"
     )
     rollbacks = data["rollbacks"][-shown:] if shown > 0 else []
-    listed = table(f"rollbacks ({len(data['rollbacks'])} in all)", "when", "who", "why", "%")
+    listed = table(
+        f"rollbacks ({len(data['rollbacks'])} in all)", "when", "who", "why", "%",
+        wrap=("when", "who", "why"),
+    )  # fmt: skip
     for entry in rollbacks:
         change = f"{entry['from_percent']} → {entry['to_percent']}"
         if entry["kind"] != "rollback":
             change += f" ({entry['kind']})"
         listed.add_row(entry["when"], entry["who"], entry["why"], change)
     console.print(listed)
-    nodes = table("nodes", "node", "lanes", "version", "interpreters", "RSS MiB", "max MiB")
+    nodes = table("nodes", "node", "lanes", "version", "interpreters", "RSS MiB", "max MiB",
+                  wrap=("node",))  # fmt: skip
     for node in data["nodes"]:
         nodes.add_row(
-            node["name"], " ".join(node["lanes"]), cell(node["version"]),
+            node["name"], "\n".join(node["lanes"]), cell(node["version"]),
             cell(node["interpreters"]), _mib(node["rss_bytes"]), _mib(node["max_rss_bytes"]),
         )  # fmt: skip
     console.print(nodes)

@@ -52,14 +52,14 @@ def _ms(value: Any) -> str:
 
 def _print_nodes(data: dict[str, Any]) -> None:
     nodes = table("nodes", "node", "lanes", "pool", "queued", "reqs", "errs", "restarts",
-                  "p50/p99", "flags", caption="pool: idle/busy/size; p50/p99: ms; "
-                  "flags: the version it routes by")  # fmt: skip
+                  "p50/p99", "flags", wrap=("node",), caption="pool: idle/busy/size; "
+                  "p50/p99: ms; flags: the version it routes by")  # fmt: skip
     for node in data["nodes"]:
         pool = node.get("pool") or {}
         interpreters = "/".join(cell(pool.get(k)) for k in ("idle", "busy", "size"))
         latency = f"{_ms(pool.get('p50_ms'))}/{_ms(pool.get('p99_ms'))}"
         nodes.add_row(
-            node["name"], " ".join(node["lanes"]), interpreters if pool else MISSING,
+            node["name"], "\n".join(node["lanes"]), interpreters if pool else MISSING,
             *(cell(pool.get(k)) for k in ("queued", "requests", "errors", "restarts")),
             latency if pool else MISSING, cell(node.get("flags_version")),
         )  # fmt: skip
