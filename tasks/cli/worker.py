@@ -61,7 +61,7 @@ def worker(
         concurrency = settings.pool_size + extra if lane != "router" else 8
     hostname = f"{name or f'{lane}-{os.getpid()}'}@%h"
     if quiet:
-        quiet_task_logs()
+        quiet_task_logs(name or lane)
     app.worker_main([
         *(["--quiet"] if quiet else []),  # celery's own -q: no banner
         "worker", "-P", "threads", "-c", str(concurrency), "-Q", ",".join(lanes),

@@ -138,7 +138,9 @@ def test_quiet_mode_drops_routine_task_lines_only() -> None:
     assert not quiet.filter(_record(logging.INFO, trace.LOG_IGNORED))
     assert quiet.filter(_record(logging.INFO, trace.LOG_FAILURE))  # a client error's line
     assert quiet.filter(_record(logging.ERROR, trace.LOG_FAILURE))
+    assert not quiet.filter(_record(logging.INFO, "Connected to %s"))
     assert quiet.filter(_record(logging.INFO, "node v3-1@h serving v3"))
+    assert quiet.filter(_record(logging.WARNING, "Connected to %s"))  # only routine INFO
 
 
 # -------------------------------------------------------------------- checks
