@@ -191,3 +191,23 @@ def test_unreachable_redis_fails_the_check_naming_it() -> None:
     assert items["settings"].ok and items["adapter"].ok  # the adapter is checked anyway
     assert not items["redis"].ok and url in items["redis"].detail
     assert all(not items[n].ok for n in ("flags", "router", "v3", "v2compat", "versions"))
+
+
+@pytest.mark.parametrize(("quiet", "flag"), [(True, ["--quiet"]), (False, [])])
+def test_up_starts_quiet_nodes_unless_verbose(
+    quiet: bool, flag: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from snakepool.tasks.local.launcher import Launcher
+
+    started: list[list[str]] = []
+
+    def spawn(role: str, name: str, argv: list[str]) -> SimpleNamespace:
+        started.append(argv)
+        return SimpleNamespace()
+
+    launcher = Launcher({})
+    monkeypatch.setattr(launcher, "_spawn", spawn)
+    launcher.start_node("v3", "v3-1", pool_size=1, quiet=quiet)
+    assert started[0][-len(flag) - 2 :] == ["--pool-size", "1", *flag]
