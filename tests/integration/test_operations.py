@@ -27,6 +27,7 @@ from snakepool.sessions import redis_from_url
 from snakepool.tasks.cli import main
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker.node_facts import snakepool_version
+from snakepool.tasks.worker.retirement import v2compat_backlog
 from tests.integration.cluster import ROOT, Cluster
 
 pytest.importorskip("dspy")
@@ -243,6 +244,11 @@ def test_finalize_refuses_each_reason_then_succeeds(client: Client, cluster: Clu
 
     # Requests queued and in flight on V2-compat (one interpreter: they run in turn).
     sleeping = [client.submit("sleep", {"seconds": 2}, session_id=sid) for _ in range(3)]
+    broker = redis_from_url(cluster.redis_url)
+    deadline = time.monotonic() + 10
+    while sum(v2compat_backlog(broker)) < 2:  # the router has handed them over
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     code, out = finalize(cluster)
     assert code == 1 and "the v2compat queue is not empty" in out
     for result in sleeping:
