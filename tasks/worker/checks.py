@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import redis
+
 from snakepool.config import Settings
 from snakepool.config.flags import FlagStore, RolloutFlags
 from snakepool.config.keys import Keys
@@ -135,6 +137,39 @@ def check_versions(nodes: list[dict[str, Any]]) -> CheckItem:
     return CheckItem("versions", False, f"nodes on different versions: {mixed}")
 
 
+def _answers(url: str, settings: Settings) -> bool:
+    """Whether the Redis (or, for another broker scheme, the broker) at ``url`` answers."""
+    if url.startswith(("redis://", "rediss://", "unix://", "fakeredis://")):
+        return redis_answers(url)
+    app = create_app(settings)  # e.g. sentinel://: let kombu connect the way nodes do
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=INSPECT_TIMEOUT)
+        return True
+    except Exception:  # any failure to connect is the finding
+        return False
+    finally:
+        app.close()
+
+
+def check_redis(settings: Settings) -> CheckItem:
+    """Redis answers at ``REDIS_URL``, and the broker at ``BROKER_URL``."""
+    urls = dict.fromkeys((settings.redis_url, settings.broker_url or settings.redis_url))
+    silent = [redact_url(url) for url in urls if not _answers(url, settings)]
+    if silent:
+        return CheckItem("redis", False, "no answer at " + ", ".join(silent))
+    return CheckItem("redis", True, "answers at " + ", ".join(map(redact_url, urls)))
+
+
+def check_flags(client: redis.Redis, prefix: str) -> tuple[CheckItem, RolloutFlags | None]:
+    """The rollout flags can be read (and parsed)."""
+    try:
+        flags = FlagStore(client, prefix=prefix).read()
+    except Exception as exc:  # any failure to read them is the finding
+        return CheckItem("flags", False, f"unreadable: {type(exc).__name__}: {exc}"), None
+    return CheckItem("flags", True, f"version {flags.version}, {flags.percent}% to V3"), flags
+
+
 def run_checks(
     load: Callable[[], Settings], *, adapter_timeout: float | None = None
 ) -> list[CheckItem]:
@@ -152,32 +187,21 @@ def run_checks(
             CheckItem(name, False, "not checked: the settings are invalid") for name in dependents
         ]
     items = [CheckItem("settings", True, f"valid (REDIS_URL {redact_url(settings.redis_url)})")]
-    broker = settings.broker_url or settings.redis_url
-    unreachable = [u for u in dict.fromkeys((settings.redis_url, broker)) if not redis_answers(u)]
-    if unreachable:
-        items.append(
-            CheckItem("redis", False, "no answer at " + ", ".join(map(redact_url, unreachable)))
-        )
-    else:
-        items.append(CheckItem("redis", True, f"answers at {redact_url(settings.redis_url)}"))
-    flags: RolloutFlags | None = None
-    if unreachable:
-        items.append(CheckItem("flags", False, "not checked: Redis does not answer"))
-    else:
-        client = redis_from_url(settings.redis_url)
-        try:
-            flags = FlagStore(client, prefix=settings.key_prefix).read()
-            items.append(
-                CheckItem("flags", True, f"version {flags.version}, {flags.percent}% to V3")
-            )
-        except Exception as exc:  # any failure to read them is the finding
-            items.append(CheckItem("flags", False, f"unreadable: {type(exc).__name__}: {exc}"))
+    reachable = check_redis(settings)
+    items.append(reachable)
     timeout = settings.startup_timeout if adapter_timeout is None else adapter_timeout
-    items.append(check_adapter(settings, timeout=timeout))
-    if unreachable:
-        items += [CheckItem(n, False, "not checked: Redis does not answer") for n in dependents[3:]]
-        return items
-    nodes = live_nodes(redis_from_url(settings.redis_url), Keys(settings.key_prefix))
+    if not reachable.ok:
+        unchecked = "not checked: Redis does not answer"
+        items.append(CheckItem("flags", False, unchecked))
+        items.append(check_adapter(settings, timeout=timeout))  # needs no Redis
+        return items + [CheckItem(n, False, unchecked) for n in dependents[3:]]
+    client = redis_from_url(settings.redis_url)
+    try:
+        flag_item, flags = check_flags(client, settings.key_prefix)
+        items += [flag_item, check_adapter(settings, timeout=timeout)]
+        nodes = live_nodes(client, Keys(settings.key_prefix))
+    finally:
+        client.close()
     items += check_consumers(_consumers(settings), nodes, flags)
     items.append(check_versions(nodes))
     return items
