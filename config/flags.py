@@ -1,12 +1,13 @@
 """Runtime rollout flags, kept in Redis with a version and an audit trail.
 
 The flags decide where traffic goes (see :func:`snakepool.tasks.rollout.routing.decide`):
-the percentage
-sent to V3, a forced lane (kill switch), the commands allowed on V3, per-session
-overrides, shadowing. They change at run time with no restart: every change bumps the
-version, and readers (:class:`FlagCache`) poll that version at most ``max_age`` seconds
-apart, so a change is seen everywhere within a second. Every change is appended to an
-audit stream: who, why, old → new.
+the percentage sent to V3, a forced lane (kill switch), the commands allowed on V3, the
+commands kept on V2-compat (exclusions), per-session overrides, shadowing, and whether
+the migration is finalized (V3 only: then the only change accepted is un-finalizing).
+They change at run time with no restart: every change bumps the version, and readers
+(:class:`FlagCache`) poll that version at most ``max_age`` seconds apart, so a change is
+seen everywhere within a second. Every change is appended to an audit stream: who, why,
+old → new.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class RolloutFlags:
     version: int = 0
     forced_lane: str | None = None
     v3_commands: tuple[str, ...] | None = None  # None: every command may go to V3
+    #: Commands kept on V2-compat whatever the percentage (``rollout exclude``).
+    excluded_commands: tuple[str, ...] = ()
+    #: The migration is over: everything goes to V3 (``rollout finalize``).
+    finalized: bool = False
     overrides: dict[str, str] = field(default_factory=dict)
     paused: bool = False
     shadow: bool = False
@@ -59,6 +64,7 @@ class RolloutFlags:
         """JSON-able form."""
         data = asdict(self)
         data["v3_commands"] = list(self.v3_commands) if self.v3_commands is not None else None
+        data["excluded_commands"] = list(self.excluded_commands)
         data["schedule"] = list(self.schedule)
         return data
 
@@ -75,10 +81,9 @@ class RolloutFlags:
             known["overrides"] = {
                 k: v for k, v in known["overrides"].items() if is_valid(SESSION_ID, k)
             }
-        if known.get("v3_commands") is not None:
-            known["v3_commands"] = tuple(
-                c for c in known["v3_commands"] if is_valid(COMMAND_NAME, c)
-            )
+        for name in ("v3_commands", "excluded_commands"):
+            if known.get(name) is not None:
+                known[name] = tuple(c for c in known[name] if is_valid(COMMAND_NAME, c))
         if "schedule" in known:
             known["schedule"] = tuple(known["schedule"])
         return cls(**known)
@@ -108,16 +113,8 @@ class RolloutFlags:
                 f"invalid session id {str(bad)[:40]!r} in overrides: "
                 "use 1-128 characters of A-Z a-z 0-9 _ . : -"
             )
-        if self.v3_commands is not None:
-            if len(self.v3_commands) > MAX_V3_COMMANDS:
-                raise InvalidArguments(f"at most {MAX_V3_COMMANDS} commands in the V3 allow-list")
-            bad_commands = [c for c in self.v3_commands if not is_valid(COMMAND_NAME, c)]
-            if bad_commands:
-                bad = bad_commands[0]
-                raise InvalidArguments(
-                    f"invalid command name {str(bad)[:40]!r} in the V3 allow-list: "
-                    "use 1-128 characters of A-Z a-z 0-9 _ . : -"
-                )
+        _check_commands("the V3 allow-list", self.v3_commands)
+        _check_commands("the exclusions", self.excluded_commands)
         if not 0.0 <= self.shadow_rate <= 1.0:
             raise InvalidArguments("shadow rate must be from 0 to 1")
         if not self.schedule or any(not 0 < p <= 100 for p in self.schedule):
@@ -167,8 +164,14 @@ class FlagStore:
         ``MAX_AUDIT_TEXT_CHARS``, ``details`` over ``MAX_AUDIT_DETAILS_BYTES`` is replaced
         by its size (never refused: a rollback must not fail for a long reason).
 
+        While the rollout is finalized, the only change accepted is un-finalizing it:
+        routing is V3-only and its V2-compat nodes may be gone, so a percentage, a
+        rollback or a forced lane would silently mean nothing (``rollout unfinalize``
+        first).
+
         Raises:
-            InvalidArguments: the changed flags are invalid (nothing is written).
+            InvalidArguments: the changed flags are invalid, or the rollout is finalized
+                and the change does not un-finalize it (nothing is written).
         """
         who, why = _cut(who), _cut(why)
         details_json = _bounded_details(details)
@@ -178,8 +181,11 @@ class FlagStore:
                     pipe.watch(self.keys.rollout)  # type: ignore[no-untyped-call]
                     raw = pipe.get(self.keys.rollout)
                     old = RolloutFlags.from_dict(json.loads(raw)) if raw else RolloutFlags()
+                    changed = change(old)
+                    if old.finalized and changed.finalized:
+                        raise _finalized_refusal()
                     new = replace(
-                        change(old),
+                        changed,
                         version=old.version + 1,
                         updated_at=time.time(),
                         updated_by=who,
@@ -222,7 +228,11 @@ class FlagStore:
         to_previous: bool = False,
         details: dict[str, Any] | None = None,
     ) -> RolloutFlags:
-        """Send everything back to V2-compat (or to the previous step) and pause."""
+        """Send everything back to V2-compat (or to the previous step) and pause.
+
+        The audit entry's details say ``"action": "rollback"`` (what ``snakepool report``
+        lists rollbacks by).
+        """
         return self.update(
             lambda f: replace(
                 f,
@@ -232,7 +242,7 @@ class FlagStore:
             ),
             who=who,
             why=why,
-            details=details,
+            details={**(details or {}), "action": "rollback"},
         )
 
     def step(self, *, who: str, why: str, details: dict[str, Any] | None = None) -> RolloutFlags:
@@ -300,11 +310,38 @@ def _step_below(flags: RolloutFlags) -> int:
     return max((p for p in flags.schedule if p < flags.percent), default=0)
 
 
+def _check_commands(what: str, commands: tuple[str, ...] | None) -> None:
+    """Refuse a command list that is too long or names a malformed command."""
+    from snakepool.errors import InvalidArguments
+
+    if commands is None:
+        return
+    if len(commands) > MAX_V3_COMMANDS:
+        raise InvalidArguments(f"at most {MAX_V3_COMMANDS} commands in {what}")
+    bad_commands = [c for c in commands if not is_valid(COMMAND_NAME, c)]
+    if bad_commands:  # a list, not next(...): "" is a bad name and falsy
+        raise InvalidArguments(
+            f"invalid command name {str(bad_commands[0])[:40]!r} in {what}: "
+            "use 1-128 characters of A-Z a-z 0-9 _ . : -"
+        )
+
+
+def _finalized_refusal() -> Exception:
+    from snakepool.errors import InvalidArguments
+
+    return InvalidArguments(
+        "the rollout is finalized (everything goes to V3): run `snakepool rollout "
+        "unfinalize --reason …` first, with V2-compat nodes running again"
+    )
+
+
 def _summary(flags: RolloutFlags) -> dict[str, Any]:
     data = flags.to_dict()
     data["overrides"] = len(flags.overrides)
-    if flags.v3_commands is not None and len(flags.v3_commands) > AUDIT_SUMMARY_COMMANDS:
-        data["v3_commands"] = len(flags.v3_commands)  # a count, like the overrides
+    for name in ("v3_commands", "excluded_commands"):
+        commands = getattr(flags, name)
+        if commands is not None and len(commands) > AUDIT_SUMMARY_COMMANDS:
+            data[name] = len(commands)  # a count, like the overrides
     for noise in ("updated_at", "updated_by", "reason", "version", "schedule"):
         data.pop(noise)
     return data

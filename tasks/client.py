@@ -214,11 +214,17 @@ class Client:
     # ------------------------------------------------------------------- rollout
 
     def rollout_state(self) -> dict[str, Any]:
-        """The current rollout flags."""
+        """The current rollout flags: ``percent``, ``version``, ``paused``, ``forced_lane``,
+        ``excluded_commands`` (kept on V2-compat), ``v3_commands`` (the V3 allow-list,
+        None: every command), ``overrides``, ``finalized`` (V3 only), shadowing, …"""
         return self.flags.read().to_dict()
 
     def set_rollout(self, percent: int, reason: str) -> dict[str, Any]:
-        """Send ``percent`` % of sessions to V3."""
+        """Send ``percent`` % of sessions to V3.
+
+        Raises:
+            InvalidArguments: not 0-100, or the rollout is finalized (unfinalize first).
+        """
         return self.flags.set_percent(percent, who=operator_name(), why=reason).to_dict()
 
     def wait_for_flags(self, version: int, timeout: float = 5.0) -> None:
@@ -254,7 +260,13 @@ class Client:
         return self.flags.update(change, who=operator_name(), why=why).to_dict()
 
     def rollback(self, reason: str) -> dict[str, Any]:
-        """Send all traffic back to V2-compat now (seen everywhere within a second)."""
+        """Send all traffic back to V2-compat now (seen everywhere within a second) and
+        pause promotion.
+
+        Raises:
+            InvalidArguments: the rollout is finalized: ``snakepool rollout unfinalize``
+                first, with V2-compat nodes running again.
+        """
         return self.flags.rollback(who=operator_name(), why=reason).to_dict()
 
     def close(self) -> None:

@@ -15,8 +15,10 @@ import click
 from snakepool.config.secrets import RedactingFilter
 from snakepool.tasks.cli.bench import bench
 from snakepool.tasks.cli.call import call
+from snakepool.tasks.cli.check import check
 from snakepool.tasks.cli.controller import controller
 from snakepool.tasks.cli.demo import demo
+from snakepool.tasks.cli.report import report
 from snakepool.tasks.cli.rollout import rollout
 from snakepool.tasks.cli.sessions import sessions
 from snakepool.tasks.cli.shadow import shadow
@@ -37,5 +39,7 @@ def main(verbose: int) -> None:
         handler.addFilter(RedactingFilter())
 
 
-for _command in (demo, worker, up, call, status, rollout, shadow, controller, bench, sessions):
+for _command in (
+    demo, worker, up, call, check, status, report, rollout, shadow, controller, bench, sessions,
+):  # fmt: skip
     main.add_command(_command)

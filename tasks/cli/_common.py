@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.secrets import redact_text
@@ -16,10 +18,33 @@ from snakepool.errors import SnakepoolError
 if TYPE_CHECKING:
     from snakepool.tasks.client import Client
 
-__all__ = ["console", "fails_cleanly", "make_client", "settings_with"]
+__all__ = ["MISSING", "cell", "console", "fails_cleanly", "make_client", "settings_with", "table"]
 
 #: Where every command prints (rich: tables, JSON, colours).
 console = Console()
+#: How a figure that does not exist yet prints (a latency before the first request).
+MISSING = "\N{EN DASH}"
+
+
+def cell(value: Any) -> str:
+    """A table cell: the value, or :data:`MISSING` for None."""
+    return MISSING if value is None else str(value)
+
+
+def table(title: str, *columns: str, wrap: Sequence[str] = (), caption: str | None = None) -> Table:
+    """A table that stays readable at 80 columns: light borders, and no cell ever cut
+    to "no…".
+
+    Args:
+        wrap: The columns that give up width when the terminal is narrow (names, free
+            text): they wrap, at spaces first. The others (figures) keep their width.
+    """
+    made = Table(
+        title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0)
+    )
+    for column in columns:
+        made.add_column(column, overflow="fold", no_wrap=column not in wrap)
+    return made
 
 
 def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:

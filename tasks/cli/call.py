@@ -21,12 +21,33 @@ __all__ = ["call"]
 def call(
     command: str, args: str, session_id: str | None, direct: bool, timeout: float | None
 ) -> None:
-    """Send one request, e.g. `snakepool call calculate '{"expression": "2+3"}'`."""
+    """Send one request, e.g. `snakepool call calculate '{"expression": "2+3"}'`.
+
+    Nothing is sent when no live node serves the lane it would go to (or the router):
+    the command fails at once, naming it.
+    """
+    from snakepool.errors import PoolUnavailable
+    from snakepool.tasks.worker.node import live_nodes
+    from snakepool.tasks.worker.options import checked_session_id
+    from snakepool.tasks.worker.reachability import possible_lanes, unserved
+
     try:
         parsed = json.loads(args)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"ARGS must be a JSON object: {exc}") from None
     client = make_client(settings_with(), "direct" if direct else "router")
+    if session_id is not None:
+        checked_session_id(session_id)
+    lanes = possible_lanes(command, parsed, session_id, client.flags.read())
+    queues = [*([] if direct else ["router"]), *lanes]
+    missing = unserved(queues, live_nodes(client.redis, client.keys))
+    if missing:
+        raise PoolUnavailable(
+            f"no live node serves {', '.join(missing)}, where this request would go: "
+            f"nothing was sent (start one: `snakepool worker --lane {missing[0]}`, or "
+            "`snakepool up`; `snakepool status` lists the live nodes)",
+            lanes=missing,
+        )
     result = client.submit(command, parsed, session_id=session_id)
     value = result.get(timeout=timeout or client.settings.result_timeout)
     console.print_json(json.dumps({"lane": result.queue, "result": value}))

@@ -11,8 +11,13 @@ import click
 from rich.table import Table
 
 from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli.finalize import rollout_finalize, rollout_unfinalize
+from snakepool.tasks.cli.rollout_scope import rollout_exclude, rollout_include, rollout_only
 
 __all__ = ["rollout"]
+
+#: What to run to let the controller promote again (printed whenever it is paused).
+_RESUME_HINT = "`snakepool rollout resume --reason …` lets the controller promote again"
 
 _REASON = click.option("--reason", required=True, help="Why (kept in the audit trail).")
 
@@ -27,9 +32,10 @@ def rollout() -> None:
 @_REASON
 @fails_cleanly
 def rollout_set(percent: int, reason: str) -> None:
-    """Send PERCENT % of sessions to V3."""
+    """Send PERCENT % of sessions to V3 (a paused rollout stays paused: it says so)."""
     flags = make_client(settings_with()).set_rollout(percent, reason)
     console.print(f"rollout {flags['percent']}% to V3 (version {flags['version']})")
+    _say_if_paused(flags["paused"])
 
 
 @rollout.command("rollback")
@@ -38,7 +44,15 @@ def rollout_set(percent: int, reason: str) -> None:
 def rollout_rollback(reason: str) -> None:
     """Send all traffic back to V2-compat now (and pause promotion)."""
     flags = make_client(settings_with()).rollback(reason)
-    console.print(f"rolled back: {flags['percent']}% to V3 (version {flags['version']})")
+    console.print(
+        f"rolled back: {flags['percent']}% to V3 (version {flags['version']}), and paused "
+        f"the rollout: the controller will not promote it; {_RESUME_HINT}"
+    )
+
+
+def _say_if_paused(paused: bool) -> None:
+    if paused:
+        console.print(f"[yellow]the rollout is still paused:[/] {_RESUME_HINT}")
 
 
 @rollout.command("history")
@@ -52,13 +66,25 @@ def rollout_history(count: int, as_json: bool) -> None:
         click.echo(json.dumps(history, indent=2))
         return
     table = Table(title="rollout history")
-    for column in ("version", "when", "who", "why", "percent"):
-        table.add_column(column)
+    for column in ("version", "when", "who", "why", "change"):
+        table.add_column(column, overflow="fold")
     for entry in history:
         when = datetime.datetime.fromtimestamp(entry["at"]).isoformat(timespec="seconds")
-        change = f"{entry['old']['percent']} → {entry['new']['percent']}"
-        table.add_row(str(entry["version"]), when, entry["who"], entry["why"], change)
+        table.add_row(str(entry["version"]), when, entry["who"], entry["why"], _change(entry))
     console.print(table)
+
+
+def _change(entry: dict[str, Any]) -> str:
+    """What an audit entry changed: the percentage, else each field that differs."""
+    old, new = entry["old"], entry["new"]
+    if old.get("percent") != new.get("percent"):
+        return f"percent {old.get('percent')} → {new.get('percent')}"
+    changed = [
+        f"{name} {old.get(name)} → {new.get(name)}"
+        for name in sorted(new)
+        if old.get(name) != new.get(name) and name != "previous_percent"
+    ]
+    return "; ".join(changed) or f"percent {new.get('percent')} (no change)"
 
 
 @rollout.command("force")
@@ -107,6 +133,7 @@ def rollout_step(reason: str) -> None:
 
     flags = make_client(settings_with()).flags.step(who=operator_name(), why=reason)
     console.print(f"rollout {flags.percent}% to V3 (version {flags.version})")
+    _say_if_paused(flags.paused)
 
 
 @rollout.command("pause")
@@ -131,3 +158,9 @@ def _set_paused(paused: bool, reason: str) -> None:
     flags = make_client(settings_with()).flags.set_paused(paused, who=operator_name(), why=reason)
     state = "paused" if paused else "resumed"
     console.print(f"{state} at {flags.percent}% (version {flags.version})")
+
+
+for _command in (
+    rollout_exclude, rollout_include, rollout_only, rollout_finalize, rollout_unfinalize,
+):  # fmt: skip
+    rollout.add_command(_command)

@@ -1,4 +1,4 @@
-"""``snakepool sessions list|show|delete``: inspect and delete sessions."""
+"""``snakepool sessions create|list|show|delete``: create, inspect and delete sessions."""
 
 from __future__ import annotations
 
@@ -15,7 +15,24 @@ __all__ = ["sessions"]
 
 @click.group()
 def sessions() -> None:
-    """Inspect and delete sessions."""
+    """Create, inspect and delete sessions."""
+
+
+@sessions.command("create")
+@click.option("--ttl", type=int, default=None, help="Seconds it lives after its last use.")
+@click.option("--metadata", "metadata_json", default=None, help="A JSON object kept with it.")
+@fails_cleanly
+def sessions_create(ttl: int | None, metadata_json: str | None) -> None:
+    """Create a session and print its id, alone: `SID=$(snakepool sessions create)`."""
+    metadata = None
+    if metadata_json is not None:
+        try:
+            metadata = json.loads(metadata_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--metadata") from None
+        if not isinstance(metadata, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+    click.echo(make_client(settings_with()).create_session(ttl=ttl, metadata=metadata))
 
 
 @sessions.command("list")

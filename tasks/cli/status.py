@@ -1,4 +1,8 @@
-"""``snakepool status``: nodes and their pools, queues, lanes, rollout and shadow counts."""
+"""``snakepool status``: nodes and their pools, queues, lanes, rollout and shadow counts.
+
+Readable at 80 columns: no cell is ever cut short (a long one wraps), and a figure that
+does not exist yet (a latency before the first request) prints as an en dash, not None.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,8 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
 
-from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
+from snakepool.tasks.cli._common import MISSING, cell, console, fails_cleanly, settings_with, table
 
 __all__ = ["status"]
 
@@ -19,6 +22,7 @@ __all__ = ["status"]
 def status(as_json: bool) -> None:
     """Nodes and their pools, queue depths, per-lane counts and latency, rollout state."""
     from snakepool.sessions import redis_from_url
+    from snakepool.tasks.rollout.report import describe_rollout
     from snakepool.tasks.worker.status import collect_status
 
     settings = settings_with()
@@ -31,43 +35,49 @@ def status(as_json: bool) -> None:
         return
     _print_nodes(data)
     _print_lanes(data)
-    rollout = data["rollout"]
     console.print(
-        f"rollout: [bold]{rollout['percent']}%[/] to V3 (version {rollout['version']}"
-        f"{', paused' if rollout['paused'] else ''}"
-        f"{', forced ' + rollout['forced_lane'] if rollout['forced_lane'] else ''})"
-        f"; router queue {data['queues'].get('router')}"
+        f"rollout: {describe_rollout(data['rollout'])}; "
+        f"router queue {cell(data['queues'].get('router'))}"
     )
     shadow = data["shadow"]
     console.print(
-        f"shadow {'on' if rollout['shadow'] else 'off'}: {shadow['compared']} compared, "
+        f"shadow {'on' if data['rollout']['shadow'] else 'off'}: {shadow['compared']} compared, "
         f"{shadow['matched']} matched, {shadow['mismatched']} mismatched"
     )
 
 
+def _ms(value: Any) -> str:
+    return MISSING if value is None else f"{float(value):.1f}"
+
+
 def _print_nodes(data: dict[str, Any]) -> None:
-    nodes = Table(title="nodes")
-    for column in ("node", "lanes", "size", "idle", "busy", "queued", "requests", "errors",
-                   "restarts", "p50 ms", "p99 ms", "flags v", "shedding"):  # fmt: skip
-        nodes.add_column(column)
+    nodes = table("nodes", "node", "lanes", "pool", "queued", "reqs", "errs", "restarts",
+                  "p50/p99", "flags", wrap=("node",), caption="pool: idle/busy/size; "
+                  "p50/p99: ms; flags: the version it routes by")  # fmt: skip
     for node in data["nodes"]:
         pool = node.get("pool") or {}
-        figures = [str(pool.get(k, "-")) for k in (
-            "size", "idle", "busy", "queued", "requests", "errors", "restarts", "p50_ms", "p99_ms"
-        )]  # fmt: skip
-        shedding = ",".join(node.get("open_breakers") or []) or "-"
-        nodes.add_row(node["name"], ",".join(node["lanes"]), *figures,
-                      str(node.get("flags_version", "-")), shedding)  # fmt: skip
+        interpreters = "/".join(cell(pool.get(k)) for k in ("idle", "busy", "size"))
+        latency = f"{_ms(pool.get('p50_ms'))}/{_ms(pool.get('p99_ms'))}"
+        nodes.add_row(
+            node["name"], "\n".join(node["lanes"]), interpreters if pool else MISSING,
+            *(cell(pool.get(k)) for k in ("queued", "requests", "errors", "restarts")),
+            latency if pool else MISSING, cell(node.get("flags_version")),
+        )  # fmt: skip
+    console.print(nodes)
+    for node in data["nodes"]:
+        pool = node.get("pool") or {}
         if pool.get("unavailable"):
             console.print(f"[red]{node['name']} pool unavailable:[/] {pool['unavailable']}")
-    console.print(nodes)
+        if node.get("open_breakers"):
+            shed = ", ".join(node["open_breakers"])
+            console.print(f"[yellow]{node['name']} sheds {shed} (circuit breaker open)[/]")
 
 
 def _print_lanes(data: dict[str, Any]) -> None:
-    lanes = Table(title="lanes")
-    for column in ("lane", "queued", "requests", "errors", "client errors", "p50", "p95", "p99"):
-        lanes.add_column(column)
+    lanes = table("lanes", "lane", "queued", "requests", "errors", "client errs",
+                  "p50 ms", "p95 ms", "p99 ms")  # fmt: skip
     for lane, figures in data["lanes"].items():
-        lanes.add_row(lane, str(data["queues"].get(lane)), *(str(figures[k]) for k in (
-            "requests", "errors", "client_errors", "p50_ms", "p95_ms", "p99_ms")))  # fmt: skip
+        lanes.add_row(lane, cell(data["queues"].get(lane)), *(cell(figures[k]) for k in (
+            "requests", "errors", "client_errors")), *(_ms(figures[k]) for k in (
+            "p50_ms", "p95_ms", "p99_ms")))  # fmt: skip
     console.print(lanes)

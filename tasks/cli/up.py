@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -16,41 +19,56 @@ __all__ = ["up"]
 @click.option("--v2compat", "v2_nodes", default=1, show_default=True, help="V2-compat nodes.")
 @click.option("--pool-size", type=int, default=None, help="Interpreters per node.")
 @click.option("--flower-port", default=5555, show_default=True, help="0: no Flower.")
+@click.option("--verbose", is_flag=True, help="Every node's full log (banner, one line per task).")
 @fails_cleanly
-def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) -> None:
+def up(
+    v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int, verbose: bool
+) -> None:
     """Run the local stack as processes (what compose.yaml runs as containers).
 
     A router, V3 and V2-compat nodes and Flower; a throwaway redis-server too when none
-    answers at a local REDIS_URL. Ctrl-C stops everything; nothing is left behind.
+    answers at a local REDIS_URL. It says which Redis it uses, whether it started one,
+    and the rollout state it found there. The nodes' combined log shows node events,
+    client errors (one line each), warnings and errors; --verbose shows everything.
+    Ctrl-C stops everything; nothing is left behind.
     """
     import signal
     import threading
     from urllib.parse import urlsplit
 
+    from snakepool.config.flags import FlagStore
     from snakepool.config.keys import Keys
     from snakepool.sessions import redis_answers, redis_from_url
     from snakepool.tasks.local.launcher import Launcher, child_env
 
     settings = settings_with(pool_size=pool_size)
+    shown_url = redact_url(settings.redis_url)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with Launcher(child_env()) as launcher:
-        if not redis_answers(settings.redis_url):
+        if redis_answers(settings.redis_url):
+            console.print(f"Redis: {shown_url} already answers: using it (not started by up)")
+        else:
             url = urlsplit(settings.redis_url)
             if url.hostname not in ("localhost", "127.0.0.1", "::1"):
-                raise click.ClickException(f"no Redis answers at {redact_url(settings.redis_url)}")
-            shown = redact_url(settings.redis_url)
-            console.print(f"no Redis at {shown}: starting redis-server (no persistence)")
+                raise click.ClickException(f"no Redis answers at {shown_url}")
             launcher.start_redis(url.port or 6379)
-        launcher.start_node("router", "router", pool_size=pool_size)
+            console.print(
+                f"Redis: none answered at {shown_url}: started redis-server on port "
+                f"{url.port or 6379} (no persistence: its data goes when up stops)"
+            )
+        client = redis_from_url(settings.redis_url)
+        flags = FlagStore(client, prefix=settings.key_prefix).read()
+        console.print(_found(flags.to_dict()))
+        quiet = not verbose
+        launcher.start_node("router", "router", pool_size=pool_size, quiet=quiet)
         for i in range(v3_nodes):
-            launcher.start_node("v3", f"v3-{i + 1}", pool_size=pool_size)
+            launcher.start_node("v3", f"v3-{i + 1}", pool_size=pool_size, quiet=quiet)
         for i in range(v2_nodes):
-            launcher.start_node("v2compat", f"v2compat-{i + 1}", pool_size=pool_size)
+            launcher.start_node("v2compat", f"v2compat-{i + 1}", pool_size=pool_size, quiet=quiet)
         if flower_port:
             launcher.start_flower(settings.broker_url or settings.redis_url, flower_port)
-        client = redis_from_url(settings.redis_url)
         with console.status("starting nodes"):
             launcher.wait_nodes(client, Keys(settings.key_prefix))
         table = Table(title="snakepool up")
@@ -69,3 +87,17 @@ def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) ->
                 console.print(f"[red]exited:[/] {', '.join(exited)}; stopping the rest")
                 break
         console.print("stopping…")
+
+
+def _found(flags: dict[str, Any]) -> str:
+    """What ``up`` says about the rollout state it found in Redis."""
+    from snakepool.tasks.rollout.report import describe_rollout
+
+    if not flags["version"]:
+        return "rollout state: none yet (0% to V3, version 0)"
+    when = datetime.datetime.fromtimestamp(flags["updated_at"]).isoformat(timespec="seconds")
+    return (
+        f"rollout state found: {describe_rollout(flags)}, last changed {when} by "
+        f"{flags['updated_by']} ({flags['reason']!r}); `snakepool rollout history` shows "
+        "more, `snakepool rollout set 0 --reason …` starts over"
+    )

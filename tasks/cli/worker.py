@@ -25,20 +25,33 @@ LANE_CHOICES = ("v3", "v2compat", "router", "all")
     help="Celery threads (default: pool size, +4 with --lane all; 8 for the router).",
 )
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="No banner, no per-task INFO lines: node events, client errors, warnings, errors.",
+)
 @fails_cleanly
 def worker(
-    lane: str, name: str | None, pool_size: int | None, concurrency: int | None, loglevel: str
+    lane: str,
+    name: str | None,
+    pool_size: int | None,
+    concurrency: int | None,
+    *,
+    loglevel: str,
+    quiet: bool,
 ) -> None:
     """Run a Celery worker node (-P threads) serving one lane, or all of them."""
     from snakepool.tasks.worker.app import create_app
     from snakepool.tasks.worker.bootstep import install
+    from snakepool.tasks.worker.logs import quiet_task_logs
 
     settings = settings_with(pool_size=pool_size)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
     app = create_app(settings)
     install(app, lanes)
+    import snakepool.tasks.worker.inventory
     import snakepool.tasks.worker.lanes
-    import snakepool.tasks.worker.router  # noqa: F401 - registers the tasks on the app
+    import snakepool.tasks.worker.router  # noqa: F401 - registers the tasks (and control command)
 
     app.set_current()
     if concurrency is None:
@@ -47,7 +60,10 @@ def worker(
         extra = 4 if lane == "all" else 0
         concurrency = settings.pool_size + extra if lane != "router" else 8
     hostname = f"{name or f'{lane}-{os.getpid()}'}@%h"
+    if quiet:
+        quiet_task_logs(name or lane)
     app.worker_main([
+        *(["--quiet"] if quiet else []),  # celery's own -q: no banner
         "worker", "-P", "threads", "-c", str(concurrency), "-Q", ",".join(lanes),
         "-n", hostname, "-E", "--without-mingle", "--without-gossip", "-l", loglevel,
     ])  # fmt: skip

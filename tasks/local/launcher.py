@@ -106,8 +106,14 @@ class Launcher:
         client.close()
         return managed
 
-    def start_node(self, lane: str, name: str, *, pool_size: int | None = None) -> ManagedProcess:
-        """``snakepool worker --lane LANE --name NAME`` (not waited for: see wait_nodes)."""
+    def start_node(
+        self, lane: str, name: str, *, pool_size: int | None = None, quiet: bool = False
+    ) -> ManagedProcess:
+        """``snakepool worker --lane LANE --name NAME`` (not waited for: see wait_nodes).
+
+        Args:
+            quiet: ``--quiet``: no banner and no per-task INFO lines (``snakepool up``).
+        """
         argv = [
             sys.executable,
             "-m",
@@ -120,6 +126,8 @@ class Launcher:
         ]
         if pool_size:
             argv += ["--pool-size", str(pool_size)]
+        if quiet:
+            argv.append("--quiet")
         managed = self._spawn("node", name, argv)
         managed.hostname = f"{name}@{socket.gethostname()}"
         return managed

@@ -68,7 +68,10 @@ def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
     settings = settings.model_copy(
         update={"redis_url": url, "broker_url": url, "key_prefix": DEMO_PREFIX}
     )
-    console.print(f"(the demo keeps to database {DEMO_DB} and keys {DEMO_PREFIX}*)")
+    console.print(
+        f"(the demo keeps to database {DEMO_DB}: its keys under {DEMO_PREFIX}*, Celery's "
+        "queues and results there too, each result deleted once read)"
+    )
     overrides = {"adapter": _adapter(), "pool_size": "2", "lm_answers": str(_ANSWERS),
                  "redis_url": url, "broker_url": url, "key_prefix": DEMO_PREFIX}  # fmt: skip
     with (
@@ -82,9 +85,31 @@ def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
             launcher.wait_nodes(client.redis, client.keys)
         try:
             client.flags.update(lambda _: RolloutFlags(), who="demo", why="demo start")
+            _forget_figures(client)
             yield client
         finally:
             client.close()
+
+
+def _forget_figures(client: Client) -> None:
+    """Drop the figures of earlier demo runs (its own prefix only): this run's table
+    reports this run."""
+    prefix = client.settings.key_prefix
+    for pattern in ("metrics:*", "latency:*", "window:*", "shadow:*"):
+        stale = list(client.redis.scan_iter(match=f"{prefix}{pattern}", count=500))
+        if stale:
+            client.redis.delete(*stale)
+
+
+def _served(client: Client, command: str, args: dict[str, Any], sid: str) -> tuple[Any, str]:
+    """Run one request; its result and lane. Its stored result is deleted once read, so
+    the demo leaves no ``celery-task-meta-*`` keys behind."""
+    result = client.submit(command, args, session_id=sid)
+    try:
+        value = result.get(timeout=60, interval=0.01)
+        return value, str(result.queue)
+    finally:
+        result.forget()
 
 
 @contextlib.contextmanager
@@ -127,7 +152,7 @@ def _drive(client: Client, console: Console, sessions: int) -> None:
         if dspy:
             task = progress.add_task("creating programs", total=len(ids))
             for sid in ids:
-                client.execute("create_program", {"id": "qa", **program}, session_id=sid)
+                _served(client, "create_program", {"id": "qa", **program}, sid)
                 progress.advance(task)
         for percent in STEPS:
             flags = client.set_rollout(percent, f"demo step to {percent}%")
@@ -138,12 +163,11 @@ def _drive(client: Client, console: Console, sessions: int) -> None:
                 if dspy:
                     question = _QUESTIONS[i % len(_QUESTIONS)]
                     args = {"program_id": "qa", "inputs": {"question": question}}
-                    result = client.submit("execute_program", args, session_id=sid)
+                    _, lane = _served(client, "execute_program", args, sid)
                 else:
-                    result = client.submit("calculate", {"expression": f"{i} * 2"}, session_id=sid)
-                result.get(timeout=60, interval=0.01)
+                    _, lane = _served(client, "calculate", {"expression": f"{i} * 2"}, sid)
                 progress.advance(step)
-                return str(result.queue)
+                return lane
 
             with ThreadPoolExecutor(max_workers=8) as executor:
                 lanes = list(executor.map(one, range(len(ids) * 3), ids * 3))
@@ -156,10 +180,11 @@ def _drive(client: Client, console: Console, sessions: int) -> None:
     console.print(table)
     if dspy:
         sid = ids[0]
-        answer = client.execute(
+        answer, _ = _served(
+            client,
             "execute_program",
             {"program_id": "qa", "inputs": {"question": _QUESTIONS[0]}},
-            session_id=sid,
+            sid,
         )
         console.print(f"a DSPy program created on V2-compat, answered on V3: {answer}")
 
@@ -168,7 +193,7 @@ def _report(client: Client, console: Console) -> None:
     from snakepool.tasks.worker.status import collect_status
 
     status = collect_status(client.redis, None, client.settings.key_prefix)
-    lanes = Table(title="per lane")
+    lanes = Table(title="per lane (this run)")
     for column in ("lane", "requests", "errors", "client errors", "p50 ms", "p95 ms", "p99 ms"):
         lanes.add_column(column, justify="right")
     for lane, figures in status["lanes"].items():

@@ -90,6 +90,8 @@ class RolloutController:
         now = time.time() if now is None else now
         snap = self.snapshot()
         snap["percent"] = flags.percent
+        if flags.finalized:
+            return Decision("hold", "finalized: everything goes to V3", snap)
         if flags.forced_lane:
             return Decision("hold", f"kill switch: everything forced to {flags.forced_lane}", snap)
         if flags.percent == 0:

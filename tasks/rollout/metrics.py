@@ -41,7 +41,9 @@ class LaneMetrics:
         self.client = client
         self.keys = Keys(prefix)
 
-    def record(self, lane: str, seconds: float, error: BaseException | None) -> None:
+    def record(
+        self, lane: str, seconds: float, error: BaseException | None, *, shadow_copy: bool = False
+    ) -> None:
         """Count one finished request.
 
         Args:
@@ -50,6 +52,9 @@ class LaneMetrics:
             error: What it failed with (any exception), or None for a success. A client
                 error (``category == "client"``) is counted apart; anything else —
                 whatever its class — is a server error.
+            shadow_copy: It was the fire-and-forget copy of a shadowed request: counted
+                like any request (it is real work on the lane) and also under
+                ``shadow_copies``, so the traffic routed to each lane can be told apart.
 
         Raises:
             redis.RedisError: the figures could not be written.
@@ -69,6 +74,8 @@ class LaneMetrics:
                 pipe.hincrby(counters, "client_errors", 1)
             if error is not None:
                 pipe.hincrby(counters, f"{ERROR_TYPE_FIELD}{type(error).__name__}", 1)
+            if shadow_copy:
+                pipe.hincrby(counters, "shadow_copies", 1)
             pipe.hincrbyfloat(window, "ms_total", ms)
             pipe.expire(window, WINDOW_TTL)
             pipe.lpush(self.keys.lane_latencies(lane), ms)
@@ -78,8 +85,9 @@ class LaneMetrics:
     def summary(self, lane: str) -> dict[str, Any]:
         """Totals, failures by type and latency percentiles (ms) of the recent samples.
 
-        Shape: ``{"requests", "errors", "client_errors", "error_types": {name: count},
-        "p50_ms", "p95_ms", "p99_ms"}`` (percentiles None without samples).
+        Shape: ``{"requests", "errors", "client_errors", "shadow_copies", "error_types":
+        {name: count}, "p50_ms", "p95_ms", "p99_ms"}`` (percentiles None without samples;
+        ``requests`` includes the ``shadow_copies``).
         """
         raw = self.client.hgetall(self.keys.lane_metrics(lane))
         counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
@@ -90,6 +98,7 @@ class LaneMetrics:
             "requests": counts.get("requests", 0),
             "errors": counts.get("errors", 0),
             "client_errors": counts.get("client_errors", 0),
+            "shadow_copies": counts.get("shadow_copies", 0),
             "error_types": {
                 name.removeprefix(ERROR_TYPE_FIELD): count
                 for name, count in sorted(counts.items())

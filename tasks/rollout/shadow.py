@@ -71,8 +71,9 @@ class CommandCatalog:
 
 
 def should_shadow(flags: RolloutFlags, command: str, catalog: CommandCatalog) -> bool:
-    """Whether to send a shadow copy of this request."""
-    if not flags.shadow or flags.forced_lane:
+    """Whether to send a shadow copy of this request (never once finalized: the
+    V2-compat nodes may be gone)."""
+    if not flags.shadow or flags.forced_lane or flags.finalized:
         return False
     return catalog.read_only(command) and random.random() < flags.shadow_rate  # noqa: S311
 

@@ -20,7 +20,7 @@ from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import Keys
 from snakepool.sessions import SessionStore
 from snakepool.tasks.rollout.breaker import CircuitBreaker
-from snakepool.tasks.rollout.routing import decide
+from snakepool.tasks.rollout.routing import decide, is_pinned
 from snakepool.tasks.rollout.shadow import CommandCatalog, is_pair_id, should_shadow
 from snakepool.tasks.worker.app import LANE_TASKS
 from snakepool.tasks.worker.node import node_alive
@@ -131,11 +131,11 @@ def choose(
     """The lane (validating the session id first).
 
     A lane whose circuit breaker is open sheds its traffic to the other lane — except
-    under a forced lane: the kill switch is never second-guessed.
+    when an operator pinned the lane (finalized, forced, excluded command: ``is_pinned``).
     """
     if session_id is not None:
         checked_session_id(session_id)
     lane = decide(command, args, session_id, flags, request_id=request_id)
-    if breaker is not None and not flags.forced_lane:
+    if breaker is not None and not is_pinned(flags, command):
         lane = breaker.route(lane)
     return lane

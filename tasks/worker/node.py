@@ -2,8 +2,9 @@
 
 One :class:`Node` per worker process, created by the bootstep before the node consumes
 and reachable from tasks through :func:`current_node`. Every second the node writes a
-heartbeat (name, lanes, pool stats) with a short TTL: ``snakepool status`` lists the
-live nodes from these, and the router treats a node whose heartbeat expired as gone.
+heartbeat (name, lanes, version, pool stats, interpreter memory) with a short TTL:
+``snakepool status`` lists the live nodes from these, and the router treats a node whose
+heartbeat expired as gone.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
+from snakepool.tasks.worker.node_facts import interpreter_memory, snakepool_version
 
 __all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
 
@@ -109,6 +111,7 @@ class Node:
 
     def describe(self) -> dict[str, Any]:
         """The heartbeat's content (and what ``celery inspect stats`` shows)."""
+        pool = self.pool.stats() if self.pool is not None else None
         return {
             "name": self.name,
             "lanes": list(self.lanes),
@@ -116,7 +119,10 @@ class Node:
             "host": socket.gethostname(),
             "started": self.started,
             "at": time.time(),
-            "pool": self.pool.stats() if self.pool is not None else None,
+            # `snakepool check` wants every node on one version.
+            "version": snakepool_version(),
+            "pool": pool,
+            "memory": interpreter_memory(pool["pids"]) if pool is not None else None,
             # The flags version this node routes by (refreshed here if stale).
             "flags_version": self.flags.get().version,
             "open_breakers": [lane for lane in ("v3", "v2compat") if self.breaker.is_open(lane)],

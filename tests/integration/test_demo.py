@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 
+from snakepool.config.flags import FlagStore
+from snakepool.errors import UnknownCommand
+from snakepool.tasks.client import Client
 from tests.conftest import free_port
 
 # A demo starts three nodes and runs a rollout: well over the default 60 s budget on a
 # loaded machine, but never minutes.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]
+#: A row of the demo's per-lane table: lane, requests.
+PER_LANE_ROW = re.compile(r"^\W*(v3|v2compat)\W+(\d+)\W", re.MULTILINE)
 
 
 def snakepool(
@@ -31,6 +40,10 @@ def snakepool(
 
 
 def test_demo_with_redis(redis_url: str) -> None:
+    demo_db = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/15")
+    # What an earlier run left: the per-lane table must report this run only.
+    demo_db.hset("snakepool-demo:metrics:v3", mapping={"requests": 100_000})
+    demo_db.lpush("snakepool-demo:latency:v3", 99_999.0)
     done = snakepool("demo", "-n", "60", env={"SNAKEPOOL_REDIS_URL": redis_url})
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -39,6 +52,17 @@ def test_demo_with_redis(redis_url: str) -> None:
     for percent in ("0%", "10%", "50%", "100%"):
         assert f"demo step to {percent}" in out  # the audit trail
     assert "answered on V3" in out and "done: every node and interpreter stopped" in out
+    served = {lane: int(n) for lane, n in PER_LANE_ROW.findall(out)}
+    # 40 sessions x 3 requests x 4 steps, plus with DSPy 40 programs and one answer.
+    dspy = importlib.util.find_spec("dspy") is not None
+    assert sum(served.values()) == 40 * 3 * 4 + (41 if dspy else 0), out
+    assert "99999" not in out
+    # Every result was deleted once read; nothing outside its database.
+    assert list(demo_db.scan_iter(match="celery-task-meta-*")) == []
+    main_db = redis.Redis.from_url(redis_url)
+    assert list(main_db.scan_iter()) == []
+    demo_db.close()
+    main_db.close()
 
 
 def test_demo_embedded_when_no_redis_answers() -> None:
@@ -69,6 +93,8 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it() -> None:
     output = "".join(lines)
     for name in ("redis", "router", "v3-1", "v2compat-1", "flower"):
         assert name in output
+    assert f"started redis-server on port {port}" in output
+    assert "rollout state: none yet (0% to V3, version 0)" in output
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -83,3 +109,61 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it() -> None:
     rest, _ = process.communicate(timeout=60)
     process.stdout.close()
     assert process.returncode == 0 and "stopping" in rest
+
+
+def test_up_reuses_a_running_redis_says_so_and_logs_a_client_error_in_one_line(
+    redis_url: str,
+) -> None:
+    FlagStore(redis.Redis.from_url(redis_url)).set_percent(30, who="earlier", why="last week")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snakepool.tasks.cli", "up", "--pool-size", "1",
+         "--flower-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120",
+             "SNAKEPOOL_REDIS_URL": redis_url},
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(120), "".join(lines)
+        started = "".join(lines)
+        assert f"Redis: {redis_url} already answers: using it (not started by up)" in started
+        assert "rollout state found: 30% to V3 (version 1)" in started
+        assert "by earlier ('last week')" in started
+        client = Client(redis_url=redis_url)
+        try:
+            for _ in range(5):
+                assert client.execute("ping")["pong"] is True
+            with pytest.raises(UnknownCommand):
+                client.execute("unknown-command-for-up")
+        finally:
+            client.close()
+        deadline = time.monotonic() + 20
+        while not any("unknown-command-for-up" in line for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)  # the node logs it right after storing the result
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(90)
+        reader.join(10)
+        process.stdout.close()
+    output = "".join(lines)
+    assert process.returncode == 0, output
+    logged = [line for line in output.splitlines() if "unknown-command-for-up" in line]
+    assert len(logged) == 1 and " INFO " in logged[0] and "raised expected" in logged[0]
+    assert "Traceback" not in output and "raised unexpected" not in output
+    assert "succeeded in" not in output and " received" not in output  # no per-task lines
+    assert "[tasks]" not in output and "SecurityWarning" not in output  # no banners
+    serving = [line for line in output.splitlines() if "snakepool.node: node " in line]
+    assert len(serving) == 3  # one line per node start

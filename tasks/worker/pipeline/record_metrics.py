@@ -18,5 +18,10 @@ class RecordMetrics(LaneStep):
 
     def after(self, call: LaneCall, outcome: Outcome) -> float | None:
         """Record the request (a Redis error here is the pipeline's to log, not the caller's)."""
-        call.node.metrics.record(call.lane, time.perf_counter() - call.started, outcome.error)
+        call.node.metrics.record(
+            call.lane,
+            time.perf_counter() - call.started,
+            outcome.error,
+            shadow_copy=call.is_shadow_copy,
+        )
         return None

@@ -1,0 +1,49 @@
+"""``snakepool check``: go/no-go before a step of the migration; exit 0 only if all pass."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.table import Table
+
+from snakepool.tasks.cli._common import console
+
+__all__ = ["check"]
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--adapter-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds the adapter import may take (default: STARTUP_TIMEOUT).",
+)
+def check(as_json: bool, adapter_timeout: float | None) -> None:
+    """Go/no-go: Redis, settings, the adapter in PYTHON, a live consumer on router, v3
+    and v2compat, one snakepool version on every node, readable flags.
+
+    Prints each item with pass/fail and why; exits 0 only when every item passes (1
+    otherwise).
+    """
+    from snakepool.config import load_settings
+    from snakepool.tasks.worker.checks import run_checks
+
+    items = run_checks(load_settings, adapter_timeout=adapter_timeout)
+    passed = all(item.ok for item in items)
+    if as_json:
+        click.echo(json.dumps({"ok": passed, "items": [i.to_dict() for i in items]}, indent=2))
+    else:
+        table = Table(title="snakepool check")
+        table.add_column("item", no_wrap=True)
+        table.add_column("", no_wrap=True)
+        table.add_column("why", overflow="fold")
+        for item in items:
+            mark = "[green]pass[/]" if item.ok else "[red]FAIL[/]"
+            table.add_row(item.name, mark, item.detail)
+        console.print(table)
+        failed = [item.name for item in items if not item.ok]
+        console.print("go" if passed else f"[red]no-go:[/] {', '.join(failed)} failed")
+    sys.exit(0 if passed else 1)

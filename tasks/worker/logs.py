@@ -1,0 +1,80 @@
+"""How a worker node logs: client errors in one line, and a quiet mode for ``snakepool up``.
+
+- A client error (``InvalidArguments``, ``UnknownCommand``, ``SessionNotFound``, …: the
+  request's own fault) is an expected outcome, not a node failure. The tasks list these
+  types in ``Task.throws``, so Celery logs each as one INFO line ("raised expected")
+  instead of an ERROR with a traceback ("raised unexpected"); every other error keeps
+  its traceback.
+- ``snakepool worker --quiet`` (what ``up`` runs unless ``--verbose``) drops Celery's
+  per-task INFO lines (received, succeeded, ignored by the router's hand-over), its
+  start-up banner and broker-connection line, and turns its multi-line warning about
+  running as root into one line: what is left is one line per node event (serving,
+  ready), client errors, warnings and errors.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from snakepool import errors
+
+__all__ = ["CLIENT_ERRORS", "QuietTaskLog", "client_error_types", "quiet_task_logs"]
+
+#: Loggers Celery writes its routine INFO lines to.
+_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.worker.consumer.connection")
+#: Celery's "Connected to <broker>" line at every (re)connection.
+_CONNECTED = "Connected to %s"
+
+log = logging.getLogger("snakepool.node")
+
+
+def client_error_types() -> tuple[type[errors.SnakepoolError], ...]:
+    """Every error class of the tree whose ``category`` is ``client`` (subclasses too)."""
+    found: list[type[errors.SnakepoolError]] = []
+    pending: list[type[errors.SnakepoolError]] = [errors.SnakepoolError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.category == "client" and cls not in found:
+            found.append(cls)
+    return tuple(sorted(found, key=lambda c: c.__name__))
+
+
+#: ``Task.throws`` of the router and lane tasks.
+CLIENT_ERRORS = client_error_types()
+
+
+class QuietTaskLog(logging.Filter):
+    """Drops Celery's per-task INFO lines; keeps failures, warnings and everything else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from celery.app import trace
+
+        self._routine = {trace.LOG_RECEIVED, trace.LOG_SUCCESS, trace.LOG_IGNORED, _CONNECTED}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a routine per-task INFO record."""
+        return not (record.levelno <= logging.INFO and record.msg in self._routine)
+
+
+def quiet_task_logs(node: str = "this node") -> None:
+    """Install :class:`QuietTaskLog` on Celery's routine loggers (this process), and say
+    in one line what Celery's warning about running as root says in seven.
+
+    Args:
+        node: The node's name, for that line (logging is not set up yet: it goes to
+            stderr as it is).
+    """
+    import os
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    for name in _TASK_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietTaskLog) for f in logger.filters):
+            logger.addFilter(QuietTaskLog())
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    if os.geteuid() == 0:
+        log.warning("%s runs as root: Celery advises a dedicated user", node)
