@@ -7,7 +7,10 @@ from rich.table import Table
 
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
 
-__all__ = ["up"]
+__all__ = ["DEFAULT_METRICS_BASE", "up"]
+
+#: The router's Prometheus port under ``snakepool up``; the nodes after it count up.
+DEFAULT_METRICS_BASE = 9808
 
 
 @click.command()
@@ -15,12 +18,23 @@ __all__ = ["up"]
 @click.option("--v2compat", "v2_nodes", default=1, show_default=True, help="V2-compat nodes.")
 @click.option("--pool-size", type=int, default=None, help="Interpreters per node.")
 @click.option("--flower-port", default=5555, show_default=True, help="0: no Flower.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_METRICS_BASE,
+    show_default=True,
+    help="Prometheus /metrics of the first node; the others count up from it (0: none).",
+)
 @fails_cleanly
-def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) -> None:
+def up(
+    v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int, metrics_port: int
+) -> None:
     """Run the local stack as processes (what compose.yaml runs as containers).
 
     A router, V3 and V2-compat nodes and Flower; a throwaway redis-server too when none
-    answers at a local REDIS_URL. Ctrl-C stops everything; nothing is left behind.
+    answers at a local REDIS_URL. Each node serves Prometheus metrics on its own port
+    (the router on --metrics-port, each next node on the next port). Ctrl-C stops
+    everything; nothing is left behind.
     """
     import signal
     import threading
@@ -43,21 +57,24 @@ def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) ->
                 f"no Redis at {settings.redis_url}: starting redis-server (no persistence)"
             )
             launcher.start_redis(url.port or 6379)
-        launcher.start_node("router", "router", pool_size=pool_size)
-        for i in range(v3_nodes):
-            launcher.start_node("v3", f"v3-{i + 1}", pool_size=pool_size)
-        for i in range(v2_nodes):
-            launcher.start_node("v2compat", f"v2compat-{i + 1}", pool_size=pool_size)
+        nodes = [("router", "router")]
+        nodes += [("v3", f"v3-{i + 1}") for i in range(v3_nodes)]
+        nodes += [("v2compat", f"v2compat-{i + 1}") for i in range(v2_nodes)]
+        for number, (lane, name) in enumerate(nodes):
+            port = metrics_port + number if metrics_port else 0  # 0: off, whatever the setting
+            launcher.start_node(lane, name, pool_size=pool_size, metrics_port=port)
         if flower_port:
             launcher.start_flower(settings.broker_url or settings.redis_url, flower_port)
         client = redis_from_url(settings.redis_url)
         with console.status("starting nodes"):
             launcher.wait_nodes(client, Keys(settings.key_prefix))
         table = Table(title="snakepool up")
-        for column in ("process", "pid", "role"):
+        for column in ("process", "pid", "role", "metrics"):
             table.add_column(column)
         for managed in launcher.processes:
-            table.add_row(managed.name, str(managed.process.pid), managed.role)
+            scrape = managed.metrics_port
+            where = f"http://127.0.0.1:{scrape}/metrics" if scrape else "-"
+            table.add_row(managed.name, str(managed.process.pid), managed.role, where)
         console.print(table)
         if flower_port:
             console.print(f"Flower: http://127.0.0.1:{flower_port}/")

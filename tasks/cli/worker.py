@@ -24,16 +24,27 @@ LANE_CHOICES = ("v3", "v2compat", "router", "all")
     default=None,
     help="Celery threads (default: pool size, +4 with --lane all; 8 for the router).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics on this port (0: off) [METRICS_PORT].",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @fails_cleanly
-def worker(
-    lane: str, name: str | None, pool_size: int | None, concurrency: int | None, loglevel: str
+def worker(  # noqa: PLR0917 - click passes every option
+    lane: str,
+    name: str | None,
+    pool_size: int | None,
+    concurrency: int | None,
+    metrics_port: int | None,
+    loglevel: str,
 ) -> None:
     """Run a Celery worker node (-P threads) serving one lane, or all of them."""
     from snakepool.tasks.worker.app import create_app
     from snakepool.tasks.worker.bootstep import install
 
-    settings = settings_with(pool_size=pool_size)
+    settings = settings_with(pool_size=pool_size, metrics_port=metrics_port)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
     app = create_app(settings)
     install(app, lanes)
