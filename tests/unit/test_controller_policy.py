@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from dataclasses import replace
 
 import fakeredis
 import pytest
@@ -123,3 +126,37 @@ def test_run_acts_only_while_holding_the_lease() -> None:
     entry = flags.history(1)[0]
     assert entry["who"] == "controller" and entry["details"]["controller"] == "mine"
     assert flags.read().percent == 5
+
+
+def test_controller_once_acts_only_without_another_acting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from snakepool.sessions import redis_from_url
+    from snakepool.tasks.cli import main
+
+    url = "fakeredis://controller-once"
+    monkeypatch.setenv("SNAKEPOOL_REDIS_URL", url)
+    client = redis_from_url(url)
+    client.flushall()
+    FlagStore(client).set_percent(10, who="ops", why="first")
+    feed(LaneMetrics(client), "v3", 60)
+    other = ControllerLease(client, holder="other-controller", ttl=30)
+    assert other.acquire()
+    options = ["controller", "--once", "--bake", "60"]
+    standby = CliRunner().invoke(main, options)
+    assert standby.exit_code == 0, standby.output
+    assert "standby: controller other-controller is acting" in standby.output
+    assert FlagStore(client).read().percent == 10  # it did not act
+    other.release()
+    acted = CliRunner().invoke(main, [*options, "--bake", "0", "--min-samples", "5"])
+    assert acted.exit_code == 2 and "ROLLOUT_BAKE_SECONDS" in acted.output  # bake < window
+    store = FlagStore(client)  # the step has run for a while: 5 s ago
+    aged = replace(store.read(), updated_at=time.time() - 5)
+    client.set(store.keys.rollout, json.dumps(aged.to_dict()))
+    with monkeypatch.context() as env:
+        env.setenv("SNAKEPOOL_ROLLOUT_WINDOW", "2")  # this second and the last
+        feed(LaneMetrics(client), "v3", 10)
+        acted = CliRunner().invoke(main, [*options, "--bake", "2", "--min-samples", "5"])
+    assert acted.exit_code == 0, acted.output
+    assert "promote" in acted.output and FlagStore(client).read().percent == 25
+    assert ControllerLease(client, holder="x", ttl=1).current() is None  # given back
