@@ -49,8 +49,25 @@ def test_demo_embedded_when_no_redis_answers() -> None:
     assert "demo step to 100%" in done.stdout and "answered on V3" in done.stdout
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """The first of ``count`` consecutive ports nobody listens on, below the ephemeral
+    range (there, an outgoing connection may take the next port at any moment)."""
+    import random
+    import socket
+
+    while True:
+        first = random.randrange(20000, 32000 - count)
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+
+
 def test_up_starts_the_stack_and_ctrl_c_stops_it() -> None:
-    port, flower_port, metrics = free_port(), free_port(), free_port()
+    port, flower_port, metrics = free_port(), free_port(), free_ports_in_a_row(3)
     process = subprocess.Popen(
         [sys.executable, "-m", "snakepool.tasks.cli", "up", "--pool-size", "1",
          "--flower-port", str(flower_port), "--metrics-port", str(metrics)],
