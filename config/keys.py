@@ -125,3 +125,14 @@ class Keys:
     def shadow_counts(self) -> str:
         """Hash: shadow comparisons made / matched / mismatched."""
         return f"{self.prefix}shadow:counts"
+
+    @property
+    def controller_lease(self) -> str:
+        """String with TTL: the id of the rollout controller allowed to act (its lease)."""
+        return f"{self.prefix}controller:lease"
+
+    @property
+    def dead_letters(self) -> str:
+        """The dead-lettered (poison) requests; read by the ``snakepool_dead_letters``
+        gauge (:func:`snakepool.tasks.prometheus.collector.dead_letter_count`)."""
+        return f"{self.prefix}deadletter"

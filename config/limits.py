@@ -20,6 +20,7 @@ __all__ = [
     "MAX_SCHEDULE_STEPS",
     "MAX_SESSION_TTL",
     "MAX_V3_COMMANDS",
+    "METRICS_WINDOW_SECONDS",
     "REDIS_MAX_BULK_BYTES",
     "SHADOW_COMMAND_CHARS",
     "SHADOW_DIFF_CHARS",
@@ -54,6 +55,10 @@ MAX_OVERRIDES = 10_000
 MAX_V3_COMMANDS = 1000
 #: Steps a promotion schedule may have.
 MAX_SCHEDULE_STEPS = 100
+
+#: Seconds the per-second lane metrics are kept (``tasks.rollout.metrics.WINDOW_TTL``):
+#: no windowed rate (breaker, controller) can look further back.
+METRICS_WINDOW_SECONDS = 600
 
 # -------------------------------------------------------------------- shadow
 

@@ -151,6 +151,13 @@ def system_contradictions(settings: Settings) -> list[Contradiction]:
             f"SNAKEPOOL_REQUEST_TIMEOUT ({request:g} s): clients would stop waiting for "
             "requests that are still allowed to run",
         ))  # fmt: skip
+    if settings.rollout_bake_seconds < settings.rollout_window:
+        found.append(Contradiction(
+            "ROLLOUT_BAKE_SECONDS",
+            f"SNAKEPOOL_ROLLOUT_BAKE_SECONDS ({settings.rollout_bake_seconds:g} s) must be at "
+            f"least SNAKEPOOL_ROLLOUT_WINDOW ({settings.rollout_window} s): the controller "
+            "would promote on a window still holding the previous step's traffic",
+        ))  # fmt: skip
     found.extend(_message_size(settings.max_message_bytes))
     found.extend(_same_world(settings.redis_url, settings.broker_url))
     return found

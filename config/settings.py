@@ -1,7 +1,8 @@
 """snakepool's settings: one validated model, from ``SNAKEPOOL_*`` env vars or a TOML file.
 
 Precedence: keyword arguments > environment > TOML file (``SNAKEPOOL_CONFIG``, else
-``./snakepool.toml`` when present) > the defaults below. Keys in the TOML file are the
+``./snakepool.toml`` when present) > the profile preset ``SNAKEPOOL_PROFILE`` names
+(``config/presets/<profile>.toml``) > the defaults below. Keys in the TOML file are the
 setting names in lower case (``pool_size = 8``).
 
 Validated at start, in three steps, each failing with a
@@ -28,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from snakepool.config.ids import DOTTED_PATH, KEY_PREFIX, is_valid
-from snakepool.config.limits import MAX_SESSION_TTL
+from snakepool.config.limits import MAX_SESSION_TTL, METRICS_WINDOW_SECONDS
+from snakepool.config.operations import OperationSettings
 from snakepool.config.rules import (
     check_broker_url,
     check_redis_url,
@@ -43,10 +45,7 @@ from snakepool.config.sources import (
     ENV_PREFIX,
     Layers,
     check_names,
-    config_file,
-    read_environment,
     read_layers,
-    read_toml,
 )
 from snakepool.errors import ConfigError
 
@@ -63,9 +62,6 @@ __all__ = [
 #: Seconds a warm shutdown allows beyond ``REQUEST_TIMEOUT`` when ``SHUTDOWN_GRACE`` is
 #: unset (a request that runs to its timeout still has time to reply).
 SHUTDOWN_MARGIN = 5.0
-#: Seconds the per-second lane metrics are kept (``tasks.metrics.WINDOW_TTL``): no
-#: windowed rate can look further back.
-METRICS_WINDOW_SECONDS = 600
 #: Settings whose values are URLs (their values may hold passwords: never echoed).
 _URL_FIELDS = frozenset({"redis_url", "broker_url"})
 
@@ -164,18 +160,22 @@ class _FileAndEnvironment(PydanticBaseSettingsSource):
         """Unused: :meth:`__call__` reads every field at once."""
         return None, field_name, False
 
+    def __init__(self, settings_cls: type[BaseSettings], keywords: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.keywords = keywords
+
     def __call__(self) -> dict[str, Any]:
-        """Every setting the file and the environment give."""
-        fields = list(self.settings_cls.model_fields)
-        values: dict[str, Any] = {}
-        if path := config_file(os.environ):
-            values.update(read_toml(path, fields)[0])
-        values.update(read_environment(os.environ, fields))
-        return values
+        """Every setting the profile preset, the file and the environment give.
+
+        The keywords come along (the init source has them first anyway) because a
+        keyword may name the profile.
+        """
+        return read_layers(self.keywords, list(self.settings_cls.model_fields)).values
 
 
-class Settings(PoolSettings, BaseSettings):
-    """All settings: the pool's plus Redis, broker, sessions, timeouts, breaker.
+class Settings(PoolSettings, OperationSettings, BaseSettings):
+    """All settings: the pool's plus Redis, broker, sessions, timeouts, breaker, and the
+    operations' (metrics, profile, controller: :mod:`snakepool.config.operations`).
 
     Read them with :func:`load_settings`, which reports each error the way the user
     wrote the setting (env name, or TOML file and line).
@@ -249,8 +249,9 @@ class Settings(PoolSettings, BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Keywords, then environment, then the TOML file (both read strictly)."""
-        return (init_settings, _FileAndEnvironment(settings_cls))
+        """Keywords, then environment, then the TOML file, then the profile preset."""
+        keywords = dict(getattr(init_settings, "init_kwargs", {}))
+        return (init_settings, _FileAndEnvironment(settings_cls, keywords))
 
 
 def _describe(exc: ValidationError, origins: dict[str, str]) -> str:

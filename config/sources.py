@@ -6,6 +6,8 @@ Each source is read strictly, so nothing a user wrote is silently ignored:
   variables snakepool reads on purpose for something else (:data:`NOT_SETTINGS`);
 - a TOML key must name a setting;
 - a keyword must name a setting;
+- ``profile`` (``SNAKEPOOL_PROFILE=dev|staging|prod``) must name a shipped preset,
+  whose values then sit under every value written explicitly;
 
 and an unknown name is a :class:`~snakepool.errors.ConfigError` with the closest valid
 name (``did you mean SNAKEPOOL_POOL_SIZE?``). A TOML file that cannot be read or parsed
@@ -24,9 +26,11 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from snakepool.config.operations import PROFILE_NAMES
 from snakepool.errors import ConfigError
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "config_file",
     "read_environment",
     "read_layers",
+    "read_preset",
     "read_toml",
 ]
 
@@ -235,10 +240,14 @@ def read_layers(
     fields: Iterable[str],
     environ: Mapping[str, str] | None = None,
 ) -> Layers:
-    """Every source merged: keywords > environment > TOML file.
+    """Every source merged: keywords > environment > TOML file > profile preset.
+
+    The preset is the one ``profile`` names in any of the other sources
+    (``SNAKEPOOL_PROFILE=prod``): its values sit under everything written explicitly.
 
     Raises:
-        ConfigError: an unknown name in any source, or an unreadable TOML file.
+        ConfigError: an unknown name in any source, an unreadable TOML file, or an
+            unknown profile (with the closest one).
     """
     environ = os.environ if environ is None else environ
     known = list(fields)
@@ -254,4 +263,43 @@ def read_layers(
     for name, value in overrides.items():
         layers.values[name] = value
         layers.origins[name] = f"{ENV_PREFIX}{name.upper()}"  # as the setting is documented
+    profile = layers.values.get("profile")
+    if profile is not None and "profile" in known:
+        preset, where = read_preset(profile, known, layers.origins["profile"])
+        layers.values = {**preset, **layers.values}
+        layers.origins = {**where, **layers.origins}
     return layers
+
+
+def read_preset(
+    profile: object, fields: Iterable[str], origin: str = f"{ENV_PREFIX}PROFILE"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings of a shipped profile preset (``config/presets/<profile>.toml``).
+
+    Args:
+        profile: The profile's name, as the user gave it.
+        fields: The setting names.
+        origin: Where the name was given (for the error message).
+
+    Returns:
+        The preset's values and where each is (``profile prod: prod.toml:3: pool_size``).
+
+    Raises:
+        ConfigError: not one of :data:`~snakepool.config.operations.PROFILE_NAMES`.
+    """
+    if profile not in PROFILE_NAMES:
+        suggestion = _suggestion(str(profile), PROFILE_NAMES)
+        hint = f"did you mean {suggestion!r}? " if suggestion else ""
+        raise _config_error(
+            f"{origin}: unknown profile {str(profile)[:40]!r}: {hint}"
+            f"one of {', '.join(PROFILE_NAMES)}",
+            "PROFILE",
+        )
+    preset = resources.files("snakepool.config").joinpath(f"presets/{profile}.toml")
+    with resources.as_file(preset) as path:
+        values, origins = read_toml(str(path), fields)
+    values.pop("profile", None)  # a preset does not name another one
+    shown = {
+        name: f"profile {profile}: {where.rsplit('/', 1)[-1]}" for name, where in origins.items()
+    }
+    return values, shown

@@ -10,6 +10,7 @@ Public API (loaded lazily, so ``import snakepool.errors`` or an interpreter impo
 :mod:`snakepool.pool.interpreter` never pays for Celery or Redis)::
 
     from snakepool import Client, Pool   # app code: enqueue work; run a pool in-process
+    from snakepool import AsyncClient    # the same as Client, awaitable (asyncio apps)
     from snakepool import errors         # the one error tree, SnakepoolError at its root
 """
 
@@ -22,12 +23,17 @@ from snakepool.errors import SnakepoolError
 
 if TYPE_CHECKING:
     from snakepool.pool.pool import Pool
+    from snakepool.tasks.async_client import AsyncClient
     from snakepool.tasks.client import Client
 
-__all__ = ["Client", "Pool", "SnakepoolError", "errors"]
+__all__ = ["AsyncClient", "Client", "Pool", "SnakepoolError", "errors"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "AsyncClient":
+        from snakepool.tasks.async_client import AsyncClient
+
+        return AsyncClient
     if name == "Client":
         from snakepool.tasks.client import Client
 

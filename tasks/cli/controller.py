@@ -1,4 +1,10 @@
-"""``snakepool controller``: promote, hold or roll back from the lanes' metrics."""
+"""``snakepool controller``: promote, hold or roll back from the lanes' metrics.
+
+The policy is the ``ROLLOUT_*`` settings (environment, TOML file, profile preset); the
+options below override them for this run. Only one controller acts at a time: each
+takes a Redis lease (``ROLLOUT_LEASE_TTL``) and a second one stands by, saying so, until
+the acting one stops or dies.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,27 @@ __all__ = ["controller"]
 
 
 @click.command()
-@click.option("--interval", default=10.0, show_default=True, help="Seconds between decisions.")
-@click.option("--once", is_flag=True, help="Decide (and act) once, print why, exit.")
-@click.option("--bake", "bake_seconds", default=300.0, show_default=True, help="Seconds per step.")
-@click.option("--min-samples", default=50, show_default=True, help="V3 requests per window.")
-@click.option("--max-error-rate", default=0.05, show_default=True)
+@click.option(
+    "--interval", type=float, default=None, help="Seconds between decisions [ROLLOUT_INTERVAL]."
+)
+@click.option("--once", is_flag=True, help="Decide (and act, if no other acts) once, exit.")
+@click.option(
+    "--bake", "bake_seconds", type=float, default=None,
+    help="Seconds a step bakes [ROLLOUT_BAKE_SECONDS].",
+)  # fmt: skip
+@click.option(
+    "--min-samples", type=int, default=None, help="V3 requests per window [ROLLOUT_MIN_SAMPLES]."
+)
+@click.option(
+    "--max-error-rate", type=float, default=None, help="V3 error rate [ROLLOUT_MAX_ERROR_RATE]."
+)
 @fails_cleanly
 def controller(
-    interval: float, once: bool, bake_seconds: float, min_samples: int, max_error_rate: float
+    interval: float | None,
+    once: bool,
+    bake_seconds: float | None,
+    min_samples: int | None,
+    max_error_rate: float | None,
 ) -> None:
     """The rollout controller: promote, hold or roll back from the lanes' metrics."""
     import signal
@@ -28,26 +47,57 @@ def controller(
     from snakepool.config.flags import FlagStore
     from snakepool.sessions import redis_from_url
     from snakepool.tasks.rollout.controller import ControllerPolicy, RolloutController
+    from snakepool.tasks.rollout.lease import ControllerLease, controller_id
     from snakepool.tasks.rollout.metrics import LaneMetrics
 
-    settings = settings_with()
-    client = redis_from_url(settings.redis_url)
-    policy = ControllerPolicy(
-        bake_seconds=bake_seconds, min_samples=min_samples, max_error_rate=max_error_rate
+    settings = settings_with(
+        rollout_interval=interval,
+        rollout_bake_seconds=bake_seconds,
+        rollout_min_samples=min_samples,
+        rollout_max_error_rate=max_error_rate,
     )
+    client = redis_from_url(settings.redis_url)
+    policy = ControllerPolicy.from_settings(settings)
     rollout_controller = RolloutController(
         FlagStore(client, prefix=settings.key_prefix),
         LaneMetrics(client, prefix=settings.key_prefix),
         policy,
     )
+    lease = ControllerLease(
+        client, prefix=settings.key_prefix, holder=controller_id(), ttl=settings.rollout_lease_ttl
+    )
     if once:
         decision = rollout_controller.evaluate()
-        rollout_controller.apply(decision)
-        console.print(f"{decision.action}: {decision.reason}")
+        if lease.acquire():
+            try:
+                rollout_controller.apply(decision, acting=lease.holder)
+            finally:
+                lease.release()
+            console.print(f"{decision.action}: {decision.reason}")
+        else:
+            console.print(
+                f"standby: controller {lease.current()} is acting; "
+                f"not applying {decision.action}: {decision.reason}"
+            )
         console.print_json(json.dumps(decision.snapshot))
         return
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    console.print(f"controller: deciding every {interval:g}s (Ctrl-C stops)")
-    rollout_controller.run(interval=interval, stop=stop)
+    schedule = ", ".join(str(p) for p in policy.schedule)
+    console.print(
+        f"controller {lease.holder}: deciding every {settings.rollout_interval:g} s "
+        f"(bake {policy.bake_seconds:g} s, ≥ {policy.min_samples} V3 samples in "
+        f"{policy.window_seconds} s, error rate ≤ {policy.max_error_rate:g}, "
+        f"p99 ≤ {policy.max_p99_ratio:g}x V2-compat's, rollback to "
+        f"{'the previous step' if policy.rollback_to_previous else '0 %'}, "
+        f"schedule {schedule}); Ctrl-C stops",
+        highlight=False,
+        soft_wrap=True,
+    )
+    rollout_controller.run(
+        interval=settings.rollout_interval,
+        stop=stop,
+        lease=lease,
+        announce=lambda message: console.print(message, highlight=False, soft_wrap=True),
+    )

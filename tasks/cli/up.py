@@ -11,7 +11,10 @@ from rich.table import Table
 from snakepool.config.secrets import redact_url
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
 
-__all__ = ["up"]
+__all__ = ["DEFAULT_METRICS_BASE", "up"]
+
+#: The router's Prometheus port under ``snakepool up``; the nodes after it count up.
+DEFAULT_METRICS_BASE = 9808
 
 
 @click.command()
@@ -19,18 +22,31 @@ __all__ = ["up"]
 @click.option("--v2compat", "v2_nodes", default=1, show_default=True, help="V2-compat nodes.")
 @click.option("--pool-size", type=int, default=None, help="Interpreters per node.")
 @click.option("--flower-port", default=5555, show_default=True, help="0: no Flower.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_METRICS_BASE,
+    show_default=True,
+    help="Prometheus /metrics of the first node; the others count up from it (0: none).",
+)
 @click.option("--verbose", is_flag=True, help="Every node's full log (banner, one line per task).")
 @fails_cleanly
-def up(
-    v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int, verbose: bool
+def up(  # noqa: PLR0917 - click passes every option
+    v3_nodes: int,
+    v2_nodes: int,
+    pool_size: int | None,
+    flower_port: int,
+    metrics_port: int,
+    verbose: bool,
 ) -> None:
     """Run the local stack as processes (what compose.yaml runs as containers).
 
     A router, V3 and V2-compat nodes and Flower; a throwaway redis-server too when none
     answers at a local REDIS_URL. It says which Redis it uses, whether it started one,
-    and the rollout state it found there. The nodes' combined log shows node events,
-    client errors (one line each), warnings and errors; --verbose shows everything.
-    Ctrl-C stops everything; nothing is left behind.
+    and the rollout state it found there. Each node serves Prometheus metrics on its own
+    port (the router on --metrics-port, each next node on the next port). The nodes'
+    combined log shows node events, client errors (one line each), warnings and errors;
+    --verbose shows everything. Ctrl-C stops everything; nothing is left behind.
     """
     import signal
     import threading
@@ -61,21 +77,25 @@ def up(
         client = redis_from_url(settings.redis_url)
         flags = FlagStore(client, prefix=settings.key_prefix).read()
         console.print(_found(flags.to_dict()))
-        quiet = not verbose
-        launcher.start_node("router", "router", pool_size=pool_size, quiet=quiet)
-        for i in range(v3_nodes):
-            launcher.start_node("v3", f"v3-{i + 1}", pool_size=pool_size, quiet=quiet)
-        for i in range(v2_nodes):
-            launcher.start_node("v2compat", f"v2compat-{i + 1}", pool_size=pool_size, quiet=quiet)
+        nodes = [("router", "router")]
+        nodes += [("v3", f"v3-{i + 1}") for i in range(v3_nodes)]
+        nodes += [("v2compat", f"v2compat-{i + 1}") for i in range(v2_nodes)]
+        for number, (lane, name) in enumerate(nodes):
+            port = metrics_port + number if metrics_port else 0  # 0: off, whatever the setting
+            launcher.start_node(
+                lane, name, pool_size=pool_size, metrics_port=port, quiet=not verbose
+            )
         if flower_port:
             launcher.start_flower(settings.broker_url or settings.redis_url, flower_port)
         with console.status("starting nodes"):
             launcher.wait_nodes(client, Keys(settings.key_prefix))
         table = Table(title="snakepool up")
-        for column in ("process", "pid", "role"):
+        for column in ("process", "pid", "role", "metrics"):
             table.add_column(column)
         for managed in launcher.processes:
-            table.add_row(managed.name, str(managed.process.pid), managed.role)
+            scrape = managed.metrics_port
+            where = f"http://127.0.0.1:{scrape}/metrics" if scrape else "-"
+            table.add_row(managed.name, str(managed.process.pid), managed.role, where)
         console.print(table)
         if flower_port:
             console.print(f"Flower: http://127.0.0.1:{flower_port}/")

@@ -24,6 +24,12 @@ LANE_CHOICES = ("v3", "v2compat", "router", "all")
     default=None,
     help="Celery threads (default: pool size, +4 with --lane all; 8 for the router).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics on this port (0: off) [METRICS_PORT].",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option(
     "--quiet",
@@ -36,6 +42,7 @@ def worker(
     name: str | None,
     pool_size: int | None,
     concurrency: int | None,
+    metrics_port: int | None,
     *,
     loglevel: str,
     quiet: bool,
@@ -45,7 +52,7 @@ def worker(
     from snakepool.tasks.worker.bootstep import install
     from snakepool.tasks.worker.logs import quiet_task_logs
 
-    settings = settings_with(pool_size=pool_size)
+    settings = settings_with(pool_size=pool_size, metrics_port=metrics_port)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
     app = create_app(settings)
     install(app, lanes)

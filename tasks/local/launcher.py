@@ -40,6 +40,8 @@ class ManagedProcess:
     process: subprocess.Popen[bytes]
     log: Path | None = None
     hostname: str = field(default="")
+    #: A node's Prometheus port, when it serves one.
+    metrics_port: int | None = None
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of its log, for error messages."""
@@ -107,11 +109,19 @@ class Launcher:
         return managed
 
     def start_node(
-        self, lane: str, name: str, *, pool_size: int | None = None, quiet: bool = False
+        self,
+        lane: str,
+        name: str,
+        *,
+        pool_size: int | None = None,
+        metrics_port: int | None = None,
+        quiet: bool = False,
     ) -> ManagedProcess:
         """``snakepool worker --lane LANE --name NAME`` (not waited for: see wait_nodes).
 
         Args:
+            metrics_port: The node's Prometheus port (``--metrics-port``); None: the
+                ``METRICS_PORT`` setting.
             quiet: ``--quiet``: no banner and no per-task INFO lines (``snakepool up``).
         """
         argv = [
@@ -128,7 +138,10 @@ class Launcher:
             argv += ["--pool-size", str(pool_size)]
         if quiet:
             argv.append("--quiet")
+        if metrics_port is not None:
+            argv += ["--metrics-port", str(metrics_port)]
         managed = self._spawn("node", name, argv)
+        managed.metrics_port = metrics_port or None
         managed.hostname = f"{name}@{socket.gethostname()}"
         return managed
 

@@ -10,8 +10,13 @@ errors excluded: a bad request is not V3's fault) and recent p99, then:
   enough with enough V3 samples and nothing is wrong;
 - otherwise **holds**, and says why.
 
-Every change it makes goes to the audit trail with the metric snapshot behind it. It
-never starts a rollout: 0 % stays 0 % until someone sets a first step.
+Every change it makes goes to the audit trail with the metric snapshot behind it (and
+the acting controller's id). It never starts a rollout: 0 % stays 0 % until someone
+sets a first step.
+
+The policy comes from the ``ROLLOUT_*`` settings (:meth:`ControllerPolicy.from_settings`);
+only the controller holding the lease (:mod:`~snakepool.tasks.rollout.lease`) acts, the
+others stand by and take over when it stops or dies.
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from snakepool.config.flags import FlagStore, RolloutFlags, next_step
+from snakepool.config.flags import FlagStore, RolloutFlags
+from snakepool.config.operations import DEFAULT_ROLLOUT_SCHEDULE
+from snakepool.tasks.rollout.lease import ControllerLease
 from snakepool.tasks.rollout.metrics import LaneMetrics
+
+if TYPE_CHECKING:
+    from snakepool.config import Settings
 
 __all__ = ["ControllerPolicy", "Decision", "RolloutController"]
 
@@ -32,7 +43,8 @@ log = logging.getLogger("snakepool.controller")
 
 @dataclass(frozen=True)
 class ControllerPolicy:
-    """Thresholds; the defaults are conservative."""
+    """Thresholds and schedule; the defaults are conservative (and the ``ROLLOUT_*``
+    settings' defaults)."""
 
     #: Seconds of lane metrics each decision looks at.
     window_seconds: int = 60
@@ -48,6 +60,30 @@ class ControllerPolicy:
     bake_seconds: float = 300.0
     #: Roll back to the previous step instead of to 0 %.
     rollback_to_previous: bool = False
+    #: The percentages promotions go along (ascending).
+    schedule: tuple[int, ...] = DEFAULT_ROLLOUT_SCHEDULE
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ControllerPolicy:
+        """The policy the ``ROLLOUT_*`` settings name."""
+        return cls(
+            window_seconds=settings.rollout_window,
+            min_samples=settings.rollout_min_samples,
+            max_error_rate=settings.rollout_max_error_rate,
+            max_error_excess=settings.rollout_max_error_excess,
+            max_p99_ratio=settings.rollout_max_p99_ratio,
+            bake_seconds=settings.rollout_bake_seconds,
+            rollback_to_previous=settings.rollout_rollback_to == "previous",
+            schedule=tuple(settings.rollout_schedule),
+        )
+
+    def step_above(self, percent: int) -> int | None:
+        """The schedule's first step above ``percent`` (None: none is)."""
+        return next((p for p in sorted(self.schedule) if p > percent), None)
+
+    def step_below(self, percent: int) -> int:
+        """The schedule's last step below ``percent`` (0: none is)."""
+        return max((p for p in self.schedule if p < percent), default=0)
 
 
 @dataclass(frozen=True)
@@ -98,14 +134,14 @@ class RolloutController:
             return Decision("hold", "rollout not started (0 % to V3)", snap)
         problem = self._problem(snap["v3"], snap["v2compat"])
         if problem is not None:
-            below = max((p for p in flags.schedule if p < flags.percent), default=0)
+            below = self.policy.step_below(flags.percent)
             return Decision(
                 "rollback", problem, snap, below if self.policy.rollback_to_previous else 0
             )
         hold = self._hold(flags, snap["v3"], now)
-        if hold is not None:
-            return Decision("hold", hold, snap)
-        target = next_step(flags)
+        target = self.policy.step_above(flags.percent)
+        if hold is not None or target is None:  # _hold says why when no step is above
+            return Decision("hold", hold or "no step above", snap)
         reason = f"healthy for {now - flags.updated_at:.0f} s: {flags.percent} → {target} %"
         return Decision("promote", reason, snap, target)
 
@@ -137,6 +173,8 @@ class RolloutController:
             return "paused (resume to promote again)"
         if flags.percent >= 100:
             return "fully rolled out"
+        if self.policy.step_above(flags.percent) is None:
+            return f"at the schedule's last step ({flags.percent} %)"
         if baked < self.policy.bake_seconds:
             return f"baking: {baked:.0f} of {self.policy.bake_seconds:.0f} s"
         if v3["requests"] < self.policy.min_samples:
@@ -145,27 +183,81 @@ class RolloutController:
             )
         return None
 
-    def apply(self, decision: Decision) -> RolloutFlags | None:
-        """Carry out a decision (holds change nothing); returns the new flags if changed."""
-        details = {"snapshot": decision.snapshot, "action": decision.action}
-        if decision.action == "rollback":
+    def apply(self, decision: Decision, *, acting: str | None = None) -> RolloutFlags | None:
+        """Carry out a decision (holds change nothing); returns the new flags if changed.
+
+        Args:
+            decision: From :meth:`evaluate`.
+            acting: The acting controller's id, kept in the audit entry's details.
+        """
+        details: dict[str, Any] = {"snapshot": decision.snapshot, "action": decision.action}
+        if acting is not None:
+            details["controller"] = acting
+        target = decision.target
+        if decision.action == "rollback" and target is not None:
             log.warning("rolling back: %s", decision.reason)
-            return self.flags.rollback(
+            return self.flags.update(
+                lambda f: replace(f, percent=target, previous_percent=f.percent, paused=True),
                 who="controller", why=decision.reason, details=details,
-                to_previous=self.policy.rollback_to_previous,
             )  # fmt: skip
-        if decision.action == "promote":
+        if decision.action == "promote" and target is not None:
             log.info("promoting: %s", decision.reason)
-            return self.flags.step(who="controller", why=decision.reason, details=details)
+            return self.flags.update(
+                lambda f: replace(f, percent=target, previous_percent=f.percent),
+                who="controller", why=decision.reason, details=details,
+            )  # fmt: skip
         return None
 
-    def run(self, *, interval: float, stop: threading.Event) -> None:
-        """Evaluate and apply every ``interval`` seconds until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                decision = self.evaluate()
-                self.apply(decision)
-                log.info("%s: %s", decision.action, decision.reason)
-            except Exception:
-                log.exception("controller cycle failed; trying again next interval")
-            stop.wait(interval)
+    def run(
+        self,
+        *,
+        interval: float,
+        stop: threading.Event,
+        lease: ControllerLease | None = None,
+        announce: Callable[[str], None] = log.info,
+    ) -> None:
+        """Evaluate and apply every ``interval`` seconds until ``stop`` is set.
+
+        With a ``lease``, act only while holding it: renew it (or try to take it) every
+        ``min(interval, ttl / 3)`` seconds, stand by while another controller holds it,
+        and give it up on the way out so a standby takes over at once. ``announce`` is
+        told each change of role (acting / standby).
+        """
+        tick = min(interval, lease.ttl / 3) if lease is not None else interval
+        due = time.monotonic()
+        role: str | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    holding = lease.acquire() if lease is not None else True
+                    now_role = "acting" if holding else "standby"
+                    if now_role != role:
+                        role = now_role
+                        announce(self._role_message(role, lease))
+                        due = time.monotonic()  # a new acting controller decides at once
+                    if holding and time.monotonic() >= due:
+                        due = time.monotonic() + interval
+                        decision = self.evaluate()
+                        self.apply(decision, acting=lease.holder if lease else None)
+                        log.info("%s: %s", decision.action, decision.reason)
+                except Exception:
+                    log.exception("controller cycle failed; trying again next interval")
+                stop.wait(tick)
+        finally:
+            if lease is not None:
+                try:
+                    lease.release()
+                except Exception:
+                    log.exception("could not give the controller lease up (it will expire)")
+
+    @staticmethod
+    def _role_message(role: str, lease: ControllerLease | None) -> str:
+        if lease is None:
+            return "acting (no lease: make sure no other controller runs)"
+        if role == "acting":
+            return f"acting: controller {lease.holder} holds the lease"
+        holder = lease.current() or "another controller"
+        return (
+            f"standby: controller {holder} is acting; this one ({lease.holder}) takes over "
+            f"when it stops, or {lease.ttl:g} s after it dies"
+        )

@@ -3,7 +3,7 @@
 Added to the worker blueprint, it starts before the consumer — so a node never takes
 a task before its interpreters are ready — and stops after it. Its ``info()`` is merged
 into ``celery inspect stats``, which is what Flower's worker page shows: the pool's
-figures appear in Flower with no plug-in.
+figures appear in Flower with no plug-in, one row each (``snakepool_pool_idle``, …).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from celery import Celery, bootsteps
 
 from snakepool.tasks.worker.node import Node
 
-__all__ = ["NodeStep", "install"]
+__all__ = ["NodeStep", "flat_info", "install"]
 
 
 class NodeStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -43,8 +43,37 @@ class NodeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.stop(worker)
 
     def info(self, worker: Any) -> dict[str, Any]:
-        """Merged into ``celery inspect stats`` (and so into Flower's worker page)."""
-        return {"snakepool": self.node.describe() if self.node is not None else None}
+        """Merged into ``celery inspect stats`` (and so into Flower's worker page).
+
+        Flat: one top-level key per figure (``snakepool_pool_idle``: 2), so Flower shows
+        each as a row of its own instead of one nested dict (see :func:`flat_info`).
+        """
+        if self.node is None:
+            return {"snakepool_node": None}
+        return flat_info(self.node.describe())
+
+
+def flat_info(described: dict[str, Any]) -> dict[str, Any]:
+    """A node's :meth:`~snakepool.tasks.worker.node.Node.describe` as scalar top-level keys.
+
+    ``{"name": "v3-1@h", "pool": {"idle": 2}}`` → ``{"snakepool_node": "v3-1@h",
+    "snakepool_pool_idle": 2}``: nested dicts are joined with ``_``, lists become
+    comma-separated text, and every key starts ``snakepool_``.
+    """
+    flat: dict[str, Any] = {}
+
+    def put(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                put(f"{prefix}_{key}", inner)
+        elif isinstance(value, list | tuple):
+            flat[prefix] = ",".join(str(item) for item in value)
+        else:
+            flat[prefix] = value
+
+    for key, value in described.items():
+        put("snakepool_node" if key == "name" else f"snakepool_{key}", value)
+    return flat
 
 
 def install(app: Celery, lanes: tuple[str, ...]) -> None:

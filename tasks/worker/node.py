@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -29,6 +29,10 @@ from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
 from snakepool.tasks.worker.node_facts import interpreter_memory, snakepool_version
+from snakepool.tasks.worker.observer import LaneObserver
+
+if TYPE_CHECKING:
+    from snakepool.tasks.prometheus.exporter import MetricsExporter
 
 __all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
 
@@ -79,15 +83,32 @@ class Node:
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
         self.breaker = CircuitBreaker(self.metrics, BreakerPolicy.from_settings(settings))
         self.pool: Pool | None = None
+        #: Told about every request the lanes finish (Prometheus when METRICS_PORT is set).
+        self.observer = LaneObserver()
+        #: The ``/metrics`` endpoint, when METRICS_PORT is set.
+        self.exporter: MetricsExporter | None = None
         self.started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the pool (if this node runs a lane) and the heartbeat."""
+        """Start the metrics endpoint (METRICS_PORT), the pool (if this node runs a lane)
+        and the heartbeat.
+
+        Raises:
+            ConfigError: the metrics port cannot be listened on, or the pool's settings.
+            PoolUnavailable: the interpreters did not start.
+        """
         global _current
+        if self.settings.metrics_port:
+            from snakepool.tasks.prometheus.exporter import MetricsExporter
+
+            self.exporter = MetricsExporter(self, port=self.settings.metrics_port)
+            self.exporter.start()
+            self.observer = self.exporter.requests
         if any(lane in ("v3", "v2compat") for lane in self.lanes):
-            self.pool = Pool.from_settings(self.settings)
+            observer = self.exporter.pool_events if self.exporter is not None else None
+            self.pool = Pool.from_settings(self.settings, observer=observer)
             self.pool.start()
             self._publish_commands()
         _current = self
@@ -106,6 +127,8 @@ class Node:
             self.redis.delete(self.keys.node(self.name))
         if self.pool is not None:
             self.pool.stop(grace=grace)
+        if self.exporter is not None:
+            self.exporter.stop()
         if _current is self:
             _current = None
 
@@ -126,6 +149,8 @@ class Node:
             # The flags version this node routes by (refreshed here if stale).
             "flags_version": self.flags.get().version,
             "open_breakers": [lane for lane in ("v3", "v2compat") if self.breaker.is_open(lane)],
+            # Where Prometheus scrapes this node (None: no metrics endpoint).
+            "metrics_port": self.exporter.port if self.exporter is not None else None,
         }
 
     def heartbeat(self) -> None:

@@ -73,13 +73,30 @@ def test_demo_embedded_when_no_redis_answers() -> None:
     assert "demo step to 100%" in done.stdout and "answered on V3" in done.stdout
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """The first of ``count`` consecutive ports nobody listens on, below the ephemeral
+    range (there, an outgoing connection may take the next port at any moment)."""
+    import random
+    import socket
+
+    while True:
+        first = random.randrange(20000, 32000 - count)
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+
+
 def test_up_starts_the_stack_and_ctrl_c_stops_it() -> None:
-    port, flower_port = free_port(), free_port()
+    port, flower_port, metrics = free_port(), free_port(), free_ports_in_a_row(3)
     process = subprocess.Popen(
         [sys.executable, "-m", "snakepool.tasks.cli", "up", "--pool-size", "1",
-         "--flower-port", str(flower_port)],
+         "--flower-port", str(flower_port), "--metrics-port", str(metrics)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120",
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200",
              "SNAKEPOOL_REDIS_URL": f"redis://127.0.0.1:{port}/0"},
     )  # fmt: skip
     assert process.stdout is not None
@@ -105,6 +122,13 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it() -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)  # Flower is still binding its port
+    # One metrics port per node: the router on --metrics-port, v3-1 on the next one.
+    for number, name in enumerate(("router", "v3-1", "v2compat-1")):
+        assert f"http://127.0.0.1:{metrics + number}/metrics" in output
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics + number}/metrics") as page:
+            text = page.read().decode()
+        assert f'snakepool_node_info{{lanes="{name.split("-")[0]}",node="{name}@' in text
+        assert ("snakepool_interpreters{" in text) is (name != "router")  # no pool there
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     process.stdout.close()

@@ -93,6 +93,8 @@ def test_old_top_level_names_are_not_importable(wheel_venv: Path, tmp_path: Path
                 found[name] = exc.name
         import snakepool.tasks.client, snakepool.pool, snakepool.config, snakepool.sessions
         found["snakepool"] = snakepool.__file__
+        # The profile presets are package data: read from the installed wheel.
+        found["prod"] = snakepool.config.load_settings(profile="prod").pool_size
         print(json.dumps(found))
         """
     )
@@ -106,6 +108,7 @@ def test_old_top_level_names_are_not_importable(wheel_venv: Path, tmp_path: Path
         "sessions": "sessions",
     }
     assert found["snakepool"].startswith(str(wheel_venv))
+    assert found["prod"] == 8
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-#: What the operator must export (compose refuses to start without it).
-ENV = {"FLOWER_BASIC_AUTH": "admin:secret"}
+#: What the operator must export (compose refuses to start without them).
+ENV = {"FLOWER_BASIC_AUTH": "admin:secret", "GRAFANA_ADMIN_PASSWORD": "secret"}
 #: Compose variable syntax: $$, $NAME, ${NAME}, ${NAME:-default}, ${NAME:?error}, …
 _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"

@@ -2,6 +2,7 @@
 around running a request (see :mod:`~snakepool.tasks.worker.pipeline.runner`)."""
 
 from snakepool.tasks.worker.pipeline.classify_v2 import ClassifyV2, classify_v2
+from snakepool.tasks.worker.pipeline.observe import Observe
 from snakepool.tasks.worker.pipeline.record_metrics import RecordMetrics
 from snakepool.tasks.worker.pipeline.record_shadow import RecordShadow
 from snakepool.tasks.worker.pipeline.retries import Retries, retry_delay, should_retry
@@ -13,6 +14,7 @@ __all__ = [
     "ClassifyV2",
     "LaneCall",
     "LaneStep",
+    "Observe",
     "Outcome",
     "Pipeline",
     "RecordMetrics",
@@ -27,5 +29,6 @@ __all__ = [
 
 
 def lane_steps() -> tuple[LaneStep, ...]:
-    """The lanes' steps, outermost first: validate → run → retries → metrics → shadow → V2."""
-    return (Validate(), ClassifyV2(), RecordShadow(), RecordMetrics(), Retries())
+    """The lanes' steps, outermost first: validate → run → retries → metrics (Redis, then
+    the node's observer) → shadow → V2."""
+    return (Validate(), ClassifyV2(), RecordShadow(), Observe(), RecordMetrics(), Retries())

@@ -19,8 +19,10 @@ class RecordShadow(LaneStep):
         """Record the outcome of a tagged request."""
         tag = call.shadow
         if tag is not None:
-            call.node.shadows.record(
+            diffs = call.node.shadows.record(
                 tag.pair, tag.role, call.lane, str(call.command),
                 outcome_of(outcome.result, outcome.error),
             )  # fmt: skip
+            if diffs is not None:  # the second outcome: this node compared the pair
+                call.node.observer.safely("on_shadow", call.lane, str(call.command), not diffs)
         return None

@@ -3,12 +3,12 @@ middleware.
 
 ::
 
-    steps = (Validate, ClassifyV2, RecordShadow, RecordMetrics, Retries)
+    steps = (Validate, ClassifyV2, RecordShadow, Observe, RecordMetrics, Retries)
 
-    before:  Validate ─► ClassifyV2 ─► RecordShadow ─► RecordMetrics ─► Retries ─┐
-                                                                                run
-    after:   Validate ◄─ ClassifyV2 ◄─ RecordShadow ◄─ RecordMetrics ◄─ Retries ◄┘
-                         (V2 fields)   (pair record)   (lane figures)   (run again?)
+    before:  Validate ─► ClassifyV2 ─► RecordShadow ─► Observe ─► RecordMetrics ─► Retries ─┐
+                                                                                           run
+    after:   Validate ◄─ ClassifyV2 ◄─ RecordShadow ◄─ Observe ◄─ RecordMetrics ◄─ Retries ◄┘
+                         (V2 fields)   (pair record)   (observer) (lane figures)   (run again?)
 
 so a request flows validate → run → retries → metrics → shadow → V2 classification.
 

@@ -1,0 +1,355 @@
+"""The asyncio client: :class:`~snakepool.tasks.client.Client`'s methods, awaitable.
+
+::
+
+    from snakepool import AsyncClient
+
+    async with AsyncClient() as client:                  # settings from SNAKEPOOL_* env
+        await client.execute("calculate", {"expression": "6 * 7"})   # {"result": 42}
+        sid = await client.create_session()
+        result = await client.submit("ping", session_id=sid)          # a Celery AsyncResult
+        await client.wait(result)                                     # {"pong": True, ...}
+
+Celery has no asyncio API, so nothing here blocks the event loop:
+
+- every blocking call (publishing a message, a Redis command) runs in a **bounded**
+  thread pool of the client's own (``max_threads``), never the loop's default one;
+- results are **polled asynchronously**: one task per client fetches every awaited
+  result with one ``MGET`` per tick (in that thread pool), starting every 2 ms and
+  backing off to 50 ms while nothing arrives. A thousand awaited requests cost one
+  Redis round trip per tick, and hold no thread while they wait.
+
+Errors are the same typed exceptions as :class:`~snakepool.tasks.client.Client`'s; a
+result not there in time raises Celery's ``TimeoutError`` as ``Client.execute`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Self, TypeVar
+
+from celery import states
+from celery.exceptions import TimeoutError as ResultTimeout
+from celery.result import AsyncResult
+
+from snakepool.config import Settings
+from snakepool.errors import PoolUnavailable
+from snakepool.tasks.client import Client
+from snakepool.tasks.worker.node import live_nodes
+
+__all__ = ["DEFAULT_THREADS", "AsyncClient", "AsyncV2Api"]
+
+#: Threads for the blocking calls of one client (publishing, Redis).
+DEFAULT_THREADS = 16
+#: First and longest pause between two polls of the awaited results, in seconds.
+POLL_FIRST, POLL_LONGEST = 0.002, 0.05
+
+T = TypeVar("T")
+
+
+class _ResultPoller:
+    """Waits for many task results at once: one ``MGET`` per tick, in the thread pool."""
+
+    def __init__(self, client: Client, blocking: Callable[..., Any]) -> None:
+        self._backend = client.app.backend
+        self._blocking = blocking
+        #: The loop this poller serves (a client used from another loop gets another).
+        self.loop = asyncio.get_running_loop()
+        self._pending: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, task_id: str, timeout: float) -> dict[str, Any]:
+        """The task's ready meta-data (``status``, ``result``: an exception on failure)."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(task_id, []).append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="snakepool-result-poller")
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise ResultTimeout(f"no result for {task_id} within {timeout:g} s") from None
+        finally:
+            waiting = self._pending.get(task_id, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._pending.pop(task_id, None)
+
+    def _fetch(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Each task's decoded meta-data, or None (runs in the thread pool: decoding a
+        large result must not hold the loop either)."""
+        keys = [self._backend.get_key_for_task(task_id) for task_id in task_ids]
+        try:
+            found = self._backend.mget(keys)
+        except NotImplementedError:  # a backend without MGET: one GET each
+            found = [self._backend.get(key) for key in keys]
+        if isinstance(found, dict):  # the cache backend (embedded mode) answers a dict
+            found = [found.get(key) for key in keys]
+        return [self._backend.decode_result(raw) if raw else None for raw in found]
+
+    async def _run(self) -> None:
+        pause = POLL_FIRST
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                pause = POLL_FIRST
+            task_ids = list(self._pending)
+            try:
+                raw = await self._blocking(self._fetch, task_ids)
+            except Exception as exc:  # Redis unreachable: every waiter gets the error
+                for futures in self._pending.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                self._pending.clear()
+                continue
+            resolved = False
+            for task_id, meta in zip(task_ids, raw, strict=True):
+                if meta is None or meta.get("status") not in states.READY_STATES:
+                    continue
+                resolved = True
+                for future in self._pending.pop(task_id, []):
+                    if not future.done():
+                        future.set_result(meta)
+            self._wake.clear()
+            pause = POLL_FIRST if resolved else min(POLL_LONGEST, pause * 2)
+            # A new waiter wakes the poller early (its result may already be there).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+            if self._wake.is_set():
+                pause = POLL_FIRST
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class AsyncClient:
+    """:class:`~snakepool.tasks.client.Client`, awaitable (see the module docstring).
+
+    Args:
+        redis_url: SessionStore / flags Redis (default: ``REDIS_URL``).
+        broker_url: Celery broker (default: ``BROKER_URL``, else ``redis_url``).
+        routing: ``"router"`` (through the router task) or ``"direct"`` (zero hops).
+        settings: Use these settings instead of reading the environment.
+        max_threads: Threads for blocking calls (the bound on what runs at once).
+
+    Raises:
+        InvalidArguments: an unknown ``routing``.
+        ConfigError: invalid settings.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        broker_url: str | None = None,
+        routing: str = "router",
+        *,
+        settings: Settings | None = None,
+        max_threads: int = DEFAULT_THREADS,
+    ) -> None:
+        self.sync = Client(redis_url, broker_url, routing, settings=settings)
+        self.settings = self.sync.settings
+        self.routing = routing
+        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="snakepool-async")
+        self._poller: _ResultPoller | None = None
+        self.v2 = AsyncV2Api(self)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    # ------------------------------------------------------------------ requests
+
+    async def decide(
+        self, command: str, args: dict[str, Any] | None = None, session_id: str | None = None
+    ) -> str:
+        """The lane the router would pick for this request now: ``v3`` or ``v2compat``."""
+        return await self._run(self.sync.decide, command, args, session_id)
+
+    async def submit(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Enqueue one request; its Celery AsyncResult (await :meth:`wait` for the result).
+
+        Raises:
+            InvalidArguments: as :meth:`Client.submit <snakepool.tasks.client.Client.submit>`.
+        """
+        return await self._run(self.sync.submit, command, args, session_id=session_id, **options)
+
+    async def wait(self, result: AsyncResult | str, timeout: float | None = None) -> Any:
+        """The result of a submitted request (or raise its typed error), without blocking.
+
+        Args:
+            result: What :meth:`submit` returned, or its id.
+            timeout: Seconds to wait (default ``RESULT_TIMEOUT``).
+
+        Raises:
+            celery.exceptions.TimeoutError: no result in time.
+        """
+        task_id = result if isinstance(result, str) else result.id
+        if self._poller is None or self._poller.loop is not asyncio.get_running_loop():
+            self._poller = _ResultPoller(self.sync, self._run)
+        try:
+            meta = await self._poller.wait(task_id, timeout or self.settings.result_timeout)
+        finally:
+            # Celery subscribed to the result's channel when the request was sent; we
+            # polled instead: unsubscribe, or every request sent leaves a subscription.
+            await self._run(_unsubscribe, self.sync, result)
+        if meta["status"] == states.SUCCESS:
+            return meta["result"]
+        if isinstance(meta.get("result"), BaseException):
+            raise meta["result"]
+        # Revoked and other ready states: let Celery raise what it raises for them.
+        return await self._run(AsyncResult(task_id, app=self.sync.app).get, timeout=5)
+
+    async def execute(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run one request and return its result (or raise its typed error).
+
+        Args:
+            timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``).
+            options: As :meth:`Client.execute <snakepool.tasks.client.Client.execute>`.
+        """
+        result = await self.submit(command, args, session_id=session_id, **options)
+        return await self.wait(result, timeout)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create_session(
+        self, ttl: int | None = None, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """Create a session; returns its id."""
+        return await self._run(self.sync.create_session, ttl, metadata)
+
+    async def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session (with its program ids), or None."""
+        return await self._run(self.sync.get_session, session_id)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete a session and its programs."""
+        return await self._run(self.sync.delete_session, session_id)
+
+    # ------------------------------------------------------------------- rollout
+
+    async def rollout_state(self) -> dict[str, Any]:
+        """The current rollout flags."""
+        return await self._run(self.sync.rollout_state)
+
+    async def set_rollout(self, percent: int, reason: str) -> dict[str, Any]:
+        """Send ``percent`` % of sessions to V3."""
+        return await self._run(self.sync.set_rollout, percent, reason)
+
+    async def set_shadow(self, enabled: bool, rate: float | None = None) -> dict[str, Any]:
+        """Turn shadow comparison on or off (``rate``: share of read-only requests)."""
+        return await self._run(self.sync.set_shadow, enabled, rate)
+
+    async def rollback(self, reason: str) -> dict[str, Any]:
+        """Send all traffic back to V2-compat now (seen everywhere within a second)."""
+        return await self._run(self.sync.rollback, reason)
+
+    async def wait_for_flags(self, version: int, timeout: float = 5.0) -> None:
+        """Until every live node routes by flags ``version`` or newer (polled, not blocked).
+
+        Raises:
+            PoolUnavailable: not every node caught up within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = await self._run(live_nodes, self.sync.redis, self.sync.keys)
+            behind = [n["name"] for n in nodes if n.get("flags_version", -1) < version]
+            if nodes and not behind:
+                return
+            if time.monotonic() > deadline:
+                raise PoolUnavailable(
+                    f"nodes still routing by older flags than version {version}: "
+                    f"{behind or 'no live nodes'}"
+                )
+            await asyncio.sleep(0.05)  # heartbeats are in Redis: nothing to wait on
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        """Stop polling, release connections and the threads."""
+        if self._poller is not None:
+            await self._poller.close()
+            self._poller = None
+        await self._run(_close, self.sync)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _close(client: Client) -> None:
+    """Close the client and its result backend's connections (pub/sub included)."""
+    backend = client.app.backend
+    consumer = getattr(backend, "result_consumer", None)
+    if consumer is not None and hasattr(consumer, "stop"):
+        consumer.stop()
+    pool = getattr(getattr(backend, "client", None), "connection_pool", None)
+    if pool is not None:
+        pool.disconnect()
+    client.close()
+
+
+def _unsubscribe(client: Client, result: AsyncResult | str) -> None:
+    if isinstance(result, str):
+        result = AsyncResult(result, app=client.app)
+    remove = getattr(client.app.backend, "remove_pending_result", None)
+    if remove is not None:  # Redis backend (results pushed); the embedded one has none
+        remove(result)
+
+
+class AsyncV2Api:
+    """The V2 API, awaitable (deprecated: use :class:`AsyncClient`)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def execute_in_session(
+        self, session_id: str, command: str, args: dict[str, Any] | None = None
+    ) -> Any:
+        """V2's ``execute_in_session``; use ``AsyncClient.execute(..., session_id=...)``."""
+        warnings.warn(
+            "client.v2.execute_in_session is deprecated; use AsyncClient.execute(session_id=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self._client.execute(command, args, session_id=session_id)
+
+    async def execute_anonymous(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        """V2's ``execute_anonymous``; use ``AsyncClient.execute``."""
+        warnings.warn(
+            "client.v2.execute_anonymous is deprecated; use AsyncClient.execute",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self._client.execute(command, args)
