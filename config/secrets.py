@@ -5,8 +5,8 @@ The only secrets snakepool handles are the credentials inside connection URLs
 ``?password=`` query parameter). They come from settings or the environment and are
 handed to child processes through the environment, never on a command line (where
 ``ps`` shows them to every user of the machine). Anything printed or logged that may
-hold a URL goes through :func:`redact_url` / :func:`redact_text`; the CLI installs
-:class:`RedactingFilter` on its log handlers so a library that logs a URL cannot leak it.
+hold a URL goes through :func:`redact_url` / :func:`redact_text`; the CLI formats its
+logs with :class:`RedactingFormatter` so a library that logs a URL cannot leak it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-__all__ = ["MASK", "RedactingFilter", "redact_text", "redact_url"]
+__all__ = ["MASK", "RedactingFormatter", "redact_text", "redact_url"]
 
 #: What a password is replaced with.
 MASK = "***"
@@ -56,20 +56,12 @@ def redact_text(text: str) -> str:
     return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that masks URL passwords in every record it passes.
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose output has every URL password masked.
 
-    The record's message is formatted once here (``getMessage``) and its arguments
-    dropped, so handlers after it see only the redacted text.
+    Redacting the formatted text (message, arguments and traceback alike) leaves the
+    record itself untouched for any other handler.
     """
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_text(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        if record.exc_info and record.exc_info[1] is not None:
-            # Tracebacks are formatted later from exc_info: format and redact them now.
-            text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text, record.exc_info = redact_text(text), None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))

@@ -12,7 +12,7 @@ import logging
 
 import click
 
-from snakepool.config.secrets import RedactingFilter
+from snakepool.config.secrets import RedactingFormatter
 from snakepool.tasks.cli.bench import bench
 from snakepool.tasks.cli.call import call
 from snakepool.tasks.cli.check import check
@@ -34,9 +34,12 @@ __all__ = ["main"]
 def main(verbose: int) -> None:
     """snakepool: warm Python interpreter pools behind a task queue."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # no URL password reaches a log
-        handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig, but no URL password reaches a log
+        handler = logging.StreamHandler()
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 for _command in (

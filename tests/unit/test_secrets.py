@@ -8,7 +8,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snakepool.config.secrets import MASK, RedactingFilter, redact_text, redact_url
+from snakepool.config.secrets import MASK, RedactingFormatter, redact_text, redact_url
 
 _PASSWORD = st.text(
     alphabet=string.ascii_letters + string.digits + "!$%^*()-_=+[]{};,.~", min_size=6, max_size=40
@@ -39,7 +39,7 @@ def test_no_password_survives_redaction(password: str, user: str, scheme: str) -
     assert redact_text(text).count(MASK) == 2
 
 
-def test_the_log_filter_masks_arguments_and_tracebacks() -> None:
+def test_the_log_formatter_masks_arguments_and_tracebacks() -> None:
     record = logging.LogRecord(
         "x", logging.ERROR, __file__, 1, "cannot reach %s", ("redis://:hunter2@h/0",), None
     )
@@ -49,8 +49,8 @@ def test_the_log_filter_masks_arguments_and_tracebacks() -> None:
         import sys
 
         record.exc_info = sys.exc_info()
-    assert RedactingFilter().filter(record)
-    formatted = logging.Formatter().format(record)
+    formatted = RedactingFormatter().format(record)
     assert "hunter2" not in formatted
     assert "cannot reach redis://:***@h/0" in formatted
     assert "ConnectionError" in formatted
+    assert record.exc_info is not None and record.args  # the record is left as it was
