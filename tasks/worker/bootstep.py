@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from celery import Celery, bootsteps
 
 from snakepool.tasks.worker.node import Node
+from snakepool.tasks.worker.recovery.step import RecoveryStep
 
 __all__ = ["NodeStep", "install"]
 
@@ -48,6 +49,7 @@ class NodeStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 def install(app: Celery, lanes: tuple[str, ...]) -> None:
-    """Make workers of ``app`` host a node serving ``lanes``."""
+    """Make workers of ``app`` host a node serving ``lanes`` (and recover dead nodes')."""
     app.snakepool_lanes = lanes
     app.steps["worker"].add(NodeStep)
+    app.steps["worker"].add(RecoveryStep)

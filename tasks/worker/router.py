@@ -17,11 +17,12 @@ from snakepool.tasks.worker.app import ROUTE_TASK
 from snakepool.tasks.worker.dispatch import choose, destination, lane_signature, maybe_shadow
 from snakepool.tasks.worker.node import current_node
 from snakepool.tasks.worker.options import LaneOptions
+from snakepool.tasks.worker.recovery.once import DeliveredOnce
 
 __all__ = ["route"]
 
 
-@shared_task(name=ROUTE_TASK, bind=True)
+@shared_task(name=ROUTE_TASK, bind=True, base=DeliveredOnce)
 def route(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,
