@@ -15,6 +15,7 @@ import click
 from snakepool.tasks.cli.bench import bench
 from snakepool.tasks.cli.call import call
 from snakepool.tasks.cli.controller import controller
+from snakepool.tasks.cli.deadletter import deadletter
 from snakepool.tasks.cli.demo import demo
 from snakepool.tasks.cli.rollout import rollout
 from snakepool.tasks.cli.sessions import sessions
@@ -34,5 +35,7 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for _command in (demo, worker, up, call, status, rollout, shadow, controller, bench, sessions):
+for _command in (
+    demo, worker, up, call, status, rollout, shadow, controller, bench, sessions, deadletter,
+):  # fmt: skip
     main.add_command(_command)
