@@ -1,0 +1,27 @@
+"""The adapter of the node-death tests: the built-ins (DSPy programs on first use), the
+chaos adapter's ``kill_node`` (needs ``SNAKEPOOL_ENABLE_CHAOS=1``), and ``note``."""
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from snakepool.pool.interpreter import command
+from snakepool.pool.interpreter.builtin import *  # noqa: F403 - re-export every command
+from snakepool.pool.interpreter.chaos import kill_node, node_pid
+
+__all__ = ["kill_node", "note"]
+
+
+@command()
+def note(args: dict[str, Any]) -> dict[str, Any]:
+    """Append ``"<node pid>\\n"`` to ``<dir>/<key>`` (one line per run: duplicates show),
+    sleep ``seconds``, then return ``{"key", "node"}``."""
+    key = str(args["key"])
+    node = node_pid()
+    with (Path(str(args["dir"])) / key).open("a") as runs:
+        runs.write(f"{node}\n")
+        runs.flush()
+        os.fsync(runs.fileno())
+    time.sleep(float(args.get("seconds", 0)))
+    return {"key": key, "node": node}
