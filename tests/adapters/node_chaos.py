@@ -1,5 +1,6 @@
-"""The adapter of the node-death tests: the built-ins (DSPy programs on first use), the
-chaos adapter's ``kill_node`` (needs ``SNAKEPOOL_ENABLE_CHAOS=1``), and ``note``."""
+"""The adapter of the node-death tests: the built-ins and DSPy programs (imported in the
+template, as a DSPy deployment runs: a rebuilt program does not wait for DSPy's import),
+the chaos adapter's ``kill_node`` (needs ``SNAKEPOOL_ENABLE_CHAOS=1``), and ``note``."""
 
 import os
 import time
@@ -9,6 +10,7 @@ from typing import Any
 from snakepool.pool.interpreter import command
 from snakepool.pool.interpreter.builtin import *  # noqa: F403 - re-export every command
 from snakepool.pool.interpreter.chaos import kill_node, node_pid
+from snakepool.pool.interpreter.dspy_programs import *  # noqa: F403
 
 __all__ = ["kill_node", "note"]
 

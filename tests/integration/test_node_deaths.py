@@ -62,7 +62,9 @@ def test_a_v2_session_whose_node_dies_is_answered_by_another_within_10_s(
         # worker-direct queue, where nobody will ever consume it.
         assert cluster.redis.exists(cluster.keys.node(bound))
         assert after.get(timeout=10) == answer  # the same program, rebuilt from the store
-        assert time.monotonic() - killed <= 10
+        answered = time.monotonic() - killed
+        print(f"the session's request was answered {answered:.1f} s after its node's death")
+        assert answered <= 10
         assert after.worker != bound and after.queue == "v2compat"
         assert client.get_session(sid)["v2_node"] == after.worker  # rebound
         assert cluster.redis.llen(f"{bound}.dq2") == 0
@@ -123,9 +125,11 @@ def test_a_poison_request_is_dead_lettered_after_three_deaths_and_retried(
         _rollout(router, 100)
         normal = [direct.submit("calculate", {"expression": f"{n} * 2"}) for n in range(10)]
         poison = direct.submit("kill_node", {"spare_if": str(spare)})
+        sent = time.monotonic()
         normal += [direct.submit("calculate", {"expression": f"{n} * 2"}) for n in range(10, 30)]
         with pytest.raises(DeadLettered) as caught:
             poison.get(timeout=90)
+        print(f"dead-lettered after 3 node deaths in {time.monotonic() - sent:.1f} s")
         error = caught.value
         dead = [n for n in started if n.process.poll() is not None]
         assert len(dead) == 3 and all(n.process.returncode == -9 for n in dead)
