@@ -124,12 +124,11 @@ class InflightRecord:
         self.keep = keep
         self._unacked_index = unacked_index_key
         self._held: dict[str, InflightEntry] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._beats = 0
         self._record = client.register_script(lua("record"))
         self._beat = client.register_script(lua("beat"))
         self._prune = client.register_script(lua("prune"))
-        self._retire = client.register_script(lua("retire"))
 
     # ---------------------------------------------------------- message events
 
@@ -165,6 +164,7 @@ class InflightRecord:
         """The message ``tag`` is done (acknowledged right after, or revoked)."""
         with self._lock:
             held = self._held.pop(tag, None)
+            self._lock.notify_all()
         if held is None:
             return
         try:
@@ -201,14 +201,8 @@ class InflightRecord:
         with self._lock:
             for tag in dropped:
                 self._held.pop(tag, None)
+            self._lock.notify_all()
         return dropped
-
-    def retire(self) -> bool:
-        """On a clean stop: withdraw the record if it holds nothing (else survivors
-        settle what is left once the beat has expired, as for a death)."""
-        return bool(
-            self._retire(keys=[self.keys.inflight_index, self.key], args=[self.incarnation])
-        )
 
     # ------------------------------------------------------------------ reading
 
@@ -216,6 +210,13 @@ class InflightRecord:
         """The messages this process believes it holds (tag → entry)."""
         with self._lock:
             return dict(self._held)
+
+    def wait_for_started(self, timeout: float) -> bool:
+        """Wait until no message this node started is still running; whether none is."""
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: all(e.started is None for e in self._held.values()), timeout
+            )
 
 
 def read_record(client: redis.Redis, key: str) -> tuple[str | None, dict[str, Any]]:

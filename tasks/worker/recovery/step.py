@@ -1,8 +1,8 @@
 """The recovery bootstep: every node records what it holds and sweeps for dead nodes.
 
-Installed next to the node's own bootstep (:func:`snakepool.tasks.worker.bootstep.install`).
-Like it, it starts before the consumer — so the first message taken is already
-recorded — and the consumer stops first. One thread per node, once a second::
+Installed after the node's own bootstep (:func:`snakepool.tasks.worker.bootstep.install`)
+and before the consumer, so the first message taken is already recorded. Two threads
+per node, each once a second::
 
     beat   this node's in-flight record is alive for HEARTBEAT_TTL more seconds
     sweep  settle dead nodes' messages, drain gone nodes' direct queues, report poison
@@ -12,7 +12,11 @@ Celery's signals feed the record: ``task_received`` (the consumer took a message
 
 A node sweeps only once it has beaten without a break for longer than a heartbeat's
 life: after a Redis outage (or at its own start) every live node has then beaten again,
-so a node that was only cut off is never taken for dead.
+so a node that was only cut off is never taken for dead. A warm stop waits (up to
+``SHUTDOWN_GRACE``) for the requests this node started, before the node's pool stops,
+and the beat goes on until the process ends: a request still running is never handed
+to another node while its own is alive. Whatever is left unacknowledged at the end
+(prefetched, never started) is put back on its queue by a survivor, uncounted.
 """
 
 from __future__ import annotations
@@ -65,38 +69,28 @@ class RecoveryService:
             heartbeats=self.heartbeats, threshold=settings.poison_threshold,
             me=self.record.incarnation,
         )  # fmt: skip
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._healthy_since: float | None = None
 
     def start(self) -> None:
-        """Listen to Celery's task signals, beat once, start the thread."""
+        """Listen to Celery's task signals, beat once, start beating and sweeping."""
         signals.task_received.connect(self._on_received, weak=False, dispatch_uid=_UID)
         signals.task_prerun.connect(self._on_prerun, weak=False, dispatch_uid=_UID)
         signals.task_postrun.connect(self._on_done, weak=False, dispatch_uid=_UID)
         signals.task_revoked.connect(self._on_revoked, weak=False, dispatch_uid=_UID)
-        self.tick(sweep=False)
-        self._thread = threading.Thread(target=self._run, name="snakepool-recovery", daemon=True)
-        self._thread.start()
+        self.beat()
+        for name, loop in (("beat", self._beat_loop), ("sweep", self._sweep_loop)):
+            threading.Thread(target=loop, name=f"snakepool-{name}", daemon=True).start()
 
-    def stop(self) -> None:
-        """Stop the thread and the signals; withdraw the record if nothing is left in it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        for signal in (signals.task_received, signals.task_prerun, signals.task_postrun,
-                       signals.task_revoked):  # fmt: skip
-            signal.disconnect(dispatch_uid=_UID)
-        try:
-            self.record.retire()
-        except redis.RedisError as exc:
-            log.warning("could not withdraw the in-flight record: %s", exc)
-        self.heartbeats.close()
-        self.broker.close()
+    def stop(self, grace: float) -> None:
+        """A warm stop: wait up to ``grace`` seconds for the requests this node started,
+        then stop sweeping. The beat (and the record) goes on until the process ends."""
+        if not self.record.wait_for_started(grace):
+            log.warning("requests still running after %g s: their messages stay ours", grace)
+        self._stopping.set()
 
-    def tick(self, *, sweep: bool = True) -> None:
-        """One beat, then (once beating steadily) one sweep; never raises."""
-        now = time.monotonic()
+    def beat(self) -> None:
+        """One beat of the in-flight record; never raises."""
         try:
             self.record.beat()
         except redis.RedisError as exc:
@@ -104,17 +98,26 @@ class RecoveryService:
             log.warning("in-flight heartbeat failed: %s", exc)
             return
         if self._healthy_since is None:
-            self._healthy_since = now
-        if not sweep or now - self._healthy_since < self.record.ttl + HEARTBEAT_SECONDS:
+            self._healthy_since = time.monotonic()
+
+    def sweep(self) -> None:
+        """One survivor's sweep, once this node has beaten steadily; never raises."""
+        since = self._healthy_since
+        if since is None or time.monotonic() - since < self.record.ttl + HEARTBEAT_SECONDS:
             return
         try:
             self.recovery.sweep()
         except Exception:
             log.exception("recovery sweep failed (the next one runs in a second)")
 
-    def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            self.tick()
+    def _beat_loop(self) -> None:
+        while True:  # until the process ends (see stop)
+            time.sleep(HEARTBEAT_SECONDS)
+            self.beat()
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping.wait(HEARTBEAT_SECONDS):
+            self.sweep()
 
     # ------------------------------------------------------- Celery's signals
 
@@ -155,7 +158,9 @@ class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Runs this worker's :class:`RecoveryService` (not with the embedded demo's
     in-memory broker, which has nothing to recover)."""
 
-    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+    # After the node (so it stops before the node stops its pool); by name, not by
+    # import: the node's bootstep module installs this one.
+    requires: ClassVar[set[str]] = {"snakepool.tasks.worker.bootstep:NodeStep"}
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -170,11 +175,7 @@ class RecoveryStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.service.start()
 
     def stop(self, worker: Any) -> None:
-        """Stop (after the consumer: kombu has restored what it still held)."""
+        """A warm stop (after the consumer's): wait for the started requests."""
         if self.service is not None:
-            self.service.stop()
+            self.service.stop(grace=float(worker.app.snakepool_settings.shutdown_grace or 0))
             self.service = None
-
-    def shutdown(self, worker: Any) -> None:
-        """Same as stop (called on cold shutdown)."""
-        self.stop(worker)
