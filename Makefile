@@ -33,7 +33,7 @@ test: $(STAMP) redis-server
 
 # The chaos tests at full scale (`make test` runs a short version of each), with reports.
 chaos: $(STAMP) redis-server
-	SNAKEPOOL_CHAOS_SCALE=full $(PY) -m pytest -m chaos -s -p no:cacheprovider
+	SNAKEPOOL_CHAOS_SCALE=full $(PY) -m pytest -m chaos -s -p no:cacheprovider -o faulthandler_timeout=900
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
