@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from celery.result import AsyncResult
@@ -209,6 +210,33 @@ def test_a_gone_nodes_direct_queue_goes_back_to_the_lane(w: World) -> None:
     assert w.recovery.sweep().drained == 1
     assert w.queued("v2compat")[-1]["headers"]["id"] == lane
     assert late in [m["headers"]["id"] for m in w.queued("v2compat")]
+
+
+def test_a_long_gone_nodes_direct_queue_is_looked_at_less_often(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(sweep_module, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                              time=time.time))  # fmt: skip
+    monkeypatch.setattr(sweep_module, "DRAIN_WATCH_SECONDS", 3.0)
+    dead = worker_direct("v2-dead@host")
+
+    def send() -> str:
+        return w.send("echo", task="snakepool.v2compat.execute", queue=dead)
+
+    send()
+    assert w.recovery.drain_direct_queues() == 1  # just seen gone: every sweep
+    clock[0] += 10
+    send()
+    assert w.recovery.drain_direct_queues() == 0  # long gone: every third sweep only
+    assert w.recovery.drain_direct_queues() == 1
+    # Alive again, then gone again: watched closely again.
+    w.client.set(w.keys.node("v2-dead@host"), "{}")
+    assert w.recovery.drain_direct_queues() == 0
+    w.client.delete(w.keys.node("v2-dead@host"))
+    send()
+    assert w.recovery.drain_direct_queues() == 1
+    assert w.client.llen("v2compat") == 3
 
 
 def test_a_message_taken_from_a_dead_nodes_direct_queue_goes_to_the_lane(w: World) -> None:

@@ -57,6 +57,8 @@ LOCK_SECONDS = 30
 DEAD_PER_SWEEP = 10
 #: Messages moved from one direct queue per sweep.
 DRAIN_PER_SWEEP = 1000
+#: Seconds (and sweeps) that set how often a gone node's direct queue is looked at.
+DRAIN_WATCH_SECONDS = 60.0
 #: Stands in for a task id that cannot name a key (such a message is never counted).
 _UNNAMEABLE = "unnameable-task-id"
 _LANE_OF_TASK = {task: lane for lane, task in LANE_TASKS.items()} | {ROUTE_TASK: ROUTER_QUEUE}
@@ -117,6 +119,9 @@ class Recovery:
         self._finish = client.register_script(lua("finish"))
         self._unlock = client.register_script(lua("unlock"))
         self._drain = client.register_script(lua("drain"))
+        #: Gone node → when this survivor first saw it gone (monotonic clock).
+        self._gone_since: dict[str, float] = {}
+        self._drains = 0
 
     def sweep(self) -> SweepReport:
         """Settle every dead incarnation, drain gone nodes' direct queues, report."""
@@ -231,9 +236,23 @@ class Recovery:
         return [node for (node, _key), up in zip(named, alive, strict=True) if not up]
 
     def drain_direct_queues(self) -> int:
-        """Move every gone node's direct-queue backlog to the v2compat lane; how many."""
+        """Move every gone node's direct-queue backlog to the v2compat lane; how many.
+
+        The router sends a session's request to its node's direct queue only while that
+        node's heartbeat lives, so a gone node's queue can fill only just after its
+        death: it is looked at every sweep for ``DRAIN_WATCH_SECONDS`` after this
+        survivor first saw it gone, then once every ``DRAIN_WATCH_SECONDS`` sweeps (node
+        names pile up in kombu's bindings: each restart under a new name adds one).
+        """
         direct = self.broker.direct_queues()
-        gone = [(node, direct[node]) for node in self._gone(sorted(direct))]
+        now, self._drains = time.monotonic(), self._drains + 1
+        gone_now = self._gone(sorted(direct))
+        self._gone_since = {node: self._gone_since.get(node, now) for node in gone_now}
+        gone = [
+            (node, direct[node]) for node in gone_now
+            if now - self._gone_since[node] <= DRAIN_WATCH_SECONDS
+            or self._drains % int(DRAIN_WATCH_SECONDS) == 0
+        ]  # fmt: skip
         if not gone:
             return 0
         lane_lists = self.broker.priority_lists("v2compat")
