@@ -28,8 +28,10 @@ from snakepool.tasks.worker.recovery.sweep import Recovery
 class World:
     """One app, its broker, a survivor's recovery and helpers to hold messages."""
 
-    def __init__(self, redis_url: str, *, threshold: int = 3) -> None:
-        self.settings: Settings = load_settings(redis_url=redis_url, poison_threshold=threshold)
+    def __init__(self, redis_url: str, *, threshold: int = 3, broker_url: str | None = None):
+        self.settings: Settings = load_settings(
+            redis_url=redis_url, broker_url=broker_url or redis_url, poison_threshold=threshold
+        )
         self.app: Celery = create_app(self.settings)
         self.broker = BrokerRedis(self.app)
         self.client: redis.Redis = self.broker.client

@@ -17,6 +17,8 @@ from types import SimpleNamespace
 import pytest
 from celery.result import AsyncResult
 from celery.utils.nodenames import worker_direct
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from snakepool.config.limits import DEAD_LETTER_TTL
 from snakepool.errors import DeadLettered
@@ -67,6 +69,23 @@ def test_a_dead_nodes_messages_go_back_to_their_queue_redelivered(w: World) -> N
     assert w.client.zscore(w.keys.inflight_index, node.incarnation) is None
     assert w.recovery.sweep().recovered == []
     assert len(w.queued("v3")) == 3
+
+
+def test_the_broker_may_be_another_redis_than_the_store(redis_url: str) -> None:
+    broker_url = redis_url.rsplit("/", 1)[0] + "/1"
+    with world(redis_url, broker_url=broker_url, threshold=1) as w:
+        assert w.client.connection_pool.connection_kwargs["db"] == 1
+        task_id = w.send("kill_node")
+        direct = w.send("echo", task="snakepool.v2compat.execute", queue=worker_direct("v2@h"))
+        node = w.node()
+        w.take(node)
+        w.wait_dead(node)
+        report = w.recovery.sweep()
+        assert report.recovered[0].dead_lettered == [task_id] and report.drained == 1
+        assert [m["headers"]["id"] for m in w.queued("v2compat")] == [direct]
+        with pytest.raises(DeadLettered):  # the result backend is REDIS_URL's
+            AsyncResult(task_id, app=w.app).get(timeout=5)
+        assert w.heartbeats.keys("snakepool:deadletter*") == []  # the broker holds them
 
 
 def test_a_live_node_is_left_alone(w: World) -> None:
@@ -152,6 +171,34 @@ def test_poison_is_dead_lettered_after_exactly_threshold_deaths(
         assert w.client.scard(w.keys.dead_letter_unreported) == 0
 
 
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(threshold=st.integers(1, 4), starts=st.lists(st.booleans(), min_size=1, max_size=8))
+def test_only_deliveries_that_had_started_count(
+    redis_url: str, threshold: int, starts: list[bool]
+) -> None:
+    with world(redis_url, threshold=threshold) as w:
+        w.client.flushall()
+        task_id = w.send("kill_node")
+        deaths = 0
+        for n, start in enumerate(starts):
+            node = w.node(f"v3-{n}@host")
+            w.take(node, start=start)
+            report = w.recovery.recover(node.incarnation)  # its death, settled at once
+            assert report is not None
+            deaths += start
+            if deaths == threshold and start:
+                assert report.dead_lettered == [task_id] and report.restored == []
+                letter = w.dead_letters.get(task_id)
+                assert letter is not None and len(letter.deliveries) == threshold
+                assert w.client.llen("v3") == 0
+                return
+            assert report.restored == [task_id] and report.dead_lettered == []
+            assert w.client.llen(w.keys.deaths(task_id)) == deaths
+        assert w.dead_letters.get(task_id) is None and w.client.llen("v3") == 1
+
+
 def test_retry_republishes_under_the_task_id_with_a_fresh_count(redis_url: str) -> None:
     with world(redis_url, threshold=1) as w:
         task_id = w.send("kill_node", {"spare_if": "/nonexistent"})
@@ -219,7 +266,8 @@ def test_a_long_gone_nodes_direct_queue_is_looked_at_less_often(
     monkeypatch.setattr(sweep_module, "time", SimpleNamespace(monotonic=lambda: clock[0],
                                                               time=time.time))  # fmt: skip
     monkeypatch.setattr(sweep_module, "DRAIN_WATCH_SECONDS", 3.0)
-    dead = worker_direct("v2-dead@host")
+    # A name of its own: kombu remembers, per process, which queues it has declared.
+    dead = worker_direct("v2-long-gone@host")
 
     def send() -> str:
         return w.send("echo", task="snakepool.v2compat.execute", queue=dead)
@@ -231,9 +279,9 @@ def test_a_long_gone_nodes_direct_queue_is_looked_at_less_often(
     assert w.recovery.drain_direct_queues() == 0  # long gone: every third sweep only
     assert w.recovery.drain_direct_queues() == 1
     # Alive again, then gone again: watched closely again.
-    w.client.set(w.keys.node("v2-dead@host"), "{}")
+    w.client.set(w.keys.node("v2-long-gone@host"), "{}")
     assert w.recovery.drain_direct_queues() == 0
-    w.client.delete(w.keys.node("v2-dead@host"))
+    w.client.delete(w.keys.node("v2-long-gone@host"))
     send()
     assert w.recovery.drain_direct_queues() == 1
     assert w.client.llen("v2compat") == 3
