@@ -1,4 +1,5 @@
-"""Test-only adapter that misbehaves on request: crash, hang, exit, noise, huge results.
+"""Test-only adapter that misbehaves on request: crash, hang, exit, noise, huge results,
+and ``kill_node`` (SIGKILL the worker node hosting the interpreter: a poison request).
 
 Refuses to load unless ``SNAKEPOOL_ENABLE_CHAOS=1`` (the ``ENABLE_CHAOS`` setting), so
 it can never be enabled by accident in production.
