@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRAS ?= test,dev,dspy
 
-.PHONY: run test lint bench install redis-server clean
+.PHONY: run test lint bench chaos install redis-server clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "snakepool needs Python 3.11+")'
@@ -30,6 +30,10 @@ redis-server:
 test: $(STAMP) redis-server
 	$(PY) -m compileall -q snakepool config pool sessions tasks tests > /dev/null || true
 	$(PY) -m pytest
+
+# The chaos tests at full scale (`make test` runs a short version of each), with reports.
+chaos: $(STAMP) redis-server
+	SNAKEPOOL_CHAOS_SCALE=full $(PY) -m pytest -m chaos -s -p no:cacheprovider -o faulthandler_timeout=900
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

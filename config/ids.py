@@ -20,6 +20,7 @@ from snakepool.errors import InvalidArguments
 __all__ = [
     "COMMAND_NAME",
     "DOTTED_PATH",
+    "INCARNATION",
     "KEY_PREFIX",
     "NODE_NAME",
     "PROGRAM_ID",
@@ -27,6 +28,7 @@ __all__ = [
     "SESSION_ID",
     "is_valid",
     "validate_command_name",
+    "validate_incarnation",
     "validate_node_name",
     "validate_program_id",
     "validate_request_id",
@@ -44,6 +46,9 @@ COMMAND_NAME = SESSION_ID
 #: Worker node names: Celery hostnames, ``name@host`` (host names are letters, digits,
 #: dots and hyphens; RFC 1123 caps a host name at 253 characters).
 NODE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}@[A-Za-z0-9_.-]{1,253}|[A-Za-z0-9_.:-]{1,128}")
+#: One run of a worker node (a node restarted under the same name is a new one): 32
+#: lower-case hex digits (``uuid4().hex``).
+INCARNATION = re.compile(r"[0-9a-f]{32}")
 #: Dotted Python paths (adapter modules or ``module.Class``): ASCII identifiers.
 DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 #: Redis key prefixes (setting ``KEY_PREFIX``).
@@ -119,3 +124,15 @@ def validate_node_name(node: object) -> str:
         raise _refuse("node name", node, "name@host of A-Z a-z 0-9 _ . : - (at most 64@253)")
     assert isinstance(node, str)
     return node
+
+
+def validate_incarnation(incarnation: object) -> str:
+    """Return ``incarnation`` if it is 32 lower-case hex digits (one run of a node).
+
+    Raises:
+        InvalidArguments: it is not.
+    """
+    if not is_valid(INCARNATION, incarnation):
+        raise _refuse("node incarnation", incarnation, "32 lower-case hex digits")
+    assert isinstance(incarnation, str)
+    return incarnation

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from snakepool.config.ids import (
     SESSION_ID,
+    validate_incarnation,
     validate_node_name,
     validate_request_id,
     validate_session_id,
@@ -131,8 +132,48 @@ class Keys:
         """String with TTL: the id of the rollout controller allowed to act (its lease)."""
         return f"{self.prefix}controller:lease"
 
+    # ------------------------------------------------ node deaths, dead letters
+    # These live in the BROKER's Redis (with kombu's ``unacked`` hash), so that moving a
+    # dead node's messages and counting the deaths is one atomic script.
+
     @property
-    def dead_letters(self) -> str:
-        """The dead-lettered (poison) requests; read by the ``snakepool_dead_letters``
-        gauge (:func:`snakepool.tasks.prometheus.collector.dead_letter_count`)."""
-        return f"{self.prefix}deadletter"
+    def inflight_index(self) -> str:
+        """Sorted set: node incarnation → when its heartbeat expires (Redis clock).
+
+        Every node refreshes its own score every second; a score in the past is a dead
+        node, whose entry is removed once its messages are back on their queues.
+        """
+        return f"{self.prefix}inflight"
+
+    def inflight(self, incarnation: str) -> str:
+        """Hash: one node incarnation's received, unfinished messages (delivery tag →
+        unacked score and JSON), plus ``~node`` (its name); TTL refreshed by its beat."""
+        return f"{self.prefix}inflight:{validate_incarnation(incarnation)}"
+
+    def recovery_lock(self, incarnation: str) -> str:
+        """String with TTL: held by the survivor returning a dead node's messages."""
+        return f"{self.prefix}recovering:{validate_incarnation(incarnation)}"
+
+    def deaths(self, task_id: str) -> str:
+        """List with TTL: the deliveries of one request that ended with their node's
+        death (JSON each: node, received, started, noticed); capped."""
+        return f"{self.prefix}deaths:{validate_request_id(task_id)}"
+
+    @property
+    def dead_letter_index(self) -> str:
+        """Sorted set: dead-lettered task id → when its record expires (Redis clock)."""
+        return f"{self.prefix}deadletters"
+
+    @property
+    def dead_letter_unreported(self) -> str:
+        """Set: dead-lettered task ids whose caller has not been sent ``DeadLettered``."""
+        return f"{self.prefix}deadletters:unreported"
+
+    @property
+    def dead_letter_prefix(self) -> str:
+        """What :meth:`dead_letter` puts before the task id (for the Lua scripts)."""
+        return f"{self.prefix}deadletter:"
+
+    def dead_letter(self, task_id: str) -> str:
+        """Hash with TTL: one dead letter (message, meta, deliveries, at)."""
+        return f"{self.dead_letter_prefix}{validate_request_id(task_id)}"

@@ -11,8 +11,12 @@ from __future__ import annotations
 __all__ = [
     "AUDIT_MAXLEN",
     "AUDIT_SUMMARY_COMMANDS",
+    "DEAD_LETTER_TTL",
+    "DELIVERY_HISTORY_TTL",
     "MAX_AUDIT_DETAILS_BYTES",
     "MAX_AUDIT_TEXT_CHARS",
+    "MAX_DEAD_LETTERS",
+    "MAX_DELIVERY_HISTORY",
     "MAX_METADATA_BYTES",
     "MAX_OVERRIDES",
     "MAX_PROGRAMS_PER_SESSION",
@@ -69,6 +73,20 @@ SHADOW_VALUE_MAX_BYTES = 16 * 1024
 SHADOW_COMMAND_CHARS = 128
 #: Longest single difference a kept mismatch lists.
 SHADOW_DIFF_CHARS = 500
+
+# ------------------------------------------------- node deaths, dead letters
+
+#: Deliveries of one request that ended with their node's death, remembered per task id
+#: (also the largest ``POISON_THRESHOLD``: the count is the length of this history).
+MAX_DELIVERY_HISTORY = 100
+#: Seconds that history is kept after the last death it records (a request that killed
+#: a node yesterday starts afresh): the results' lifetime, ``RESULT_EXPIRES``.
+DELIVERY_HISTORY_TTL = 24 * 3600
+#: Dead letters kept; past this the oldest is dropped (its caller already got
+#: ``DeadLettered``). Each holds its whole message: at most ``MAX_MESSAGE_BYTES``.
+MAX_DEAD_LETTERS = 200
+#: Seconds a dead letter is kept for ``snakepool deadletter show|retry`` (7 days).
+DEAD_LETTER_TTL = 7 * 24 * 3600
 
 # --------------------------------------------------------------------- Redis
 

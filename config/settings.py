@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from snakepool.config.ids import DOTTED_PATH, KEY_PREFIX, is_valid
-from snakepool.config.limits import MAX_SESSION_TTL, METRICS_WINDOW_SECONDS
+from snakepool.config.limits import MAX_DELIVERY_HISTORY, MAX_SESSION_TTL, METRICS_WINDOW_SECONDS
 from snakepool.config.operations import OperationSettings
 from snakepool.config.rules import (
     check_broker_url,
@@ -205,6 +205,9 @@ class Settings(PoolSettings, OperationSettings, BaseSettings):
     #: Seconds a warm shutdown lets started requests finish; at least ``REQUEST_TIMEOUT``
     #: (unset: ``REQUEST_TIMEOUT`` + 5 s).
     shutdown_grace: float | None = Field(default=None, gt=0, le=86400)
+    #: Deliveries of one request that may end with their node's death before it is
+    #: dead-lettered (a poison request: the caller gets ``DeadLettered``).
+    poison_threshold: int = Field(default=3, ge=1, le=MAX_DELIVERY_HISTORY)
     #: A lane's circuit breaker opens at this server-error rate ...
     breaker_error_rate: float = Field(default=0.5, gt=0, le=1)
     #: ... over this many seconds of its metrics (at most the 600 s they are kept) ...

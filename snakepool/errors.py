@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 __all__ = [
     "CommandFailed",
     "ConfigError",
+    "DeadLettered",
     "InvalidArguments",
     "PayloadTooLarge",
     "PoolUnavailable",
@@ -174,6 +175,21 @@ class ConfigError(SnakepoolError):
     category = "config"
 
 
+class DeadLettered(SnakepoolError):
+    """The request killed the node running it ``POISON_THRESHOLD`` times and was set aside.
+
+    A poison request: each delivery ended with its node's death, so it is kept in the
+    dead-letter list (``snakepool deadletter show|retry``) rather than redelivered for
+    ever. A client error: the request itself is at fault, so it never counts toward a
+    lane's error rate (the nodes it killed already did).
+
+    Data: ``task_id``, ``deliveries`` (how many ended with a node's death), ``nodes``
+    (the nodes that died running it, oldest first), ``threshold``.
+    """
+
+    category = "client"
+
+
 _BY_NAME: dict[str, type[SnakepoolError]] = {
     cls.__name__: cls
     for cls in (
@@ -190,6 +206,7 @@ _BY_NAME: dict[str, type[SnakepoolError]] = {
         SessionNotFound,
         ProgramNotFound,
         ConfigError,
+        DeadLettered,
     )
 }
 

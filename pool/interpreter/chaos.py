@@ -1,4 +1,5 @@
-"""Test-only adapter that misbehaves on request: crash, hang, exit, noise, huge results.
+"""Test-only adapter that misbehaves on request: crash, hang, exit, noise, huge results,
+and ``kill_node`` (SIGKILL the worker node hosting the interpreter: a poison request).
 
 Refuses to load unless ``SNAKEPOOL_ENABLE_CHAOS=1`` (the ``ENABLE_CHAOS`` setting), so
 it can never be enabled by accident in production.
@@ -27,7 +28,8 @@ if os.environ.get("SNAKEPOOL_ENABLE_CHAOS") != "1":
 
 __all__ = [
     "allocate", "calculate", "corrupt_protocol", "crash", "echo", "exit", "fail",
-    "get_stats", "hang", "huge_result", "ping", "sleep", "spawn_child", "stdout_noise",
+    "get_stats", "hang", "huge_result", "kill_node", "node_pid", "ping", "sleep",
+    "spawn_child", "stdout_noise",
 ]  # fmt: skip
 
 _hoard: list[bytearray] = []
@@ -116,6 +118,51 @@ def corrupt_protocol(args: dict[str, Any]) -> None:
 
     os.write(current_reply_fd(), b"\xff\xff\xff\xffgarbage")
     time.sleep(10)
+
+
+def node_pid(pid: int | None = None) -> int:
+    """The pid of the worker node hosting interpreter ``pid`` (default: this one).
+
+    An interpreter is a child of its pool's template (forked, or forked then exec'd in
+    spawn mode), and the template a child of the pool's process: the node.
+
+    Raises:
+        InvalidArguments: the chain is not there (the template was orphaned, or this is
+            not Linux, whose ``/proc`` gives a process's parent).
+    """
+    template = os.getppid() if pid is None else _parent(pid)
+    node = _parent(template)
+    if node <= 1:
+        raise InvalidArguments(f"the template ({template}) has no node above it")
+    return node
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError as exc:
+        raise InvalidArguments(f"cannot find the parent of process {pid}: {exc}") from None
+    # The command name (2nd field) is in parentheses and may hold spaces or ')'.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@command()
+def kill_node(args: dict[str, Any]) -> dict[str, Any]:
+    """SIGKILL the worker node hosting this interpreter (the template's parent): a
+    poison request. Its template and interpreters die with it (parent-death checks).
+
+    ``{"spare_if": path}``: when that file exists, kill nothing and return
+    ``{"spared": true, "node": pid}`` instead (so a test can let a retry succeed).
+    """
+    spare_if = args.get("spare_if")
+    if spare_if is not None and not isinstance(spare_if, str):
+        raise InvalidArguments("'spare_if' must be a path")
+    node = node_pid()
+    if spare_if is not None and Path(spare_if).exists():
+        return {"spared": True, "node": node}
+    os.kill(node, signal.SIGKILL)
+    hang({})  # killed with the node: never replies
+    return {"spared": False, "node": node}  # unreachable
 
 
 @command()

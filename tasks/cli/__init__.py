@@ -17,6 +17,7 @@ from snakepool.tasks.cli.bench import bench
 from snakepool.tasks.cli.call import call
 from snakepool.tasks.cli.check import check
 from snakepool.tasks.cli.controller import controller
+from snakepool.tasks.cli.deadletter import deadletter
 from snakepool.tasks.cli.demo import demo
 from snakepool.tasks.cli.report import report
 from snakepool.tasks.cli.rollout import rollout
@@ -44,5 +45,6 @@ def main(verbose: int) -> None:
 
 for _command in (
     demo, worker, up, call, check, status, report, rollout, shadow, controller, bench, sessions,
+    deadletter,
 ):  # fmt: skip
     main.add_command(_command)

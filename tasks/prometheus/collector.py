@@ -49,10 +49,9 @@ log = logging.getLogger("snakepool.prometheus")
 
 #: The states of ``snakepool_rollout_state`` (exactly one is 1 at a time).
 ROLLOUT_STATES = ("not_started", "rolling", "paused", "forced", "complete")
+
+
 #: Redis type → the command that counts its members.
-_COUNTERS = {"list": "llen", "zset": "zcard", "set": "scard", "hash": "hlen", "stream": "xlen"}
-
-
 def rollout_state(flags: RolloutFlags) -> str:
     """One of :data:`ROLLOUT_STATES`: the kill switch first, then pause, then percent."""
     if flags.forced_lane:
@@ -65,22 +64,16 @@ def rollout_state(flags: RolloutFlags) -> str:
 
 
 def dead_letter_count(client: redis.Redis, keys: Keys) -> int:
-    """How many requests are dead-lettered: the members of the dead-letter key.
+    """How many requests are dead-lettered: the members of the dead-letter index.
 
-    The one place the ``snakepool_dead_letters`` gauge is fed from. It reads
-    :attr:`Keys.dead_letters <snakepool.config.keys.Keys.dead_letters>` whatever Redis type
-    the dead-lettering code keeps it as (list, sorted set, set, hash or stream); no key
-    means none.
+    The one place the ``snakepool_dead_letters`` gauge is fed from: the sorted set
+    :attr:`Keys.dead_letter_index <snakepool.config.keys.Keys.dead_letter_index>` kept
+    by :mod:`snakepool.tasks.worker.recovery` (pruned as records expire).
 
     Raises:
-        redis.RedisError: Redis cannot be reached.
+        redis.RedisError: Redis cannot be reached (or the key is not a sorted set).
     """
-    kind = client.type(keys.dead_letters)
-    name = kind.decode() if isinstance(kind, bytes) else str(kind)
-    command = _COUNTERS.get(name)
-    if command is None:  # "none": nothing was ever dead-lettered (or it all expired)
-        return 0
-    return int(getattr(client, command)(keys.dead_letters))
+    return int(client.zcard(keys.dead_letter_index))
 
 
 @cache

@@ -12,6 +12,8 @@
 - :mod:`~snakepool.tasks.worker.options` — caller options and the internal shadow tag;
 - :mod:`~snakepool.tasks.worker.observer` — :class:`LaneObserver`, told about every
   finished request (a node's Prometheus metrics, :mod:`snakepool.tasks.prometheus`);
+- :mod:`~snakepool.tasks.worker.recovery` — a dead node's messages back on their queues,
+  poison requests dead-lettered (a second bootstep on every node);
 - :mod:`~snakepool.tasks.worker.status` — what ``snakepool status`` reports.
 
 Importing :mod:`~snakepool.tasks.worker.lanes` and :mod:`~snakepool.tasks.worker.router`

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from celery import Celery, bootsteps
 
 from snakepool.tasks.worker.node import Node
+from snakepool.tasks.worker.recovery.step import RecoveryStep
 
 __all__ = ["NodeStep", "flat_info", "install"]
 
@@ -77,6 +78,7 @@ def flat_info(described: dict[str, Any]) -> dict[str, Any]:
 
 
 def install(app: Celery, lanes: tuple[str, ...]) -> None:
-    """Make workers of ``app`` host a node serving ``lanes``."""
+    """Make workers of ``app`` host a node serving ``lanes`` (and recover dead nodes')."""
     app.snakepool_lanes = lanes
     app.steps["worker"].add(NodeStep)
+    app.steps["worker"].add(RecoveryStep)

@@ -33,6 +33,7 @@ from snakepool.tasks.worker.logs import CLIENT_ERRORS
 from snakepool.tasks.worker.node import Node, current_node
 from snakepool.tasks.worker.options import ShadowTag
 from snakepool.tasks.worker.pipeline import LaneCall, Pipeline, lane_steps
+from snakepool.tasks.worker.recovery.once import DeliveredOnce
 
 __all__ = [
     "LANE_PIPELINE",
@@ -234,7 +235,7 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
     return outcome.unwrap()
 
 
-@shared_task(name=LANE_TASKS["v3"], bind=True, throws=CLIENT_ERRORS)
+@shared_task(name=LANE_TASKS["v3"], bind=True, base=DeliveredOnce, throws=CLIENT_ERRORS)
 def v3_execute(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,
@@ -244,7 +245,7 @@ def v3_execute(
     return run_lane(current_node(), "v3", self.request, command, args, session_id, options)
 
 
-@shared_task(name=LANE_TASKS["v2compat"], bind=True, throws=CLIENT_ERRORS)
+@shared_task(name=LANE_TASKS["v2compat"], bind=True, base=DeliveredOnce, throws=CLIENT_ERRORS)
 def v2compat_execute(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,

@@ -18,11 +18,12 @@ from snakepool.tasks.worker.dispatch import choose, destination, lane_signature,
 from snakepool.tasks.worker.logs import CLIENT_ERRORS
 from snakepool.tasks.worker.node import current_node
 from snakepool.tasks.worker.options import LaneOptions
+from snakepool.tasks.worker.recovery.once import DeliveredOnce
 
 __all__ = ["route"]
 
 
-@shared_task(name=ROUTE_TASK, bind=True, throws=CLIENT_ERRORS)
+@shared_task(name=ROUTE_TASK, bind=True, base=DeliveredOnce, throws=CLIENT_ERRORS)
 def route(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,

@@ -39,7 +39,15 @@ class NodeProcess:
 class Cluster:
     """Starts and stops worker nodes; every node shares one Redis and one registry."""
 
-    def __init__(self, redis_url: str, workdir: Path, *, adapter: str, pool_size: int = 2):
+    def __init__(
+        self,
+        redis_url: str,
+        workdir: Path,
+        *,
+        adapter: str,
+        pool_size: int = 2,
+        env: dict[str, str] | None = None,
+    ):
         self.redis_url = redis_url
         self.workdir = workdir
         self.marker = f"cluster-{os.getpid()}-{time.monotonic_ns()}"
@@ -55,6 +63,7 @@ class Cluster:
             "SNAKEPOOL_BREAKER_WINDOW": "2",
             "SNAKEPOOL_BREAKER_COOLDOWN": "1",
             CLUSTER_MARKER: self.marker,
+            **(env or {}),
         }
         self.env.pop("SNAKEPOOL_TEST_RUN", None)  # the per-test check is not for these
         self.nodes: list[NodeProcess] = []

@@ -104,7 +104,7 @@ def test_metrics_match_the_traffic_sent(node: NodeProcess) -> None:
             client.execute("crash")
         with pytest.raises(RequestTimeout):
             client.submit("sleep", {"seconds": 30}, timeout=1).get(timeout=30)
-        client.redis.rpush(client.keys.dead_letters, "a", "b", "c")
+        client.redis.zadd(client.keys.dead_letter_index, {"a": 1, "b": 2, "c": 3})
 
         # `sleep` is idempotent: the lane retried it MAX_RETRIES times (one request,
         # 1 + MAX_RETRIES timeouts). Every lost interpreter is replaced: all idle again.

@@ -20,6 +20,7 @@ from snakepool import errors
         (errors.SessionNotFound, "client", False),
         (errors.ProgramNotFound, "client", False),
         (errors.ConfigError, "config", False),
+        (errors.DeadLettered, "client", False),
     ],
 )
 def test_tree_and_classification(

@@ -51,7 +51,7 @@ def samples(exporter: MetricsExporter) -> dict[tuple[str, frozenset[tuple[str, s
 def test_scrape_reads_the_pool_flags_and_dead_letters(node: Node) -> None:
     exporter = MetricsExporter(node, port=0)
     node.flags.store.set_percent(25, who="t", why="t")
-    node.redis.zadd(node.keys.dead_letters, {"a": 1, "b": 2})
+    node.redis.zadd(node.keys.dead_letter_index, {"a": 1, "b": 2})
     exporter.pool_events.on_interpreter_ready(1, 1, 0.1)
     found = samples(exporter)
     me = ("node", "unit@test")
@@ -113,22 +113,19 @@ def test_outcome_labels(error: BaseException | None, expected: tuple[str, str]) 
 
 
 def test_a_broken_figure_leaves_the_scrape_working(node: Node) -> None:
-    node.redis.set(node.keys.dead_letters, "a string, not a collection")
+    node.redis.set(node.keys.dead_letter_index, "a string, not a sorted set")
     node.pool.stats = None  # type: ignore[union-attr, method-assign, assignment]
     found = samples(MetricsExporter(node, port=0))
-    assert ("snakepool_dead_letters", frozenset()) in found  # strings count as none
+    assert ("snakepool_dead_letters", frozenset()) not in found  # that figure is left out
     assert not any(name == "snakepool_interpreters" for name, _ in found)
     assert found[("snakepool_rollout_percent", frozenset())] == 0
 
 
-def test_dead_letter_count_reads_any_collection_type(node: Node) -> None:
+def test_dead_letter_count_is_the_size_of_the_index(node: Node) -> None:
     client, keys = node.redis, node.keys
     assert dead_letter_count(client, keys) == 0
-    client.rpush(keys.dead_letters, "a", "b", "c")
+    client.zadd(keys.dead_letter_index, {"a": 1, "b": 2, "c": 3})
     assert dead_letter_count(client, keys) == 3
-    client.delete(keys.dead_letters)
-    client.hset(keys.dead_letters, mapping={"x": "1"})
-    assert dead_letter_count(client, keys) == 1
 
 
 def test_rollout_state_precedence() -> None:

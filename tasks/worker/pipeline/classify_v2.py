@@ -22,6 +22,8 @@ _V2_CLASSES: dict[str, tuple[str, str, str]] = {
     "SessionNotFound": ("not_found", "info", "do_not_retry"),
     "ProgramNotFound": ("not_found", "info", "do_not_retry"),
     "ConfigError": ("configuration_error", "critical", "do_not_retry"),
+    # Its runs killed their nodes: never retried, and loud.
+    "DeadLettered": ("execution_error", "critical", "do_not_retry"),
 }
 
 

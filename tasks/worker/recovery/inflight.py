@@ -1,0 +1,233 @@
+"""What a node has received and not finished: its in-flight record in the broker's Redis.
+
+kombu's ``unacked`` hash says which messages are taken, not by whom, so a dead node's
+messages wait there for ``VISIBILITY_TIMEOUT`` (an hour by default). Each node therefore
+keeps its own record, one hash per *incarnation* (one run of a node: a node restarted
+under the same name is another one)::
+
+    task_received  (consumer thread)  record.lua  HSET inflight:<inc> <tag> "<score> <json>"
+    task_prerun    (worker thread)                HSET … the same, now with "started"
+    task_postrun   (worker thread)                HDEL inflight:<inc> <tag>
+    every second   (recovery thread)  beat.lua    ZADD inflight <now + HEARTBEAT_TTL> <inc>
+    every 10 s                        prune.lua   drop what kombu no longer holds as ours
+
+``<score>`` is the message's ``unacked_index`` score for this delivery (kombu's receipt
+time), copied inside Redis: a survivor moves a message only while that score is still
+the same, so it never takes a later delivery of it on another node. Bounded: one entry
+per message held (at most the prefetch count; entries for messages acknowledged without
+a ``task_postrun``, such as revoked ones, go at the next prune); the hash's TTL is
+``VISIBILITY_TIMEOUT``, refreshed by the beat, after which kombu restores anyway.
+
+Recording is observation: it never changes a request's outcome. A Redis error is logged;
+should the node then die, that message comes back only after ``VISIBILITY_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import redis
+
+from snakepool.config.keys import Keys
+from snakepool.errors import InvalidArguments
+from snakepool.tasks.worker.node import HEARTBEAT_TTL
+from snakepool.tasks.worker.recovery.broker import text
+from snakepool.tasks.worker.recovery.scripts import lua
+
+__all__ = ["NODE_FIELD", "PRUNE_EVERY", "InflightEntry", "InflightRecord", "read_record"]
+
+log = logging.getLogger("snakepool.recovery")
+
+#: Beats between two prunes of the record.
+PRUNE_EVERY = 10
+#: The hash field naming the node (every other field is a delivery tag).
+NODE_FIELD = "~node"
+
+
+@dataclass(frozen=True)
+class InflightEntry:
+    """One message a node holds: which request, and since when (its own clock).
+
+    Attributes:
+        score: kombu's ``unacked_index`` score of this delivery, as Redis wrote it.
+        started: When a thread began running it (None: received, still waiting).
+    """
+
+    score: str
+    task_id: str
+    task: str
+    queue: str
+    received: float
+    started: float | None = None
+
+    def encode(self) -> str:
+        """The hash value: ``"<score> <json>"`` (the score first, for the Lua scripts)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "score"}
+        return f"{self.score} {json.dumps(fields, separators=(',', ':'))}"
+
+    @classmethod
+    def decode(cls, value: str | bytes) -> InflightEntry:
+        """Parse a hash value written by :meth:`encode` (or by ``record.lua``).
+
+        Raises:
+            ValueError: it is not one.
+        """
+        score, _, rest = text(value).partition(" ")
+        fields = json.loads(rest)
+        if not isinstance(fields, dict):
+            raise ValueError("not an in-flight entry")
+        started = fields.get("started")
+        return cls(
+            score=score,
+            task_id=str(fields.get("task_id", "")),
+            task=str(fields.get("task", "")),
+            queue=str(fields.get("queue", "")),
+            received=float(fields.get("received", 0.0)),
+            started=None if started is None else float(started),
+        )
+
+
+class InflightRecord:
+    """This node's in-flight record (see the module docstring).
+
+    Args:
+        client: The broker's Redis.
+        keys: Key builder (the settings' prefix).
+        node: This node's name (``name@host``).
+        unacked_index_key: kombu's ``unacked_index`` (``BrokerRedis.unacked_index_key``).
+        ttl: Seconds without a beat after which this node counts as dead.
+        keep: Seconds the record lives without a beat (``VISIBILITY_TIMEOUT``).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        node: str,
+        unacked_index_key: str,
+        ttl: float = HEARTBEAT_TTL,
+        keep: int = 3600,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.node = node
+        self.incarnation = uuid.uuid4().hex
+        self.key = keys.inflight(self.incarnation)
+        self.ttl = ttl
+        self.keep = keep
+        self._unacked_index = unacked_index_key
+        self._held: dict[str, InflightEntry] = {}
+        self._lock = threading.Condition()
+        self._beats = 0
+        self._record = client.register_script(lua("record"))
+        self._beat = client.register_script(lua("beat"))
+        self._prune = client.register_script(lua("prune"))
+
+    # ---------------------------------------------------------- message events
+
+    def received(self, tag: str, *, task_id: str, task: str, queue: str) -> None:
+        """The consumer took the message ``tag`` (kombu has just put it in unacked)."""
+        entry = InflightEntry("", task_id, task, queue, time.time())
+        encoded = entry.encode().partition(" ")[2]
+        try:
+            score = self._record(
+                keys=[self.key, self._unacked_index], args=[tag, encoded, self.keep]
+            )
+        except redis.RedisError as exc:
+            log.warning("could not record message %s as in flight: %s", tag, exc)
+            return
+        if score is None:
+            return  # already acknowledged (or never unacked): nothing to recover
+        with self._lock:
+            self._held[tag] = replace(entry, score=text(score))
+
+    def started(self, tag: str) -> None:
+        """A thread begins running the message ``tag``: its death now counts against it."""
+        with self._lock:
+            entry = self._held.get(tag)
+            if entry is None:
+                return
+            entry = self._held[tag] = replace(entry, started=time.time())
+        try:
+            self.client.hset(self.key, tag, entry.encode())
+        except redis.RedisError as exc:
+            log.warning("could not record message %s as started: %s", tag, exc)
+
+    def finished(self, tag: str) -> None:
+        """The message ``tag`` is done (acknowledged right after, or revoked)."""
+        with self._lock:
+            held = self._held.pop(tag, None)
+            self._lock.notify_all()
+        if held is None:
+            return
+        try:
+            self.client.hdel(self.key, tag)
+        except redis.RedisError as exc:  # the next prune drops it
+            log.warning("could not clear message %s from the in-flight record: %s", tag, exc)
+
+    def forget_deaths(self, task_id: str) -> None:
+        """A redelivered request finished: its count of node deaths is of no more use."""
+        try:
+            self.client.delete(self.keys.deaths(task_id))
+        except (redis.RedisError, InvalidArguments) as exc:
+            log.warning("could not clear the deaths of %s: %s", task_id, exc)
+
+    # ----------------------------------------------------------- the heartbeat
+
+    def beat(self) -> None:
+        """Say this node is alive for ``ttl`` more seconds; prune every ``PRUNE_EVERY``.
+
+        Raises:
+            redis.RedisError: Redis could not be reached (the caller logs it).
+        """
+        self._beat(
+            keys=[self.keys.inflight_index, self.key],
+            args=[self.incarnation, self.ttl, self.keep, self.node],
+        )
+        self._beats += 1
+        if self._beats % PRUNE_EVERY == 0:
+            self.prune()
+
+    def prune(self) -> list[str]:
+        """Drop entries of messages kombu no longer holds for this delivery; their tags."""
+        dropped = [text(t) for t in self._prune(keys=[self.key, self._unacked_index])]
+        with self._lock:
+            for tag in dropped:
+                self._held.pop(tag, None)
+            self._lock.notify_all()
+        return dropped
+
+    # ------------------------------------------------------------------ reading
+
+    def held(self) -> dict[str, InflightEntry]:
+        """The messages this process believes it holds (tag → entry)."""
+        with self._lock:
+            return dict(self._held)
+
+    def wait_for_started(self, timeout: float) -> bool:
+        """Wait until no message this node started is still running; whether none is."""
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: all(e.started is None for e in self._held.values()), timeout
+            )
+
+
+def read_record(client: redis.Redis, key: str) -> tuple[str | None, dict[str, Any]]:
+    """A record's node name and its entries (tag → :class:`InflightEntry`, or the raw
+    value when it does not parse)."""
+    fields = {text(k): v for k, v in client.hgetall(key).items()}
+    node = fields.pop(NODE_FIELD, None)
+    entries: dict[str, Any] = {}
+    for tag, value in fields.items():
+        try:
+            entries[tag] = InflightEntry.decode(value)
+        except (ValueError, TypeError):
+            entries[tag] = value
+    return (None if node is None else text(node)), entries
