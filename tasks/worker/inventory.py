@@ -7,11 +7,10 @@ program a V2-compat interpreter holds must be in the store for a session bound t
 else that session loses it. Only the node can look inside its interpreters, so:
 
 - on the node, the remote-control command ``snakepool_programs`` (registered by
-  importing this module in the worker) groups the given sessions by the interpreter
-  each is bound to and runs ``list_programs`` once on each of those interpreters;
+  importing this module in the worker) runs ``list_programs`` in each given session's
+  scope on the interpreter it is bound to (interpreters keep programs per session);
 - here, :func:`unstored_programs` asks each live V2-compat node about the sessions
-  bound to it and compares: a program held by an interpreter that no session bound to
-  that interpreter has in the store is reported against each of those sessions.
+  bound to it and compares, session by session, with the store.
 
 Sessions whose interpreter is gone (node or interpreter dead) hold nothing in memory
 any more: their programs are exactly what the store has.
@@ -44,33 +43,30 @@ LIST_TIMEOUT = 30.0
 
 
 def held_programs(node: Node, sessions: Iterable[str]) -> dict[str, Any]:
-    """On a node: the programs held by the interpreters ``sessions`` are bound to.
+    """On a node: the programs each of ``sessions`` holds in its interpreter's memory.
 
     Returns:
-        ``{"interpreters": {pid: {"sessions": [...], "programs": [...]}}}``, or
-        ``{"error": "..."}`` when an interpreter could not be asked.
+        ``{"sessions": {session id: [program ids]}}`` for the sessions whose interpreter
+        is alive, or ``{"error": "..."}`` when an interpreter could not be asked.
     """
     pool = node.pool
     if pool is None or "v2compat" not in node.lanes:
-        return {"interpreters": {}}
-    groups: dict[int, list[str]] = {}
+        return {"sessions": {}}
+    held: dict[str, list[str]] = {}
     for session_id in sessions:
-        if not is_valid(SESSION_ID, session_id):
+        if not is_valid(SESSION_ID, session_id) or pool.affinity_of(session_id) is None:
             continue
-        pid = pool.affinity_of(session_id)
-        if pid is not None:
-            groups.setdefault(pid, []).append(session_id)
-    interpreters: dict[str, Any] = {}
-    for pid, bound in groups.items():
         try:
-            listed = pool.execute("list_programs", {}, affinity=bound[0], timeout=LIST_TIMEOUT)
-            held = sorted(str(p["program_id"]) for p in listed.get("programs", []))
+            listed = pool.execute(
+                "list_programs", {}, affinity=session_id, session=session_id,
+                transient=True, timeout=LIST_TIMEOUT,
+            )  # fmt: skip
+            held[session_id] = sorted(str(p["program_id"]) for p in listed.get("programs", []))
         except (UnknownCommand, ConfigError):
-            held = []  # an adapter without programs (or without DSPy) holds none
+            held[session_id] = []  # an adapter without programs (or DSPy) holds none
         except SnakepoolError as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
-        interpreters[str(pid)] = {"sessions": bound, "programs": held}
-    return {"interpreters": interpreters}
+    return {"sessions": held}
 
 
 @inspect_command(args=[("sessions", list)], signature="<session ids>")  # type: ignore[untyped-decorator]
@@ -83,20 +79,18 @@ def snakepool_programs(state: Any, sessions: list[str] | None = None, **_: Any) 
 
 
 def missing_programs(
-    interpreters: Mapping[str, Any], stored: Mapping[str, set[str]]
+    held: Mapping[str, Any], stored: Mapping[str, set[str]]
 ) -> dict[str, list[str]]:
-    """Session → programs its interpreter holds that no session bound there has stored.
+    """Session → the programs its interpreter holds that the store lacks for it.
 
     Args:
-        interpreters: A node's reply (``{pid: {"sessions", "programs"}}``).
+        held: A node's reply (``{session id: [program ids]}``).
         stored: Session id → the program ids the store has for it.
     """
     missing: dict[str, list[str]] = {}
-    for held in interpreters.values():
-        bound = list(held.get("sessions", []))
-        in_store = set().union(*(stored.get(s, set()) for s in bound))
-        lost = sorted(set(held.get("programs", [])) - in_store)
-        for session_id in bound if lost else ():
+    for session_id, programs in held.items():
+        lost = sorted(set(programs) - stored.get(session_id, set()))
+        if lost:
             missing[session_id] = lost
     return missing
 
@@ -119,10 +113,10 @@ def unstored_programs(
                 reply=True, timeout=timeout, limit=1,
             )  # fmt: skip
             reply = next((r[node] for r in replies or [] if node in r), None)
-            if not isinstance(reply, dict) or "interpreters" not in reply:
+            if not isinstance(reply, dict) or "sessions" not in reply:
                 log.warning("node %s gave no program inventory: %r", node, reply)
                 silent.append(node)
                 break
             stored = {s: set(store.programs(s)) for s in chunk}
-            missing.update(missing_programs(reply["interpreters"], stored))
+            missing.update(missing_programs(reply["sessions"], stored))
     return missing, silent

@@ -188,18 +188,12 @@ def test_finalize_refuses_then_freezes_routing_until_unfinalized() -> None:
     assert flags.rollback(who="ops", why="now allowed").percent == 0
 
 
-def test_programs_missing_from_the_store_are_found_per_interpreter() -> None:
-    interpreters = {
-        "11": {"sessions": ["a", "b"], "programs": ["qa", "qb"]},
-        "12": {"sessions": ["c"], "programs": ["qc"]},
-        "13": {"sessions": ["d"], "programs": []},
-    }
-    # qa is a's, qb is b's: interpreter 11 is fully stored; c lost qc.
-    stored = {"a": {"qa"}, "b": {"qb"}, "c": set(), "d": set()}
-    assert missing_programs(interpreters, stored) == {"c": ["qc"]}
-    assert missing_programs(interpreters, {**stored, "b": set()}) == {
-        "a": ["qb"], "b": ["qb"], "c": ["qc"],
-    }  # fmt: skip
+def test_programs_missing_from_the_store_are_found_per_session() -> None:
+    held = {"a": ["qa"], "b": ["qa", "qb"], "c": ["qc"], "d": []}
+    # Sessions sharing an interpreter hold their own programs: b lost qb, c lost qc.
+    stored = {"a": {"qa"}, "b": {"qa"}, "c": set(), "d": set()}
+    assert missing_programs(held, stored) == {"b": ["qb"], "c": ["qc"]}
+    assert missing_programs(held, {**stored, "b": {"qa", "qb"}, "c": {"qc"}}) == {}
 
 
 # ------------------------------------------------------- call: who serves it
