@@ -164,12 +164,24 @@ class AsyncClient:
         self.settings = self.sync.settings
         self.routing = routing
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="snakepool-async")
+        # Celery keeps one result backend per thread (each with its own pub/sub
+        # connection): every one our threads used is closed by aclose().
+        self._backends: dict[int, Any] = {}
         self._poller: _ResultPoller | None = None
         self.v2 = AsyncV2Api(self)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(
+            self._executor, partial(self._in_thread, fn, *args, **kwargs)
+        )
+
+    def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            backend = self.sync.app.backend  # this thread's
+            self._backends[id(backend)] = backend
 
     # ------------------------------------------------------------------ requests
 
@@ -298,8 +310,11 @@ class AsyncClient:
         if self._poller is not None:
             await self._poller.close()
             self._poller = None
-        await self._run(_close, self.sync)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        await self._run(self.sync.close)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        for backend in self._backends.values():
+            _close_backend(backend)
+        self._backends.clear()
 
     async def __aenter__(self) -> Self:
         return self
@@ -308,16 +323,14 @@ class AsyncClient:
         await self.aclose()
 
 
-def _close(client: Client) -> None:
-    """Close the client and its result backend's connections (pub/sub included)."""
-    backend = client.app.backend
+def _close_backend(backend: Any) -> None:
+    """Close one result backend's connections (pub/sub included)."""
     consumer = getattr(backend, "result_consumer", None)
     if consumer is not None and hasattr(consumer, "stop"):
         consumer.stop()
     pool = getattr(getattr(backend, "client", None), "connection_pool", None)
     if pool is not None:
         pool.disconnect()
-    client.close()
 
 
 def _unsubscribe(client: Client, result: AsyncResult | str) -> None:
