@@ -3,14 +3,16 @@
 - :mod:`~snakepool.tasks.worker.app` — the Celery app, task names and queues (the contract);
 - :mod:`~snakepool.tasks.worker.bootstep` and :mod:`~snakepool.tasks.worker.node` — one
   :class:`Node` per worker process: its pool, store, flags, metrics and heartbeat;
-- :mod:`~snakepool.tasks.worker.router` — the ``snakepool.route`` task;
+- :mod:`~snakepool.tasks.worker.router` — the ``snakepool.route`` task, which hands a
+  request to its lane with :mod:`~snakepool.tasks.worker.forward`;
   :mod:`~snakepool.tasks.worker.dispatch` — choosing the lane and queue, shadow copies
   (shared with the zero-hop client);
 - :mod:`~snakepool.tasks.worker.lanes` — the ``snakepool.v3.execute`` and
   ``snakepool.v2compat.execute`` tasks, around the lane pipeline
   (:mod:`~snakepool.tasks.worker.pipeline`);
 - :mod:`~snakepool.tasks.worker.options` — caller options and the internal shadow tag;
-- :mod:`~snakepool.tasks.worker.status` — what ``snakepool status`` reports.
+- :mod:`~snakepool.tasks.worker.status` — what ``snakepool status`` reports;
+- :mod:`~snakepool.tasks.worker.logs` — Celery's per-task log lines only at DEBUG.
 
 Importing :mod:`~snakepool.tasks.worker.lanes` and :mod:`~snakepool.tasks.worker.router`
 registers their tasks; names here are loaded on first use, so importing this package

@@ -1,7 +1,11 @@
-"""The router task ``snakepool.route``: decide the lane, then become the lane's task.
+"""The router task ``snakepool.route``: decide the lane, then forward the request to it.
 
-It forwards with ``Task.replace``, so the caller's AsyncResult resolves to the lane's
-result and ``AsyncResult.queue`` names the lane. The decision is
+It publishes the lane's message itself, under the caller's task id
+(:func:`~snakepool.tasks.worker.forward.forward`), and returns: the caller's AsyncResult
+resolves to the lane's result and ``AsyncResult.queue`` names the lane, while the router
+task succeeds (Flower counts it) without storing a result of its own
+(``ignore_result``; an error it raises *is* stored: then nothing was forwarded and that
+error is the request's outcome). The decision is
 :func:`snakepool.tasks.rollout.routing.decide` on the flags as of at most 0.5 s ago; the
 zero-hop client makes the same decision in-process with the same code
 (:mod:`snakepool.tasks.worker.dispatch`).
@@ -15,18 +19,19 @@ from celery import shared_task
 
 from snakepool.tasks.worker.app import ROUTE_TASK
 from snakepool.tasks.worker.dispatch import choose, destination, lane_signature, maybe_shadow
+from snakepool.tasks.worker.forward import forward
 from snakepool.tasks.worker.node import current_node
 from snakepool.tasks.worker.options import LaneOptions
 
 __all__ = ["route"]
 
 
-@shared_task(name=ROUTE_TASK, bind=True)
+@shared_task(name=ROUTE_TASK, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
 def route(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,
-) -> Any:  # fmt: skip
-    """Pick the lane for this request and hand it over (the result is the lane's).
+) -> None:  # fmt: skip
+    """Pick the lane for this request and forward it there (the result is the lane's).
 
     Raises:
         InvalidArguments: an unknown option, a bad ``timeout`` or session id (stored as
@@ -41,6 +46,6 @@ def route(
         flags=flags, catalog=node.catalog,
     )  # fmt: skip
     queue = destination(lane, session_id, store=node.store, client=node.redis, keys=node.keys)
-    raise self.replace(
-        lane_signature(self.app, lane, command, args, session_id, checked, queue, shadow=tag)
+    forward(
+        self, lane_signature(self.app, lane, command, args, session_id, checked, queue, shadow=tag)
     )
