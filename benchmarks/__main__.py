@@ -70,7 +70,9 @@ BENCHMARKS: list[tuple[str, str, Bench, Bench]] = [
         "i",
         "celery",
         bench_celery,
-        lambda h: bench_celery(h, rounds=2, calls=10, warmup=5, throughput_rounds=1, seconds=1.0),
+        lambda h: bench_celery(
+            h, rounds=2, calls=10, warmup=5, shadow_rounds=2, throughput_rounds=1, seconds=1.0
+        ),
     ),
 ]
 
