@@ -218,7 +218,12 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
         node=node, lane=lane, command=command, args=args, session_id=session_id,
         options=options, shadow=ShadowTag.of(request),
     )  # fmt: skip
-    outcome = LANE_PIPELINE.run(call, _LANES[lane])
+    # In flight while in the pipeline: the node's metrics batch only while others run.
+    node.metrics.begin()
+    try:
+        outcome = LANE_PIPELINE.run(call, _LANES[lane])
+    finally:
+        node.metrics.end()
     if call.is_shadow_copy:
         return None
     return outcome.unwrap()

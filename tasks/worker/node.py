@@ -25,7 +25,7 @@ from snakepool.config.keys import Keys
 from snakepool.pool import Pool
 from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
-from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.metrics_batch import BatchedLaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
 
 __all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
@@ -72,7 +72,8 @@ class Node:
             self.redis, prefix=settings.key_prefix, default_ttl=settings.session_ttl
         )
         self.flags = FlagCache(FlagStore(self.redis, prefix=settings.key_prefix))
-        self.metrics = LaneMetrics(self.redis, prefix=settings.key_prefix)
+        # Batched while requests run concurrently (one round trip for many under load).
+        self.metrics = BatchedLaneMetrics(self.redis, prefix=settings.key_prefix)
         self.catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
         self.breaker = CircuitBreaker(self.metrics, BreakerPolicy.from_settings(settings))

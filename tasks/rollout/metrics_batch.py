@@ -1,0 +1,167 @@
+"""Lane metrics written in batches: one Redis round trip for many requests under load.
+
+:class:`~snakepool.tasks.rollout.metrics.LaneMetrics` writes each request in its own
+pipeline (6-8 commands, one round trip) on the lane task's hot path. A worker node is one
+process with one GIL, so with requests in flight concurrently that round trip and its
+commands are a visible share of what bounds the node's throughput. Here a node keeps
+the figures of requests that finish while others are still running in memory and
+writes them together::
+
+    record() ── batch (counters, per-second windows, latencies) ──► flush: ONE pipeline
+                  flushed by the recording thread when it is the node's only request
+                  in flight, or when the batch is FLUSH_AFTER_SECONDS old or
+                  MAX_BATCH records long; by end() when the last request in flight ends
+
+So a node serving one request at a time writes each at once, before its result is
+stored (what a caller reads right after a request is there, as before), and a busy node
+writes at most every :data:`FLUSH_AFTER_SECONDS` (what ``status``, the breakers and the
+controller read is at most that old). A flush that fails raises in the thread that
+flushed (the lane pipeline logs it and the request's outcome stands); its figures are
+dropped, as a failed per-request write dropped its own. Memory is bounded by
+:data:`MAX_BATCH` records.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis
+
+from snakepool.config.keys import DEFAULT_PREFIX
+from snakepool.errors import SnakepoolError
+from snakepool.tasks.rollout import metrics as lane_metrics
+from snakepool.tasks.rollout.metrics import ERROR_TYPE_FIELD, LaneMetrics
+
+__all__ = ["FLUSH_AFTER_SECONDS", "MAX_BATCH", "BatchedLaneMetrics"]
+
+log = logging.getLogger("snakepool.lanes")
+
+#: Oldest a batched record gets before the next request that finishes writes the batch.
+FLUSH_AFTER_SECONDS = 0.2
+#: Records kept before the batch is written whatever its age (bounds memory).
+MAX_BATCH = 500
+
+
+@dataclass
+class _Window:
+    """One second of one lane."""
+
+    requests: int = 0
+    errors: int = 0
+    ms_total: float = 0.0
+
+
+@dataclass
+class _LaneBatch:
+    """What the batch holds for one lane (all additive, so merging is a sum)."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    windows: dict[int, _Window] = field(default_factory=dict)
+    #: Latencies in ms, oldest first.
+    latencies: list[float] = field(default_factory=list)
+
+
+class BatchedLaneMetrics(LaneMetrics):
+    """:class:`LaneMetrics` whose :meth:`record` batches while other requests run.
+
+    The lane task brackets each request with :meth:`begin` and :meth:`end`; reading
+    (``summary``, ``window``) is :class:`LaneMetrics`'s, from Redis.
+
+    Args:
+        client: redis-py client.
+        prefix: Key prefix.
+    """
+
+    def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        super().__init__(client, prefix=prefix)
+        self._lock = threading.Lock()
+        self._lanes: dict[str, _LaneBatch] = {}
+        self._records = 0
+        self._oldest = 0.0
+        self._in_flight = 0
+
+    def begin(self) -> None:
+        """A lane request starts on this node."""
+        with self._lock:
+            self._in_flight += 1
+
+    def end(self) -> None:
+        """A lane request has ended; the last one in flight writes what is left.
+
+        Never raises: a failure is logged (the request's outcome is already decided).
+        """
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            idle = self._in_flight == 0 and self._records > 0
+        if idle:
+            try:
+                self.flush()
+            except Exception:  # observability never changes an outcome
+                log.exception("writing the lane metrics of finished requests failed")
+
+    def record(self, lane: str, seconds: float, error: BaseException | None) -> None:
+        """Count one finished request (see :meth:`LaneMetrics.record`); maybe write the batch.
+
+        Raises:
+            redis.RedisError: this thread wrote the batch and Redis refused it.
+        """
+        client_error = isinstance(error, SnakepoolError) and error.is_client_error
+        server_error = error is not None and not client_error
+        now = time.time()
+        ms = round(seconds * 1000, 3)
+        with self._lock:
+            batch = self._lanes.setdefault(lane, _LaneBatch())
+            batch.counters["requests"] += 1
+            window = batch.windows.setdefault(int(now), _Window())
+            window.requests += 1
+            window.ms_total += ms
+            if server_error:
+                batch.counters["errors"] += 1
+                window.errors += 1
+            if client_error:
+                batch.counters["client_errors"] += 1
+            if error is not None:
+                batch.counters[f"{ERROR_TYPE_FIELD}{type(error).__name__}"] += 1
+            batch.latencies.append(ms)
+            if self._records == 0:
+                self._oldest = now
+            self._records += 1
+            due = (
+                self._in_flight <= 1
+                or self._records >= MAX_BATCH
+                or now - self._oldest >= FLUSH_AFTER_SECONDS
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything batched in one pipeline (nothing to do when it is empty).
+
+        Raises:
+            redis.RedisError: Redis refused it (the batch is dropped).
+        """
+        with self._lock:
+            lanes, self._lanes, self._records = self._lanes, {}, 0
+        if not lanes:
+            return
+        samples = lane_metrics.LATENCY_SAMPLES
+        with self.client.pipeline(transaction=False) as pipe:
+            for lane, batch in lanes.items():
+                counters = self.keys.lane_metrics(lane)
+                for name, count in batch.counters.items():
+                    pipe.hincrby(counters, name, count)
+                for second, window in batch.windows.items():
+                    key = self.keys.lane_window(lane, second)
+                    pipe.hincrby(key, "requests", window.requests)
+                    if window.errors:
+                        pipe.hincrby(key, "errors", window.errors)
+                    pipe.hincrbyfloat(key, "ms_total", round(window.ms_total, 3))
+                    pipe.expire(key, lane_metrics.WINDOW_TTL)
+                latencies = self.keys.lane_latencies(lane)
+                pipe.lpush(latencies, *batch.latencies[-samples:])
+                pipe.ltrim(latencies, 0, samples - 1)
+            pipe.execute()
