@@ -31,7 +31,8 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks.celery_lanes import bench_celery
-from benchmarks.dspy_pool import bench_dspy_execute, bench_dspy_memory, bench_dspy_start
+from benchmarks.dspy_memory import bench_dspy_memory
+from benchmarks.dspy_pool import bench_dspy_execute, bench_dspy_start
 from benchmarks.harness import Harness
 from benchmarks.latency import bench_ping
 from benchmarks.memory import bench_memory
