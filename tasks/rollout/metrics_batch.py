@@ -2,23 +2,22 @@
 
 :class:`~snakepool.tasks.rollout.metrics.LaneMetrics` writes each request in its own
 pipeline (6-8 commands, one round trip) on the lane task's hot path. A worker node is one
-process with one GIL, so with requests in flight concurrently that round trip and its
-commands are a visible share of what bounds the node's throughput. Here a node keeps
-the figures of requests that finish while others are still running in memory and
-writes them together::
+process with one GIL, so on a busy node that round trip and its commands are a visible
+share of what bounds its throughput. Here a node keeps the figures of requests that
+finish while it has other requests to serve in memory, and writes them together::
 
     record() ── batch (counters, per-second windows, latencies) ──► flush: ONE pipeline
-                  flushed by the recording thread when it is the node's only request
-                  in flight, or when the batch is FLUSH_AFTER_SECONDS old or
-                  MAX_BATCH records long; by end() when the last request in flight ends
+                  written by the recording thread when the node has no other request
+                  (``busy()`` false), or when the batch is FLUSH_AFTER_SECONDS old or
+                  MAX_BATCH records long; the tail of a burst by flush_if_due()
 
 So a node serving one request at a time writes each at once, before its result is
 stored (what a caller reads right after a request is there, as before), and a busy node
-writes at most every :data:`FLUSH_AFTER_SECONDS` (what ``status``, the breakers and the
-controller read is at most that old). A flush that fails raises in the thread that
-flushed (the lane pipeline logs it and the request's outcome stands); its figures are
-dropped, as a failed per-request write dropped its own. Memory is bounded by
-:data:`MAX_BATCH` records.
+writes at most every :data:`FLUSH_AFTER_SECONDS`, plus the node's heartbeat (every
+second) writing what a burst left: what ``status``, the breakers and the controller read
+is at most about a second old. A flush that fails raises in the thread that flushed (the
+lane pipeline logs it and the request's outcome stands); its figures are dropped, as a
+failed per-request write dropped its own. Memory is bounded by :data:`MAX_BATCH` records.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -66,42 +66,42 @@ class _LaneBatch:
 
 
 class BatchedLaneMetrics(LaneMetrics):
-    """:class:`LaneMetrics` whose :meth:`record` batches while other requests run.
+    """:class:`LaneMetrics` whose :meth:`record` batches while the node is busy.
 
-    The lane task brackets each request with :meth:`begin` and :meth:`end`; reading
-    (``summary``, ``window``) is :class:`LaneMetrics`'s, from Redis.
+    Reading (``summary``, ``window``) is :class:`LaneMetrics`'s, from Redis.
 
     Args:
         client: redis-py client.
         prefix: Key prefix.
+        busy: Whether the node has requests to serve besides the one recording (a
+            worker node asks Celery); by default never, so every record is written at
+            once, as :class:`LaneMetrics` writes it.
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(client, prefix=prefix)
+        self.busy = busy or (lambda: False)
         self._lock = threading.Lock()
         self._lanes: dict[str, _LaneBatch] = {}
         self._records = 0
         self._oldest = 0.0
-        self._in_flight = 0
 
-    def begin(self) -> None:
-        """A lane request starts on this node."""
-        with self._lock:
-            self._in_flight += 1
+    def flush_if_due(self) -> None:
+        """Write the batch if it is :data:`FLUSH_AFTER_SECONDS` old (the tail of a burst).
 
-    def end(self) -> None:
-        """A lane request has ended; the last one in flight writes what is left.
-
-        Never raises: a failure is logged (the request's outcome is already decided).
+        Raises:
+            redis.RedisError: Redis refused it (the batch is dropped).
         """
         with self._lock:
-            self._in_flight = max(0, self._in_flight - 1)
-            idle = self._in_flight == 0 and self._records > 0
-        if idle:
-            try:
-                self.flush()
-            except Exception:  # observability never changes an outcome
-                log.exception("writing the lane metrics of finished requests failed")
+            due = self._records > 0 and time.time() - self._oldest >= FLUSH_AFTER_SECONDS
+        if due:
+            self.flush()
 
     def record(self, lane: str, seconds: float, error: BaseException | None) -> None:
         """Count one finished request (see :meth:`LaneMetrics.record`); maybe write the batch.
@@ -130,12 +130,8 @@ class BatchedLaneMetrics(LaneMetrics):
             if self._records == 0:
                 self._oldest = now
             self._records += 1
-            due = (
-                self._in_flight <= 1
-                or self._records >= MAX_BATCH
-                or now - self._oldest >= FLUSH_AFTER_SECONDS
-            )
-        if due:
+            due = self._records >= MAX_BATCH or now - self._oldest >= FLUSH_AFTER_SECONDS
+        if due or not self.busy():
             self.flush()
 
     def flush(self) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from snakepool.errors import InvalidArguments, ProgramNotFound, SessionNotFound
 from snakepool.pool.interpreter.programs import ProgramDefinition
@@ -35,6 +35,7 @@ from snakepool.tasks.worker.pipeline import LaneCall, Pipeline, lane_steps
 
 __all__ = [
     "LANE_PIPELINE",
+    "LaneTask",
     "execute_v2compat",
     "execute_v3",
     "report_lane",
@@ -197,6 +198,10 @@ def report_lane(request: Any, lane: str) -> None:
 LANE_PIPELINE = Pipeline(lane_steps())
 
 
+#: Where a lane task's request keeps its call until the result is stored.
+_CALL_ATTRIBUTE = "snakepool_lane_call"
+
+
 def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
     node: Node,
     lane: str,
@@ -205,11 +210,16 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
     args: Any,
     session_id: Any,
     options: dict[str, Any],
+    *,
+    after_result_later: bool = False,
 ) -> Any:
     """Take one request through the lane pipeline on ``node``; its result, or raise its error.
 
     Args:
         request: The Celery request of the task (for its id and the shadow tag header).
+        after_result_later: Leave the observation the steps deferred (the primary's
+            shadow record) on ``request``, for :class:`LaneTask` to run once the result
+            is stored; by default it runs here, before returning.
 
     A shadow copy's result goes nowhere (it is sent with ``ignore_result``): it returns
     None whatever happened, once its outcome is recorded for the comparison.
@@ -218,32 +228,49 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
         node=node, lane=lane, command=command, args=args, session_id=session_id,
         options=options, shadow=ShadowTag.of(request),
     )  # fmt: skip
-    # In flight while in the pipeline: the node's metrics batch only while others run.
-    node.metrics.begin()
     try:
         outcome = LANE_PIPELINE.run(call, _LANES[lane])
     finally:
-        node.metrics.end()
+        if after_result_later:
+            setattr(request, _CALL_ATTRIBUTE, call)
+        else:
+            Pipeline.run_after_result(call)
     if call.is_shadow_copy:
         return None
     return outcome.unwrap()
 
 
-@shared_task(name=LANE_TASKS["v3"], bind=True)
+class LaneTask(Task):  # type: ignore[misc]
+    """The lane tasks' base: what a request deferred runs after its result is stored."""
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        """Called by Celery once the result is stored (success or failure)."""
+        call = getattr(self.request, _CALL_ATTRIBUTE, None)
+        if isinstance(call, LaneCall):
+            Pipeline.run_after_result(call)
+
+
+@shared_task(name=LANE_TASKS["v3"], bind=True, base=LaneTask)
 def v3_execute(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,
 ) -> Any:  # fmt: skip
     """Run ``command`` on the V3 lane."""
     report_lane(self.request, "v3")
-    return run_lane(current_node(), "v3", self.request, command, args, session_id, options)
+    return run_lane(
+        current_node(), "v3", self.request, command, args, session_id, options,
+        after_result_later=True,
+    )  # fmt: skip
 
 
-@shared_task(name=LANE_TASKS["v2compat"], bind=True)
+@shared_task(name=LANE_TASKS["v2compat"], bind=True, base=LaneTask)
 def v2compat_execute(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,
 ) -> Any:  # fmt: skip
     """Run ``command`` on the V2-compat lane."""
     report_lane(self.request, "v2compat")
-    return run_lane(current_node(), "v2compat", self.request, command, args, session_id, options)
+    return run_lane(
+        current_node(), "v2compat", self.request, command, args, session_id, options,
+        after_result_later=True,
+    )  # fmt: skip

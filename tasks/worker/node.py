@@ -72,8 +72,8 @@ class Node:
             self.redis, prefix=settings.key_prefix, default_ttl=settings.session_ttl
         )
         self.flags = FlagCache(FlagStore(self.redis, prefix=settings.key_prefix))
-        # Batched while requests run concurrently (one round trip for many under load).
-        self.metrics = BatchedLaneMetrics(self.redis, prefix=settings.key_prefix)
+        # Batched while the node has other requests (one round trip for many under load).
+        self.metrics = BatchedLaneMetrics(self.redis, prefix=settings.key_prefix, busy=_busy)
         self.catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
         self.breaker = CircuitBreaker(self.metrics, BreakerPolicy.from_settings(settings))
@@ -102,6 +102,7 @@ class Node:
         if self._thread is not None:
             self._thread.join(5)
         with contextlib.suppress(redis.RedisError):
+            self.metrics.flush()
             self.redis.delete(self.keys.node(self.name))
         if self.pool is not None:
             self.pool.stop(grace=grace)
@@ -131,6 +132,7 @@ class Node:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
                 self.heartbeat()
+                self.metrics.flush_if_due()  # what the last busy moments left batched
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
@@ -141,6 +143,14 @@ class Node:
             self.redis.hset(
                 self.keys.commands, mapping={k: json.dumps(v) for k, v in commands.items()}
             )
+
+
+def _busy() -> bool:
+    """Whether this Celery worker holds a request besides the one asking (received and
+    not finished: ``celery.worker.state.reserved_requests``); false outside a worker."""
+    from celery.worker import state
+
+    return len(state.reserved_requests) > 1
 
 
 def live_nodes(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:

@@ -18,7 +18,13 @@ from typing import Any
 from celery import shared_task
 
 from snakepool.tasks.worker.app import ROUTE_TASK
-from snakepool.tasks.worker.dispatch import choose, destination, lane_signature, maybe_shadow
+from snakepool.tasks.worker.dispatch import (
+    choose,
+    destination,
+    lane_signature,
+    plan_shadow,
+    send_shadow,
+)
 from snakepool.tasks.worker.forward import forward
 from snakepool.tasks.worker.node import current_node
 from snakepool.tasks.worker.options import LaneOptions
@@ -41,11 +47,11 @@ def route(
     checked = LaneOptions.parse(options).to_kwargs()
     flags = node.flags.get()
     lane = choose(command, args, session_id, flags, self.request.id, breaker=node.breaker)
-    tag = maybe_shadow(
-        self.app, lane, command, args, session_id, checked, self.request.id,
-        flags=flags, catalog=node.catalog,
-    )  # fmt: skip
+    tag = plan_shadow(command, self.request.id, flags=flags, catalog=node.catalog)
     queue = destination(lane, session_id, store=node.store, client=node.redis, keys=node.keys)
-    forward(
-        self, lane_signature(self.app, lane, command, args, session_id, checked, queue, shadow=tag)
+    signature = lane_signature(
+        self.app, lane, command, args, session_id, checked, queue, shadow=tag
     )
+    forward(self, signature)
+    if tag is not None:
+        send_shadow(self.app, lane, command, args, session_id, checked, self.request.id)

@@ -1,5 +1,6 @@
 """Batched lane metrics (fakeredis): the same figures as per-request writes, written at
-once when a request runs alone, batched while others run, never lost at the end."""
+once when the node has nothing else to do, batched while it is busy, the tail written
+once due."""
 
 from __future__ import annotations
 
@@ -24,9 +25,19 @@ OUTCOMES: list[BaseException | None] = [
 ]
 
 
-def pair() -> tuple[BatchedLaneMetrics, LaneMetrics]:
+class Load:
+    """Stands in for the worker: whether the node has other requests right now."""
+
+    def __init__(self) -> None:
+        self.others = False
+
+    def __call__(self) -> bool:
+        return self.others
+
+
+def pair(load: Load | None = None) -> tuple[BatchedLaneMetrics, LaneMetrics]:
     client = fakeredis.FakeRedis()
-    return BatchedLaneMetrics(client, prefix="b:"), LaneMetrics(client, prefix="p:")
+    return BatchedLaneMetrics(client, prefix="b:", busy=load), LaneMetrics(client, prefix="p:")
 
 
 def figures(metrics: LaneMetrics, lane: str) -> dict[str, Any]:
@@ -35,51 +46,48 @@ def figures(metrics: LaneMetrics, lane: str) -> dict[str, Any]:
 
 def test_a_request_alone_is_written_before_record_returns() -> None:
     batched, _ = pair()
-    batched.begin()
     batched.record("v3", 0.002, None)
-    assert batched.summary("v3")["requests"] == 1  # before end(): the caller reads it next
-    batched.end()
+    assert batched.summary("v3")["requests"] == 1  # the caller reads it next: it is there
+
+
+def test_requests_on_a_busy_node_are_batched_until_it_is_not() -> None:
+    load = Load()
+    batched, _ = pair(load)
+    load.others = True
+    batched.record("v3", 0.001, None)
+    batched.record("v3", 0.001, errors.CommandFailed("x"))
+    assert batched.summary("v3")["requests"] == 0  # others still running: nothing written
+    load.others = False
+    batched.record("v2compat", 0.001, None)  # the last one writes all three
+    assert batched.summary("v3")["requests"] == 2 and batched.summary("v3")["errors"] == 1
+    assert batched.summary("v2compat")["requests"] == 1
+
+
+def test_the_tail_of_a_burst_is_written_once_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    load = Load()
+    batched, _ = pair(load)
+    load.others = True
+    batched.record("v3", 0.001, None)
+    batched.flush_if_due()
+    assert batched.summary("v3")["requests"] == 0  # not old enough yet
+    monkeypatch.setattr(metrics_batch, "FLUSH_AFTER_SECONDS", 0.0)
+    batched.flush_if_due()
     assert batched.summary("v3")["requests"] == 1
 
 
-def test_requests_in_flight_together_are_batched_and_the_last_one_out_writes() -> None:
-    batched, _ = pair()
-    for _ in range(3):
-        batched.begin()
-    batched.record("v3", 0.001, None)
-    batched.end()
-    batched.record("v3", 0.001, errors.CommandFailed("x"))
-    batched.end()
-    assert batched.summary("v3")["requests"] == 0  # one still running: nothing written yet
-    batched.record("v2compat", 0.001, None)  # the last one in flight writes all three
-    assert batched.summary("v3")["requests"] == 2 and batched.summary("v3")["errors"] == 1
-    assert batched.summary("v2compat")["requests"] == 1
-    batched.end()
-
-
-def test_end_writes_what_a_race_left_behind() -> None:
-    batched, _ = pair()
-    batched.begin()
-    batched.begin()
-    batched.record("v3", 0.001, None)  # both still in flight: batched
-    batched.record("v3", 0.001, None)
-    assert batched.summary("v3")["requests"] == 0
-    batched.end()
-    batched.end()  # the last one out finds records left: written
-    assert batched.summary("v3")["requests"] == 2
-
-
 def test_a_busy_node_writes_when_the_batch_is_old_or_long(monkeypatch: pytest.MonkeyPatch) -> None:
-    batched, _ = pair()
-    for _ in range(2):
-        batched.begin()
+    load = Load()
+    batched, _ = pair(load)
+    load.others = True
     monkeypatch.setattr(metrics_batch, "MAX_BATCH", 3)
     for _ in range(3):
         batched.record("v3", 0.001, None)
     assert batched.summary("v3")["requests"] == 3  # the third filled the batch
+    batched.record("v3", 0.001, None)
+    assert batched.summary("v3")["requests"] == 3
     monkeypatch.setattr(metrics_batch, "FLUSH_AFTER_SECONDS", 0.0)
     batched.record("v3", 0.001, None)
-    assert batched.summary("v3")["requests"] == 4  # old enough at once
+    assert batched.summary("v3")["requests"] == 5  # old enough at once
 
 
 def test_a_failed_write_raises_in_the_writer_and_drops_only_that_batch() -> None:
@@ -92,17 +100,6 @@ def test_a_failed_write_raises_in_the_writer_and_drops_only_that_batch() -> None
     assert batched.summary("v3")["requests"] == 1
 
 
-def test_end_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    batched, _ = pair()
-    batched.begin()
-    batched.begin()
-    batched.record("v3", 0.001, None)
-    batched.client.set(batched.keys.lane_metrics("v3"), "not a hash")
-    batched.end()
-    batched.end()
-    assert "writing the lane metrics" in caplog.text
-
-
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(
@@ -110,24 +107,23 @@ def test_end_never_raises(caplog: pytest.LogCaptureFixture) -> None:
             st.sampled_from(["v3", "v2compat"]),
             st.floats(min_value=0.0, max_value=2.0, allow_nan=False),
             st.sampled_from(range(len(OUTCOMES))),
-            st.integers(min_value=1, max_value=4),
+            st.booleans(),
         ),
         min_size=1,
         max_size=30,
     )
 )
 def test_batched_figures_equal_per_request_figures(
-    requests: list[tuple[str, float, int, int]],
+    requests: list[tuple[str, float, int, bool]],
 ) -> None:
-    """Whatever overlaps, once the node is idle the figures are the per-request ones."""
-    batched, plain = pair()
-    for lane, seconds, outcome, in_flight in requests:
-        for _ in range(in_flight):
-            batched.begin()
+    """However the batching fell, once written the figures are the per-request ones."""
+    load = Load()
+    batched, plain = pair(load)
+    for lane, seconds, outcome, others in requests:
+        load.others = others
         batched.record(lane, seconds, OUTCOMES[outcome])
-        for _ in range(in_flight):
-            batched.end()
         plain.record(lane, seconds, OUTCOMES[outcome])
+    batched.flush()
     for lane in ("v3", "v2compat"):
         got, want = figures(batched, lane), figures(plain, lane)
         for percentile in ("p50_ms", "p95_ms", "p99_ms"):  # the same samples, maybe reordered

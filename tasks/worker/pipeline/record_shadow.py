@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from snakepool.tasks.rollout.shadow import outcome_of
 from snakepool.tasks.worker.pipeline.step import LaneCall, LaneStep, Outcome
 
@@ -13,14 +15,21 @@ class RecordShadow(LaneStep):
 
     Only for requests our dispatch code tagged (see
     :class:`~snakepool.tasks.worker.options.ShadowTag`); anything else records nothing.
+    The primary's record is left for after its result is out (``call.after_result``): a
+    Redis round trip, and the comparison when it arrives second, never delay the caller.
     """
 
     def after(self, call: LaneCall, outcome: Outcome) -> float | None:
-        """Record the outcome of a tagged request."""
+        """Record the outcome of a tagged request (the primary's once its result is out)."""
         tag = call.shadow
-        if tag is not None:
-            call.node.shadows.record(
-                tag.pair, tag.role, call.lane, str(call.command),
-                outcome_of(outcome.result, outcome.error),
-            )  # fmt: skip
+        if tag is None:
+            return None
+        record = functools.partial(
+            call.node.shadows.record, tag.pair, tag.role, call.lane, str(call.command),
+            outcome_of(outcome.result, outcome.error),
+        )  # fmt: skip
+        if tag.role == "primary":
+            call.after_result.append(("RecordShadow.after", record))
+        else:
+            record()
         return None
