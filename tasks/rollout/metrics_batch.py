@@ -44,6 +44,9 @@ log = logging.getLogger("snakepool.lanes")
 FLUSH_AFTER_SECONDS = 0.2
 #: Records kept before the batch is written whatever its age (bounds memory).
 MAX_BATCH = 500
+#: Seconds of windows remembered as already having their TTL (a few suffice: records
+#: arrive in time order, give or take a thread switch).
+_EXPIRED_KEPT = 5
 
 
 @dataclass
@@ -91,6 +94,9 @@ class BatchedLaneMetrics(LaneMetrics):
         self._lanes: dict[str, _LaneBatch] = {}
         self._records = 0
         self._oldest = 0.0
+        #: lane → the recent seconds whose window this node has already given its TTL:
+        #: one EXPIRE per window and node, not one per write.
+        self._expired: dict[str, set[int]] = {}
 
     def flush_if_due(self) -> None:
         """Write the batch if it is :data:`FLUSH_AFTER_SECONDS` old (the tail of a burst).
@@ -145,6 +151,7 @@ class BatchedLaneMetrics(LaneMetrics):
         if not lanes:
             return
         samples = lane_metrics.LATENCY_SAMPLES
+        expiring: dict[str, set[int]] = {}
         with self.client.pipeline(transaction=False) as pipe:
             for lane, batch in lanes.items():
                 counters = self.keys.lane_metrics(lane)
@@ -156,8 +163,15 @@ class BatchedLaneMetrics(LaneMetrics):
                     if window.errors:
                         pipe.hincrby(key, "errors", window.errors)
                     pipe.hincrbyfloat(key, "ms_total", round(window.ms_total, 3))
-                    pipe.expire(key, lane_metrics.WINDOW_TTL)
+                    if second not in self._expired.get(lane, ()):
+                        pipe.expire(key, lane_metrics.WINDOW_TTL)
+                        expiring.setdefault(lane, set()).add(second)
                 latencies = self.keys.lane_latencies(lane)
                 pipe.lpush(latencies, *batch.latencies[-samples:])
                 pipe.ltrim(latencies, 0, samples - 1)
             pipe.execute()
+        with self._lock:  # only once written: a failed write sets them again next time
+            for lane, seconds in expiring.items():
+                known = self._expired.setdefault(lane, set()) | seconds
+                newest = max(known)
+                self._expired[lane] = {s for s in known if s > newest - _EXPIRED_KEPT}

@@ -124,6 +124,8 @@ def test_batched_figures_equal_per_request_figures(
         batched.record(lane, seconds, OUTCOMES[outcome])
         plain.record(lane, seconds, OUTCOMES[outcome])
     batched.flush()
+    windows = batched.client.keys("b:window:*")
+    assert windows and all(0 < batched.client.ttl(w) <= 600 for w in windows)  # bounded
     for lane in ("v3", "v2compat"):
         got, want = figures(batched, lane), figures(plain, lane)
         for percentile in ("p50_ms", "p95_ms", "p99_ms"):  # the same samples, maybe reordered
