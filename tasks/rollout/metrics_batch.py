@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -94,9 +95,14 @@ class BatchedLaneMetrics(LaneMetrics):
         self._lanes: dict[str, _LaneBatch] = {}
         self._records = 0
         self._oldest = 0.0
+        #: The node's own connection for the figures, its replies read after the fact;
+        #: ``_io`` guards it, ``_pending`` and ``_expired``.
+        self._io = threading.Lock()
         #: lane → the recent seconds whose window this node has already given its TTL:
         #: one EXPIRE per window and node, not one per write.
         self._expired: dict[str, set[int]] = {}
+        self._connection: Any = None
+        self._pending = 0
 
     def flush_if_due(self) -> None:
         """Write the batch if it is :data:`FLUSH_AFTER_SECONDS` old (the tail of a burst).
@@ -110,10 +116,13 @@ class BatchedLaneMetrics(LaneMetrics):
             self.flush()
 
     def record(self, lane: str, seconds: float, error: BaseException | None) -> None:
-        """Count one finished request (see :meth:`LaneMetrics.record`); maybe write the batch.
+        """Count one finished request (see :meth:`LaneMetrics.record`); maybe send the batch.
+
+        Call :meth:`collect` once the request's result is out: it reads the replies.
 
         Raises:
-            redis.RedisError: this thread wrote the batch and Redis refused it.
+            redis.RedisError: this thread sent the batch and the connection failed, or
+                the replies of an earlier batch read first held a refusal.
         """
         client_error = isinstance(error, SnakepoolError) and error.is_client_error
         server_error = error is not None and not client_error
@@ -138,40 +147,102 @@ class BatchedLaneMetrics(LaneMetrics):
             self._records += 1
             due = self._records >= MAX_BATCH or now - self._oldest >= FLUSH_AFTER_SECONDS
         if due or not self.busy():
-            self.flush()
+            self.flush(collect=False)  # replies: collect(), after the result
 
-    def flush(self) -> None:
-        """Write everything batched in one pipeline (nothing to do when it is empty).
+    def flush(self, *, collect: bool = True) -> None:
+        """Send everything batched in one round trip (nothing to do when it is empty).
+
+        Args:
+            collect: Also read Redis's replies now. The lane leaves that for after its
+                result is stored (:meth:`collect`): Redis runs one connection's commands
+                before anything sent later on any connection, so the figures are
+                in before the caller can even learn the result — without the request
+                waiting for the round trip.
 
         Raises:
-            redis.RedisError: Redis refused it (the batch is dropped).
+            redis.RedisError: Redis refused it (the batch is dropped), or an earlier
+                batch whose replies were read now.
         """
         with self._lock:
             lanes, self._lanes, self._records = self._lanes, {}, 0
-        if not lanes:
-            return
+        if lanes:
+            with self._io:
+                self._send(self._commands(lanes))
+        if collect:
+            self.collect()
+
+    def collect(self) -> None:
+        """Read the replies of what was sent; raise the first error among them.
+
+        Raises:
+            redis.RedisError: a command was refused, or the connection failed.
+        """
+        with self._io:
+            self._read_replies()
+
+    def _commands(self, lanes: dict[str, _LaneBatch]) -> list[tuple[object, ...]]:
+        """Under ``_io``: the commands that add ``lanes`` to the figures in Redis."""
         samples = lane_metrics.LATENCY_SAMPLES
-        expiring: dict[str, set[int]] = {}
-        with self.client.pipeline(transaction=False) as pipe:
-            for lane, batch in lanes.items():
-                counters = self.keys.lane_metrics(lane)
-                for name, count in batch.counters.items():
-                    pipe.hincrby(counters, name, count)
-                for second, window in batch.windows.items():
-                    key = self.keys.lane_window(lane, second)
-                    pipe.hincrby(key, "requests", window.requests)
-                    if window.errors:
-                        pipe.hincrby(key, "errors", window.errors)
-                    pipe.hincrbyfloat(key, "ms_total", round(window.ms_total, 3))
-                    if second not in self._expired.get(lane, ()):
-                        pipe.expire(key, lane_metrics.WINDOW_TTL)
-                        expiring.setdefault(lane, set()).add(second)
-                latencies = self.keys.lane_latencies(lane)
-                pipe.lpush(latencies, *batch.latencies[-samples:])
-                pipe.ltrim(latencies, 0, samples - 1)
-            pipe.execute()
-        with self._lock:  # only once written: a failed write sets them again next time
-            for lane, seconds in expiring.items():
-                known = self._expired.setdefault(lane, set()) | seconds
-                newest = max(known)
-                self._expired[lane] = {s for s in known if s > newest - _EXPIRED_KEPT}
+        commands: list[tuple[object, ...]] = []
+        for lane, batch in lanes.items():
+            counters = self.keys.lane_metrics(lane)
+            commands += [("HINCRBY", counters, n, c) for n, c in batch.counters.items()]
+            expired = self._expired.setdefault(lane, set())
+            for second, window in batch.windows.items():
+                key = self.keys.lane_window(lane, second)
+                commands.append(("HINCRBY", key, "requests", window.requests))
+                if window.errors:
+                    commands.append(("HINCRBY", key, "errors", window.errors))
+                commands.append(("HINCRBYFLOAT", key, "ms_total", round(window.ms_total, 3)))
+                if second not in expired:
+                    commands.append(("EXPIRE", key, lane_metrics.WINDOW_TTL))
+                    expired.add(second)
+            if expired:
+                newest = max(expired)
+                self._expired[lane] = {s for s in expired if s > newest - _EXPIRED_KEPT}
+            latencies = self.keys.lane_latencies(lane)
+            commands.append(("LPUSH", latencies, *batch.latencies[-samples:]))
+            commands.append(("LTRIM", latencies, 0, samples - 1))
+        return commands
+
+    def _send(self, commands: list[tuple[object, ...]]) -> None:
+        """Under ``_io``: send ``commands`` without waiting for their replies."""
+        earlier: redis.RedisError | None = None
+        try:
+            self._read_replies()  # an earlier batch's, so replies stay in step
+        except redis.ResponseError as exc:
+            earlier = exc
+        if self._connection is None:
+            self._connection = self.client.connection_pool.get_connection()
+        try:
+            self._connection.send_packed_command(self._connection.pack_commands(commands))
+        except Exception:
+            self._reset()
+            raise
+        self._pending += len(commands)
+        if earlier is not None:
+            raise earlier
+
+    def _read_replies(self) -> None:
+        """Under ``_io``: read every pending reply, then raise the first refusal."""
+        refused: redis.ResponseError | None = None
+        try:
+            while self._pending:
+                self._pending -= 1
+                try:
+                    self._connection.read_response()
+                except redis.ResponseError as exc:
+                    refused = refused or exc
+        except Exception:
+            self._reset()
+            raise
+        if refused is not None:
+            self._expired.clear()  # what failed may have created a window without TTL
+            raise refused
+
+    def _reset(self) -> None:
+        """Under ``_io``: forget a broken connection (the next send reconnects)."""
+        self._pending = 0
+        self._expired.clear()
+        if self._connection is not None:
+            self._connection.disconnect()

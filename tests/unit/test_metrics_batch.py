@@ -90,14 +90,37 @@ def test_a_busy_node_writes_when_the_batch_is_old_or_long(monkeypatch: pytest.Mo
     assert batched.summary("v3")["requests"] == 5  # old enough at once
 
 
-def test_a_failed_write_raises_in_the_writer_and_drops_only_that_batch() -> None:
+def test_a_refused_write_raises_when_its_replies_are_collected() -> None:
     batched, _ = pair()
     batched.client.set(batched.keys.lane_metrics("v3"), "not a hash")
-    with pytest.raises(redis.ResponseError):
-        batched.record("v3", 0.001, None)
+    batched.record("v3", 0.001, None)  # sent: the request does not wait for the replies
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        batched.collect()  # after the result: the lane pipeline logs it there
     batched.client.delete(batched.keys.lane_metrics("v3"))
     batched.record("v3", 0.001, None)
+    batched.collect()  # the replies are in step again: nothing left over
     assert batched.summary("v3")["requests"] == 1
+
+
+def test_an_earlier_refusal_is_raised_by_the_next_send_when_not_collected() -> None:
+    batched, _ = pair()
+    batched.client.set(batched.keys.lane_metrics("v3"), "not a hash")
+    batched.record("v3", 0.001, None)
+    batched.client.delete(batched.keys.lane_metrics("v3"))
+    with pytest.raises(redis.ResponseError):
+        batched.record("v2compat", 0.001, None)  # reads the earlier replies first
+    batched.collect()
+    assert batched.summary("v2compat")["requests"] == 1  # its own batch was still sent
+
+
+def test_a_broken_connection_is_dropped_and_the_next_write_reconnects() -> None:
+    batched, _ = pair()
+    batched.record("v3", 0.001, None)
+    batched.collect()
+    batched._connection.disconnect()  # as if Redis had closed it
+    batched.record("v3", 0.001, None)
+    batched.collect()
+    assert batched.summary("v3")["requests"] == 2
 
 
 @settings(max_examples=40, deadline=None)
