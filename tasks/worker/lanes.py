@@ -228,10 +228,12 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
         node=node, lane=lane, command=command, args=args, session_id=session_id,
         options=options, shadow=ShadowTag.of(request),
     )  # fmt: skip
+    # A task called directly (not by a worker) gets no after_return: run it all here.
+    later = after_result_later and not getattr(request, "called_directly", False)
     try:
         outcome = LANE_PIPELINE.run(call, _LANES[lane])
     finally:
-        if after_result_later:
+        if later:
             setattr(request, _CALL_ATTRIBUTE, call)
         else:
             Pipeline.run_after_result(call)
