@@ -1,28 +1,30 @@
-"""Lane metrics written in batches: one Redis round trip for many requests under load.
+"""Lane metrics off the request's path: sent ahead of the result, batched under load.
 
 :class:`~snakepool.tasks.rollout.metrics.LaneMetrics` writes each request in its own
-pipeline (6-8 commands, one round trip) on the lane task's hot path. A worker node is one
-process with one GIL, so on a busy node that round trip and its commands are a visible
-share of what bounds its throughput. Here a node keeps the figures of requests that
-finish while it has other requests to serve in memory, and writes them together::
+pipeline (6-8 commands) and waits for the round trip, on the lane task's hot path. A
+worker node instead::
 
-    record() ── batch (counters, per-second windows, latencies) ──► flush: ONE pipeline
-                  written by the recording thread when the node has no other request
-                  (``busy()`` false), or when the batch is FLUSH_AFTER_SECONDS old or
-                  MAX_BATCH records long; the tail of a burst by flush_if_due()
+    record() ── batch (counters, per-second windows, latencies) ──► send: ONE write on the
+      │          sent by the recording thread when the worker holds    node's own
+      │          no other request (``busy()`` false), or when the      connection, no wait
+      │          batch is FLUSH_AFTER_SECONDS old or MAX_BATCH long;
+      │          the tail of a burst by flush_if_due() (the heartbeat)
+      └─ collect(): read the replies, once the request's result is stored
 
-So a node serving one request at a time writes each at once, before its result is
-stored (what a caller reads right after a request is there, as before), and a busy node
-writes at most every :data:`FLUSH_AFTER_SECONDS`, plus the node's heartbeat (every
-second) writing what a burst left: what ``status``, the breakers and the controller read
-is at most about a second old. A flush that fails raises in the thread that flushed (the
-lane pipeline logs it and the request's outcome stands); its figures are dropped, as a
-failed per-request write dropped its own. Memory is bounded by :data:`MAX_BATCH` records.
+Why a caller still reads the figures right after its result: Redis runs commands in
+one thread in the order they reach it, so what this node sent *before* storing the
+result is applied before the result is even published — and so before anything the
+caller sends once it has the result. The request no longer waits for that round trip,
+and a busy node writes many requests in one (at most every :data:`FLUSH_AFTER_SECONDS`,
+the tail within about a second): what ``status``, the breakers and the controller read
+is that fresh. A refused write is raised by :meth:`collect` (or by the next send, which
+reads earlier replies first), which the lane pipeline logs; the request's outcome
+stands, and those figures are lost, as a failed per-request write lost its own. Memory
+is bounded by :data:`MAX_BATCH` records.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter
@@ -38,8 +40,6 @@ from snakepool.tasks.rollout import metrics as lane_metrics
 from snakepool.tasks.rollout.metrics import ERROR_TYPE_FIELD, LaneMetrics
 
 __all__ = ["FLUSH_AFTER_SECONDS", "MAX_BATCH", "BatchedLaneMetrics"]
-
-log = logging.getLogger("snakepool.lanes")
 
 #: Oldest a batched record gets before the next request that finishes writes the batch.
 FLUSH_AFTER_SECONDS = 0.2
