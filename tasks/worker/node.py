@@ -132,9 +132,12 @@ class Node:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
                 self.heartbeat()
-                self.metrics.flush_if_due()  # what the last busy moments left batched
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            try:
+                self.metrics.flush_if_due()  # what the last busy moments left batched
+            except redis.RedisError as exc:
+                log.warning("writing batched lane metrics failed: %s", exc)
 
     def _publish_commands(self) -> None:
         assert self.pool is not None
