@@ -200,3 +200,34 @@ def test_v2_sessions_stay_on_their_node_and_interpreter_through_the_router(
     assert client.get_session(sid)["v2_node"] == v2
     later = client.submit("get_stats", session_id=sid)
     assert later.get(timeout=30)["pid"] in pids and later.queue == "v2compat"
+
+
+def test_lane_figures_of_a_concurrent_burst_are_all_written_within_seconds(
+    client: Client, cluster: Cluster
+) -> None:
+    """Batched while the node is busy, the tail written by its heartbeat: none lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from snakepool.tasks.rollout.metrics import LaneMetrics
+
+    set_flags(client, lambda f: replace(f, percent=100))
+    metrics = LaneMetrics(client.redis)
+    before = metrics.summary("v3")["requests"]
+    direct = Client(redis_url=cluster.redis_url, routing="direct")  # a new client's first
+    try:  # requests, 8 at once: every one by the flags in Redis (100 %), none by defaults
+
+        def ping(_: int) -> tuple[bool, str]:
+            result = direct.submit("ping")
+            return result.get(timeout=30)["pong"], str(result.queue)
+
+        with ThreadPoolExecutor(max_workers=8) as executor:
+            results = list(executor.map(ping, range(60)))
+    finally:
+        direct.close()
+    assert results == [(True, "v3")] * 60
+    deadline = time.monotonic() + 5  # FLUSH_AFTER_SECONDS, then the heartbeat's second
+    while metrics.summary("v3")["requests"] - before < 60:
+        assert time.monotonic() < deadline, metrics.summary("v3")
+        time.sleep(0.05)  # written by the node's own thread: nothing to wait on here
+    time.sleep(1.5)  # one more heartbeat: nothing is counted twice
+    assert metrics.summary("v3")["requests"] - before == 60
