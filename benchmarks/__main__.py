@@ -31,7 +31,8 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks.celery_lanes import bench_celery
-from benchmarks.dspy_pool import bench_dspy_execute, bench_dspy_memory, bench_dspy_start
+from benchmarks.dspy_memory import bench_dspy_memory
+from benchmarks.dspy_pool import bench_dspy_execute, bench_dspy_start
 from benchmarks.harness import Harness
 from benchmarks.latency import bench_ping
 from benchmarks.memory import bench_memory
@@ -70,7 +71,9 @@ BENCHMARKS: list[tuple[str, str, Bench, Bench]] = [
         "i",
         "celery",
         bench_celery,
-        lambda h: bench_celery(h, rounds=2, calls=10, warmup=5, throughput_rounds=1, seconds=1.0),
+        lambda h: bench_celery(
+            h, rounds=2, calls=10, warmup=5, shadow_rounds=2, throughput_rounds=1, seconds=1.0
+        ),
     ),
 ]
 

@@ -10,14 +10,16 @@ this process against one private redis-server (:class:`~benchmarks.celery_stack.
   (rollout at 100 %: V3) and enqueues ``snakepool.v3.execute`` on ``v3``, zero hops;
   the node runs it through its pool (2 interpreters) and records the lane's metrics;
 - ``router``: ``Client(routing="router")``: ``snakepool.route`` on ``router`` decides on
-  the node and forwards with ``Task.replace`` to the same V3 task.
+  the node and publishes the same V3 task under the caller's task id.
 
 Latency: one request in flight, rounds of ``calls`` per side, the order rotating every
-round. Throughput: ``in_flight`` threads submitting back to back for a fixed window per
-side, same rotation; only requests completed inside the window count. During those
-windows the CPU time of this process (the clients), of the worker serving the side (the
-node with its interpreters, or the plain worker) and of redis-server is read, so that
-the figures say where each request's CPU goes.
+round. Shadow: the zero-hop latency again with shadowing on (rate 1.0: every ``ping``
+also runs on V2-compat) and off, alternating. Throughput: ``in_flight`` threads
+submitting back to back for a fixed window per side, same rotation; only requests
+completed inside the window count. During those windows the CPU time of this process
+(the clients), of the worker serving the side (the node with its interpreters, or the
+plain worker) and of redis-server is read, and Redis's ``INFO commandstats``, so that
+the figures say where each request's CPU and Redis commands go.
 """
 
 from __future__ import annotations
@@ -31,21 +33,24 @@ from collections.abc import Callable
 from typing import Any
 
 import psutil
+import redis
 
+from benchmarks.celery_report import SIDES, report
 from benchmarks.celery_stack import CeleryStack
 from benchmarks.harness import Harness
 from benchmarks.plain_app import PLAIN_TASK, create_plain_app
-from benchmarks.stats import Figure, ratio_summary, summarize
+from benchmarks.redis_stats import CommandCounter
+from benchmarks.stats import summarize
 from snakepool.tasks.client import Client
 from snakepool.tasks.rollout.metrics import LaneMetrics
 
 __all__ = ["bench_celery"]
 
-SIDES = ("plain", "direct", "router")
 #: Seconds to wait for one result (only a stuck stack would reach it).
 RESULT_TIMEOUT = 30.0
-#: Zero-hop ping over plain Celery above this is flagged (no target, but worth a look).
-FLAG_ABOVE = 1.5
+#: Seconds after a flag change before the zero-hop client's FlagCache has re-read it
+#: (it checks the version at most every 0.5 s).
+CLIENT_FLAGS_SECONDS = 0.6
 
 Call = Callable[[], str]  # one request, start to result; returns the queue that ran it
 
@@ -103,8 +108,8 @@ class _Drivers:
                 error = exc
             self._done.put((completed, latencies, error))
 
-    def run(self, call: Call, seconds: float) -> tuple[float, list[float]]:
-        """Requests per second over a window of ``seconds``, and their latencies."""
+    def run(self, call: Call, seconds: float) -> tuple[int, list[float]]:
+        """Requests completed inside a window of ``seconds``, and their latencies."""
         deadline = time.perf_counter() + seconds
         for _ in range(self.size):
             self._jobs.put((call, deadline))
@@ -115,7 +120,7 @@ class _Drivers:
                 raise RuntimeError(f"a driver thread failed: {error!r}") from error
             completed += count
             latencies += samples
-        return completed / seconds, latencies
+        return completed, latencies
 
     def close(self) -> None:
         """Let the threads end after their current window."""
@@ -133,34 +138,73 @@ def _cpu_seconds(pids: tuple[int, ...]) -> float:
     return total
 
 
+def _timed(call: Call, count: int) -> list[float]:
+    timed = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        timed.append(time.perf_counter() - started)
+    return timed
+
+
 def _latency_rounds(calls: dict[str, Call], rounds: int, per_round: int) -> dict[str, Any]:
     samples: dict[str, list[float]] = {side: [] for side in SIDES}
     medians: dict[str, list[float]] = {side: [] for side in SIDES}
     for index in range(rounds):
         order = SIDES[index % 3 :] + SIDES[: index % 3]
         for side in order:
-            timed = []
-            for _ in range(per_round):
-                started = time.perf_counter()
-                calls[side]()
-                timed.append(time.perf_counter() - started)
+            timed = _timed(calls[side], per_round)
             samples[side] += timed
             medians[side].append(summarize(timed).median)
     return {"samples": samples, "round_medians": medians}
 
 
+def _shadow_rounds(client: Client, call: Call, rounds: int, per_round: int) -> dict[str, Any]:
+    """Zero-hop latency with shadowing off and on (rate 1.0), alternating which goes first.
+
+    The copies are counted: an "on" round that shadowed nothing would measure nothing.
+    """
+    samples: dict[str, list[float]] = {"off": [], "on": []}
+    medians: dict[str, list[float]] = {"off": [], "on": []}
+    before = client.shadows.counts()["compared"]
+    try:
+        for index in range(rounds):
+            for mode in ("off", "on") if index % 2 == 0 else ("on", "off"):
+                client.set_shadow(mode == "on", rate=1.0)
+                time.sleep(CLIENT_FLAGS_SECONDS)  # the client's own flag cache, no event
+                _timed(call, 3)  # untimed: the first requests after the switch
+                timed = _timed(call, per_round)
+                samples[mode] += timed
+                medians[mode].append(summarize(timed).median)
+    finally:
+        client.set_shadow(False)
+    expected = rounds * (per_round + 3)
+    _wait_until(
+        lambda: client.shadows.counts()["compared"] - before >= expected,
+        30.0,
+        f"{expected} shadow comparisons",
+    )
+    compared = client.shadows.counts()["compared"] - before
+    return {"samples": samples, "round_medians": medians, "compared": compared}
+
+
 def _throughput_rounds(
     calls: dict[str, Call],
     servers: dict[str, tuple[int, ...]],
+    commands: CommandCounter,
     rounds: int,
     seconds: float,
     in_flight: int,
 ) -> dict[str, Any]:
-    """Requests per second per window; CPU of ``servers`` (``client``, ``redis`` and
-    each side's worker pids) over each side's windows."""
+    """Requests per second per window; per window, the CPU of ``servers`` (``client``,
+    ``redis`` and each side's worker pids) and Redis's commands."""
     rates: dict[str, list[float]] = {side: [] for side in SIDES}
     loaded: dict[str, list[float]] = {side: [] for side in SIDES}
-    cpu = {side: dict.fromkeys(("client", "worker", "redis"), 0.0) for side in SIDES}
+    requests: dict[str, int] = dict.fromkeys(SIDES, 0)
+    commands_per_round: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, dict[str, list[float]]] = {
+        side: {name: [] for name in ("client", "worker", "redis")} for side in SIDES
+    }
     drivers = _Drivers(in_flight)
     try:
         for side in SIDES:  # warm every thread's result backend connection, untimed
@@ -171,20 +215,28 @@ def _throughput_rounds(
                 groups = {"client": servers["client"], "worker": servers[side],
                           "redis": servers["redis"]}  # fmt: skip
                 before = {name: _cpu_seconds(pids) for name, pids in groups.items()}
-                rate, latencies = drivers.run(calls[side], seconds)
+                commands.start()
+                completed, latencies = drivers.run(calls[side], seconds)
+                used_commands = commands.stop(side)
+                commands_per_round[side].append(sum(used_commands.values()) / max(completed, 1))
                 for name, pids in groups.items():
-                    cpu[side][name] += _cpu_seconds(pids) - before[name]
-                rates[side].append(rate)
+                    # Per request of this window (requests finishing just after it are in
+                    # its CPU but not its count: a few per mille).
+                    used = _cpu_seconds(pids) - before[name]
+                    cpu[side][name].append(used / max(completed, 1))
+                rates[side].append(completed / seconds)
                 loaded[side] += latencies
+                requests[side] += completed
     finally:
         drivers.close()
-    # CPU per request: over every window of the side (requests finishing just after a
-    # window are in its CPU but not its count: a few per mille).
-    per_request = {
-        side: {name: used / max(len(loaded[side]), 1) for name, used in cpu[side].items()}
-        for side in SIDES
+    return {
+        "rates": rates,
+        "latencies": loaded,
+        "requests": requests,
+        "cpu_per_request_s": cpu,
+        "commands": {side: dict(commands.by_side.get(side, {})) for side in SIDES},
+        "commands_per_round": commands_per_round,
     }
-    return {"rates": rates, "latencies": loaded, "cpu_per_request_s": per_request}
 
 
 def bench_celery(
@@ -193,11 +245,12 @@ def bench_celery(
     rounds: int = 10,
     calls: int = 40,
     warmup: int = 30,
+    shadow_rounds: int = 6,
     throughput_rounds: int = 5,
     seconds: float = 2.0,
     in_flight: int = 8,
 ) -> dict[str, Any]:
-    """(i) Latency (one in flight) and throughput (``in_flight``) of the three sides."""
+    """(i) Latency (one in flight), shadow on/off, throughput (``in_flight``)."""
     stack = CeleryStack(harness)
     clients: list[Any] = []
     try:
@@ -205,7 +258,8 @@ def bench_celery(
         plain_app = create_plain_app(stack.url)
         direct = Client(redis_url=stack.url, routing="direct")
         router = Client(redis_url=stack.url, routing="router")
-        clients += [plain_app, direct, router]
+        stats = redis.Redis.from_url(stack.url)
+        clients += [plain_app, direct, router, stats]
         version = direct.set_rollout(100, "benchmark (i): zero-hop ping to the V3 lane")["version"]
         direct.wait_for_flags(version)
         _wait_until(lambda: direct.decide("ping") == "v3", 5.0, "the client to see 100 % V3")
@@ -223,6 +277,7 @@ def bench_celery(
                     raise RuntimeError(f"{side}: ran on {lane!r}, expected {expected[side]!r}")
         latency = _latency_rounds(sides, rounds, calls)
         lane_p50 = LaneMetrics(direct.redis).summary("v3")["p50_ms"]
+        shadow = _shadow_rounds(direct, sides["direct"], shadow_rounds, calls)
         stack.track()
         node = tuple(stack.node_tree())
         servers = {
@@ -232,131 +287,15 @@ def bench_celery(
             "direct": node,
             "router": node,
         }
-        load = _throughput_rounds(sides, servers, throughput_rounds, seconds, in_flight)
+        load = _throughput_rounds(
+            sides, servers, CommandCounter(stats), throughput_rounds, seconds, in_flight
+        )
     finally:
         for client in clients:
             client.close()
         stack.stop()
-    return _report(latency, load, lane_p50, rounds, calls, throughput_rounds, seconds, in_flight)
-
-
-def _report(
-    latency: dict[str, Any],
-    load: dict[str, Any],
-    lane_p50_ms: float | None,
-    rounds: int,
-    calls: int,
-    throughput_rounds: int,
-    seconds: float,
-    in_flight: int,
-) -> dict[str, Any]:
-    lat = {side: summarize(latency["samples"][side]) for side in SIDES}
-    per_round = latency["round_medians"]
-    direct_plain = ratio_summary(per_round["direct"], per_round["plain"])
-    router_direct = ratio_summary(per_round["router"], per_round["direct"])
-    router_plain = ratio_summary(per_round["router"], per_round["plain"])
-    rates = {side: summarize(load["rates"][side]) for side in SIDES}
-    loaded = {side: summarize(load["latencies"][side]) for side in SIDES}
-    tp_ratio = ratio_summary(load["rates"]["direct"], load["rates"]["plain"])
-    direct_over_plain = lat["direct"].median / lat["plain"].median
-    flag = (
-        f"FLAG: over {FLAG_ABOVE:g}x plain Celery"
-        if direct_over_plain > FLAG_ABOVE
-        else f"within {FLAG_ABOVE:g}x plain Celery"
-    )
-    ms = "{:.2f}"
-    figures = [
-        Figure(
-            "i.direct_vs_plain",
-            "(i) ping zero-hop (V3 lane) / plain Celery task",
-            direct_over_plain,
-            "x",
-            f"per round {direct_plain.spread('{:.2f}')}",
-            note=f"{flag}; ratio of medians, one in flight",
-        ),
-        Figure(
-            "i.plain_ms",
-            "    plain Celery delay().get()",
-            lat["plain"].median * 1000,
-            " ms",
-            lat["plain"].spread(ms, 1000),
-            note=f"{rounds} rounds x {calls} per side, order rotating",
-        ),
-        Figure(
-            "i.direct_ms",
-            "    zero-hop Client.submit('ping').get()",
-            lat["direct"].median * 1000,
-            " ms",
-            lat["direct"].spread(ms, 1000),
-            note="rollout 100 %: every request on the v3 lane",
-        ),
-        Figure(
-            "i.lane_p50_ms",
-            "    of which inside the v3 lane task (node's p50)",
-            lane_p50_ms if lane_p50_ms is not None else float("nan"),
-            " ms",
-            "",
-            note="LaneMetrics: run_lane start → end, last 1000",
-        ),
-        Figure(
-            "i.router_vs_direct",
-            "(i) ping through the router / zero-hop",
-            lat["router"].median / lat["direct"].median,
-            "x",
-            f"per round {router_direct.spread('{:.2f}')}",
-            note=f"router / plain {lat['router'].median / lat['plain'].median:.2f}x "
-            f"(per round {router_plain.spread('{:.2f}')})",
-        ),
-        Figure(
-            "i.router_ms",
-            "    Client(routing='router') submit('ping').get()",
-            lat["router"].median * 1000,
-            " ms",
-            lat["router"].spread(ms, 1000),
-            note="snakepool.route → Task.replace → v3",
-        ),
-        Figure(
-            "i.throughput_ratio",
-            f"(i) throughput, {in_flight} in flight: zero-hop / plain",
-            rates["direct"].median / rates["plain"].median,
-            "x",
-            f"per round {tp_ratio.spread('{:.2f}')}",
-            note=f"{throughput_rounds} rounds x {seconds:g} s per side",
-        ),
-    ]
-    cpu = load["cpu_per_request_s"]
-    for side, label in (("plain", "plain Celery"), ("direct", "zero-hop"), ("router", "router")):
-        used = cpu[side]
-        figures.append(
-            Figure(
-                f"i.{side}_rps",
-                f"    {label}",
-                rates[side].median,
-                " req/s",
-                rates[side].spread("{:.0f}"),
-                note=f"latency {loaded[side].median * 1000:.1f} ms; CPU/request: client "
-                f"{used['client'] * 1000:.2f}, worker {used['worker'] * 1000:.2f}, "
-                f"redis {used['redis'] * 1000:.2f} ms",
-            )
-        )
-    return {
-        "figures": figures,
-        "data": {
-            "rounds": rounds,
-            "calls_per_round": calls,
-            "latency_s": {side: lat[side].as_dict() for side in SIDES},
-            "round_median_s": per_round,
-            "per_round_direct_over_plain": direct_plain.as_dict(),
-            "per_round_router_over_direct": router_direct.as_dict(),
-            "v3_lane_p50_ms": lane_p50_ms,
-            "throughput": {
-                "rounds": throughput_rounds,
-                "seconds": seconds,
-                "in_flight": in_flight,
-                "rps": {side: rates[side].as_dict() for side in SIDES},
-                "latency_under_load_s": {side: loaded[side].as_dict() for side in SIDES},
-                "per_round_direct_over_plain": tp_ratio.as_dict(),
-                "cpu_per_request_s": cpu,
-            },
-        },
-    }
+    return report(
+        latency, shadow, load, lane_p50,
+        rounds=rounds, calls=calls, throughput_rounds=throughput_rounds, seconds=seconds,
+        in_flight=in_flight,
+    )  # fmt: skip

@@ -197,7 +197,7 @@ def _figures(key: str, label: str, sides: dict[str, _Tally], *, headline: bool) 
             pool_s.median / raw_s.median,
             "x",
             f"per round {per_round.spread('{:.2f}')}",
-            ("<=", 1.5) if pinned else None,
+            ("<=", 1.5),
             "ratio of medians" if pinned else "ratio of medians; bimodal, see README",
         ),
         Figure(

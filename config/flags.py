@@ -13,6 +13,7 @@ old → new.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -280,6 +281,12 @@ class FlagStore:
 class FlagCache:
     """The flags as a hot path reads them: at most one GET per ``max_age`` seconds.
 
+    Safe for concurrent callers (a router node serves several requests at once): no
+    caller ever gets flags that were not read from the store. Until the first read has
+    succeeded every caller waits for it (the defaults — 0 %, no kill switch, no
+    overrides — would route as if nothing were set); after that one caller refreshes
+    while the others go on with the flags it is replacing.
+
     Args:
         store: Where the flags live.
         max_age: Seconds between version checks (a change is seen within this).
@@ -289,15 +296,30 @@ class FlagCache:
         self.store = store
         self.max_age = max_age
         self._flags = RolloutFlags()
+        self._loaded = False
         self._checked = float("-inf")
+        self._refreshing = threading.Lock()
 
     def get(self) -> RolloutFlags:
-        """The current flags, as of at most ``max_age`` seconds ago."""
-        now = time.monotonic()
-        if now - self._checked >= self.max_age:
-            self._checked = now
-            if self.store.version() != self._flags.version:
-                self._flags = self.store.read()
+        """The current flags, as of at most ``max_age`` seconds ago (plus one read).
+
+        Raises:
+            redis.RedisError: the flags have never been read and Redis did not answer.
+        """
+        if self._loaded and time.monotonic() - self._checked < self.max_age:
+            return self._flags
+        if not self._refreshing.acquire(blocking=not self._loaded):
+            return self._flags  # another caller is refreshing them
+        try:
+            now = time.monotonic()
+            if not self._loaded or now - self._checked >= self.max_age:
+                # Once loaded, a refresh that fails leaves the old flags for max_age.
+                self._checked = now
+                if not self._loaded or self.store.version() != self._flags.version:
+                    self._flags = self.store.read()
+                self._loaded = True
+        finally:
+            self._refreshing.release()
         return self._flags
 
 

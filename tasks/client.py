@@ -43,7 +43,13 @@ from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
 from snakepool.tasks.worker.app import ROUTE_TASK, ROUTER_QUEUE, create_app
-from snakepool.tasks.worker.dispatch import choose, destination, lane_signature, maybe_shadow
+from snakepool.tasks.worker.dispatch import (
+    choose,
+    destination,
+    lane_signature,
+    plan_shadow,
+    send_shadow,
+)
 from snakepool.tasks.worker.node import live_nodes
 from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 
@@ -167,15 +173,15 @@ class Client:
             )  # fmt: skip
         flags = self._flag_cache.get()
         lane = choose(command, args, session_id, flags, request_id, breaker=self._breaker)
-        tag = maybe_shadow(
-            self.app, lane, command, args, session_id, checked, request_id,
-            flags=flags, catalog=self._catalog,
-        )  # fmt: skip
+        tag = plan_shadow(command, request_id, flags=flags, catalog=self._catalog)
         queue = destination(lane, session_id, store=self.store, client=self.redis, keys=self.keys)
         signature = lane_signature(
             self.app, lane, command, args, session_id, checked, queue, shadow=tag
         )
-        return signature.apply_async(task_id=request_id)
+        result = signature.apply_async(task_id=request_id)
+        if tag is not None:  # the copy after the primary: its publish never delays it
+            send_shadow(self.app, lane, command, args, session_id, checked, request_id)
+        return result
 
     def execute(
         self,

@@ -50,7 +50,7 @@ def worker(
     """Run a Celery worker node (-P threads) serving one lane, or all of them."""
     from snakepool.tasks.worker.app import create_app
     from snakepool.tasks.worker.bootstep import install
-    from snakepool.tasks.worker.logs import quiet_task_logs
+    from snakepool.tasks.worker.logs import per_task_lines_at_debug, quiet_task_logs
 
     settings = settings_with(pool_size=pool_size, metrics_port=metrics_port)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
@@ -61,6 +61,7 @@ def worker(
     import snakepool.tasks.worker.router  # noqa: F401 - registers the tasks (and control command)
 
     app.set_current()
+    per_task_lines_at_debug(loglevel)
     if concurrency is None:
         # A lane thread waits on its interpreter: one thread per interpreter, plus a few
         # for the quick router tasks when this node also routes.

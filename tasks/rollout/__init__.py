@@ -3,7 +3,9 @@
 - :mod:`~snakepool.tasks.rollout.routing` — :func:`decide`, the pure routing decision
   (sticky Unleash bucket, kill switch, overrides, command allow-list);
 - :mod:`~snakepool.tasks.rollout.metrics` — :class:`LaneMetrics`, the per-lane figures
-  the lanes write and everything below reads;
+  the lanes write and everything below reads, and
+  :mod:`~snakepool.tasks.rollout.metrics_batch` — :class:`BatchedLaneMetrics`, how a
+  worker node writes them (batched while requests run concurrently);
 - :mod:`~snakepool.tasks.rollout.breaker` — :class:`CircuitBreaker`, shedding a failing
   lane's traffic to the other lane;
 - :mod:`~snakepool.tasks.rollout.shadow` and :mod:`~snakepool.tasks.rollout.comparator` —
@@ -19,6 +21,7 @@ from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.comparator import Comparator
 from snakepool.tasks.rollout.controller import ControllerPolicy, Decision, RolloutController
 from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.metrics_batch import BatchedLaneMetrics
 from snakepool.tasks.rollout.routing import bucket, decide
 from snakepool.tasks.rollout.shadow import (
     CommandCatalog,
@@ -29,6 +32,7 @@ from snakepool.tasks.rollout.shadow import (
 )
 
 __all__ = [
+    "BatchedLaneMetrics",
     "BreakerPolicy",
     "CircuitBreaker",
     "CommandCatalog",

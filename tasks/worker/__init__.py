@@ -3,7 +3,8 @@
 - :mod:`~snakepool.tasks.worker.app` — the Celery app, task names and queues (the contract);
 - :mod:`~snakepool.tasks.worker.bootstep` and :mod:`~snakepool.tasks.worker.node` — one
   :class:`Node` per worker process: its pool, store, flags, metrics and heartbeat;
-- :mod:`~snakepool.tasks.worker.router` — the ``snakepool.route`` task;
+- :mod:`~snakepool.tasks.worker.router` — the ``snakepool.route`` task, which hands a
+  request to its lane with :mod:`~snakepool.tasks.worker.forward`;
   :mod:`~snakepool.tasks.worker.dispatch` — choosing the lane and queue, shadow copies
   (shared with the zero-hop client);
 - :mod:`~snakepool.tasks.worker.lanes` — the ``snakepool.v3.execute`` and
@@ -14,7 +15,9 @@
   finished request (a node's Prometheus metrics, :mod:`snakepool.tasks.prometheus`);
 - :mod:`~snakepool.tasks.worker.recovery` — a dead node's messages back on their queues,
   poison requests dead-lettered (a second bootstep on every node);
-- :mod:`~snakepool.tasks.worker.status` — what ``snakepool status`` reports.
+- :mod:`~snakepool.tasks.worker.status` — what ``snakepool status`` reports;
+- :mod:`~snakepool.tasks.worker.logs` — client errors in one line; Celery's per-task lines
+  only at DEBUG; the quiet mode of ``snakepool up``.
 
 Importing :mod:`~snakepool.tasks.worker.lanes` and :mod:`~snakepool.tasks.worker.router`
 registers their tasks; names here are loaded on first use, so importing this package

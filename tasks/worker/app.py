@@ -2,7 +2,7 @@
 
 Task names and queues are the contract (DESIGN.md §3)::
 
-    snakepool.route             on "router"    decides, then forwards with Task.replace
+    snakepool.route             on "router"    decides, then forwards (under the caller's id)
     snakepool.v3.execute        on "v3"        stateless lane
     snakepool.v2compat.execute  on "v2compat"  V2 semantics (+ each node's worker-direct queue)
 

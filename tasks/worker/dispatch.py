@@ -2,8 +2,10 @@
 
 The same code on both paths, so a request goes to the same queue, with the same shadow
 copy, whichever way it was sent: :func:`choose` the lane (``decide`` + circuit breaker),
-maybe :func:`send_shadow` a copy to the other lane, then :func:`lane_signature` for the
-:func:`destination` queue. Only here is a shadow tag ever put on a message.
+:func:`plan_shadow` (is this one shadowed?), send :func:`lane_signature` to the
+:func:`destination` queue, then, if shadowed, :func:`send_shadow` the copy to the other
+lane — after the primary, so the copy's publish never delays it. Only here is a shadow
+tag ever put on a message.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from snakepool.tasks.worker.app import LANE_TASKS
 from snakepool.tasks.worker.node import node_alive
 from snakepool.tasks.worker.options import ShadowTag, checked_session_id, shadow_task_id
 
-__all__ = ["choose", "destination", "lane_signature", "maybe_shadow", "send_shadow"]
+__all__ = ["choose", "destination", "lane_signature", "plan_shadow", "send_shadow"]
 
 log = logging.getLogger("snakepool.router")
 
@@ -79,43 +81,39 @@ def send_shadow(  # noqa: PLR0917 - mirrors the task signature plus the request 
     session_id: str | None,
     options: dict[str, Any],
     request_id: str,
-) -> ShadowTag:
-    """Send a fire-and-forget copy to the other lane; return the primary's tag.
+) -> None:
+    """Send the fire-and-forget copy of request ``request_id`` to the lane other than ``lane``.
 
-    Raises:
-        ValueError: ``request_id`` is not one of our request ids (see ``is_pair_id``).
+    Never raises: shadowing is observation. A copy that could not be sent is logged; the
+    primary's lone outcome record then expires unpaired (``PAIR_TTL``).
     """
     other = "v2compat" if lane == "v3" else "v3"
     copy = ShadowTag("shadow", request_id)
-    lane_signature(app, other, command, args, session_id, options, other, shadow=copy).apply_async(
-        ignore_result=True, task_id=shadow_task_id(request_id)
-    )
-    return ShadowTag("primary", request_id)
+    try:
+        lane_signature(
+            app, other, command, args, session_id, options, other, shadow=copy
+        ).apply_async(ignore_result=True, task_id=shadow_task_id(request_id))
+    except Exception:
+        log.exception("sending a shadow copy of %.80r failed; the primary stands", command)
 
 
-def maybe_shadow(  # noqa: PLR0917 - mirrors the task signature plus what shadowing needs
-    app: Celery,
-    lane: str,
-    command: str,
-    args: dict[str, Any] | None,
-    session_id: str | None,
-    options: dict[str, Any],
-    request_id: str,
-    *,
-    flags: RolloutFlags,
-    catalog: CommandCatalog,
+def plan_shadow(
+    command: str, request_id: str, *, flags: RolloutFlags, catalog: CommandCatalog
 ) -> ShadowTag | None:
-    """Shadow this request if the flags sample it; the primary's tag, or None.
+    """The primary's tag if the flags sample this request for shadowing, else None.
 
-    Shadowing is observation: when it fails (Redis, the broker, an id that is not ours)
-    the failure is logged and the primary goes out untagged, unchanged.
+    Send the primary first (tagged), then :func:`send_shadow`: the copy's publish never
+    delays the primary. Never raises: when deciding fails (Redis, an id that is not
+    ours) the failure is logged and the primary goes out untagged, unchanged.
     """
     try:
         if not is_pair_id(request_id) or not should_shadow(flags, command, catalog):
             return None
-        return send_shadow(app, lane, command, args, session_id, options, request_id)
+        return ShadowTag("primary", request_id)
     except Exception:
-        log.exception("sending a shadow copy of %.80r failed; the request goes unshadowed", command)
+        log.exception(
+            "deciding on a shadow copy of %.80r failed; the request goes unshadowed", command
+        )
         return None
 
 

@@ -37,6 +37,7 @@ from snakepool.tasks.worker.recovery.once import DeliveredOnce
 
 __all__ = [
     "LANE_PIPELINE",
+    "LaneTask",
     "execute_v2compat",
     "execute_v3",
     "report_lane",
@@ -208,6 +209,10 @@ def report_lane(request: Any, lane: str) -> None:
 LANE_PIPELINE = Pipeline(lane_steps())
 
 
+#: Where a lane task's request keeps its call until the result is stored.
+_CALL_ATTRIBUTE = "snakepool_lane_call"
+
+
 def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
     node: Node,
     lane: str,
@@ -216,11 +221,16 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
     args: Any,
     session_id: Any,
     options: dict[str, Any],
+    *,
+    after_result_later: bool = False,
 ) -> Any:
     """Take one request through the lane pipeline on ``node``; its result, or raise its error.
 
     Args:
         request: The Celery request of the task (for its id and the shadow tag header).
+        after_result_later: Leave the observation the steps deferred (the primary's
+            shadow record) on ``request``, for :class:`LaneTask` to run once the result
+            is stored; by default it runs here, before returning.
 
     A shadow copy's result goes nowhere (it is sent with ``ignore_result``): it returns
     None whatever happened, once its outcome is recorded for the comparison.
@@ -229,27 +239,51 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
         node=node, lane=lane, command=command, args=args, session_id=session_id,
         options=options, shadow=ShadowTag.of(request),
     )  # fmt: skip
-    outcome = LANE_PIPELINE.run(call, _LANES[lane])
+    # A task called directly (not by a worker) gets no after_return: run it all here.
+    later = after_result_later and not getattr(request, "called_directly", False)
+    try:
+        outcome = LANE_PIPELINE.run(call, _LANES[lane])
+    finally:
+        if later:
+            setattr(request, _CALL_ATTRIBUTE, call)
+        else:
+            Pipeline.run_after_result(call)
     if call.is_shadow_copy:
         return None
     return outcome.unwrap()
 
 
-@shared_task(name=LANE_TASKS["v3"], bind=True, base=DeliveredOnce, throws=CLIENT_ERRORS)
+class LaneTask(DeliveredOnce):
+    """The lane tasks' base: what a request deferred runs after its result is stored."""
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        """Called by Celery once the result is stored (success or failure)."""
+        call = getattr(self.request, _CALL_ATTRIBUTE, None)
+        if isinstance(call, LaneCall):
+            Pipeline.run_after_result(call)
+
+
+@shared_task(name=LANE_TASKS["v3"], bind=True, base=LaneTask, throws=CLIENT_ERRORS)
 def v3_execute(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,
 ) -> Any:  # fmt: skip
     """Run ``command`` on the V3 lane."""
     report_lane(self.request, "v3")
-    return run_lane(current_node(), "v3", self.request, command, args, session_id, options)
+    return run_lane(
+        current_node(), "v3", self.request, command, args, session_id, options,
+        after_result_later=True,
+    )  # fmt: skip
 
 
-@shared_task(name=LANE_TASKS["v2compat"], bind=True, base=DeliveredOnce, throws=CLIENT_ERRORS)
+@shared_task(name=LANE_TASKS["v2compat"], bind=True, base=LaneTask, throws=CLIENT_ERRORS)
 def v2compat_execute(
     self: Any, command: str, args: dict[str, Any] | None = None,
     session_id: str | None = None, **options: Any,
 ) -> Any:  # fmt: skip
     """Run ``command`` on the V2-compat lane."""
     report_lane(self.request, "v2compat")
-    return run_lane(current_node(), "v2compat", self.request, command, args, session_id, options)
+    return run_lane(
+        current_node(), "v2compat", self.request, command, args, session_id, options,
+        after_result_later=True,
+    )  # fmt: skip

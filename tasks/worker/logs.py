@@ -10,6 +10,13 @@
   start-up banner and broker-connection line, and turns its multi-line warning about
   running as root into one line: what is left is one line per node event (serving,
   ready), client errors, warnings and errors.
+- Celery's two INFO lines for every task ("received", "succeeded in …") are formatted
+  and written for every request at ``--loglevel INFO``: a measurable share of a lane
+  task's CPU on a node whose one GIL bounds its throughput (a plain Celery worker, at
+  WARNING by default, pays nothing). Celery decides once, when the consumer builds each
+  task's tracer and strategy, whether to produce them: :func:`per_task_lines_at_debug`
+  has them built without, then gives failures (client errors' one line included) their
+  usual level back. At DEBUG everything stays.
 """
 
 from __future__ import annotations
@@ -18,7 +25,14 @@ import logging
 
 from snakepool import errors
 
-__all__ = ["CLIENT_ERRORS", "QuietTaskLog", "client_error_types", "quiet_task_logs"]
+__all__ = [
+    "CLIENT_ERRORS",
+    "PER_TASK_LOGGERS",
+    "QuietTaskLog",
+    "client_error_types",
+    "per_task_lines_at_debug",
+    "quiet_task_logs",
+]
 
 #: Loggers Celery writes its routine INFO lines to.
 _TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.worker.consumer.connection")
@@ -78,3 +92,32 @@ def quiet_task_logs(node: str = "this node") -> None:
     warnings.filterwarnings("ignore", category=SecurityWarning)
     if os.geteuid() == 0:
         log.warning("%s runs as root: Celery advises a dedicated user", node)
+
+
+#: Celery's loggers that write one INFO line per task received / finished.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
+def per_task_lines_at_debug(loglevel: str | int) -> None:
+    """Raise Celery's per-task loggers to WARNING unless ``loglevel`` is DEBUG (or lower).
+
+    Call before the worker starts: Celery decides once, when it builds a task's tracer
+    and strategy, whether it formats those lines at all.
+
+    Args:
+        loglevel: The node's log level (a name such as ``"INFO"``, or a number).
+    """
+    level = loglevel if isinstance(loglevel, int) else logging.getLevelName(loglevel.upper())
+    if isinstance(level, int) and level <= logging.DEBUG:
+        return
+    for name in PER_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from celery.signals import worker_ready
+
+    # The tracers are built now (the consumer starts before "ready"): from here on only
+    # what is logged at call time is affected, i.e. failures, which must show again.
+    worker_ready.connect(_failures_logged_again, weak=False)
+
+
+def _failures_logged_again(**_: object) -> None:
+    logging.getLogger("celery.app.trace").setLevel(logging.NOTSET)

@@ -26,7 +26,7 @@ from snakepool.config.keys import Keys
 from snakepool.pool import Pool
 from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
-from snakepool.tasks.rollout.metrics import LaneMetrics
+from snakepool.tasks.rollout.metrics_batch import BatchedLaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
 from snakepool.tasks.worker.node_facts import interpreter_memory, snakepool_version
 from snakepool.tasks.worker.observer import LaneObserver
@@ -78,7 +78,8 @@ class Node:
             self.redis, prefix=settings.key_prefix, default_ttl=settings.session_ttl
         )
         self.flags = FlagCache(FlagStore(self.redis, prefix=settings.key_prefix))
-        self.metrics = LaneMetrics(self.redis, prefix=settings.key_prefix)
+        # Batched while the node has other requests (one round trip for many under load).
+        self.metrics = BatchedLaneMetrics(self.redis, prefix=settings.key_prefix, busy=_busy)
         self.catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
         self.breaker = CircuitBreaker(self.metrics, BreakerPolicy.from_settings(settings))
@@ -124,6 +125,7 @@ class Node:
         if self._thread is not None:
             self._thread.join(5)
         with contextlib.suppress(redis.RedisError):
+            self.metrics.flush()
             self.redis.delete(self.keys.node(self.name))
         if self.pool is not None:
             self.pool.stop(grace=grace)
@@ -163,6 +165,10 @@ class Node:
                 self.heartbeat()
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            try:
+                self.metrics.flush_if_due()  # what the last busy moments left batched
+            except redis.RedisError as exc:
+                log.warning("writing batched lane metrics failed: %s", exc)
 
     def _publish_commands(self) -> None:
         assert self.pool is not None
@@ -171,6 +177,14 @@ class Node:
             self.redis.hset(
                 self.keys.commands, mapping={k: json.dumps(v) for k, v in commands.items()}
             )
+
+
+def _busy() -> bool:
+    """Whether this Celery worker holds a request besides the one asking (received and
+    not finished: ``celery.worker.state.reserved_requests``); false outside a worker."""
+    from celery.worker import state
+
+    return len(state.reserved_requests) > 1
 
 
 def live_nodes(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:

@@ -17,8 +17,14 @@ class RecordMetrics(LaneStep):
     """
 
     def after(self, call: LaneCall, outcome: Outcome) -> float | None:
-        """Record the request (a Redis error here is the pipeline's to log, not the caller's)."""
-        call.node.metrics.record(
+        """Record the request (a Redis error here is the pipeline's to log, not the caller's).
+
+        The figures are sent now, ahead of the result; Redis's replies are read once the
+        result is out (``call.after_result``), so the request never waits for them.
+        """
+        metrics = call.node.metrics
+        call.after_result.append(("RecordMetrics.after", metrics.collect))
+        metrics.record(
             call.lane,
             time.perf_counter() - call.started,
             outcome.error,

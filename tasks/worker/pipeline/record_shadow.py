@@ -13,16 +13,25 @@ class RecordShadow(LaneStep):
 
     Only for requests our dispatch code tagged (see
     :class:`~snakepool.tasks.worker.options.ShadowTag`); anything else records nothing.
+    The primary's record is left for after its result is out (``call.after_result``): a
+    Redis round trip, and the comparison when it arrives second, never delay the caller.
     """
 
     def after(self, call: LaneCall, outcome: Outcome) -> float | None:
-        """Record the outcome of a tagged request."""
+        """Record the outcome of a tagged request (the primary's once its result is out)."""
         tag = call.shadow
-        if tag is not None:
-            diffs = call.node.shadows.record(
-                tag.pair, tag.role, call.lane, str(call.command),
-                outcome_of(outcome.result, outcome.error),
-            )  # fmt: skip
+        if tag is None:
+            return None
+        node, lane, command = call.node, call.lane, str(call.command)
+        seen = outcome_of(outcome.result, outcome.error)
+
+        def record() -> None:
+            diffs = node.shadows.record(tag.pair, tag.role, lane, command, seen)
             if diffs is not None:  # the second outcome: this node compared the pair
-                call.node.observer.safely("on_shadow", call.lane, str(call.command), not diffs)
+                node.observer.safely("on_shadow", lane, command, not diffs)
+
+        if tag.role == "primary":
+            call.after_result.append(("RecordShadow.after", record))
+        else:
+            record()
         return None

@@ -91,6 +91,20 @@ class Pipeline:
         return None
 
     @staticmethod
+    def run_after_result(call: LaneCall) -> None:
+        """Run the observation the steps left for after the result (``call.after_result``).
+
+        Never raises an :class:`Exception`: a failure is logged with the step named, as
+        a hook's would be.
+        """
+        work, call.after_result = call.after_result, []
+        for name, job in work:
+            try:
+                job()
+            except Exception:
+                log.exception("lane step %s failed; the request's outcome stands", name)
+
+    @staticmethod
     def _attempt(call: LaneCall, command: Run) -> Outcome:
         try:
             return Outcome(result=command(call))

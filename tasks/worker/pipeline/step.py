@@ -10,7 +10,7 @@ values documented on the hooks; anything a hook raises is logged and ignored.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,9 @@ class LaneCall:
     attempt: int = 0
     #: ``time.perf_counter()`` when the request entered the pipeline.
     started: float = field(default_factory=time.perf_counter)
+    #: Observation a step leaves for after the result is out (step name, work): the
+    #: lane task runs it once its result is stored, so it never delays the caller.
+    after_result: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
 
     @property
     def is_shadow_copy(self) -> bool:

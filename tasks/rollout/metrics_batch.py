@@ -1,0 +1,252 @@
+"""Lane metrics off the request's path: sent ahead of the result, batched under load.
+
+:class:`~snakepool.tasks.rollout.metrics.LaneMetrics` writes each request in its own
+pipeline (6-8 commands) and waits for the round trip, on the lane task's hot path. A
+worker node instead::
+
+    record() ── batch (counters, per-second windows, latencies) ──► send: ONE write on the
+      │          sent by the recording thread when the worker holds    node's own
+      │          no other request (``busy()`` false), or when the      connection, no wait
+      │          batch is FLUSH_AFTER_SECONDS old or MAX_BATCH long;
+      │          the tail of a burst by flush_if_due() (the heartbeat)
+      └─ collect(): read the replies, once the request's result is stored
+
+Why a caller still reads the figures right after its result: Redis runs commands in
+one thread in the order they reach it, so what this node sent *before* storing the
+result is applied before the result is even published — and so before anything the
+caller sends once it has the result. The request no longer waits for that round trip,
+and a busy node writes many requests in one (at most every :data:`FLUSH_AFTER_SECONDS`,
+the tail within about a second): what ``status``, the breakers and the controller read
+is that fresh. A refused write is raised by :meth:`collect` (or by the next send, which
+reads earlier replies first), which the lane pipeline logs; the request's outcome
+stands, and those figures are lost, as a failed per-request write lost its own. Memory
+is bounded by :data:`MAX_BATCH` records.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from snakepool.config.keys import DEFAULT_PREFIX
+from snakepool.errors import SnakepoolError
+from snakepool.tasks.rollout import metrics as lane_metrics
+from snakepool.tasks.rollout.metrics import ERROR_TYPE_FIELD, LaneMetrics
+
+__all__ = ["FLUSH_AFTER_SECONDS", "MAX_BATCH", "BatchedLaneMetrics"]
+
+#: Oldest a batched record gets before the next request that finishes writes the batch.
+FLUSH_AFTER_SECONDS = 0.2
+#: Records kept before the batch is written whatever its age (bounds memory).
+MAX_BATCH = 500
+#: Seconds of windows remembered as already having their TTL (a few suffice: records
+#: arrive in time order, give or take a thread switch).
+_EXPIRED_KEPT = 5
+
+
+@dataclass
+class _Window:
+    """One second of one lane."""
+
+    requests: int = 0
+    errors: int = 0
+    ms_total: float = 0.0
+
+
+@dataclass
+class _LaneBatch:
+    """What the batch holds for one lane (all additive, so merging is a sum)."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    windows: dict[int, _Window] = field(default_factory=dict)
+    #: Latencies in ms, oldest first.
+    latencies: list[float] = field(default_factory=list)
+
+
+class BatchedLaneMetrics(LaneMetrics):
+    """:class:`LaneMetrics` whose :meth:`record` batches while the node is busy.
+
+    Reading (``summary``, ``window``) is :class:`LaneMetrics`'s, from Redis.
+
+    Args:
+        client: redis-py client.
+        prefix: Key prefix.
+        busy: Whether the node has requests to serve besides the one recording (a
+            worker node asks Celery); by default never, so every record is written at
+            once, as :class:`LaneMetrics` writes it.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__(client, prefix=prefix)
+        self.busy = busy or (lambda: False)
+        self._lock = threading.Lock()
+        self._lanes: dict[str, _LaneBatch] = {}
+        self._records = 0
+        self._oldest = 0.0
+        #: The node's own connection for the figures, its replies read after the fact;
+        #: ``_io`` guards it, ``_pending`` and ``_expired``.
+        self._io = threading.Lock()
+        #: lane → the recent seconds whose window this node has already given its TTL:
+        #: one EXPIRE per window and node, not one per write.
+        self._expired: dict[str, set[int]] = {}
+        self._connection: Any = None
+        self._pending = 0
+
+    def flush_if_due(self) -> None:
+        """Write the batch if it is :data:`FLUSH_AFTER_SECONDS` old (the tail of a burst).
+
+        Raises:
+            redis.RedisError: Redis refused it (the batch is dropped).
+        """
+        with self._lock:
+            due = self._records > 0 and time.time() - self._oldest >= FLUSH_AFTER_SECONDS
+        if due:
+            self.flush()
+
+    def record(
+        self, lane: str, seconds: float, error: BaseException | None, *, shadow_copy: bool = False
+    ) -> None:
+        """Count one finished request (see :meth:`LaneMetrics.record`); maybe send the batch.
+
+        Call :meth:`collect` once the request's result is out: it reads the replies.
+
+        Raises:
+            redis.RedisError: this thread sent the batch and the connection failed, or
+                the replies of an earlier batch read first held a refusal.
+        """
+        client_error = isinstance(error, SnakepoolError) and error.is_client_error
+        server_error = error is not None and not client_error
+        now = time.time()
+        ms = round(seconds * 1000, 3)
+        with self._lock:
+            batch = self._lanes.setdefault(lane, _LaneBatch())
+            batch.counters["requests"] += 1
+            window = batch.windows.setdefault(int(now), _Window())
+            window.requests += 1
+            window.ms_total += ms
+            if server_error:
+                batch.counters["errors"] += 1
+                window.errors += 1
+            if client_error:
+                batch.counters["client_errors"] += 1
+            if error is not None:
+                batch.counters[f"{ERROR_TYPE_FIELD}{type(error).__name__}"] += 1
+            if shadow_copy:
+                batch.counters["shadow_copies"] += 1
+            batch.latencies.append(ms)
+            if self._records == 0:
+                self._oldest = now
+            self._records += 1
+            due = self._records >= MAX_BATCH or now - self._oldest >= FLUSH_AFTER_SECONDS
+        if due or not self.busy():
+            self.flush(collect=False)  # replies: collect(), after the result
+
+    def flush(self, *, collect: bool = True) -> None:
+        """Send everything batched in one round trip (nothing to do when it is empty).
+
+        Args:
+            collect: Also read Redis's replies now. The lane leaves that for after its
+                result is stored (:meth:`collect`): Redis runs one connection's commands
+                before anything sent later on any connection, so the figures are
+                in before the caller can even learn the result — without the request
+                waiting for the round trip.
+
+        Raises:
+            redis.RedisError: Redis refused it (the batch is dropped), or an earlier
+                batch whose replies were read now.
+        """
+        with self._lock:
+            lanes, self._lanes, self._records = self._lanes, {}, 0
+        if lanes:
+            with self._io:
+                self._send(self._commands(lanes))
+        if collect:
+            self.collect()
+
+    def collect(self) -> None:
+        """Read the replies of what was sent; raise the first error among them.
+
+        Raises:
+            redis.RedisError: a command was refused, or the connection failed.
+        """
+        with self._io:
+            self._read_replies()
+
+    def _commands(self, lanes: dict[str, _LaneBatch]) -> list[tuple[object, ...]]:
+        """Under ``_io``: the commands that add ``lanes`` to the figures in Redis."""
+        samples = lane_metrics.LATENCY_SAMPLES
+        commands: list[tuple[object, ...]] = []
+        for lane, batch in lanes.items():
+            counters = self.keys.lane_metrics(lane)
+            commands += [("HINCRBY", counters, n, c) for n, c in batch.counters.items()]
+            expired = self._expired.setdefault(lane, set())
+            for second, window in batch.windows.items():
+                key = self.keys.lane_window(lane, second)
+                commands.append(("HINCRBY", key, "requests", window.requests))
+                if window.errors:
+                    commands.append(("HINCRBY", key, "errors", window.errors))
+                commands.append(("HINCRBYFLOAT", key, "ms_total", round(window.ms_total, 3)))
+                if second not in expired:
+                    commands.append(("EXPIRE", key, lane_metrics.WINDOW_TTL))
+                    expired.add(second)
+            if expired:
+                newest = max(expired)
+                self._expired[lane] = {s for s in expired if s > newest - _EXPIRED_KEPT}
+            latencies = self.keys.lane_latencies(lane)
+            commands.append(("LPUSH", latencies, *batch.latencies[-samples:]))
+            commands.append(("LTRIM", latencies, 0, samples - 1))
+        return commands
+
+    def _send(self, commands: list[tuple[object, ...]]) -> None:
+        """Under ``_io``: send ``commands`` without waiting for their replies."""
+        earlier: redis.RedisError | None = None
+        try:
+            self._read_replies()  # an earlier batch's, so replies stay in step
+        except redis.ResponseError as exc:
+            earlier = exc
+        if self._connection is None:
+            self._connection = self.client.connection_pool.get_connection()
+        try:
+            self._connection.send_packed_command(self._connection.pack_commands(commands))
+        except Exception:
+            self._reset()
+            raise
+        self._pending += len(commands)
+        if earlier is not None:
+            raise earlier
+
+    def _read_replies(self) -> None:
+        """Under ``_io``: read every pending reply, then raise the first refusal."""
+        refused: redis.ResponseError | None = None
+        try:
+            while self._pending:
+                self._pending -= 1
+                try:
+                    self._connection.read_response()
+                except redis.ResponseError as exc:
+                    refused = refused or exc
+        except Exception:
+            self._reset()
+            raise
+        if refused is not None:
+            self._expired.clear()  # what failed may have created a window without TTL
+            raise refused
+
+    def _reset(self) -> None:
+        """Under ``_io``: forget a broken connection (the next send reconnects)."""
+        self._pending = 0
+        self._expired.clear()
+        if self._connection is not None:
+            self._connection.disconnect()

@@ -1,0 +1,115 @@
+"""forward(): the router's hop publishes what ``Task.replace`` would have, under the
+caller's task id, and lets the router task return (no ``Ignore``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery, Task, signature
+
+from snakepool.tasks.worker.forward import forward
+
+CALLBACK = dict(signature("app.on_done", args=(1,)))
+ERRBACK = dict(signature("app.on_error", args=(2,)))
+#: What a message may carry about the canvas the routed task belongs to.
+CANVAS: dict[str, Any] = {
+    "callbacks": [CALLBACK],
+    "errbacks": [ERRBACK],
+    "group": "group-1",
+    "group_index": 3,
+    "root_id": "root-1",
+    "chord": dict(signature("app.body")),
+    "replaced_task_nesting": 1,
+}
+
+
+class Replaced(Exception):
+    """What our stand-in ``on_replace`` raises with the signature Task.replace built."""
+
+
+class CapturingReplace(Task):  # type: ignore[misc]
+    def on_replace(self, sig: Any) -> None:
+        raise Replaced(sig)
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    app = Celery("forward-test", broker="memory://", backend="cache+memory://")
+    yield app
+    app.close()
+
+
+def router_task(app: Celery, sent: list[dict[str, Any]]) -> Any:
+    @app.task(name="test.route", bind=True, base=CapturingReplace, shared=False)  # type: ignore[untyped-decorator]
+    def route(self: Any) -> None:
+        """Stands in for snakepool.route."""
+
+    def send_task(name: str, **options: Any) -> None:
+        sent.append({"name": name, **options})
+
+    app.send_task = send_task  # type: ignore[method-assign]
+    return route
+
+
+def lane(app: Celery) -> Any:
+    return app.signature(
+        "snakepool.v3.execute", args=("ping", None, None), kwargs={"timeout": 2.0},
+        queue="v3", headers={"snakepool_shadow": {"role": "primary", "pair": "p"}},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("canvas", [{}, CANVAS], ids=["plain request", "part of a canvas"])
+def test_forward_publishes_what_task_replace_would(app: Celery, canvas: dict[str, Any]) -> None:
+    sent: list[dict[str, Any]] = []
+    route = router_task(app, sent)
+    route.push_request(id="caller-task-id", **canvas)
+    try:
+        with pytest.raises(Replaced) as replaced:
+            route.replace(lane(app))
+        forward(route, lane(app))
+    finally:
+        route.pop_request()
+    expected = replaced.value.args[0]
+    [message] = sent
+    assert message["name"] == expected.task == "snakepool.v3.execute"
+    assert message["args"] == expected.args and message["kwargs"] == expected.kwargs
+    assert message["task_id"] == expected.options["task_id"] == "caller-task-id"
+    assert message["queue"] == "v3" and message["headers"] == expected.options["headers"]
+    for option in ("group_id", "group_index", "root_id", "chord", "replaced_task_nesting"):
+        assert message.get(option) == expected.options.get(option), option
+    assert [dict(s) for s in message.get("link", [])] == [
+        dict(s) for s in expected.options.get("link", [])
+    ]
+    assert [dict(s) for s in message.get("link_error", [])] == [
+        dict(s) for s in expected.options.get("link_error", [])
+    ]
+
+
+def test_forward_hands_on_the_rest_of_a_chain(app: Celery) -> None:
+    sent: list[dict[str, Any]] = []
+    route = router_task(app, sent)
+    rest = [dict(signature("app.third")), dict(signature("app.second"))]
+    route.push_request(id="caller-task-id", chain=rest)
+    try:
+        forward(route, lane(app))
+    finally:
+        route.pop_request()
+    assert sent[0]["chain"] == rest  # the lane task continues the chain, in order
+    assert sent[0]["replaced_task_nesting"] == 1
+
+
+def test_forward_raises_when_the_broker_refuses(app: Celery) -> None:
+    route = router_task(app, [])
+
+    def refuse(name: str, **options: Any) -> None:
+        raise ConnectionError("broker down")
+
+    app.send_task = refuse  # type: ignore[method-assign]
+    route.push_request(id="caller-task-id")
+    try:
+        with pytest.raises(ConnectionError):
+            forward(route, lane(app))  # the router task fails with it: its error is stored
+    finally:
+        route.pop_request()
