@@ -12,7 +12,10 @@ __all__ = ["demo"]
 
 
 @click.command()
-@click.option("--requests", "-n", default=400, show_default=True, help="Requests to send.")
+@click.option(
+    "--requests", "-n", type=click.IntRange(min=1), default=400, show_default=True,
+    help="Requests to send.",
+)  # fmt: skip
 @click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
 @fails_cleanly
 def demo(requests: int, pool_size: int | None) -> None:

@@ -23,7 +23,10 @@ def _mib(value: int | None) -> str:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--rollbacks", "shown", default=10, show_default=True, help="Newest N rollbacks.")
+@click.option(
+    "--rollbacks", "shown", type=click.IntRange(min=0), default=10, show_default=True,
+    help="Newest N rollbacks.",
+)  # fmt: skip
 @fails_cleanly
 def report(as_json: bool, shown: int) -> None:
     """The migration's figures: per lane requests, success rate and p50/p99, the share

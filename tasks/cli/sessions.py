@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._params import json_object, session_id
 
 __all__ = ["sessions"]
 
@@ -26,17 +27,12 @@ def sessions_create(ttl: int | None, metadata_json: str | None) -> None:
     """Create a session and print its id, alone: `SID=$(snakepool sessions create)`."""
     metadata = None
     if metadata_json is not None:
-        try:
-            metadata = json.loads(metadata_json)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--metadata") from None
-        if not isinstance(metadata, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+        metadata = json_object(metadata_json, param_hint="--metadata")
     click.echo(make_client(settings_with()).create_session(ttl=ttl, metadata=metadata))
 
 
 @sessions.command("list")
-@click.option("-n", "limit", default=50, show_default=True)
+@click.option("-n", "limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @fails_cleanly
 def sessions_list(limit: int, as_json: bool) -> None:
@@ -55,7 +51,7 @@ def sessions_list(limit: int, as_json: bool) -> None:
 
 
 @sessions.command("show")
-@click.argument("session_id")
+@click.argument("session_id", callback=session_id)
 @fails_cleanly
 def sessions_show(session_id: str) -> None:
     """One session with its programs."""
@@ -69,7 +65,7 @@ def sessions_show(session_id: str) -> None:
 
 
 @sessions.command("delete")
-@click.argument("session_id")
+@click.argument("session_id", callback=session_id)
 @fails_cleanly
 def sessions_delete(session_id: str) -> None:
     """Delete a session and its programs."""

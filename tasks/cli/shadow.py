@@ -16,7 +16,10 @@ __all__ = ["shadow"]
 @click.option(
     "--rate", type=click.FloatRange(0, 1), default=None, help="Share of read-only requests."
 )
-@click.option("--mismatches", "show", default=0, help="Also print the newest N mismatches.")
+@click.option(
+    "--mismatches", "show", type=click.IntRange(min=0), default=0,
+    help="Also print the newest N mismatches.",
+)  # fmt: skip
 @fails_cleanly
 def shadow(state: str, rate: float | None, show: int) -> None:
     """Run a copy of read-only requests on the other lane and compare the results.

@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from snakepool.tasks.cli._common import MISSING, cell, console, fails_cleanly, settings_with, table
+from snakepool.tasks.cli._common import (
+    MISSING,
+    cell,
+    console,
+    fails_cleanly,
+    settings_with,
+    styled,
+    table,
+)
 
 __all__ = ["status"]
 
@@ -67,10 +75,10 @@ def _print_nodes(data: dict[str, Any]) -> None:
     for node in data["nodes"]:
         pool = node.get("pool") or {}
         if pool.get("unavailable"):
-            console.print(f"[red]{node['name']} pool unavailable:[/] {pool['unavailable']}")
+            console.print(styled(f"{node['name']} pool unavailable:", "red"), pool["unavailable"])
         if node.get("open_breakers"):
             shed = ", ".join(node["open_breakers"])
-            console.print(f"[yellow]{node['name']} sheds {shed} (circuit breaker open)[/]")
+            console.print(styled(f"{node['name']} sheds {shed} (circuit breaker open)", "yellow"))
 
 
 def _print_lanes(data: dict[str, Any]) -> None:
