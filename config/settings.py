@@ -34,6 +34,7 @@ from snakepool.config.operations import OperationSettings
 from snakepool.config.rules import (
     check_broker_url,
     check_redis_url,
+    named_as_written,
     pool_contradictions,
     raise_contradictions,
     system_contradictions,
@@ -287,7 +288,8 @@ def load_settings(**overrides: Any) -> Settings:
     """
     layers: Layers = read_layers(overrides, Settings.model_fields)
     try:
-        return Settings(**overrides)
+        with named_as_written(layers.origins):  # contradictions name the TOML key and file
+            return Settings(**overrides)
     except ValidationError as exc:
         raise _config_error(exc, layers.origins) from None
     except ConfigError as exc:
