@@ -155,7 +155,7 @@ class PoolSettings(BaseModel):
 
 
 class _FileAndEnvironment(PydanticBaseSettingsSource):
-    """The TOML file under the environment, read strictly (:mod:`config.sources`)."""
+    """The TOML file under the environment, read strictly (:mod:`snakepool.config.sources`)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         """Unused: :meth:`__call__` reads every field at once."""
