@@ -94,11 +94,13 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
             )
             sys.exit(4)
         except redis.RedisError as exc:
-            console.print(
-                styled("Redis refused a command:", "red"),
-                f"{redact_text(str(exc))} (a key holds data snakepool did not write there? "
-                "docs/redis-keys.md lists each key and its type)",
-            )
+            message = redact_text(str(exc))
+            if message.startswith("WRONGTYPE"):
+                message += (
+                    " (a key holds another type of data than snakepool writes there: "
+                    "docs/redis-keys.md lists each key and its type)"
+                )
+            console.print(styled("Redis refused a command:", "red"), message)
             sys.exit(5)
 
     return wrapper

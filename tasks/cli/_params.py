@@ -9,11 +9,15 @@ never something accepted and then misused (``--timeout -1``):
   :func:`node_name`): full matches of the patterns in :mod:`snakepool.config.ids`;
 - **JSON objects** (:func:`json_object`): JSON, an object, nested at most
   ``MAX_NESTING`` levels (what a request may carry), so ``[[[…]]]`` 3000 deep is an
-  error naming the depth, not a ``RecursionError``.
+  error naming the depth, not a ``RecursionError``; numbers finite (``NaN`` and
+  ``1e999`` are not JSON numbers), integers exact at any length up to
+  :data:`MAX_INT_DIGITS` digits (Python's own parser stops at 4300, with a traceback);
+- **counts** (:data:`COUNT`): whole numbers from 1 to :data:`MAX_COUNT`.
 """
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -29,7 +33,10 @@ from snakepool.config.ids import (
 from snakepool.errors import InvalidArguments
 
 __all__ = [
+    "COUNT",
     "LOG_LEVELS",
+    "MAX_COUNT",
+    "MAX_INT_DIGITS",
     "MAX_SECONDS",
     "SECONDS",
     "Seconds",
@@ -42,6 +49,13 @@ __all__ = [
 
 #: The longest wait any option accepts: a day (``MAX_TIMEOUT_SECONDS`` of the lanes).
 MAX_SECONDS = 86400.0
+#: The largest count an option takes (``-n``): Redis takes counts as 64-bit integers.
+MAX_COUNT = 1_000_000
+#: The longest integer a JSON argument may hold, in digits (converting more takes
+#: seconds: the conversion is quadratic).
+MAX_INT_DIGITS = 100_000
+#: Python converts longer digit strings only through ``decimal`` (its int() refuses).
+_INT_DIGITS_PLAIN = 4000
 #: What ``--loglevel`` accepts (Python's level names).
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: A node name without its ``@host`` part (the name part of ``NODE_NAME``).
@@ -89,6 +103,8 @@ class Seconds(_FloatParam):
 
 #: Seconds, up to a day.
 SECONDS = Seconds()
+#: A count: 1 to ``MAX_COUNT``.
+COUNT = click.IntRange(1, MAX_COUNT)
 
 
 def _checked(check: Any, value: Any) -> Any:
@@ -159,6 +175,24 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _exact_int(digits: str) -> int:
+    count = len(digits.lstrip("-"))
+    if count > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {count} digits (at most {MAX_INT_DIGITS})")
+    return int(digits) if count <= _INT_DIGITS_PLAIN else int(decimal.Decimal(digits))
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:40]} is beyond a finite number")
+    return number
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def json_object(text: str, *, param_hint: str) -> dict[str, Any]:
     """``text`` parsed as a JSON object that a request may carry.
 
@@ -167,15 +201,18 @@ def json_object(text: str, *, param_hint: str) -> dict[str, Any]:
         param_hint: How the parameter is named in the error (``ARGS``, ``--metadata``).
 
     Raises:
-        click.BadParameter: not JSON, not an object, or nested deeper than
-            ``MAX_NESTING`` (:mod:`snakepool.pool.request`).
+        click.BadParameter: not JSON (``NaN``, ``Infinity`` and ``1e999`` included), an
+            integer longer than ``MAX_INT_DIGITS``, not an object, or nested deeper
+            than ``MAX_NESTING`` (:mod:`snakepool.pool.request`).
     """
     from snakepool.pool.request import MAX_NESTING
 
     too_deep = f"nested more than {MAX_NESTING} levels deep (at most {MAX_NESTING})"
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = json.loads(
+            text, parse_int=_exact_int, parse_float=_finite_float, parse_constant=_not_json
+        )
+    except ValueError as exc:  # JSONDecodeError, or a number refused above
         raise click.BadParameter(f"not JSON: {exc}", param_hint=param_hint) from None
     except RecursionError:  # deeper than the parser goes: far past MAX_NESTING
         raise click.BadParameter(too_deep, param_hint=param_hint) from None

@@ -8,14 +8,14 @@ import click
 from rich.table import Table
 
 from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
-from snakepool.tasks.cli._params import command_name, json_object
+from snakepool.tasks.cli._params import COUNT, command_name, json_object
 
 __all__ = ["bench"]
 
 
 @click.command()
 @click.option(
-    "-n", "requests", type=click.IntRange(min=1), default=300, show_default=True,
+    "-n", "requests", type=COUNT, default=300, show_default=True,
     help="Requests per routing.",
 )  # fmt: skip
 @click.option("--command", "command", default="ping", show_default=True, callback=command_name)

@@ -18,6 +18,7 @@ import click
 from rich.table import Table
 
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
+from snakepool.tasks.cli._params import COUNT
 from snakepool.tasks.cli._params import task_id as task_id_param
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def deadletter() -> None:
 
 @deadletter.command("list")
 @click.option(
-    "-n", "limit", type=click.IntRange(min=1), default=100, show_default=True,
+    "-n", "limit", type=COUNT, default=100, show_default=True,
     help="At most this many.",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="JSON, one object per dead letter.")

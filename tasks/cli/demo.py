@@ -7,13 +7,14 @@ import sys
 import click
 
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
+from snakepool.tasks.cli._params import COUNT
 
 __all__ = ["demo"]
 
 
 @click.command()
 @click.option(
-    "--requests", "-n", type=click.IntRange(min=1), default=400, show_default=True,
+    "--requests", "-n", type=COUNT, default=400, show_default=True,
     help="Requests to send.",
 )  # fmt: skip
 @click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")

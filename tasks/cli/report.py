@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from snakepool.tasks.cli._common import MISSING, cell, console, fails_cleanly, settings_with, table
+from snakepool.tasks.cli._params import MAX_COUNT
 
 __all__ = ["report"]
 
@@ -24,7 +25,7 @@ def _mib(value: int | None) -> str:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
-    "--rollbacks", "shown", type=click.IntRange(min=0), default=10, show_default=True,
+    "--rollbacks", "shown", type=click.IntRange(0, MAX_COUNT), default=10, show_default=True,
     help="Newest N rollbacks.",
 )  # fmt: skip
 @fails_cleanly

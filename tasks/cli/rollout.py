@@ -17,6 +17,7 @@ from snakepool.tasks.cli._common import (
     settings_with,
     styled,
 )
+from snakepool.tasks.cli._params import COUNT
 from snakepool.tasks.cli._params import session_id as session_id_param
 from snakepool.tasks.cli.finalize import rollout_finalize, rollout_unfinalize
 from snakepool.tasks.cli.rollout_scope import rollout_exclude, rollout_include, rollout_only
@@ -63,7 +64,7 @@ def _say_if_paused(paused: bool) -> None:
 
 
 @rollout.command("history")
-@click.option("-n", "count", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("-n", "count", type=COUNT, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @fails_cleanly
 def rollout_history(count: int, as_json: bool) -> None:

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
-from snakepool.tasks.cli._params import json_object, session_id
+from snakepool.tasks.cli._params import COUNT, json_object, session_id
 
 __all__ = ["sessions"]
 
@@ -32,7 +32,7 @@ def sessions_create(ttl: int | None, metadata_json: str | None) -> None:
 
 
 @sessions.command("list")
-@click.option("-n", "limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("-n", "limit", type=COUNT, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @fails_cleanly
 def sessions_list(limit: int, as_json: bool) -> None:

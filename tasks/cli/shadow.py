@@ -7,6 +7,7 @@ import json
 import click
 
 from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._params import MAX_COUNT
 
 __all__ = ["shadow"]
 
@@ -17,7 +18,7 @@ __all__ = ["shadow"]
     "--rate", type=click.FloatRange(0, 1), default=None, help="Share of read-only requests."
 )
 @click.option(
-    "--mismatches", "show", type=click.IntRange(min=0), default=0,
+    "--mismatches", "show", type=click.IntRange(0, MAX_COUNT), default=0,
     help="Also print the newest N mismatches.",
 )  # fmt: skip
 @fails_cleanly

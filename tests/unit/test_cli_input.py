@@ -27,7 +27,7 @@ from snakepool.config.keys import Keys
 from snakepool.sessions import redis_from_url
 from snakepool.tasks.cli import main
 from snakepool.tasks.cli._common import console
-from snakepool.tasks.cli._params import json_object, node_name
+from snakepool.tasks.cli._params import MAX_INT_DIGITS, json_object, node_name
 from snakepool.tasks.client import Client
 
 KEYS = Keys()
@@ -159,6 +159,27 @@ def test_json_objects_nest_up_to_the_limit() -> None:
             json_object(text, param_hint="ARGS")
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": NaN}', "not JSON: NaN is not a JSON number"),
+        ('{"a": -Infinity}', "not JSON: -Infinity is not a JSON number"),
+        ('{"a": 1e999}', "not JSON: 1e999 is beyond a finite number"),
+        ('{"a": ' + "9" * (MAX_INT_DIGITS + 1) + "}", f"of {MAX_INT_DIGITS + 1} digits"),
+    ],
+)
+def test_numbers_json_cannot_carry_are_usage_errors(embedded: str, text: str, message: str) -> None:
+    for args in (("call", "echo", text), ("sessions", "create", "--metadata", text)):
+        done = run(*args)
+        assert done.exit_code == 2, done.output
+        assert message in done.output
+
+
+def test_integers_past_pythons_4300_digits_are_read_exactly() -> None:
+    text = '{"n": -' + "9" * 5000 + ', "m": 1' + "0" * 4999 + "}"  # int() refuses these
+    assert json_object(text, param_hint="ARGS") == {"n": -(10**5000 - 1), "m": 10**4999}
+
+
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "-inf", "1e300", "86401", "soon"])
 @pytest.mark.parametrize(
     "args",
@@ -196,6 +217,9 @@ def test_a_timeout_in_range_is_taken(embedded: str) -> None:
         ("bench", "--concurrency", "0"),
         ("demo", "-n", "0"),
         ("worker", "--lane", "v3", "--loglevel", "LOUD"),
+        ("sessions", "list", "-n", "99999999999999999999"),  # past Redis's 64 bits
+        ("rollout", "history", "-n", "1000001"),
+        ("shadow", "show", "--mismatches", "99999999999999999999"),
     ],
 )
 def test_counts_and_ports_out_of_range_are_usage_errors(
