@@ -214,21 +214,19 @@ class FlagStore:
         return self.update(lambda f: replace(f, paused=paused), who=who, why=why)
 
     def history(self, count: int = 50) -> list[dict[str, Any]]:
-        """The newest audit entries, newest first."""
+        """The newest audit entries, newest first.
+
+        An entry that cannot be read (written by something else than :meth:`update`) is
+        left out, with a warning naming it: the rest of the trail stays readable.
+        """
         entries = self.client.xrevrange(self.keys.audit, count=count) or []
         history = []
         for entry_id, fields in entries:
-            decoded = {_text(k): _text(v) for k, v in (fields or {}).items()}
-            history.append({
-                "id": _text(entry_id),
-                "version": int(decoded["version"]),
-                "who": decoded["who"],
-                "why": decoded["why"],
-                "at": float(decoded["at"]),
-                "old": json.loads(decoded["old"]),
-                "new": json.loads(decoded["new"]),
-                "details": json.loads(decoded.get("details") or "{}"),
-            })  # fmt: skip
+            try:
+                history.append(_audit_entry(entry_id, fields))
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                log.warning("audit entry %s cannot be read (%s: %s): left out",
+                            _text(entry_id), type(exc).__name__, exc)  # fmt: skip
         return history
 
 
@@ -331,6 +329,28 @@ def _stored_version(client: Any, key: str) -> int:
         return int(_get(client, key) or 0)
     except (ValueError, ConfigError):
         return 0
+
+
+def _audit_entry(entry_id: Any, fields: Any) -> dict[str, Any]:
+    """One audit entry as :meth:`FlagStore.history` returns it.
+
+    Raises:
+        KeyError, ValueError, TypeError, AttributeError: a field missing or unreadable.
+    """
+    decoded = {_text(k): _text(v) for k, v in fields.items()}
+    entry = {
+        "id": _text(entry_id),
+        "version": int(decoded["version"]),
+        "who": decoded["who"],
+        "why": decoded["why"],
+        "at": float(decoded["at"]),
+        "old": json.loads(decoded["old"]),
+        "new": json.loads(decoded["new"]),
+        "details": json.loads(decoded.get("details") or "{}"),
+    }
+    if not all(isinstance(entry[name], dict) for name in ("old", "new", "details")):
+        raise TypeError("old, new and details must be JSON objects")
+    return entry
 
 
 def _text(value: Any) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import ContextDecorator
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MISSING",
+    "UnreadableData",
     "cell",
     "console",
     "fails_cleanly",
     "make_client",
+    "reads_stored_data",
     "settings_with",
     "styled",
     "table",
@@ -71,7 +75,8 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     Exit codes: 2 a snakepool error (and click's usage errors), 3 Redis or the broker
     unreachable, 4 no result in time, 5 Redis refused a command (a key holding another
-    type of data than snakepool wrote there, a read-only replica, …).
+    type of data than snakepool wrote there, a read-only replica, …) or holds data that
+    cannot be read (:data:`reads_stored_data`).
     """
 
     @wraps(fn)
@@ -102,8 +107,46 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
                 )
             console.print(styled("Redis refused a command:", "red"), message)
             sys.exit(5)
+        except UnreadableData as exc:
+            console.print(styled("cannot read what Redis holds:", "red"), str(exc))
+            sys.exit(5)
 
     return wrapper
+
+
+class UnreadableData(Exception):
+    """What Redis handed back cannot be read (see :data:`reads_stored_data`)."""
+
+
+class _ReadingStoredData(ContextDecorator):
+    """Around code that shows what Redis holds (``status``, ``report``, the nodes ``call``
+    looks for, …): data that cannot be read there — a heartbeat that is not JSON, a
+    counter that is not a number, a field missing — becomes :class:`UnreadableData`
+    (one line and exit 5 under :func:`fails_cleanly`), not a traceback; ``snakepool
+    -vv`` logs the traceback too. As a decorator or a ``with`` block.
+
+    Arguments were checked before the command ran (click's types and callbacks), so what
+    fails to parse inside is what Redis handed back.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or not isinstance(exc, ValueError | KeyError | TypeError):
+            return
+        logging.getLogger("snakepool.cli").debug("unreadable data", exc_info=exc)
+        raise UnreadableData(
+            f"{type(exc).__name__}: {redact_text(str(exc))[:300]} (a key snakepool reads "
+            "holds data it did not write: docs/redis-keys.md lists each key; "
+            "`snakepool -vv …` shows where)"
+        ) from exc
+
+
+#: See :class:`_ReadingStoredData`.
+reads_stored_data = _ReadingStoredData()
 
 
 def settings_with(**overrides: Any) -> Settings:

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    make_client,
+    reads_stored_data,
+    settings_with,
+)
 from snakepool.tasks.cli._params import SECONDS, command_name, json_object, session_id
 
 __all__ = ["call"]
@@ -35,9 +41,10 @@ def call(
 
     parsed = json_object(args, param_hint="ARGS")
     client = make_client(settings_with(), "direct" if direct else "router")
-    lanes = possible_lanes(command, parsed, session_id, client.flags.read())
-    queues = [*([] if direct else ["router"]), *lanes]
-    missing = unserved(queues, live_nodes(client.redis, client.keys))
+    with reads_stored_data:  # flags and heartbeats: a corrupt one is exit 5, one line
+        lanes = possible_lanes(command, parsed, session_id, client.flags.read())
+        queues = [*([] if direct else ["router"]), *lanes]
+        missing = unserved(queues, live_nodes(client.redis, client.keys))
     if missing:
         raise PoolUnavailable(
             f"no live node serves {', '.join(missing)}, where this request would go: "

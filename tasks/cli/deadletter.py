@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
+from snakepool.tasks.cli._common import console, fails_cleanly, reads_stored_data, settings_with
 from snakepool.tasks.cli._params import COUNT
 from snakepool.tasks.cli._params import task_id as task_id_param
 
@@ -69,6 +69,7 @@ def deadletter() -> None:
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="JSON, one object per dead letter.")
 @fails_cleanly
+@reads_stored_data
 def deadletter_list(limit: int, as_json: bool) -> None:
     """The dead letters, newest first."""
     with _store() as store:
@@ -90,6 +91,7 @@ def deadletter_list(limit: int, as_json: bool) -> None:
 @deadletter.command("show")
 @click.argument("task_id", callback=task_id_param)
 @fails_cleanly
+@reads_stored_data
 def deadletter_show(task_id: str) -> None:
     """One dead letter: its request, its message and every delivery that killed a node."""
     with _store() as store:

@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from snakepool.tasks.cli._common import MISSING, cell, console, fails_cleanly, settings_with, table
+from snakepool.tasks.cli._common import (
+    MISSING,
+    cell,
+    console,
+    fails_cleanly,
+    reads_stored_data,
+    settings_with,
+    table,
+)
 from snakepool.tasks.cli._params import MAX_COUNT
 
 __all__ = ["report"]
@@ -29,6 +37,7 @@ def _mib(value: int | None) -> str:
     help="Newest N rollbacks.",
 )  # fmt: skip
 @fails_cleanly
+@reads_stored_data
 def report(as_json: bool, shown: int) -> None:
     """The migration's figures: per lane requests, success rate and p50/p99, the share
     of traffic each lane got, shadow comparisons, rollbacks (when, who, why), interpreter

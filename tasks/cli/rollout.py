@@ -14,6 +14,7 @@ from snakepool.tasks.cli._common import (
     console,
     fails_cleanly,
     make_client,
+    reads_stored_data,
     settings_with,
     styled,
 )
@@ -67,6 +68,7 @@ def _say_if_paused(paused: bool) -> None:
 @click.option("-n", "count", type=COUNT, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @fails_cleanly
+@reads_stored_data
 def rollout_history(count: int, as_json: bool) -> None:
     """The audit trail: who changed what, when and why."""
     history = make_client(settings_with()).flags.history(count)

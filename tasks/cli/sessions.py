@@ -8,7 +8,13 @@ import sys
 import click
 from rich.table import Table
 
-from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    make_client,
+    reads_stored_data,
+    settings_with,
+)
 from snakepool.tasks.cli._params import COUNT, json_object, session_id
 
 __all__ = ["sessions"]
@@ -35,6 +41,7 @@ def sessions_create(ttl: int | None, metadata_json: str | None) -> None:
 @click.option("-n", "limit", type=COUNT, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @fails_cleanly
+@reads_stored_data
 def sessions_list(limit: int, as_json: bool) -> None:
     """The newest sessions."""
     found = make_client(settings_with()).store.list(limit=limit)
@@ -53,6 +60,7 @@ def sessions_list(limit: int, as_json: bool) -> None:
 @sessions.command("show")
 @click.argument("session_id", callback=session_id)
 @fails_cleanly
+@reads_stored_data
 def sessions_show(session_id: str) -> None:
     """One session with its programs."""
     client = make_client(settings_with())

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    make_client,
+    reads_stored_data,
+    settings_with,
+)
 from snakepool.tasks.cli._params import MAX_COUNT
 
 __all__ = ["shadow"]
@@ -22,6 +28,7 @@ __all__ = ["shadow"]
     help="Also print the newest N mismatches.",
 )  # fmt: skip
 @fails_cleanly
+@reads_stored_data
 def shadow(state: str, rate: float | None, show: int) -> None:
     """Run a copy of read-only requests on the other lane and compare the results.
 

@@ -16,6 +16,7 @@ from snakepool.tasks.cli._common import (
     cell,
     console,
     fails_cleanly,
+    reads_stored_data,
     settings_with,
     styled,
     table,
@@ -27,6 +28,7 @@ __all__ = ["status"]
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @fails_cleanly
+@reads_stored_data
 def status(as_json: bool) -> None:
     """Nodes and their pools, queue depths, per-lane counts and latency, rollout state."""
     from snakepool.sessions import redis_from_url

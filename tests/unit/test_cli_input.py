@@ -256,6 +256,41 @@ def test_a_metrics_key_of_the_wrong_type_is_one_line_and_exit_5(embedded: str) -
     assert len(done.output.strip().splitlines()) <= 2  # one line (wrapped at most once)
 
 
+@pytest.mark.parametrize(
+    ("corrupt", "commands", "what"),
+    [
+        (lambda c: c.set(KEYS.node("n@h"), "not json", ex=60), ("status", "report", "call"),
+         "JSONDecodeError: Expecting value"),
+        (lambda c: c.set(KEYS.node("n@h"), "[1, 2]", ex=60), ("status", "call"), "TypeError"),
+        (lambda c: c.hset(KEYS.lane_metrics("v3"), "requests", "many"), ("status", "report"),
+         "ValueError: invalid literal for int()"),
+    ],
+    ids=["heartbeat not JSON", "heartbeat not an object", "counter not a number"],
+)  # fmt: skip
+def test_data_in_redis_that_cannot_be_read_is_one_line_and_exit_5(
+    embedded: str, corrupt: Any, commands: tuple[str, ...], what: str
+) -> None:
+    corrupt(redis_from_url(embedded))
+    for command in commands:
+        done = run(*({"call": ("call", "ping")}.get(command, (command,))))
+        assert done.exit_code == 5, (command, done.output)
+        assert done.output.startswith(f"cannot read what Redis holds: {what}"), done.output
+        assert "Traceback" not in done.output
+
+
+def test_an_audit_entry_that_cannot_be_read_is_left_out_of_history(
+    embedded: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis_from_url(embedded)
+    FlagStore(client).set_percent(10, who="ops", why="first")
+    client.xadd(KEYS.audit, {"version": "x", "who": "redis-cli"})
+    FlagStore(client).set_percent(20, who="ops", why="second")
+    assert [e["why"] for e in FlagStore(client).history(10)] == ["second", "first"]
+    assert "cannot be read (ValueError" in caplog.text and "left out" in caplog.text
+    done = run("rollout", "history")
+    assert done.exit_code == 0 and "first" in done.output and "second" in done.output
+
+
 def test_unreadable_flags_are_a_config_error_for_call_direct_and_status(embedded: str) -> None:
     client = redis_from_url(embedded)
     FlagStore(client).set_percent(50, who="t", why="t")
