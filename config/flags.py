@@ -13,15 +13,16 @@ old → new.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import redis
 
-from snakepool.config.ids import COMMAND_NAME, SESSION_ID, is_valid
+from snakepool.config.flag_fields import parse_stored_flags, unreadable_flags
 from snakepool.config.keys import DEFAULT_PREFIX, LANES, Keys
 from snakepool.config.limits import (
     AUDIT_MAXLEN,
@@ -29,100 +30,22 @@ from snakepool.config.limits import (
     MAX_AUDIT_DETAILS_BYTES,
     MAX_AUDIT_TEXT_CHARS,
     MAX_OVERRIDES,
-    MAX_SCHEDULE_STEPS,
-    MAX_V3_COMMANDS,
 )
+from snakepool.config.rollout_flags import DEFAULT_SCHEDULE, RolloutFlags, next_step, step_below
+from snakepool.errors import ConfigError, InvalidArguments
 
-__all__ = ["AUDIT_MAXLEN", "LANES", "MAX_OVERRIDES", "FlagCache", "FlagStore", "RolloutFlags"]
+__all__ = [
+    "AUDIT_MAXLEN",
+    "DEFAULT_SCHEDULE",
+    "LANES",
+    "MAX_OVERRIDES",
+    "FlagCache",
+    "FlagStore",
+    "RolloutFlags",
+    "next_step",
+]
 
-#: Default promotion schedule, in percent sent to V3.
-DEFAULT_SCHEDULE = (1, 5, 10, 25, 50, 100)
-
-
-@dataclass(frozen=True)
-class RolloutFlags:
-    """One version of the rollout state."""
-
-    percent: int = 0
-    version: int = 0
-    forced_lane: str | None = None
-    v3_commands: tuple[str, ...] | None = None  # None: every command may go to V3
-    #: Commands kept on V2-compat whatever the percentage (``rollout exclude``).
-    excluded_commands: tuple[str, ...] = ()
-    #: The migration is over: everything goes to V3 (``rollout finalize``).
-    finalized: bool = False
-    overrides: dict[str, str] = field(default_factory=dict)
-    paused: bool = False
-    shadow: bool = False
-    shadow_rate: float = 1.0
-    schedule: tuple[int, ...] = DEFAULT_SCHEDULE
-    previous_percent: int = 0
-    updated_at: float = 0.0
-    updated_by: str = ""
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        data = asdict(self)
-        data["v3_commands"] = list(self.v3_commands) if self.v3_commands is not None else None
-        data["excluded_commands"] = list(self.excluded_commands)
-        data["schedule"] = list(self.schedule)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RolloutFlags:
-        """From :meth:`to_dict` output (unknown keys ignored).
-
-        Malformed override keys and command names, as an older version may have stored
-        them (``"abc\n"``), are dropped: they could never be valid, and keeping them
-        would make every later change (a rollback too) fail :meth:`validate`.
-        """
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if isinstance(known.get("overrides"), dict):
-            known["overrides"] = {
-                k: v for k, v in known["overrides"].items() if is_valid(SESSION_ID, k)
-            }
-        for name in ("v3_commands", "excluded_commands"):
-            if known.get(name) is not None:
-                known[name] = tuple(c for c in known[name] if is_valid(COMMAND_NAME, c))
-        if "schedule" in known:
-            known["schedule"] = tuple(known["schedule"])
-        return cls(**known)
-
-    def validate(self) -> RolloutFlags:
-        """Check the values.
-
-        Raises:
-            InvalidArguments: naming the bad value.
-        """
-        from snakepool.errors import InvalidArguments
-
-        if isinstance(self.percent, bool) or not isinstance(self.percent, int):
-            raise InvalidArguments("percent must be a whole number from 0 to 100")
-        if not 0 <= self.percent <= 100:
-            raise InvalidArguments(f"percent must be from 0 to 100, not {self.percent}")
-        if self.forced_lane not in (None, *LANES):
-            raise InvalidArguments(f"forced lane must be one of {LANES} or none")
-        if any(lane not in LANES for lane in self.overrides.values()):
-            raise InvalidArguments(f"override lanes must be one of {LANES}")
-        if len(self.overrides) > MAX_OVERRIDES:
-            raise InvalidArguments(f"at most {MAX_OVERRIDES} per-session overrides")
-        bad_keys = [k for k in self.overrides if not is_valid(SESSION_ID, k)]
-        if bad_keys:  # a list, not next(...): "" is a bad key and falsy
-            bad = bad_keys[0]
-            raise InvalidArguments(
-                f"invalid session id {str(bad)[:40]!r} in overrides: "
-                "use 1-128 characters of A-Z a-z 0-9 _ . : -"
-            )
-        _check_commands("the V3 allow-list", self.v3_commands)
-        _check_commands("the exclusions", self.excluded_commands)
-        if not 0.0 <= self.shadow_rate <= 1.0:
-            raise InvalidArguments("shadow rate must be from 0 to 1")
-        if not self.schedule or any(not 0 < p <= 100 for p in self.schedule):
-            raise InvalidArguments("schedule must be percentages from 1 to 100")
-        if len(self.schedule) > MAX_SCHEDULE_STEPS:
-            raise InvalidArguments(f"a schedule has at most {MAX_SCHEDULE_STEPS} steps")
-        return self
+log = logging.getLogger("snakepool.flags")
 
 
 class FlagStore:
@@ -142,13 +65,36 @@ class FlagStore:
         self.audit_maxlen = audit_maxlen
 
     def read(self) -> RolloutFlags:
-        """The current flags (defaults: 0 % to V3, version 0, when never set)."""
-        raw = self.client.get(self.keys.rollout)
-        return RolloutFlags.from_dict(json.loads(raw)) if raw else RolloutFlags()
+        """The current flags (defaults: 0 % to V3, version 0, when never set).
+
+        Raises:
+            ConfigError: the stored flags cannot be read (not JSON, a field of the wrong
+                type or out of range, a key of another type), naming the key.
+        """
+        return self._decode(_get(self.client, self.keys.rollout))
 
     def version(self) -> int:
-        """The current version (one cheap GET)."""
-        return int(self.client.get(self.keys.rollout_version) or 0)
+        """The current version (one cheap GET).
+
+        Raises:
+            ConfigError: the version key holds something else than a whole number.
+        """
+        raw = _get(self.client, self.keys.rollout_version)
+        try:
+            return int(raw or 0)
+        except ValueError:
+            raise unreadable_flags(self.keys.rollout_version, "not a whole number") from None
+
+    def _decode(self, raw: bytes | str | None) -> RolloutFlags:
+        if not raw:
+            return RolloutFlags()
+        try:
+            return RolloutFlags.from_dict(parse_stored_flags(raw)).validate()
+        except ValueError as exc:
+            why = str(exc)
+        except InvalidArguments as exc:
+            why = exc.message
+        raise unreadable_flags(self.keys.rollout, why)
 
     def update(
         self,
@@ -170,18 +116,27 @@ class FlagStore:
         rollback or a forced lane would silently mean nothing (``rollout unfinalize``
         first).
 
+        Flags that cannot be read (see :meth:`read`) are replaced: the change applies to
+        the defaults (0 % to V3) at the stored version, and the audit entry's details say
+        what was unreadable — so a rollback always works.
+
         Raises:
             InvalidArguments: the changed flags are invalid, or the rollout is finalized
                 and the change does not un-finalize it (nothing is written).
         """
         who, why = _cut(who), _cut(why)
-        details_json = _bounded_details(details)
         while True:
             with self.client.pipeline() as pipe:
                 try:
                     pipe.watch(self.keys.rollout)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(self.keys.rollout)
-                    old = RolloutFlags.from_dict(json.loads(raw)) if raw else RolloutFlags()
+                    noted = details
+                    try:
+                        old = self._decode(_get(pipe, self.keys.rollout))
+                    except ConfigError as exc:
+                        log.warning("%s; replacing them", exc.message)
+                        old = RolloutFlags(version=_stored_version(pipe, self.keys.rollout_version))
+                        noted = {**(details or {}), "replaced_unreadable_flags": exc.data["reason"]}
+                    details_json = _bounded_details(noted)
                     changed = change(old)
                     if old.finalized and changed.finalized:
                         raise _finalized_refusal()
@@ -237,7 +192,7 @@ class FlagStore:
         return self.update(
             lambda f: replace(
                 f,
-                percent=_step_below(f) if to_previous else 0,
+                percent=step_below(f) if to_previous else 0,
                 previous_percent=f.percent,
                 paused=True,
             ),
@@ -260,21 +215,19 @@ class FlagStore:
         return self.update(lambda f: replace(f, paused=paused), who=who, why=why)
 
     def history(self, count: int = 50) -> list[dict[str, Any]]:
-        """The newest audit entries, newest first."""
+        """The newest audit entries, newest first.
+
+        An entry that cannot be read (written by something else than :meth:`update`) is
+        left out, with a warning naming it: the rest of the trail stays readable.
+        """
         entries = self.client.xrevrange(self.keys.audit, count=count) or []
         history = []
         for entry_id, fields in entries:
-            decoded = {_text(k): _text(v) for k, v in (fields or {}).items()}
-            history.append({
-                "id": _text(entry_id),
-                "version": int(decoded["version"]),
-                "who": decoded["who"],
-                "why": decoded["why"],
-                "at": float(decoded["at"]),
-                "old": json.loads(decoded["old"]),
-                "new": json.loads(decoded["new"]),
-                "details": json.loads(decoded.get("details") or "{}"),
-            })  # fmt: skip
+            try:
+                history.append(_audit_entry(entry_id, fields))
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                log.warning("audit entry %s cannot be read (%s: %s): left out",
+                            _text(entry_id), type(exc).__name__, exc)  # fmt: skip
         return history
 
 
@@ -286,6 +239,9 @@ class FlagCache:
     succeeded every caller waits for it (the defaults — 0 %, no kill switch, no
     overrides — would route as if nothing were set); after that one caller refreshes
     while the others go on with the flags it is replacing.
+    Flags that cannot be read (:meth:`FlagStore.read` raises ``ConfigError``) never
+    replace good ones: the cache keeps serving the last flags it read, logging the
+    problem once. Only a cache that has never read any raises.
 
     Args:
         store: Where the flags live.
@@ -299,12 +255,14 @@ class FlagCache:
         self._loaded = False
         self._checked = float("-inf")
         self._refreshing = threading.Lock()
+        self._problem: ConfigError | None = None
 
     def get(self) -> RolloutFlags:
         """The current flags, as of at most ``max_age`` seconds ago (plus one read).
 
         Raises:
             redis.RedisError: the flags have never been read and Redis did not answer.
+            ConfigError: the stored flags cannot be read and none were read before.
         """
         if self._loaded and time.monotonic() - self._checked < self.max_age:
             return self._flags
@@ -315,42 +273,34 @@ class FlagCache:
             if not self._loaded or now - self._checked >= self.max_age:
                 # Once loaded, a refresh that fails leaves the old flags for max_age.
                 self._checked = now
-                if not self._loaded or self.store.version() != self._flags.version:
-                    self._flags = self.store.read()
+                try:
+                    if not self._loaded or self.store.version() != self._flags.version:
+                        self._flags = self.store.read()
+                except ConfigError as exc:
+                    if self._problem is None or self._problem.message != exc.message:
+                        log.warning(
+                            "%s (serving flags version %d)", exc.message, self._flags.version
+                        )
+                    self._problem = exc
+                    if not self._loaded:
+                        raise
+                else:
+                    self._problem = None
                 self._loaded = True
         finally:
             self._refreshing.release()
         return self._flags
 
-
-def next_step(flags: RolloutFlags) -> int:
-    """The first step of the schedule above the current percentage (or 100)."""
-    return next((p for p in sorted(flags.schedule) if p > flags.percent), 100)
-
-
-def _step_below(flags: RolloutFlags) -> int:
-    return max((p for p in flags.schedule if p < flags.percent), default=0)
-
-
-def _check_commands(what: str, commands: tuple[str, ...] | None) -> None:
-    """Refuse a command list that is too long or names a malformed command."""
-    from snakepool.errors import InvalidArguments
-
-    if commands is None:
-        return
-    if len(commands) > MAX_V3_COMMANDS:
-        raise InvalidArguments(f"at most {MAX_V3_COMMANDS} commands in {what}")
-    bad_commands = [c for c in commands if not is_valid(COMMAND_NAME, c)]
-    if bad_commands:  # a list, not next(...): "" is a bad name and falsy
-        raise InvalidArguments(
-            f"invalid command name {str(bad_commands[0])[:40]!r} in {what}: "
-            "use 1-128 characters of A-Z a-z 0-9 _ . : -"
-        )
+    def version_in_use(self) -> int:
+        """The version of the flags :meth:`get` serves (0 before any could be read);
+        never raises (a heartbeat reports it)."""
+        try:
+            return self.get().version
+        except (ConfigError, redis.RedisError):
+            return self._flags.version
 
 
 def _finalized_refusal() -> Exception:
-    from snakepool.errors import InvalidArguments
-
     return InvalidArguments(
         "the rollout is finalized (everything goes to V3): run `snakepool rollout "
         "unfinalize --reason …` first, with V2-compat nodes running again"
@@ -381,6 +331,45 @@ def _bounded_details(details: dict[str, Any] | None) -> str:
     if len(encoded.encode()) <= MAX_AUDIT_DETAILS_BYTES:
         return encoded
     return json.dumps({"truncated": True, "bytes": len(encoded.encode())})
+
+
+def _get(client: Any, key: str) -> Any:
+    """GET ``key``; a key of another type is unreadable flags, not a Redis error."""
+    try:
+        return client.get(key)
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        raise unreadable_flags(key, "the key holds another type than a string") from None
+
+
+def _stored_version(client: Any, key: str) -> int:
+    try:
+        return int(_get(client, key) or 0)
+    except (ValueError, ConfigError):
+        return 0
+
+
+def _audit_entry(entry_id: Any, fields: Any) -> dict[str, Any]:
+    """One audit entry as :meth:`FlagStore.history` returns it.
+
+    Raises:
+        KeyError, ValueError, TypeError, AttributeError: a field missing or unreadable.
+    """
+    decoded = {_text(k): _text(v) for k, v in fields.items()}
+    entry = {
+        "id": _text(entry_id),
+        "version": int(decoded["version"]),
+        "who": decoded["who"],
+        "why": decoded["why"],
+        "at": float(decoded["at"]),
+        "old": json.loads(decoded["old"]),
+        "new": json.loads(decoded["new"]),
+        "details": json.loads(decoded.get("details") or "{}"),
+    }
+    if not all(isinstance(entry[name], dict) for name in ("old", "new", "details")):
+        raise TypeError("old, new and details must be JSON objects")
+    return entry
 
 
 def _text(value: Any) -> str:

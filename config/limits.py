@@ -60,8 +60,9 @@ MAX_V3_COMMANDS = 1000
 #: Steps a promotion schedule may have.
 MAX_SCHEDULE_STEPS = 100
 
-#: Seconds the per-second lane metrics are kept (``tasks.rollout.metrics.WINDOW_TTL``):
-#: no windowed rate (breaker, controller) can look further back.
+#: Seconds the per-second lane metrics are kept
+#: (``snakepool.tasks.rollout.metrics.WINDOW_TTL``): no windowed rate (breaker,
+#: controller) can look further back.
 METRICS_WINDOW_SECONDS = 600
 
 # -------------------------------------------------------------------- shadow

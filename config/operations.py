@@ -28,8 +28,8 @@ __all__ = [
 ]
 
 #: The controller's default schedule: percentages sent to V3, one step at a time. The
-#: same as the flags' own default (``config.flags.DEFAULT_SCHEDULE``, used by
-#: ``snakepool rollout step``).
+#: same as the flags' own default
+#: (``snakepool.config.rollout_flags.DEFAULT_SCHEDULE``, used by ``snakepool rollout step``).
 DEFAULT_ROLLOUT_SCHEDULE = (1, 5, 10, 25, 50, 100)
 #: The shipped presets ``SNAKEPOOL_PROFILE`` may name (``config/presets/<name>.toml``).
 PROFILE_NAMES = ("dev", "staging", "prod")

@@ -7,13 +7,18 @@ the broker and the store must be in the same world. Each rule says why, because 
 person reading the error has to choose which of the two values to change.
 
 Every contradiction found is reported at once, in one
-:class:`~snakepool.errors.ConfigError` naming the first setting to change.
+:class:`~snakepool.errors.ConfigError` naming the first setting to change. Each setting
+in a message is named the way the user wrote it (:func:`setting_name`): its env var
+(``SNAKEPOOL_REQUEST_TIMEOUT``), or its file, line and TOML key
+(``snakepool.toml:3: request_timeout``) when the TOML file set it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -32,8 +37,10 @@ __all__ = [
     "Contradiction",
     "check_broker_url",
     "check_redis_url",
+    "named_as_written",
     "pool_contradictions",
     "raise_contradictions",
+    "setting_name",
     "system_contradictions",
 ]
 
@@ -48,6 +55,31 @@ MIN_SYSTEM_MESSAGE_BYTES = 2 * MAX_PROGRAM_BYTES
 
 _EMBEDDED = "fakeredis"
 _DATABASE = re.compile(r"/?[0-9]*")
+#: Setting → how the user wrote it, while :func:`named_as_written` is in force.
+_ORIGINS: ContextVar[Mapping[str, str] | None] = ContextVar("snakepool_origins", default=None)
+
+
+@contextmanager
+def named_as_written(origins: Mapping[str, str]) -> Iterator[None]:
+    """Within this block, :func:`setting_name` names each setting by ``origins``.
+
+    Args:
+        origins: Setting (``request_timeout``) → where its value was written
+            (``snakepool.toml:3: request_timeout``, ``SNAKEPOOL_REQUEST_TIMEOUT``), as
+            :class:`~snakepool.config.sources.Layers` records it.
+    """
+    token = _ORIGINS.set(origins)
+    try:
+        yield
+    finally:
+        _ORIGINS.reset(token)
+
+
+def setting_name(field: str) -> str:
+    """How to name setting ``field`` in a message: where the user wrote it, else (a
+    default) the env var that would set it."""
+    origins = _ORIGINS.get() or {}
+    return origins.get(field, f"SNAKEPOOL_{field.upper()}")
 
 
 @dataclass(frozen=True)
@@ -109,8 +141,8 @@ def pool_contradictions(settings: PoolSettings) -> list[Contradiction]:
     if settings.lm_answers and settings.lm != "dummy":
         found.append(Contradiction(
             "LM_ANSWERS",
-            f"SNAKEPOOL_LM_ANSWERS is only read by the dummy LM, but SNAKEPOOL_LM is "
-            f"{settings.lm!r}: unset one of them",
+            f"{setting_name('lm_answers')} is only read by the dummy LM, but "
+            f"{setting_name('lm')} is {settings.lm!r}: unset one of them",
         ))  # fmt: skip
     return found
 
@@ -120,19 +152,24 @@ def system_contradictions(settings: Settings) -> list[Contradiction]:
     found = pool_contradictions(settings)
     request, queue = settings.request_timeout, settings.queue_timeout
     visibility = settings.visibility_timeout
+    named = {
+        field: setting_name(field)
+        for field in ("request_timeout", "queue_timeout", "visibility_timeout", "shutdown_grace",
+                      "result_timeout", "rollout_bake_seconds", "rollout_window")
+    }  # fmt: skip
     if visibility <= request:
         found.append(Contradiction(
             "VISIBILITY_TIMEOUT",
-            f"SNAKEPOOL_VISIBILITY_TIMEOUT ({visibility:g} s) must be greater than "
-            f"SNAKEPOOL_REQUEST_TIMEOUT ({request:g} s): Redis redelivers a message not "
+            f"{named['visibility_timeout']} ({visibility:g} s) must be greater than "
+            f"{named['request_timeout']} ({request:g} s): Redis redelivers a message not "
             "acknowledged within the visibility timeout, so a longer request would run "
             "twice, on two nodes",
         ))  # fmt: skip
     elif visibility <= queue + request:
         found.append(Contradiction(
             "VISIBILITY_TIMEOUT",
-            f"SNAKEPOOL_VISIBILITY_TIMEOUT ({visibility:g} s) must be greater than "
-            f"SNAKEPOOL_QUEUE_TIMEOUT + SNAKEPOOL_REQUEST_TIMEOUT ({queue:g} + {request:g} "
+            f"{named['visibility_timeout']} ({visibility:g} s) must be greater than "
+            f"{named['queue_timeout']} + {named['request_timeout']} ({queue:g} + {request:g} "
             f"= {queue + request:g} s): a request may wait that long for an interpreter and "
             "run before it is acknowledged, and would then run twice, on two nodes",
         ))  # fmt: skip
@@ -140,22 +177,22 @@ def system_contradictions(settings: Settings) -> list[Contradiction]:
     if grace is not None and grace < request:
         found.append(Contradiction(
             "SHUTDOWN_GRACE",
-            f"SNAKEPOOL_SHUTDOWN_GRACE ({grace:g} s) must be at least "
-            f"SNAKEPOOL_REQUEST_TIMEOUT ({request:g} s): a warm shutdown lets started "
+            f"{named['shutdown_grace']} ({grace:g} s) must be at least "
+            f"{named['request_timeout']} ({request:g} s): a warm shutdown lets started "
             "requests run to their own timeout",
         ))  # fmt: skip
     if settings.result_timeout <= request:
         found.append(Contradiction(
             "RESULT_TIMEOUT",
-            f"SNAKEPOOL_RESULT_TIMEOUT ({settings.result_timeout:g} s) must be greater than "
-            f"SNAKEPOOL_REQUEST_TIMEOUT ({request:g} s): clients would stop waiting for "
+            f"{named['result_timeout']} ({settings.result_timeout:g} s) must be greater than "
+            f"{named['request_timeout']} ({request:g} s): clients would stop waiting for "
             "requests that are still allowed to run",
         ))  # fmt: skip
     if settings.rollout_bake_seconds < settings.rollout_window:
         found.append(Contradiction(
             "ROLLOUT_BAKE_SECONDS",
-            f"SNAKEPOOL_ROLLOUT_BAKE_SECONDS ({settings.rollout_bake_seconds:g} s) must be at "
-            f"least SNAKEPOOL_ROLLOUT_WINDOW ({settings.rollout_window} s): the controller "
+            f"{named['rollout_bake_seconds']} ({settings.rollout_bake_seconds:g} s) must be at "
+            f"least {named['rollout_window']} ({settings.rollout_window} s): the controller "
             "would promote on a window still holding the previous step's traffic",
         ))  # fmt: skip
     found.extend(_message_size(settings.max_message_bytes))
@@ -167,14 +204,14 @@ def _message_size(size: int) -> list[Contradiction]:
     if size < MIN_SYSTEM_MESSAGE_BYTES:
         return [Contradiction(
             "MAX_MESSAGE_BYTES",
-            f"SNAKEPOOL_MAX_MESSAGE_BYTES ({size}) must be at least "
+            f"{setting_name('max_message_bytes')} ({size}) must be at least "
             f"{MIN_SYSTEM_MESSAGE_BYTES}: V3 sends a session's program (up to "
             f"{MAX_PROGRAM_BYTES} bytes) inline with its inputs",
         )]  # fmt: skip
     if size > REDIS_MAX_BULK_BYTES:
         return [Contradiction(
             "MAX_MESSAGE_BYTES",
-            f"SNAKEPOOL_MAX_MESSAGE_BYTES ({size}) must be at most {REDIS_MAX_BULK_BYTES} "
+            f"{setting_name('max_message_bytes')} ({size}) must be at most {REDIS_MAX_BULK_BYTES} "
             "(Redis's largest value): a larger result could not be stored as a task result",
         )]  # fmt: skip
     return []
@@ -188,8 +225,9 @@ def _same_world(redis_url: str, broker_url: str | None) -> list[Contradiction]:
         return []
     return [Contradiction(
         "BROKER_URL" if embedded_broker else "REDIS_URL",
-        f"SNAKEPOOL_REDIS_URL ({redact_url(redis_url)}) and SNAKEPOOL_BROKER_URL "
-        f"({redact_url(broker)}) must both be embedded (fakeredis://) or both real: "
+        f"{setting_name('redis_url')} ({redact_url(redis_url)}) and "
+        f"{setting_name('broker_url')} ({redact_url(broker)}) must both be embedded "
+        "(fakeredis://) or both real: "
         "an embedded Redis exists only inside one process, so workers elsewhere would "
         "never see the other",
     )]  # fmt: skip

@@ -34,6 +34,7 @@ from snakepool.config.operations import OperationSettings
 from snakepool.config.rules import (
     check_broker_url,
     check_redis_url,
+    named_as_written,
     pool_contradictions,
     raise_contradictions,
     system_contradictions,
@@ -154,7 +155,7 @@ class PoolSettings(BaseModel):
 
 
 class _FileAndEnvironment(PydanticBaseSettingsSource):
-    """The TOML file under the environment, read strictly (:mod:`config.sources`)."""
+    """The TOML file under the environment, read strictly (:mod:`snakepool.config.sources`)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         """Unused: :meth:`__call__` reads every field at once."""
@@ -287,7 +288,8 @@ def load_settings(**overrides: Any) -> Settings:
     """
     layers: Layers = read_layers(overrides, Settings.model_fields)
     try:
-        return Settings(**overrides)
+        with named_as_written(layers.origins):  # contradictions name the TOML key and file
+            return Settings(**overrides)
     except ValidationError as exc:
         raise _config_error(exc, layers.origins) from None
     except ConfigError as exc:

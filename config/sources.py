@@ -4,7 +4,9 @@ Each source is read strictly, so nothing a user wrote is silently ignored:
 
 - an env var with the ``SNAKEPOOL_`` prefix must name a setting, or be one of the
   variables snakepool reads on purpose for something else (:data:`NOT_SETTINGS`);
-- a TOML key must name a setting;
+  names match case-insensitively, so two of them differing only in case
+  (``SNAKEPOOL_POOL_SIZE=3`` and ``snakepool_pool_size=7``) must agree, or neither wins;
+- a TOML key must name a setting (two keys differing only in case must agree too);
 - a keyword must name a setting;
 - ``profile`` (``SNAKEPOOL_PROFILE=dev|staging|prod``) must name a shipped preset,
   whose values then sit under every value written explicitly;
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from snakepool.config.operations import PROFILE_NAMES
+from snakepool.config.secrets import redact_text
 from snakepool.errors import ConfigError
 
 __all__ = [
@@ -56,10 +59,10 @@ DEFAULT_CONFIG_FILE = "snakepool.toml"
 #: ``SNAKEPOOL_*`` env vars that are not settings but are read on purpose (name after
 #: the prefix → who reads it). Any other ``SNAKEPOOL_*`` name must be a setting.
 NOT_SETTINGS: Mapping[str, str] = {
-    "CONFIG": "names the TOML settings file (config.sources)",
-    "OPERATOR": "who the audit trail names (tasks.client.operator_name)",
+    "CONFIG": "names the TOML settings file (snakepool.config.sources)",
+    "OPERATOR": "who the audit trail names (snakepool.tasks.client.operator_name)",
     "TEST_RUN": "marks processes a test run started (tests/conftest.py)",
-    "RUN_MARKER": "marks a pool's template and everything below it (pool.orphans)",
+    "RUN_MARKER": "marks a pool's template and everything below it (snakepool.pool.orphans)",
     "TEST_CLUSTER": "marks a test cluster's processes (tests/integration/cluster.py)",
     "BENCH_PLAIN_URL": "the plain-Celery benchmark's broker (benchmarks/plain_app.py)",
     "CHAOS_SCALE": "short or full chaos tests (`make chaos`: full; tests/integration)",
@@ -114,6 +117,14 @@ def check_names(names: Iterable[str], fields: Iterable[str], *, what: str = "set
         raise _config_error(message, unknown[0].upper())
 
 
+def _shown(value: object) -> str:
+    """An env or TOML value as an error message may quote it (no URL password): text
+    quoted, a number or a boolean as it is."""
+    if isinstance(value, str):
+        return repr(redact_text(value)[:60])
+    return redact_text(str(value))[:60]
+
+
 def read_environment(environ: Mapping[str, str], fields: Iterable[str]) -> dict[str, str]:
     """The settings among ``environ``'s ``SNAKEPOOL_*`` variables (field → raw value).
 
@@ -121,15 +132,25 @@ def read_environment(environ: Mapping[str, str], fields: Iterable[str]) -> dict[
 
     Raises:
         ConfigError: a ``SNAKEPOOL_*`` name that is neither a setting nor one of
-            :data:`NOT_SETTINGS`, with the closest setting's name.
+            :data:`NOT_SETTINGS`, with the closest setting's name; or two names that
+            differ only in case with different values (which would win is an accident
+            of the environment's order).
     """
     known = {f.upper() for f in fields}
     found: dict[str, str] = {}
+    spelled: dict[str, str] = {}  # upper-case name → the first spelling seen
     unknown: list[str] = []
     for name, value in environ.items():
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX):
             continue
+        first = spelled.setdefault(upper, name)
+        if first != name and environ[first] != value:
+            raise _config_error(
+                f"{first}={_shown(environ[first])} and {name}={_shown(value)} name the same "
+                "setting (names are not case-sensitive) with different values: unset one",
+                upper[len(ENV_PREFIX) :],
+            )
         setting = upper[len(ENV_PREFIX) :]
         if setting in known:
             found[setting.lower()] = value
@@ -149,19 +170,39 @@ def read_environment(environ: Mapping[str, str], fields: Iterable[str]) -> dict[
 def config_file(environ: Mapping[str, str]) -> str | None:
     """The TOML file to read: ``SNAKEPOOL_CONFIG``, else ``./snakepool.toml`` if present.
 
+    ``SNAKEPOOL_CONFIG`` is found whatever the case of its name, like every setting.
+
     Raises:
-        ConfigError: ``SNAKEPOOL_CONFIG`` names no file.
+        ConfigError: ``SNAKEPOOL_CONFIG`` names a directory, something else that is not
+            a regular file (a FIFO, a device), or nothing.
     """
-    path = environ.get(CONFIG_FILE_ENV)
+    named = [value for name, value in environ.items() if name.upper() == CONFIG_FILE_ENV]
+    path = named[0] if named else None
     if path:
         if not Path(path).is_file():
-            raise _config_error(f"{CONFIG_FILE_ENV}: no such file {path!r}", "CONFIG")
+            raise _config_error(f"{CONFIG_FILE_ENV}: {_not_a_file(path)}", "CONFIG")
         return path
     return DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file() else None
 
 
+def _not_a_file(path: str) -> str:
+    """Why ``path`` (which is not a regular file) cannot be the settings file."""
+    where = Path(path)
+    try:
+        if where.is_dir():
+            return f"{path!r} is a directory, not a settings file (name the .toml file in it)"
+        if where.exists():
+            return f"{path!r} is not a regular file"
+        if where.is_symlink():
+            return f"{path!r} is a broken symbolic link"
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return f"{path[:80]!r} cannot be a file name"
+    return f"no such file {path!r}"
+
+
 def _key_lines(text: str) -> dict[str, int]:
-    """Top-level key (or table) name → the first line (1-based) it appears on."""
+    """Top-level key (or table) name → the first line (1-based) it appears on (each
+    key as written and in lower case)."""
     lines: dict[str, int] = {}
     in_multiline: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -170,8 +211,9 @@ def _key_lines(text: str) -> dict[str, int]:
                 in_multiline = None
             continue
         if match := _KEY_AT_LINE_START.match(line):
-            key = match["key"].strip("\"'").lower()
-            lines.setdefault(key, number)
+            key = match["key"].strip("\"'")
+            lines.setdefault(key, number)  # as written, and in lower case (lookups by name)
+            lines.setdefault(key.lower(), number)
         for quote in ('"""', "'''"):
             if line.count(quote) % 2 == 1:
                 in_multiline = quote
@@ -214,10 +256,18 @@ def read_toml(path: str, fields: Iterable[str]) -> tuple[dict[str, Any], dict[st
     unknown: list[str] = []
     for key, value in parsed.items():
         name = key.lower()
-        where = f"{path}:{lines[name]}" if name in lines else path
+        at_line = lines[key] if key in lines else lines.get(name)
+        where = f"{path}:{at_line}" if at_line is not None else path
         if name in known:
+            if name in values and values[name] != value:
+                raise _config_error(
+                    f"{origins[name]} = {_shown(values[name])} and {where}: {key} = "
+                    f"{_shown(value)} name the same setting (keys are not case-sensitive) "
+                    "with different values: keep one",
+                    name.upper(),
+                )
             values[name] = value
-            origins[name] = f"{where}: {key}"
+            origins.setdefault(name, f"{where}: {key}")
         else:
             unknown.append(key)
     if unknown:

@@ -1,6 +1,7 @@
 """The interpreter pool: warm Python interpreters behind a small, thread-safe API.
 
-``from pool import Pool``. This package knows nothing of Celery or Redis. Its public
+``from snakepool.pool import Pool`` (or ``from snakepool import Pool``). This package
+knows nothing of Celery or Redis. Its public
 names are loaded lazily because every interpreter imports this package on its way to
 :mod:`snakepool.pool.interpreter`, and must not pay for the parent side (pydantic, psutil).
 """
@@ -25,4 +26,4 @@ def __getattr__(name: str) -> Any:
         from snakepool.pool.hooks import PoolObserver
 
         return PoolObserver
-    raise AttributeError(f"module 'pool' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,6 +36,7 @@ from celery.result import AsyncResult
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
+from snakepool.config.ids import validate_command_name
 from snakepool.config.keys import Keys
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
@@ -158,8 +159,7 @@ class Client:
             InvalidArguments: a bad command, args or session id, an unknown option or a
                 bad ``timeout`` — before anything is sent.
         """
-        if not isinstance(command, str) or not command:
-            raise InvalidArguments("command must be a non-empty string")
+        validate_command_name(command)  # COMMAND_NAME, a full match: before anything is sent
         if args is not None and not isinstance(args, dict):
             raise InvalidArguments(f"args must be a dict, not {type(args).__name__}")
         if session_id is not None:

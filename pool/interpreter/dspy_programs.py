@@ -78,6 +78,8 @@ MAX_PROGRAMS = 10_000
 MAX_PROGRAM_BYTES = 64 * 1024 * 1024
 
 _IMPORTED_IN_PID = os.getpid()  # differs from os.getpid() in a forked interpreter
+#: The keys ``configure_lm`` takes.
+_LM_KEYS = frozenset({"lm", "answers"})
 
 
 def _load_answers(path: str | None) -> dict[str, dict[str, Any]]:
@@ -300,8 +302,18 @@ def configure_lm(args: dict[str, Any]) -> dict[str, Any]:
 
     An admin command: it points the interpreter's LM credentials at any model, so it
     is off unless the pool's ``ALLOW_ADMIN_COMMANDS`` setting is on.
+
+    Raises:
+        InvalidArguments: a key other than ``lm`` and ``answers`` (naming it), a bad
+            ``lm`` or ``answers``, or a transient request.
     """
     _require_dspy()
+    unknown = sorted(str(key)[:40] for key in args if key not in _LM_KEYS)
+    if unknown:  # {"model": …} must not quietly mean "back to the dummy LM"
+        raise InvalidArguments(
+            f"configure_lm: unknown key(s) {', '.join(map(repr, unknown[:5]))}; it takes "
+            "'lm' (\"dummy\" or a model name) and 'answers'"
+        )
     spec = args.get("lm", "dummy")
     answers = args.get("answers")
     if not isinstance(spec, str) or not spec:

@@ -8,7 +8,10 @@ caches, so a changed definition can never be served from a stale cache entry.
 :func:`signature_field_names` reads a signature's field names the way DSPy does (as
 Python parameters) and refuses, naming the field, what can never be a field: a
 non-identifier, a keyword, a name starting with ``_``, a name listed twice or on both
-sides. The names DSPy keeps for itself are checked where DSPy is
+sides, a name Python would read as another (NFKC: a fullwidth ``q`` is ``q``, the
+ligature ``fi`` is ``fi``; a program created with one would then want its inputs under a
+name the caller never wrote).
+The names DSPy keeps for itself are checked where DSPy is
 (:mod:`~snakepool.pool.interpreter.dspy_names`).
 """
 
@@ -19,6 +22,7 @@ import hashlib
 import json
 import keyword
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -164,8 +168,38 @@ def _side(text: str, signature: str) -> list[str]:
             f"malformed signature {signature!r}: fields are plain names ('*', '**' and '/' "
             "are not allowed)"
         )
-    # The parser has already NFKC-normalized the names, as it does for DSPy.
+    source = f"def f({text}): pass"
+    for arg in params.args:
+        written = _as_written(source, arg)
+        if written != arg.arg:
+            fix = (
+                "that is a Python keyword: choose another name"
+                if keyword.iskeyword(arg.arg)
+                else f"inputs would have to be named {arg.arg!r}: write {arg.arg!r}"
+            )
+            raise InvalidArguments(
+                f"field {written!r} ({written!a}) is read as {arg.arg!r} (Python and DSPy "
+                f"normalise names, NFKC): {fix}",
+                field=written,
+            )
     return [arg.arg for arg in params.args]
+
+
+def _as_written(source: str, arg: ast.arg) -> str:
+    """A parameter's name as the signature spells it.
+
+    The parser hands back names NFKC-normalised (``arg.arg``); the source segment keeps
+    them as typed. The segment runs to the end of the annotation, if any: the name is what
+    comes before it, without the ``:``, blanks or a comment.
+    """
+    segment = ast.get_source_segment(source, arg) or arg.arg
+    if arg.annotation is not None:
+        annotation = ast.get_source_segment(source, arg.annotation) or ""
+        segment = segment[: len(segment) - len(annotation)]
+    name = segment.split("#", 1)[0].strip().rstrip(":").strip()
+    if unicodedata.normalize("NFKC", name) != arg.arg:  # not where we looked: trust the parser
+        return arg.arg
+    return name
 
 
 def signature_field_names(signature: str) -> tuple[list[str], list[str]]:
@@ -174,7 +208,8 @@ def signature_field_names(signature: str) -> tuple[list[str], list[str]]:
     Raises:
         InvalidArguments: naming the field: not an identifier, a Python keyword, a
             name starting with ``_`` (pydantic and DSPy keep those), a name listed
-            twice, on both sides, or no field on a side.
+            twice, on both sides, a name whose NFKC form differs from how it is written
+            (it would be read as another), or no field on a side.
     """
     if signature.count("->") != 1:
         raise InvalidArguments(

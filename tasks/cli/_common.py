@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import ContextDecorator
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.secrets import redact_text
@@ -18,12 +21,32 @@ from snakepool.errors import SnakepoolError
 if TYPE_CHECKING:
     from snakepool.tasks.client import Client
 
-__all__ = ["MISSING", "cell", "console", "fails_cleanly", "make_client", "settings_with", "table"]
+__all__ = [
+    "MISSING",
+    "UnreadableData",
+    "cell",
+    "console",
+    "fails_cleanly",
+    "make_client",
+    "reads_stored_data",
+    "settings_with",
+    "styled",
+    "table",
+]
 
-#: Where every command prints (rich: tables, JSON, colours).
-console = Console()
+#: Where every command prints (rich: tables, JSON, colours). Neither markup nor emoji
+#: codes: what it prints comes from users and from Redis (session ids, command names,
+#: reasons in the audit trail, error messages), and rich would read ``[/]`` in it as
+#: markup (and crash), ``[link=…]`` as a link on the operator's screen, ``:cat:`` (a valid
+#: session id) as an emoji. Our own colours go through :func:`styled` instead.
+console = Console(markup=False, emoji=False)
 #: How a figure that does not exist yet prints (a latency before the first request).
 MISSING = "\N{EN DASH}"
+
+
+def styled(text: str, style: str) -> Text:
+    """``text`` in ``style`` (``"red"``, ``"bold"``), never read as markup."""
+    return Text(text, style=style)
 
 
 def cell(value: Any) -> str:
@@ -48,9 +71,12 @@ def table(title: str, *columns: str, wrap: Sequence[str] = (), caption: str | No
 
 
 def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a snakepool error as one line and exit 2, instead of a traceback.
+    """Print an error as one line and exit with its code, instead of a traceback.
 
-    Exit codes: 2 a snakepool error, 3 Redis or the broker unreachable, 4 no result in time.
+    Exit codes: 2 a snakepool error (and click's usage errors), 3 Redis or the broker
+    unreachable, 4 no result in time, 5 Redis refused a command (a key holding another
+    type of data than snakepool wrote there, a read-only replica, …) or holds data that
+    cannot be read (:data:`reads_stored_data`).
     """
 
     @wraps(fn)
@@ -62,16 +88,65 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SnakepoolError as exc:
-            console.print(f"[red]{type(exc).__name__}:[/] {redact_text(exc.message)}")
+            console.print(styled(f"{type(exc).__name__}:", "red"), redact_text(exc.message))
             sys.exit(2)
-        except (redis.ConnectionError, OperationalError) as exc:
-            console.print(f"[red]cannot reach Redis / the broker:[/] {redact_text(str(exc))}")
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+            console.print(styled("cannot reach Redis / the broker:", "red"), redact_text(str(exc)))
             sys.exit(3)
         except ResultTimeout:
-            console.print("[red]no result in time:[/] are worker nodes running? (snakepool status)")
+            console.print(
+                styled("no result in time:", "red"), "are worker nodes running? (snakepool status)"
+            )
             sys.exit(4)
+        except redis.RedisError as exc:
+            message = redact_text(str(exc))
+            if message.startswith("WRONGTYPE"):
+                message += (
+                    " (a key holds another type of data than snakepool writes there: "
+                    "docs/redis-keys.md lists each key and its type)"
+                )
+            console.print(styled("Redis refused a command:", "red"), message)
+            sys.exit(5)
+        except UnreadableData as exc:
+            console.print(styled("cannot read what Redis holds:", "red"), str(exc))
+            sys.exit(5)
 
     return wrapper
+
+
+class UnreadableData(Exception):
+    """What Redis handed back cannot be read (see :data:`reads_stored_data`)."""
+
+
+class _ReadingStoredData(ContextDecorator):
+    """Around code that shows what Redis holds (``status``, ``report``, the nodes ``call``
+    looks for, …): data that cannot be read there — a heartbeat that is not JSON, a
+    counter that is not a number, a field missing — becomes :class:`UnreadableData`
+    (one line and exit 5 under :func:`fails_cleanly`), not a traceback; ``snakepool
+    -vv`` logs the traceback too. As a decorator or a ``with`` block.
+
+    Arguments were checked before the command ran (click's types and callbacks), so what
+    fails to parse inside is what Redis handed back.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or not isinstance(exc, ValueError | KeyError | TypeError):
+            return
+        logging.getLogger("snakepool.cli").debug("unreadable data", exc_info=exc)
+        raise UnreadableData(
+            f"{type(exc).__name__}: {redact_text(str(exc))[:300]} (a key snakepool reads "
+            "holds data it did not write: docs/redis-keys.md lists each key; "
+            "`snakepool -vv …` shows where)"
+        ) from exc
+
+
+#: See :class:`_ReadingStoredData`.
+reads_stored_data = _ReadingStoredData()
 
 
 def settings_with(**overrides: Any) -> Settings:

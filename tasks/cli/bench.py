@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 from rich.table import Table
 
 from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._params import COUNT, command_name, json_object
 
 __all__ = ["bench"]
 
 
 @click.command()
-@click.option("-n", "requests", default=300, show_default=True, help="Requests per routing.")
-@click.option("--command", "command", default="ping", show_default=True)
+@click.option(
+    "-n", "requests", type=COUNT, default=300, show_default=True,
+    help="Requests per routing.",
+)  # fmt: skip
+@click.option("--command", "command", default="ping", show_default=True, callback=command_name)
 @click.option("--args", "args_json", default="{}", help="Arguments as JSON.")
-@click.option("--concurrency", default=4, show_default=True, help="Requests in flight.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
+    help="Requests in flight.",
+)  # fmt: skip
 @fails_cleanly
 def bench(requests: int, command: str, args_json: str, concurrency: int) -> None:
     """Measure the running system: through the router vs zero-hop, same run."""
@@ -28,7 +34,7 @@ def bench(requests: int, command: str, args_json: str, concurrency: int) -> None
 
     from rich.progress import Progress
 
-    args = json.loads(args_json)
+    args = json_object(args_json, param_hint="--args")
     settings = settings_with()
     table = Table(title=f"{requests} x {command} per routing, {concurrency} in flight")
     for column in ("routing", "p50 ms", "p90 ms", "p99 ms", "req/s", "lanes"):

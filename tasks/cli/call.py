@@ -6,17 +6,26 @@ import json
 
 import click
 
-from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    make_client,
+    reads_stored_data,
+    settings_with,
+)
+from snakepool.tasks.cli._params import SECONDS, command_name, json_object, session_id
 
 __all__ = ["call"]
 
 
 @click.command()
-@click.argument("command")
+@click.argument("command", callback=command_name)
 @click.argument("args", required=False, default="{}")
-@click.option("--session", "session_id", default=None, help="Session id.")
+@click.option("--session", "session_id", default=None, callback=session_id, help="Session id.")
 @click.option("--direct", is_flag=True, help="Zero-hop: decide here, skip the router.")
-@click.option("--timeout", type=float, default=None, help="Seconds to wait for the result.")
+@click.option(
+    "--timeout", type=SECONDS, default=None, help="Seconds to wait for the result (0 < s ≤ 86400)."
+)
 @fails_cleanly
 def call(
     command: str, args: str, session_id: str | None, direct: bool, timeout: float | None
@@ -28,19 +37,14 @@ def call(
     """
     from snakepool.errors import PoolUnavailable
     from snakepool.tasks.worker.node import live_nodes
-    from snakepool.tasks.worker.options import checked_session_id
     from snakepool.tasks.worker.reachability import possible_lanes, unserved
 
-    try:
-        parsed = json.loads(args)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"ARGS must be a JSON object: {exc}") from None
+    parsed = json_object(args, param_hint="ARGS")
     client = make_client(settings_with(), "direct" if direct else "router")
-    if session_id is not None:
-        checked_session_id(session_id)
-    lanes = possible_lanes(command, parsed, session_id, client.flags.read())
-    queues = [*([] if direct else ["router"]), *lanes]
-    missing = unserved(queues, live_nodes(client.redis, client.keys))
+    with reads_stored_data:  # flags and heartbeats: a corrupt one is exit 5, one line
+        lanes = possible_lanes(command, parsed, session_id, client.flags.read())
+        queues = [*([] if direct else ["router"]), *lanes]
+        missing = unserved(queues, live_nodes(client.redis, client.keys))
     if missing:
         raise PoolUnavailable(
             f"no live node serves {', '.join(missing)}, where this request would go: "

@@ -8,7 +8,8 @@ import sys
 import click
 from rich.table import Table
 
-from snakepool.tasks.cli._common import console
+from snakepool.tasks.cli._common import console, styled
+from snakepool.tasks.cli._params import Seconds
 
 __all__ = ["check"]
 
@@ -17,7 +18,7 @@ __all__ = ["check"]
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--adapter-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=None,
     help="Seconds the adapter import may take (default: STARTUP_TIMEOUT).",
 )
@@ -41,9 +42,12 @@ def check(as_json: bool, adapter_timeout: float | None) -> None:
         table.add_column("", no_wrap=True)
         table.add_column("why", overflow="fold")
         for item in items:
-            mark = "[green]pass[/]" if item.ok else "[red]FAIL[/]"
+            mark = styled("pass", "green") if item.ok else styled("FAIL", "red")
             table.add_row(item.name, mark, item.detail)
         console.print(table)
         failed = [item.name for item in items if not item.ok]
-        console.print("go" if passed else f"[red]no-go:[/] {', '.join(failed)} failed")
+        if passed:
+            console.print("go")
+        else:
+            console.print(styled("no-go:", "red"), f"{', '.join(failed)} failed")
     sys.exit(0 if passed else 1)

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
+from snakepool.tasks.cli._common import console, fails_cleanly, reads_stored_data, settings_with
+from snakepool.tasks.cli._params import COUNT
+from snakepool.tasks.cli._params import task_id as task_id_param
 
 if TYPE_CHECKING:
     from snakepool.tasks.worker.recovery.deadletters import DeadLetterStore
@@ -61,9 +63,13 @@ def deadletter() -> None:
 
 
 @deadletter.command("list")
-@click.option("-n", "limit", default=100, show_default=True, help="At most this many.")
+@click.option(
+    "-n", "limit", type=COUNT, default=100, show_default=True,
+    help="At most this many.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="JSON, one object per dead letter.")
 @fails_cleanly
+@reads_stored_data
 def deadletter_list(limit: int, as_json: bool) -> None:
     """The dead letters, newest first."""
     with _store() as store:
@@ -83,8 +89,9 @@ def deadletter_list(limit: int, as_json: bool) -> None:
 
 
 @deadletter.command("show")
-@click.argument("task_id")
+@click.argument("task_id", callback=task_id_param)
 @fails_cleanly
+@reads_stored_data
 def deadletter_show(task_id: str) -> None:
     """One dead letter: its request, its message and every delivery that killed a node."""
     with _store() as store:
@@ -96,7 +103,7 @@ def deadletter_show(task_id: str) -> None:
 
 
 @deadletter.command("retry")
-@click.argument("task_id")
+@click.argument("task_id", callback=task_id_param)
 @fails_cleanly
 def deadletter_retry(task_id: str) -> None:
     """Publish it again under its task id, with a fresh death count."""

@@ -7,12 +7,16 @@ import sys
 import click
 
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
+from snakepool.tasks.cli._params import COUNT
 
 __all__ = ["demo"]
 
 
 @click.command()
-@click.option("--requests", "-n", default=400, show_default=True, help="Requests to send.")
+@click.option(
+    "--requests", "-n", type=COUNT, default=400, show_default=True,
+    help="Requests to send.",
+)  # fmt: skip
 @click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
 @fails_cleanly
 def demo(requests: int, pool_size: int | None) -> None:

@@ -6,7 +6,14 @@ import sys
 
 import click
 
-from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    make_client,
+    settings_with,
+    styled,
+)
+from snakepool.tasks.cli._params import SECONDS
 
 __all__ = ["rollout_finalize", "rollout_unfinalize"]
 
@@ -17,6 +24,7 @@ _REASON = click.option("--reason", required=True, help="Why (kept in the audit t
 @_REASON
 @click.option(
     "--timeout",
+    type=SECONDS,
     default=30.0,
     show_default=True,
     help="Seconds each V2-compat node has to report the programs its interpreters hold.",
@@ -52,7 +60,7 @@ def rollout_finalize(reason: str, timeout: float) -> None:
     try:
         flags = finalize(client.flags, readiness, who=operator_name(), why=reason)
     except InvalidArguments as exc:
-        console.print("[red]cannot finalize the rollout:[/]")
+        console.print(styled("cannot finalize the rollout:", "red"))
         for blocker in exc.data.get("blockers") or [exc.message]:
             console.print(f"  - {blocker}")
         sys.exit(1)

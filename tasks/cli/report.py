@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from snakepool.tasks.cli._common import MISSING, cell, console, fails_cleanly, settings_with, table
+from snakepool.tasks.cli._common import (
+    MISSING,
+    cell,
+    console,
+    fails_cleanly,
+    reads_stored_data,
+    settings_with,
+    table,
+)
+from snakepool.tasks.cli._params import MAX_COUNT
 
 __all__ = ["report"]
 
@@ -23,8 +32,12 @@ def _mib(value: int | None) -> str:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--rollbacks", "shown", default=10, show_default=True, help="Newest N rollbacks.")
+@click.option(
+    "--rollbacks", "shown", type=click.IntRange(0, MAX_COUNT), default=10, show_default=True,
+    help="Newest N rollbacks.",
+)  # fmt: skip
 @fails_cleanly
+@reads_stored_data
 def report(as_json: bool, shown: int) -> None:
     """The migration's figures: per lane requests, success rate and p50/p99, the share
     of traffic each lane got, shadow comparisons, rollbacks (when, who, why), interpreter

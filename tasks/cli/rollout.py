@@ -10,7 +10,16 @@ from typing import Any
 import click
 from rich.table import Table
 
-from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    make_client,
+    reads_stored_data,
+    settings_with,
+    styled,
+)
+from snakepool.tasks.cli._params import COUNT
+from snakepool.tasks.cli._params import session_id as session_id_param
 from snakepool.tasks.cli.finalize import rollout_finalize, rollout_unfinalize
 from snakepool.tasks.cli.rollout_scope import rollout_exclude, rollout_include, rollout_only
 
@@ -52,13 +61,14 @@ def rollout_rollback(reason: str) -> None:
 
 def _say_if_paused(paused: bool) -> None:
     if paused:
-        console.print(f"[yellow]the rollout is still paused:[/] {_RESUME_HINT}")
+        console.print(styled("the rollout is still paused:", "yellow"), _RESUME_HINT)
 
 
 @rollout.command("history")
-@click.option("-n", "count", default=20, show_default=True)
+@click.option("-n", "count", type=COUNT, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @fails_cleanly
+@reads_stored_data
 def rollout_history(count: int, as_json: bool) -> None:
     """The audit trail: who changed what, when and why."""
     history = make_client(settings_with()).flags.history(count)
@@ -103,7 +113,7 @@ def rollout_force(lane: str, reason: str) -> None:
 
 
 @rollout.command("override")
-@click.argument("session_id")
+@click.argument("session_id", callback=session_id_param)
 @click.argument("lane", type=click.Choice(["v3", "v2compat", "clear"]))
 @_REASON
 @fails_cleanly

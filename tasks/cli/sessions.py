@@ -8,7 +8,14 @@ import sys
 import click
 from rich.table import Table
 
-from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    make_client,
+    reads_stored_data,
+    settings_with,
+)
+from snakepool.tasks.cli._params import COUNT, json_object, session_id
 
 __all__ = ["sessions"]
 
@@ -26,19 +33,15 @@ def sessions_create(ttl: int | None, metadata_json: str | None) -> None:
     """Create a session and print its id, alone: `SID=$(snakepool sessions create)`."""
     metadata = None
     if metadata_json is not None:
-        try:
-            metadata = json.loads(metadata_json)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--metadata") from None
-        if not isinstance(metadata, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+        metadata = json_object(metadata_json, param_hint="--metadata")
     click.echo(make_client(settings_with()).create_session(ttl=ttl, metadata=metadata))
 
 
 @sessions.command("list")
-@click.option("-n", "limit", default=50, show_default=True)
+@click.option("-n", "limit", type=COUNT, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @fails_cleanly
+@reads_stored_data
 def sessions_list(limit: int, as_json: bool) -> None:
     """The newest sessions."""
     found = make_client(settings_with()).store.list(limit=limit)
@@ -55,8 +58,9 @@ def sessions_list(limit: int, as_json: bool) -> None:
 
 
 @sessions.command("show")
-@click.argument("session_id")
+@click.argument("session_id", callback=session_id)
 @fails_cleanly
+@reads_stored_data
 def sessions_show(session_id: str) -> None:
     """One session with its programs."""
     client = make_client(settings_with())
@@ -69,7 +73,7 @@ def sessions_show(session_id: str) -> None:
 
 
 @sessions.command("delete")
-@click.argument("session_id")
+@click.argument("session_id", callback=session_id)
 @fails_cleanly
 def sessions_delete(session_id: str) -> None:
     """Delete a session and its programs."""

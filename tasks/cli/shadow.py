@@ -6,7 +6,14 @@ import json
 
 import click
 
-from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    make_client,
+    reads_stored_data,
+    settings_with,
+)
+from snakepool.tasks.cli._params import MAX_COUNT
 
 __all__ = ["shadow"]
 
@@ -16,8 +23,12 @@ __all__ = ["shadow"]
 @click.option(
     "--rate", type=click.FloatRange(0, 1), default=None, help="Share of read-only requests."
 )
-@click.option("--mismatches", "show", default=0, help="Also print the newest N mismatches.")
+@click.option(
+    "--mismatches", "show", type=click.IntRange(0, MAX_COUNT), default=0,
+    help="Also print the newest N mismatches.",
+)  # fmt: skip
 @fails_cleanly
+@reads_stored_data
 def shadow(state: str, rate: float | None, show: int) -> None:
     """Run a copy of read-only requests on the other lane and compare the results.
 

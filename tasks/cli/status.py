@@ -11,7 +11,16 @@ from typing import Any
 
 import click
 
-from snakepool.tasks.cli._common import MISSING, cell, console, fails_cleanly, settings_with, table
+from snakepool.tasks.cli._common import (
+    MISSING,
+    cell,
+    console,
+    fails_cleanly,
+    reads_stored_data,
+    settings_with,
+    styled,
+    table,
+)
 
 __all__ = ["status"]
 
@@ -19,6 +28,7 @@ __all__ = ["status"]
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @fails_cleanly
+@reads_stored_data
 def status(as_json: bool) -> None:
     """Nodes and their pools, queue depths, per-lane counts and latency, rollout state."""
     from snakepool.sessions import redis_from_url
@@ -67,10 +77,10 @@ def _print_nodes(data: dict[str, Any]) -> None:
     for node in data["nodes"]:
         pool = node.get("pool") or {}
         if pool.get("unavailable"):
-            console.print(f"[red]{node['name']} pool unavailable:[/] {pool['unavailable']}")
+            console.print(styled(f"{node['name']} pool unavailable:", "red"), pool["unavailable"])
         if node.get("open_breakers"):
             shed = ", ".join(node["open_breakers"])
-            console.print(f"[yellow]{node['name']} sheds {shed} (circuit breaker open)[/]")
+            console.print(styled(f"{node['name']} sheds {shed} (circuit breaker open)", "yellow"))
 
 
 def _print_lanes(data: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from snakepool.config.secrets import redact_url
-from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
+from snakepool.tasks.cli._common import console, fails_cleanly, settings_with, styled
 
 __all__ = ["DEFAULT_METRICS_BASE", "up"]
 
@@ -18,10 +18,19 @@ DEFAULT_METRICS_BASE = 9808
 
 
 @click.command()
-@click.option("--v3", "v3_nodes", default=1, show_default=True, help="V3 worker nodes.")
-@click.option("--v2compat", "v2_nodes", default=1, show_default=True, help="V2-compat nodes.")
+@click.option(
+    "--v3", "v3_nodes", type=click.IntRange(0, 64), default=1, show_default=True,
+    help="V3 worker nodes.",
+)  # fmt: skip
+@click.option(
+    "--v2compat", "v2_nodes", type=click.IntRange(0, 64), default=1, show_default=True,
+    help="V2-compat nodes.",
+)  # fmt: skip
 @click.option("--pool-size", type=int, default=None, help="Interpreters per node.")
-@click.option("--flower-port", default=5555, show_default=True, help="0: no Flower.")
+@click.option(
+    "--flower-port", type=click.IntRange(0, 65535), default=5555, show_default=True,
+    help="0: no Flower.",
+)  # fmt: skip
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
@@ -104,7 +113,7 @@ def up(  # noqa: PLR0917 - click passes every option
         while not stop.wait(0.5):
             exited = [m.name for m in launcher.processes if m.process.poll() is not None]
             if exited:
-                console.print(f"[red]exited:[/] {', '.join(exited)}; stopping the rest")
+                console.print(styled("exited:", "red"), f"{', '.join(exited)}; stopping the rest")
                 break
         console.print("stopping…")
 

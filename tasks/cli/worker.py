@@ -7,6 +7,7 @@ import os
 import click
 
 from snakepool.tasks.cli._common import fails_cleanly, settings_with
+from snakepool.tasks.cli._params import LOG_LEVELS, node_name
 
 __all__ = ["LANE_CHOICES", "worker"]
 
@@ -16,7 +17,13 @@ LANE_CHOICES = ("v3", "v2compat", "router", "all")
 
 @click.command()
 @click.option("--lane", type=click.Choice(LANE_CHOICES), required=True, help="What to serve.")
-@click.option("--name", default=None, help="Node name (default: <lane>-<pid>); @host is added.")
+@click.option(
+    "--name",
+    default=None,
+    callback=node_name,
+    help="Node name: 1-64 of A-Z a-z 0-9 _ . : - (default: <lane>-<pid>); @host is added "
+    "unless given (name@host).",
+)
 @click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
 @click.option(
     "--concurrency",
@@ -30,7 +37,10 @@ LANE_CHOICES = ("v3", "v2compat", "router", "all")
     default=None,
     help="Serve Prometheus /metrics on this port (0: off) [METRICS_PORT].",
 )
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option(
+    "--loglevel", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO",
+    show_default=True,
+)  # fmt: skip
 @click.option(
     "--quiet",
     is_flag=True,
@@ -67,7 +77,8 @@ def worker(
         # for the quick router tasks when this node also routes.
         extra = 4 if lane == "all" else 0
         concurrency = settings.pool_size + extra if lane != "router" else 8
-    hostname = f"{name or f'{lane}-{os.getpid()}'}@%h"
+    given = name or f"{lane}-{os.getpid()}"
+    hostname = given if "@" in given else f"{given}@%h"
     if quiet:
         quiet_task_logs(name or lane)
     app.worker_main([

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from snakepool.config import Settings
 from snakepool.errors import SnakepoolError
@@ -45,14 +46,18 @@ def _percentile(values: list[float], q: float) -> float:
 
 def run_pool_demo(settings: Settings, *, requests: int, console: Console) -> int:
     """Run the pool demo; returns the process exit code."""
-    console.rule("[bold]snakepool demo[/] — the interpreter pool")
+    # The console reads no markup (snakepool.tasks.cli._common.console): styles as Text.
+    console.rule(Text.assemble(("snakepool demo", "bold"), " — the interpreter pool"))
     pool = Pool.from_settings(settings)
     started = time.perf_counter()
     with console.status(f"starting {settings.pool_size} interpreters ({settings.adapter})"):
         pool.start()
     console.print(
-        f"{settings.pool_size} interpreters ready in [bold]{time.perf_counter() - started:.3f}s[/]"
-        f" (start method {settings.start_method}); pids {pool.interpreter_pids()}"
+        Text.assemble(
+            f"{settings.pool_size} interpreters ready in ",
+            (f"{time.perf_counter() - started:.3f}s", "bold"),
+            f" (start method {settings.start_method}); pids {pool.interpreter_pids()}",
+        )
     )
     latencies: dict[str, list[float]] = defaultdict(list)
     outcomes: dict[str, Counter[str]] = defaultdict(Counter)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from snakepool.config import Settings
 from snakepool.config.flags import RolloutFlags
@@ -212,7 +213,7 @@ def _report(client: Client, console: Console) -> None:
 
 def run_system_demo(settings: Settings, *, console: Console, sessions: int = 40) -> int:
     """Run the rollout demo; returns the exit code."""
-    console.rule("[bold]snakepool demo[/] — lanes, router and a rollout")
+    console.rule(Text.assemble(("snakepool demo", "bold"), " — lanes, router and a rollout"))
     if redis_answers(settings.redis_url):
         console.print(
             f"Redis answers at {redact_url(settings.redis_url)}: using it, with real worker nodes"

@@ -1,6 +1,8 @@
 """The Celery side: what a worker node runs, and how a request reaches it.
 
 - :mod:`~snakepool.tasks.worker.app` — the Celery app, task names and queues (the contract);
+  :mod:`~snakepool.tasks.worker.celery_app` — that app built from the settings, for
+  ``celery -A snakepool.tasks.worker.celery_app …``;
 - :mod:`~snakepool.tasks.worker.bootstep` and :mod:`~snakepool.tasks.worker.node` — one
   :class:`Node` per worker process: its pool, store, flags, metrics and heartbeat;
 - :mod:`~snakepool.tasks.worker.router` — the ``snakepool.route`` task, which hands a

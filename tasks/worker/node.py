@@ -149,7 +149,7 @@ class Node:
             "pool": pool,
             "memory": interpreter_memory(pool["pids"]) if pool is not None else None,
             # The flags version this node routes by (refreshed here if stale).
-            "flags_version": self.flags.get().version,
+            "flags_version": self.flags.version_in_use(),  # never raises: unreadable flags
             "open_breakers": [lane for lane in ("v3", "v2compat") if self.breaker.is_open(lane)],
             # Where Prometheus scrapes this node (None: no metrics endpoint).
             "metrics_port": self.exporter.port if self.exporter is not None else None,

@@ -248,6 +248,45 @@ def test_names_that_can_never_be_fields(make_pool: PoolFactory) -> None:
             pool.execute("create_program", {"signature": signature})
 
 
+@pytest.mark.parametrize(
+    ("signature", "written", "read"),
+    [
+        ("\uff51 -> a", "\uff51", "q"),
+        ("\ufb01 -> a", "\ufb01", "fi"),
+        ("q -> \u210c", "\u210c", "H"),
+    ],
+)
+def test_a_name_read_as_another_is_refused_at_create_and_inline(
+    make_pool: PoolFactory, signature: str, written: str, read: str
+) -> None:
+    """Review finding 7: a fullwidth ``q -> a`` was created, then every run wanted ``q``."""
+    pool = make_pool(size=1, adapter=ADAPTER)
+    expected = f"field {written!r} ({written!a}) is read as {read!r}"
+    with pytest.raises(InvalidArguments) as created:
+        pool.execute("create_program", {"id": "p", "signature": signature})
+    assert created.value.message.startswith(expected)
+    with pytest.raises(InvalidArguments) as inline:
+        pool.execute("execute_program", {"program": {"signature": signature}, "inputs": {}})
+    assert inline.value.message.startswith(expected)
+    assert pool.execute("list_programs") == {"programs": []}
+
+
+def test_configure_lm_refuses_keys_it_does_not_take(make_pool: PoolFactory) -> None:
+    """Review finding 11: ``{"model": …}`` silently reset the model to ``dummy``."""
+    pool = make_pool(size=1, adapter=ADAPTER, allow_admin_commands=True)
+    pool.execute("configure_lm", {"lm": "openai/gpt-4o-mini"})
+    for args in ({"model": "openai/gpt-4o"}, {"lm": "dummy", "answer": {}}, {"LM": "dummy"}):
+        with pytest.raises(InvalidArguments) as refused:
+            pool.execute("configure_lm", args)
+        unknown = next(key for key in args if key not in ("lm", "answers"))
+        assert refused.value.message == (
+            f"configure_lm: unknown key(s) {unknown!r}; it takes 'lm' (\"dummy\" or a model "
+            "name) and 'answers'"
+        )
+    assert pool.execute("dspy_status")["lm"] == "openai/gpt-4o-mini"  # nothing changed
+    assert pool.execute("configure_lm", {"lm": "dummy"}) == {"lm": "dummy", "answers": 0}
+
+
 def test_names_dspy_uses_elsewhere_still_work(make_pool: PoolFactory) -> None:
     """Module and prediction attributes never meet field names: not reserved."""
     pool = make_pool(size=1, adapter=ADAPTER)
@@ -263,7 +302,8 @@ def test_names_dspy_uses_elsewhere_still_work(make_pool: PoolFactory) -> None:
 _identifier = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
 _field_name = st.one_of(
     _identifier, _identifier, st.sampled_from([*RESERVED, "reasoning", "history", "class",
-    "None", "_x", "__dunder__", "1st", "a-b", "é", "ﬁeld", "match", "type"]),
+    "None", "_x", "__dunder__", "1st", "a-b", "é", "ﬁeld", "\uff51", "\u210c", "match",
+    "type"]),
 )  # fmt: skip
 _annotation = st.sampled_from(["", ": str", ": int", ": float", ": bool", ": list[str]",
                                ": list[int]", ": dict[str, int]", ": Optional[int]",
@@ -286,9 +326,13 @@ def test_a_created_program_always_runs(make_pool: PoolFactory) -> None:
             created = pool.execute("create_program", {"signature": signature, "module": module})
         except InvalidArguments:
             return
-        values = {name: "hello" for name in created["input_fields"]}
+        # Named as the caller wrote them, not as the program reports them: a name that
+        # only works after normalisation is a program that never runs for its caller.
+        values = {name: "hello" for name, _annotation in inputs}
         run = {"program_id": created["program_id"], "inputs": values}
-        assert list(pool.execute("execute_program", run)) == created["output_fields"]
+        result = list(pool.execute("execute_program", run))
+        assert result == created["output_fields"]  # chain_of_thought adds "reasoning"
+        assert all(name in result for name, _annotation in outputs)  # as written
         pool.execute("delete_program", {"program_id": created["program_id"]})
 
     check()

@@ -126,7 +126,38 @@ def test_field_names_are_read_as_python_reads_them() -> None:
     assert signature_field_names("context, q: list[str] -> a: dict[str, int], ok: bool") == (
         ["context", "q"], ["a", "ok"],
     )  # fmt: skip
-    assert signature_field_names("ﬁeld -> ünïcode") == (["field"], ["ünïcode"])  # NFKC
+    assert signature_field_names("field -> ünïcode") == (["field"], ["ünïcode"])
+
+
+#: Names Python (and so DSPy) reads as other names (NFKC). Review finding 7: such a
+#: program was created, then every run wanted its inputs under the normalised name.
+NFKC_NAMES = [
+    ("\uff51 -> a", "\uff51", "q"),  # fullwidth q
+    ("\ufb01eld -> a", "\ufb01eld", "field"),  # the fi ligature
+    ("q -> \u210c", "\u210c", "H"),  # a black-letter H
+    ("e\u0301 -> a", "e\u0301", "\u00e9"),  # e + a combining acute: one composed e-acute
+    ("question: str, \uff43ontext: list[str] -> answer", "\uff43ontext", "context"),
+    ("q,\n \uff42 # why\n : int -> a", "\uff42", "b"),  # annotated, over lines
+    ("\uff41: int = 3 -> b", "\uff41", "a"),
+]
+
+
+@pytest.mark.parametrize(("signature", "written", "read"), NFKC_NAMES)
+def test_a_name_python_reads_as_another_is_refused_naming_it(
+    signature: str, written: str, read: str
+) -> None:
+    with pytest.raises(InvalidArguments) as refused:
+        signature_field_names(signature)
+    assert refused.value.message.startswith(
+        f"field {written!r} ({written!a}) is read as {read!r} (Python and DSPy normalise "
+        f"names, NFKC): inputs would have to be named {read!r}: write {read!r}"
+    )
+    assert refused.value.data["field"] == written
+
+
+def test_a_name_read_as_a_keyword_says_so() -> None:
+    with pytest.raises(InvalidArguments, match=r"read as 'if' .*a Python keyword"):
+        signature_field_names("\uff49\uff46 -> a")
 
 
 def test_definition_hash_survives_values_json_lacks() -> None:

@@ -1,5 +1,8 @@
 """Validation: refuse a request whose command, args, session id or options do not hold up.
 
+A command name must be 1-128 characters of ``A-Z a-z 0-9 _ . : -`` (``COMMAND_NAME`` in
+:mod:`snakepool.config.ids`), all of it.
+
 Runs first, so nothing else (no interpreter, no session lookup) sees an unchecked request.
 A refusal is an :class:`~snakepool.errors.InvalidArguments` outcome — a client error,
 never counted against the lane.
@@ -7,6 +10,7 @@ never counted against the lane.
 
 from __future__ import annotations
 
+from snakepool.config.ids import validate_command_name
 from snakepool.errors import InvalidArguments, SnakepoolError
 from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 from snakepool.tasks.worker.pipeline.step import LaneCall, LaneStep
@@ -19,8 +23,12 @@ class Validate(LaneStep):
 
     def before(self, call: LaneCall) -> SnakepoolError | None:
         """None when the request may run, else the InvalidArguments refusing it."""
-        if not isinstance(call.command, str) or not call.command:
-            return InvalidArguments("command must be a non-empty string")
+        try:
+            # A full match of COMMAND_NAME: the name reaches logs, metrics and flags, so
+            # 60 000 characters of it never get past here.
+            validate_command_name(call.command)
+        except InvalidArguments as exc:
+            return exc
         if call.args is None:
             call.args = {}
         elif not isinstance(call.args, dict):

@@ -7,6 +7,8 @@
 - :mod:`~snakepool.tasks.worker.recovery.sweep` — survivors return a dead node's
   messages to their queues (a dead node's direct queue to its lane) and dead-letter a
   request after ``POISON_THRESHOLD`` deliveries that each ended with its node's death;
+- :mod:`~snakepool.tasks.worker.recovery.bindings` — a node's entries in kombu's binding
+  tables go with it: its own at a clean stop, a dead node's removed by a survivor;
 - :mod:`~snakepool.tasks.worker.recovery.deadletters` — the dead-letter list and the
   ``DeadLettered`` answer to the caller;
 - :mod:`~snakepool.tasks.worker.recovery.once` — a redelivered message never runs again
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+from snakepool.tasks.worker.recovery.bindings import GoneNodeBindings, release_own_bindings
 from snakepool.tasks.worker.recovery.broker import BrokerRedis, Delivery
 from snakepool.tasks.worker.recovery.deadletters import DeadLetter, DeadLetterStore
 from snakepool.tasks.worker.recovery.inflight import InflightEntry, InflightRecord
@@ -29,6 +32,7 @@ __all__ = [
     "DeadLetterStore",
     "DeliveredOnce",
     "Delivery",
+    "GoneNodeBindings",
     "InflightEntry",
     "InflightRecord",
     "Recovery",
@@ -36,4 +40,5 @@ __all__ = [
     "RecoveryService",
     "RecoveryStep",
     "SweepReport",
+    "release_own_bindings",
 ]

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE
+from kombu import Queue
 
 __all__ = ["BrokerRedis", "Delivery", "text"]
 
@@ -170,6 +171,22 @@ class BrokerRedis:
         """Node name → its worker-direct queue, for every node that ever declared one."""
         table = self._channel.get_table(WORKER_DIRECT_EXCHANGE.name)
         return {str(routing_key): str(queue) for routing_key, _pattern, queue in table}
+
+    def bound_queues(self, exchange: str) -> list[str]:
+        """The queues bound to ``exchange`` (kombu's binding table)."""
+        return sorted(str(queue) for _key, _pattern, queue in self._channel.get_table(exchange))
+
+    def binding(self, queue: Queue) -> tuple[list[str], str]:
+        """Where kombu keeps ``queue``'s binding, and the entry: ``([table, permanent
+        set], member)`` — the member exactly as kombu's ``queue_bind`` writes it."""
+        channel = self._channel
+        exchange, key = str(queue.exchange.name), queue.routing_key or ""
+        _key, pattern, _queue = channel.typeof(exchange).prepare_bind(
+            queue.name, exchange, key, queue.binding_arguments or {}
+        )
+        member = str(channel.sep).join([key, pattern or "", queue.name])
+        tables = (channel.keyprefix_queue, channel.keyprefix_binding_permanent)
+        return [str(table % exchange) for table in tables], member
 
     def close(self) -> None:
         """Release the connection."""

@@ -8,7 +8,10 @@ per node, each once a second::
     sweep  settle dead nodes' messages, drain gone nodes' direct queues, report poison
 
 Celery's signals feed the record: ``task_received`` (the consumer took a message),
-``task_prerun`` (a thread starts it), ``task_postrun`` / ``task_revoked`` (done).
+``task_prerun`` (a thread starts it), ``task_postrun`` / ``task_revoked`` (done). On
+``worker_shutdown`` — sent once every bootstep has stopped, so the node's heartbeat is
+gone and no router sends it anything — the node removes its own worker-direct binding
+(:mod:`.bindings`); a survivor removes a dead node's.
 
 A node sweeps only once it has beaten without a break for longer than a heartbeat's
 life: after a Redis outage (or at its own start) every live node has then beaten again,
@@ -32,6 +35,7 @@ from celery import Celery, bootsteps, signals
 from snakepool.config.keys import Keys
 from snakepool.sessions import redis_from_url
 from snakepool.tasks.worker.node import HEARTBEAT_SECONDS
+from snakepool.tasks.worker.recovery.bindings import release_own_bindings
 from snakepool.tasks.worker.recovery.broker import BrokerRedis
 from snakepool.tasks.worker.recovery.deadletters import DeadLetterStore
 from snakepool.tasks.worker.recovery.inflight import InflightRecord
@@ -58,6 +62,7 @@ class RecoveryService:
     def __init__(self, app: Celery, *, node: str) -> None:
         settings = app.snakepool_settings
         keys = Keys(settings.key_prefix)
+        self.app, self.node = app, node
         self.broker = BrokerRedis(app)
         self.record = InflightRecord(
             self.broker.client, keys, node=node,
@@ -67,7 +72,7 @@ class RecoveryService:
         self.recovery = Recovery(
             broker=self.broker, keys=keys, dead_letters=DeadLetterStore(app, self.broker, keys),
             heartbeats=self.heartbeats, threshold=settings.poison_threshold,
-            me=self.record.incarnation,
+            me=self.record.incarnation, mailbox=app.control.mailbox,
         )  # fmt: skip
         self._stopping = threading.Event()
         self._healthy_since: float | None = None
@@ -78,6 +83,7 @@ class RecoveryService:
         signals.task_prerun.connect(self._on_prerun, weak=False, dispatch_uid=_UID)
         signals.task_postrun.connect(self._on_done, weak=False, dispatch_uid=_UID)
         signals.task_revoked.connect(self._on_revoked, weak=False, dispatch_uid=_UID)
+        signals.worker_shutdown.connect(self._on_shutdown, weak=False, dispatch_uid=_UID)
         self.beat()
         for name, loop in (("beat", self._beat_loop), ("sweep", self._sweep_loop)):
             threading.Thread(target=loop, name=f"snakepool-{name}", daemon=True).start()
@@ -141,6 +147,14 @@ class RecoveryService:
             request = task.request
             if (request.delivery_info or {}).get("redelivered"):
                 self.record.forget_deaths(str(request.id))
+
+    def _on_shutdown(self, sender: Any = None, **_: Any) -> None:
+        held = self.record.held()
+        if held:  # kombu restores these through the binding at exit: a survivor unbinds
+            log.warning("stopping with %d messages held: %s's direct queue stays bound for "
+                        "now (a survivor unbinds it)", len(held), self.node)  # fmt: skip
+            return
+        release_own_bindings(self.app, self.node)
 
     def _on_revoked(self, sender: Any = None, request: Any = None, **_: Any) -> None:
         tag = getattr(getattr(request, "message", None), "delivery_tag", None)

@@ -10,6 +10,7 @@ Every node runs :meth:`Recovery.sweep` once a second (:mod:`.step`)::
                         at the threshold      → dead letter (+ DeadLettered to the caller)
          finish.lua   forget the incarnation (unless it beat again: it was only late)
     drain.lua    a gone node's worker-direct queue (<node>.dq2) → the v2compat lane
+    bindings     a node gone for BINDING_GRACE_SECONDS loses its kombu bindings (.bindings)
     report       callers of new dead letters get DeadLettered
 
 A message goes back to the queue its exchange and routing key name (kombu's lookup);
@@ -31,6 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import redis
+from kombu.pidbox import Mailbox
 
 from snakepool.config.keys import Keys
 from snakepool.config.limits import (
@@ -42,6 +44,7 @@ from snakepool.config.limits import (
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.worker.app import LANE_TASKS, ROUTE_TASK, ROUTER_QUEUE
 from snakepool.tasks.worker.node import node_alive
+from snakepool.tasks.worker.recovery.bindings import GoneNodeBindings
 from snakepool.tasks.worker.recovery.broker import BrokerRedis, Delivery, text
 from snakepool.tasks.worker.recovery.deadletters import DeadLetterStore
 from snakepool.tasks.worker.recovery.inflight import InflightEntry, read_record
@@ -82,6 +85,8 @@ class SweepReport:
     recovered: list[RecoveryReport] = field(default_factory=list)
     drained: int = 0
     reported: int = 0
+    #: Gone nodes whose kombu bindings were removed.
+    unbound: list[str] = field(default_factory=list)
 
 
 class Recovery:
@@ -94,6 +99,8 @@ class Recovery:
         heartbeats: The Redis holding the nodes' heartbeats (``REDIS_URL``).
         threshold: ``POISON_THRESHOLD``.
         me: This node's own incarnation (never settled by itself).
+        mailbox: Celery's control mailbox (``app.control.mailbox``): with it, gone
+            nodes' bindings are removed too (:mod:`.bindings`).
     """
 
     def __init__(
@@ -105,6 +112,7 @@ class Recovery:
         heartbeats: redis.Redis,
         threshold: int,
         me: str | None = None,
+        mailbox: Mailbox | None = None,
     ) -> None:
         self.broker = broker
         self.keys = keys
@@ -122,9 +130,18 @@ class Recovery:
         #: Gone node → when this survivor first saw it gone (monotonic clock).
         self._gone_since: dict[str, float] = {}
         self._drains = 0
+        self.bindings = (
+            GoneNodeBindings(
+                broker, mailbox_queue=mailbox.get_queue,
+                mailbox_exchange=str(mailbox.exchange.name), gone=self._gone,
+            )
+            if mailbox is not None
+            else None
+        )  # fmt: skip
 
     def sweep(self) -> SweepReport:
-        """Settle every dead incarnation, drain gone nodes' direct queues, report."""
+        """Settle every dead incarnation, drain gone nodes' direct queues, remove long-gone
+        nodes' bindings, report."""
         report = SweepReport()
         for incarnation in self.dead():
             if incarnation != self.me:
@@ -132,6 +149,8 @@ class Recovery:
                 if recovered is not None:
                     report.recovered.append(recovered)
         report.drained = self.drain_direct_queues()
+        if self.bindings is not None:
+            report.unbound = self.bindings.sweep()
         report.reported = self.dead_letters.report()
         return report
 
