@@ -26,6 +26,9 @@ _RESULTS = {
     "too_deep": lambda: _nested(5000),
     "unpacker_limit": lambda: _nested(1023),  # packs, but msgpack cannot unpack it
     "big_int": lambda: {"n": 3**500, "m": -(2**64)},
+    "most_digits": lambda: {"n": 10**4300 - 1, "m": -(10**4300 - 1)},  # 4300 digits: exact
+    "too_many_digits": lambda: {"n": 10**5000},  # past Python's int/str limit
+    "too_many_digits_key": lambda: {"k": {-(10**4300): 1}},
 }
 
 
