@@ -19,6 +19,13 @@ and enqueues straight onto the lane: zero hops. Errors arrive as the typed excep
 The only request option is ``timeout`` (seconds the command may run); any other is
 refused here, before anything is sent, with ``InvalidArguments`` (and again by the router
 and the lane, for messages that did not come through this class).
+
+Arguments travel as Celery's JSON: what it cannot encode (a set, a complex, an object,
+a tuple as a key, nesting past the recursion limit, an integer of more than 4300
+digits — see :mod:`~snakepool.config.json_values`) is ``InvalidArguments`` naming the
+value, and nothing is sent. ``execute``'s wait ``timeout`` is checked before anything is
+sent too; a result that does not arrive in time is
+:class:`~snakepool.errors.ResultTimeout`.
 """
 
 from __future__ import annotations
@@ -32,13 +39,17 @@ import weakref
 from dataclasses import replace
 from typing import Any
 
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
+from kombu.exceptions import EncodeError
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
 from snakepool.config.keys import Keys
+from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
+from snakepool.tasks.client_errors import result_timeout, unsendable_args
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
@@ -150,7 +161,9 @@ class Client:
 
         Raises:
             InvalidArguments: a bad command, args or session id, an unknown option or a
-                bad ``timeout`` — before anything is sent.
+                bad ``timeout`` — before anything is sent; args Celery's JSON cannot
+                encode (naming the value: a set, an object, a tuple key, nesting past the
+                recursion limit, an integer of more than 4300 digits) — nothing is sent.
         """
         if not isinstance(command, str) or not command:
             raise InvalidArguments("command must be a non-empty string")
@@ -159,6 +172,21 @@ class Client:
         if session_id is not None:
             checked_session_id(session_id)
         checked = LaneOptions.parse(options).to_kwargs()
+        try:
+            return self._send(command, args, session_id, checked)
+        except (EncodeError, ValueError) as exc:  # raised before publishing: nothing went out
+            refusal = unsendable_args(command, args, exc)
+            if refusal is None:
+                raise
+            raise refusal from None
+
+    def _send(
+        self,
+        command: str,
+        args: dict[str, Any] | None,
+        session_id: str | None,
+        checked: dict[str, Any],
+    ) -> AsyncResult:
         request_id = uuid.uuid4().hex  # also the shadow pair id: see rollout.shadow.PAIR_ID
         if self.routing == "router":
             return self.app.send_task(
@@ -189,13 +217,28 @@ class Client:
         """Run one request and return its result (or raise its typed error).
 
         Args:
-            timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``).
+            timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``): a
+                number above 0 and at most 86400, checked before anything is sent.
             options: None is accepted (``timeout`` here is the wait): any is refused with
                 ``InvalidArguments``, as :meth:`submit` refuses unknown ones.
+
+        Raises:
+            InvalidArguments: as :meth:`submit`, or a bad ``timeout`` — nothing is sent.
+            ResultTimeout: no result within ``timeout`` (the request may still run).
+            SnakepoolError: the request's own typed error.
         """
+        wait = self.settings.result_timeout if timeout is None else checked_timeout(timeout)
         result = self.submit(command, args, session_id=session_id, **options)
-        # The Redis backend pushes results (no polling); the embedded one is polled.
-        return result.get(timeout=timeout or self.settings.result_timeout, interval=0.01)
+        try:
+            # The Redis backend pushes results (no polling); the embedded one is polled.
+            return result.get(timeout=wait, interval=0.01)
+        except CeleryTimeoutError:
+            # The backend keeps a pending result (and its subscription) until it arrives:
+            # let go of it now, or every timed-out request leaves one behind.
+            remove = getattr(self.app.backend, "remove_pending_result", None)
+            if remove is not None:
+                remove(result)
+            raise result_timeout(result.id, wait, command) from None
 
     # ------------------------------------------------------------------ sessions
 

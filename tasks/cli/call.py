@@ -26,13 +26,14 @@ def call(
     Nothing is sent when no live node serves the lane it would go to (or the router):
     the command fails at once, naming it.
     """
+    from snakepool.config.json_values import parse_json
     from snakepool.errors import PoolUnavailable
     from snakepool.tasks.worker.node import live_nodes
     from snakepool.tasks.worker.options import checked_session_id
     from snakepool.tasks.worker.reachability import possible_lanes, unserved
 
     try:
-        parsed = json.loads(args)
+        parsed = parse_json(args, "ARGS")  # an integer of over 4300 digits: InvalidArguments
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"ARGS must be a JSON object: {exc}") from None
     client = make_client(settings_with(), "direct" if direct else "router")

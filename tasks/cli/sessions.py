@@ -8,6 +8,7 @@ import sys
 import click
 from rich.table import Table
 
+from snakepool.config.json_values import parse_json
 from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
 
 __all__ = ["sessions"]
@@ -27,7 +28,7 @@ def sessions_create(ttl: int | None, metadata_json: str | None) -> None:
     metadata = None
     if metadata_json is not None:
         try:
-            metadata = json.loads(metadata_json)
+            metadata = parse_json(metadata_json, "--metadata")
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--metadata") from None
         if not isinstance(metadata, dict):
