@@ -15,6 +15,10 @@ storing nothing, so the caller's ``AsyncResult.get()`` never returns — a lost 
     task message (InvalidTaskError)
     no task name                         on_unknown_message: logged,  the same
                                          rejected
+    JSON of the wrong shape (not         the node dies ("Unrecover-   the same (checked
+    [args, kwargs, embed]), a task       able error"), the message    before Celery's
+    name that is not a string            is restored: it kills the    request is built)
+                                         next node too
 
 The task id comes from the message's headers (Celery's protocol 2, what every client
 sends) and is believed only when it is a full match of
@@ -28,10 +32,12 @@ as the ``worker_consumer``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import states
 from celery.app.task import Context
+from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 
@@ -40,7 +46,7 @@ from snakepool.config.json_values import MAX_INT_DIGITS
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.worker.app import LANE_TASKS, ROUTE_TASK, ROUTER_QUEUE
 
-__all__ = ["Consumer", "unreadable_reason"]
+__all__ = ["Consumer", "malformed", "unreadable_reason"]
 
 log = logging.getLogger("snakepool.node")
 
@@ -62,11 +68,58 @@ def unreadable_reason(exc: BaseException) -> str:
         return "it is nested too deeply to parse"
     if isinstance(exc, ContentDisallowed):
         return f"{exc} (snakepool accepts JSON messages only)"
+    if isinstance(exc, InvalidTaskError):
+        return f"{exc}"[:300]
     return f"{type(cause).__name__}: {cause}"[:300]
+
+
+def malformed(message: Any) -> str | None:
+    """What is wrong with a task message's shape that would crash Celery's consumer.
+
+    Celery builds its request from a protocol-2 message assuming a string task name and
+    a body of ``[args, kwargs, embed]``; anything else raises out of its consumer and
+    stops the node. Only those shapes are looked at here: a message Celery handles
+    itself (no headers, no task name, a body that does not decode) is left to it.
+
+    Returns:
+        None when Celery can take the message (or handles what is wrong with it).
+    """
+    headers = getattr(message, "headers", None)
+    if not isinstance(headers, dict) or "task" not in headers:
+        return None
+    if not isinstance(headers["task"], str):
+        return "its task name is not a string"
+    try:
+        body = message.payload  # decoded once: Celery reuses it
+    except Exception:
+        return None  # undecodable: Celery's hooks (above) answer it
+    if isinstance(body, dict) and "args" in body:
+        return None  # a hybrid protocol-1 body, converted by Celery
+    if not (
+        isinstance(body, list | tuple)
+        and len(body) == 3
+        and isinstance(body[0], list | tuple)
+        and isinstance(body[1], dict)
+        and isinstance(body[2], dict)
+    ):
+        return "its body is not [args, kwargs, embed] (a list, an object, an object)"
+    return None
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
     """Celery's consumer, storing ``InvalidArguments`` for a message it cannot read."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        """Celery's handler, behind a check of the shapes that would crash it."""
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            problem = malformed(message)
+            if problem is not None:
+                return self.on_invalid_task(None, message, InvalidTaskError(problem))
+            return handle(message)
+
+        return on_task_received
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         """The body did not decode (see the module docstring)."""

@@ -55,11 +55,19 @@ def _route_everything_to(client: Client, lane: str) -> None:
 
 
 def send_raw(
-    app: Celery, where: str, body: bytes, *, task_id: str, content_type: str = "application/json"
+    app: Celery,
+    where: str,
+    body: bytes,
+    *,
+    task_id: str,
+    content_type: str = "application/json",
+    task_name: Any = None,
 ) -> None:
     """Publish ``body`` as it is (no serializer), with the headers Celery would send."""
     task, queue = DESTINATIONS[where]
     message = app.amqp.as_task_v2(task_id, task, args=("echo", {}, None), kwargs={})
+    if task_name is not None:
+        message.headers["task"] = task_name
     with app.producer_or_acquire() as producer:
         producer.publish(
             body, exchange="", routing_key=queue, headers=message.headers,
@@ -106,6 +114,32 @@ def test_content_that_is_not_json_gets_invalid_arguments(
     with pytest.raises(InvalidArguments, match=r"untrusted content .*JSON messages only"):
         sent.get(timeout=30)
     assert client.execute("ping", timeout=30)["pong"] is True
+
+
+#: JSON bodies of the wrong shape, and a task name that is not a string: each stopped
+#: the node ("Unrecoverable error"), and the restored message then stopped the next one.
+MALFORMED: dict[str, tuple[bytes, Any]] = {
+    "string-body": (b'"hello"', None),
+    "two-items": (b'[["echo", {}, null], {}]', None),
+    "object-body": (b"{}", None),
+    "null-body": (b"null", None),
+    "kwargs-a-list": (b'[["echo", {}, null], [], {}]', None),
+    "embed-an-int": (b'[["echo", {}, null], {}, 7]', None),
+    "args-an-int": (b"[5, {}, {}]", None),
+    "task-name-a-list": (_json_body(b"{}"), ["snakepool.v3.execute"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_a_malformed_message_gets_invalid_arguments_and_the_node_lives(
+    client: Client, kind: str
+) -> None:
+    body, task_name = MALFORMED[kind]
+    task_id = uuid.uuid4().hex
+    send_raw(client.app, "v3", body, task_id=task_id, task_name=task_name)
+    with pytest.raises(InvalidArguments, match=r"could not be read: its (body|task name)"):
+        AsyncResult(task_id, app=client.app).get(timeout=30)
+    assert client.execute("echo", {"after": kind}, timeout=30) == {"after": kind}
 
 
 def _settled_after(client: Client, where: str) -> None:

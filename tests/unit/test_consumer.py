@@ -17,7 +17,7 @@ from kombu.serialization import loads
 from snakepool.config.ids import REQUEST_ID
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.worker.app import LANE_TASKS
-from snakepool.tasks.worker.consumer import Consumer, unreadable_reason
+from snakepool.tasks.worker.consumer import Consumer, malformed, unreadable_reason
 
 
 class Message:
@@ -106,3 +106,33 @@ def test_a_settled_id_keeps_its_result_and_ignore_result_stores_nothing() -> Non
     consumer.on_decode_error(quiet, _decode_error(b"{"))
     assert consumer.app.backend.get_task_meta("quiet-1")["status"] == "PENDING"
     assert quiet.acked == 1
+
+
+class Decoded(Message):
+    """A message whose body decodes to ``payload``."""
+
+    def __init__(self, headers: Any, payload: Any) -> None:
+        super().__init__(headers)
+        self.payload = payload
+
+
+@pytest.mark.parametrize(
+    ("headers", "payload", "problem"),
+    [
+        ({"id": "a", "task": "t"}, [["echo"], {}, {}], None),
+        ({"id": "a", "task": "t"}, ({"args": []}), None),  # hybrid protocol 1: Celery's
+        (None, "anything", None),  # no headers: Celery's on_unknown_message
+        ({"id": "a"}, "anything", None),  # no task name: Celery decodes it as protocol 1
+        ({"id": "a", "task": ["t"]}, [[], {}, {}], "its task name is not a string"),
+        ({"id": "a", "task": "t"}, "hello", "its body is not [args, kwargs, embed]"),
+        ({"id": "a", "task": "t"}, [[], {}], "its body is not [args, kwargs, embed]"),
+        ({"id": "a", "task": "t"}, [5, {}, {}], "its body is not [args, kwargs, embed]"),
+        ({"id": "a", "task": "t"}, [[], [], {}], "its body is not [args, kwargs, embed]"),
+        ({"id": "a", "task": "t"}, [[], {}, None], "its body is not [args, kwargs, embed]"),
+    ],
+)
+def test_shapes_that_would_crash_celerys_consumer_are_named(
+    headers: Any, payload: Any, problem: str | None
+) -> None:
+    found = malformed(Decoded(headers, payload))
+    assert found == problem if problem is None else (found or "").startswith(problem)
