@@ -43,7 +43,7 @@ from snakepool.config import Settings
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import PoolUnavailable
 from snakepool.tasks.client import Client
-from snakepool.tasks.client_errors import result_timeout
+from snakepool.tasks.client_errors import checked_flags_wait, result_timeout
 from snakepool.tasks.worker.node import live_nodes
 
 __all__ = ["DEFAULT_THREADS", "AsyncClient", "AsyncV2Api"]
@@ -291,9 +291,11 @@ class AsyncClient:
         """Until every live node routes by flags ``version`` or newer (polled, not blocked).
 
         Raises:
+            InvalidArguments: ``version`` not an int, or ``timeout`` not a number of
+                seconds in (0, 86400].
             PoolUnavailable: not every node caught up within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + checked_flags_wait(version, timeout)
         while True:
             nodes = await self._run(live_nodes, self.sync.redis, self.sync.keys)
             behind = [n["name"] for n in nodes if n.get("flags_version", -1) < version]

@@ -49,7 +49,7 @@ from snakepool.config.keys import Keys
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
-from snakepool.tasks.client_errors import result_timeout, unsendable_args
+from snakepool.tasks.client_errors import checked_flags_wait, result_timeout, unsendable_args
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
@@ -277,9 +277,11 @@ class Client:
         their heartbeat (every second), so this returns within about a second.
 
         Raises:
+            InvalidArguments: ``version`` not an int, or ``timeout`` not a number of
+                seconds in (0, 86400].
             PoolUnavailable: not every node caught up within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + checked_flags_wait(version, timeout)
         while True:
             nodes = live_nodes(self.redis, self.keys)
             behind = [n["name"] for n in nodes if n.get("flags_version", -1) < version]
@@ -293,7 +295,13 @@ class Client:
             time.sleep(0.05)  # heartbeats are in Redis: there is nothing to wait on
 
     def set_shadow(self, enabled: bool, rate: float | None = None) -> dict[str, Any]:
-        """Turn shadow comparison on or off (``rate``: share of read-only requests)."""
+        """Turn shadow comparison on or off (``rate``: share of read-only requests).
+
+        Raises:
+            InvalidArguments: ``rate`` is not a number from 0 to 1.
+        """
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
+            raise InvalidArguments(f"shadow rate must be a number from 0 to 1, not {rate!r:.40}")
 
         def change(flags: RolloutFlags) -> RolloutFlags:
             return replace(flags, shadow=enabled, shadow_rate=flags.shadow_rate if rate is None

@@ -3,6 +3,8 @@
 - Args Celery's JSON cannot encode are the caller's fault, found before anything went
   out (kombu encodes before it publishes): ``InvalidArguments`` naming the value at
   fault (:func:`unsendable_args`), never kombu's ``EncodeError``.
+- A wait the caller got wrong is ``InvalidArguments`` before anything is sent or
+  awaited (:func:`~snakepool.config.timeouts.checked_timeout`, :func:`checked_flags_wait`).
 - A result that does not arrive within the caller's wait is
   :class:`~snakepool.errors.ResultTimeout` (:func:`result_timeout`), never Celery's
   ``TimeoutError`` alone — though it is that too, as callers caught it before.
@@ -23,8 +25,9 @@ from kombu.exceptions import EncodeError
 
 from snakepool import errors
 from snakepool.config.json_values import json_problem
+from snakepool.config.timeouts import checked_timeout
 
-__all__ = ["ResultTimeout", "result_timeout", "unsendable_args"]
+__all__ = ["ResultTimeout", "checked_flags_wait", "result_timeout", "unsendable_args"]
 
 #: Types Celery's JSON (kombu) encodes besides plain JSON's, as tagged objects.
 KOMBU_TYPES = (bytes, datetime.datetime, datetime.date, datetime.time, Decimal, uuid.UUID)
@@ -78,3 +81,15 @@ def result_timeout(task_id: str, waited: float, command: str | None = None) -> R
         task_id=task_id,
         timeout=waited,
     )
+
+
+def checked_flags_wait(version: object, timeout: object) -> float:
+    """The seconds of a wait for every node to route by flags ``version``.
+
+    Raises:
+        InvalidArguments: ``version`` is not an int, or ``timeout`` not a number of
+            seconds in (0, 86400].
+    """
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise errors.InvalidArguments(f"version must be an int, not {type(version).__name__}")
+    return checked_timeout(timeout)

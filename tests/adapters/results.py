@@ -37,6 +37,9 @@ def give(args: dict[str, Any]) -> Any:
     """Return the result named ``kind``."""
     if args.get("kind") == "error_with_date":  # an error whose data cannot cross
         raise InvalidArguments("refused", when=datetime.date(2024, 1, 2))
+    if args.get("kind") == "digits":  # an integer of exactly `digits` digits, made here
+        number = 10 ** (int(args["digits"]) - 1) + int(args.get("tail", 0))
+        return {"n": -number if args.get("negative") else number}
     make = _RESULTS.get(args.get("kind", ""))
     if make is None:
         raise InvalidArguments(f"kind must be one of {sorted(_RESULTS)}")

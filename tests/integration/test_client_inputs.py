@@ -194,3 +194,22 @@ def test_cli_call_with_an_integer_past_the_limit_is_a_typed_error(redis_url: str
         )
         assert "Traceback" not in output
     assert queued(redis_url) == 0
+
+
+def test_other_waits_and_rates_are_checked_too(client: Client) -> None:
+    for timeout in ("x", -1, math.inf):
+        with pytest.raises(errors.InvalidArguments, match="timeout must be a number of seconds"):
+            client.wait_for_flags(1, timeout=timeout)
+    with pytest.raises(errors.InvalidArguments, match="version must be an int, not str"):
+        client.wait_for_flags("1", timeout=1)  # type: ignore[arg-type]
+    for rate in ("x", [0.5], True):
+        with pytest.raises(errors.InvalidArguments, match=r"shadow rate must be .* from 0 to 1"):
+            client.set_shadow(True, rate)
+    assert client.set_shadow(True, 0.25)["shadow_rate"] == 0.25
+
+    async def attempt() -> None:
+        async with AsyncClient(redis_url=client.settings.redis_url) as aclient:
+            with pytest.raises(errors.InvalidArguments, match="timeout must be a number"):
+                await aclient.wait_for_flags(1, timeout="x")  # type: ignore[arg-type]
+
+    asyncio.run(attempt())

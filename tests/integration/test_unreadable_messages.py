@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.result import AsyncResult
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snakepool.config.flags import RolloutFlags
 from snakepool.errors import CommandFailed, InvalidArguments
@@ -208,3 +210,29 @@ def test_a_result_of_more_than_4300_digits_is_command_failed(
 def test_args_of_more_than_4300_digits_never_leave_the_client(client: Client) -> None:
     with pytest.raises(InvalidArguments, match=r"args\['n'\]: integer of more than 4300"):
         client.execute("echo", {"n": 10**5000}, timeout=30)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    digits=st.integers(min_value=4296, max_value=4304),
+    tail=st.integers(min_value=0, max_value=10**12),
+    negative=st.booleans(),
+    where=st.sampled_from(["args", "result"]),
+)
+def test_any_integer_is_exact_through_a_node_or_a_typed_error(
+    client: Client, digits: int, tail: int, negative: bool, where: str
+) -> None:
+    number = (10 ** (digits - 1) + tail) * (-1 if negative else 1)  # exactly `digits` digits
+    if where == "args":
+        if digits <= 4300:
+            assert client.execute("echo", {"n": [number]}, timeout=30) == {"n": [number]}
+        else:
+            with pytest.raises(InvalidArguments, match="integer of more than 4300 digits"):
+                client.execute("echo", {"n": [number]}, timeout=30)
+    else:  # the interpreter makes it: a command's result
+        spec = {"kind": "digits", "digits": digits, "tail": tail, "negative": negative}
+        if digits <= 4300:
+            assert client.execute("give", spec, timeout=30) == {"n": number}
+        else:
+            with pytest.raises(CommandFailed, match=r"result\['n'\]: integer of more than 4300"):
+                client.execute("give", spec, timeout=30)
