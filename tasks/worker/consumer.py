@@ -17,7 +17,7 @@ storing nothing, so the caller's ``AsyncResult.get()`` never returns — a lost 
                                          rejected
     JSON of the wrong shape (not         the node dies ("Unrecover-   the same (checked
     [args, kwargs, embed]), a task       able error"), the message    before Celery's
-    name that is not a string            is restored: it kills the    request is built)
+    name that is not a string, no id     is restored: it kills the    request is built)
                                          next node too
 
 The task id comes from the message's headers (Celery's protocol 2, what every client
@@ -89,21 +89,22 @@ def malformed(message: Any) -> str | None:
         return None
     if not isinstance(headers["task"], str):
         return "its task name is not a string"
+    if not isinstance(headers.get("id"), str):
+        return "it has no task id"
     try:
         body = message.payload  # decoded once: Celery reuses it
     except Exception:
         return None  # undecodable: Celery's hooks (above) answer it
-    if isinstance(body, dict) and "args" in body:
-        return None  # a hybrid protocol-1 body, converted by Celery
-    if not (
+    hybrid = isinstance(body, dict) and "args" in body  # protocol 1, converted by Celery
+    if hybrid or (
         isinstance(body, list | tuple)
         and len(body) == 3
         and isinstance(body[0], list | tuple)
         and isinstance(body[1], dict)
         and isinstance(body[2], dict)
     ):
-        return "its body is not [args, kwargs, embed] (a list, an object, an object)"
-    return None
+        return None
+    return "its body is not [args, kwargs, embed] (a list, an object, an object)"
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
@@ -162,7 +163,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
             self.event_dispatcher.send(
                 "task-failed", uuid=task_id, exception=f"InvalidArguments({error.message!r})"
             )
-        message.ack()
+        message.ack_log_error(log, self.connection_errors)
         return True
 
     def _store(self, message: Any, task_id: str, task: str | None, error: Exception) -> None:

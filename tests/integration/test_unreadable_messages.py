@@ -64,12 +64,15 @@ def send_raw(
     task_id: str,
     content_type: str = "application/json",
     task_name: Any = None,
+    drop_id: bool = False,
 ) -> None:
     """Publish ``body`` as it is (no serializer), with the headers Celery would send."""
     task, queue = DESTINATIONS[where]
     message = app.amqp.as_task_v2(task_id, task, args=("echo", {}, None), kwargs={})
     if task_name is not None:
         message.headers["task"] = task_name
+    if drop_id:  # a message with a task name but no id stopped the node
+        del message.headers["id"]
     with app.producer_or_acquire() as producer:
         producer.publish(
             body, exchange="", routing_key=queue, headers=message.headers,
@@ -151,11 +154,16 @@ def _settled_after(client: Client, where: str) -> None:
     assert marker.get(timeout=30) == {"marker": 1}
 
 
-@pytest.mark.parametrize("task_id", ["abc\n", "a b", "x" * 129, "../../etc", ""])
+@pytest.mark.parametrize("task_id", ["abc\n", "a b", "x" * 129, "../../etc", "", None])
 def test_a_message_without_a_usable_id_is_dropped_and_nothing_stored(
-    client: Client, task_id: str
+    client: Client, task_id: str | None
 ) -> None:
-    send_raw(client.app, "v3", _json_body(b'{"n": ' + b"7" * 5000 + b"}"), task_id=task_id)
+    body = _json_body(b'{"n": ' + b"7" * 5000 + b"}")
+    if task_id is None:  # no id header at all (the id still names no key: checked below)
+        task_id = uuid.uuid4().hex
+        send_raw(client.app, "v3", body, task_id=task_id, drop_id=True)
+    else:
+        send_raw(client.app, "v3", body, task_id=task_id)
     _settled_after(client, "v3")
     # Never a key built from an id that is not one (it would name any key it likes).
     assert client.redis.exists(f"celery-task-meta-{task_id}") == 0

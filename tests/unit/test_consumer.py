@@ -30,7 +30,10 @@ class Message:
         self.body = b"[]"
         self.acked = self.rejected = 0
 
-    def ack(self) -> None:
+    def ack_log_error(self, *args: Any, **kwargs: Any) -> None:
+        self.acked += 1
+
+    def ack(self) -> None:  # Celery's own on_decode_error acks this way
         self.acked += 1
 
     def reject_log_error(self, *args: Any, **kwargs: Any) -> None:
@@ -124,6 +127,8 @@ class Decoded(Message):
         (None, "anything", None),  # no headers: Celery's on_unknown_message
         ({"id": "a"}, "anything", None),  # no task name: Celery decodes it as protocol 1
         ({"id": "a", "task": ["t"]}, [[], {}, {}], "its task name is not a string"),
+        ({"task": "t"}, [[], {}, {}], "it has no task id"),
+        ({"id": 7, "task": "t"}, [[], {}, {}], "it has no task id"),
         ({"id": "a", "task": "t"}, "hello", "its body is not [args, kwargs, embed]"),
         ({"id": "a", "task": "t"}, [[], {}], "its body is not [args, kwargs, embed]"),
         ({"id": "a", "task": "t"}, [5, {}, {}], "its body is not [args, kwargs, embed]"),
