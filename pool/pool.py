@@ -22,6 +22,10 @@ Who is idle, busy or waiting is kept by :class:`~snakepool.pool.state.PoolState`
 Whatever happens between lease and release — a command error, a crash, a timeout, an
 exception of the caller's own such as ``KeyboardInterrupt`` — the leased interpreter is
 given back or replaced: the pool never loses capacity to an error path.
+
+A pool belongs to the process that started it (:mod:`~snakepool.pool.ownership`): in a
+forked child every request is ``PoolUnavailable`` (saying why), ``start`` too, and
+``stop`` leaves the parent's interpreters alone; the child starts a pool of its own.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from typing import TYPE_CHECKING, Any, Self
 
 from snakepool import errors
 from snakepool.config.settings import PoolSettings, load_pool_settings
+from snakepool.config.timeouts import checked_timeout
 from snakepool.pool.hooks import PoolObserver
 from snakepool.pool.interpreter_path import interpreter_import_root
+from snakepool.pool.ownership import Ownership
 from snakepool.pool.queue import Ticket
 from snakepool.pool.registry import ProcessRegistry, default_registry_dir
 from snakepool.pool.request import encode_request
@@ -87,6 +93,7 @@ class Pool:
         # Calling a hook nobody overrode costs a few % of a ping: skip it.
         self._observes_requests = type(self.observer).on_request is not PoolObserver.on_request
         self.run_id = uuid.uuid4().hex[:16]
+        self._owner = Ownership()  # the process that started it
         self._env = env
         # Request ids are the pool's, not an interpreter's: a request is encoded (and
         # rejected if it cannot be) before any interpreter is leased.
@@ -120,8 +127,10 @@ class Pool:
 
         Raises:
             ConfigError: the adapter cannot be loaded, or the Python is unusable.
-            PoolUnavailable: interpreters did not become ready within the startup timeout.
+            PoolUnavailable: interpreters did not become ready within the startup timeout,
+                or this is a forked child of the process that started the pool.
         """
+        self._owner.claim()
         self._state.begin_start()
         killed = self.registry.sweep()
         if killed:
@@ -139,7 +148,12 @@ class Pool:
 
         New requests are refused from the start; whatever is still queued at the end of
         the grace period gets ``PoolUnavailable``. No process is left behind.
+
+        In a forked child of the process that started the pool it does nothing: the
+        interpreters are the parent's, and so is stopping them.
         """
+        if self._owner.elsewhere:
+            return
         deadline = time.monotonic() + grace
         previous = self._state.begin_stop()
         if previous in (Phase.STOPPING, Phase.STOPPED):
@@ -178,7 +192,8 @@ class Pool:
             command: Command name of the adapter.
             args: Its arguments (a dict with str keys of JSON-like values; None means
                 ``{}``), checked and encoded before an interpreter is leased.
-            timeout: Seconds the command may run; default ``request_timeout``.
+            timeout: Seconds the command may run (a number above 0 and at most 86400);
+                default ``request_timeout``.
             affinity: Requests with the same key run on the same interpreter (waiting
                 for it when busy) for as long as it lives; then the key moves to another.
             session: The session the request belongs to; commands that keep state in
@@ -187,22 +202,28 @@ class Pool:
                 copy; the stateless V3 lane).
 
         Raises:
-            InvalidArguments: a bad command name, timeout or args (a value the wire
-                cannot carry, a non-str key, too deep), or rejected by the command.
+            InvalidArguments: a bad command name, timeout (not a finite number in
+                ``(0, 86400]``) or args (a value the wire cannot carry, an integer of more
+                than 4300 digits, a non-str key, too deep), or rejected by the command —
+                all but the last found before anything is sent.
             PayloadTooLarge: the request or the result is over ``max_message_bytes``.
             QueueFull, QueueTimeout: no interpreter free (see ``max_queue``, ``queue_timeout``).
             RequestTimeout: the command overran; its interpreter was replaced.
             WorkerCrashed: the interpreter died; it is being replaced.
-            PoolUnavailable: the pool is not running, or is backing off after crash loops.
-            UnknownCommand, CommandFailed: from the command.
+            PoolUnavailable: the pool is not running, is backing off after crash loops,
+                or belongs to the process this one was forked from.
+            UnknownCommand, CommandFailed: from the command (``CommandFailed`` too for a
+                result the wire cannot carry, such as an integer of more than 4300 digits).
         """
+        if self._owner.elsewhere:
+            # Before anything else: even the state's lock may be held for ever here (a
+            # parent thread held it at the fork).
+            raise self._owner.refusal()
         started = time.perf_counter()
         error: errors.SnakepoolError | None = None
         try:
-            if timeout is None:
-                timeout = self.settings.request_timeout
-            elif not timeout > 0:
-                raise errors.InvalidArguments("timeout must be a positive number of seconds")
+            # Checked before anything is sent: inf or "5" would fail only after the run.
+            timeout = self.settings.request_timeout if timeout is None else checked_timeout(timeout)
             rid = next(self._request_ids)
             framed = encode_request(
                 rid,

@@ -7,7 +7,10 @@ interpreter is involved. What counts as sendable:
 
 * whatever the wire encoder (:func:`snakepool.pool.interpreter.wire.framed_request`)
   accepts — its ``TypeError`` / ``ValueError`` / ``OverflowError`` become
-  ``InvalidArguments`` naming the problem;
+  ``InvalidArguments`` naming the problem. That includes the integer limit: integers
+  are exact up to 4300 digits (Python's int/str conversion limit, which every JSON hop
+  enforces; :data:`~snakepool.pool.interpreter.values.MAX_INT_DIGITS`), and a longer
+  one is refused here rather than sent somewhere it could not be parsed;
 * and, because a command receives JSON-like data, dict keys that are strings (msgpack
   would carry ``1`` or ``(1, 2)`` as keys, and a tuple key kills the interpreter that
   decodes it) and nesting at most :data:`MAX_NESTING` containers deep.
@@ -55,7 +58,8 @@ def encode_request(
     Raises:
         InvalidArguments: ``command`` is not a non-empty str, ``args`` not a dict, a key
             not a str, nesting deeper than :data:`MAX_NESTING`, or a value the wire
-            cannot carry (the message names the value's type or the problem).
+            cannot carry — an integer of more than 4300 digits too (the message names
+            the value's path and type or the problem).
         PayloadTooLarge: the encoded request is over ``limit`` (data: ``size``,
             ``limit``, ``direction="request"``).
     """

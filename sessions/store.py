@@ -27,6 +27,7 @@ from snakepool.config.ids import (
     validate_program_id,
     validate_session_id,
 )
+from snakepool.config.json_values import check_json
 from snakepool.config.keys import DEFAULT_PREFIX, Keys
 from snakepool.config.limits import (
     MAX_METADATA_BYTES,
@@ -53,6 +54,32 @@ MAX_TTL = MAX_SESSION_TTL
 
 def _as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _encoded_metadata(metadata: object) -> str:
+    """``metadata`` as the JSON text stored, once it is a JSON object every reader parses.
+
+    Checked value by value first: ``json.dumps`` alone would raise a raw ``TypeError``
+    (a set) or ``RecursionError``, and would write an integer of more than 4300 digits
+    in a process that lifted Python's limit, for every other reader to fail on.
+
+    Raises:
+        InvalidArguments: see :meth:`SessionStore.create`.
+    """
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, dict):
+        raise InvalidArguments(f"metadata must be a JSON object, not {type(metadata).__name__}")
+    check_json(metadata, "metadata")
+    try:
+        encoded = json.dumps(metadata)
+    except (TypeError, ValueError, RecursionError) as exc:  # a circular reference
+        raise InvalidArguments(f"metadata cannot be written as JSON: {exc}") from None
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise InvalidArguments(
+            f"metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"
+        )
+    return encoded
 
 
 class SessionStore:
@@ -85,8 +112,18 @@ class SessionStore:
     ) -> str:
         """Create a session and return its id.
 
+        Args:
+            ttl: Seconds it lives after its last access (default ``SESSION_TTL``).
+            metadata: A JSON object kept with it: dicts with string keys, lists, strings,
+                numbers (integers of at most 4300 digits), booleans, None — what every
+                reader parses back exactly (:mod:`~snakepool.config.json_values`).
+            session_id: Its id (default: a new random one).
+
         Raises:
-            InvalidArguments: bad id, TTL or metadata (too large, not a JSON object).
+            InvalidArguments: bad id or TTL; metadata that is not a dict, holds a value
+                JSON cannot carry (named with its path: ``metadata['a']: set is not
+                JSON-able``), nests deeper than 256 levels, or is over
+                ``MAX_METADATA_BYTES`` as JSON.
         """
         if session_id is None:
             session_id = uuid.uuid4().hex
@@ -94,11 +131,7 @@ class SessionStore:
         ttl = self.default_ttl if ttl is None else ttl
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL:
             raise InvalidArguments(f"ttl must be whole seconds from 1 to {MAX_TTL}")
-        encoded = json.dumps(metadata or {})
-        if not isinstance(metadata or {}, dict) or len(encoded) > MAX_METADATA_BYTES:
-            raise InvalidArguments(
-                f"metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"
-            )
+        encoded = _encoded_metadata(metadata)
         keys = [self.keys.session(session_id), self.keys.session_index]
         self._create(keys=keys, args=[session_id, ttl, encoded, time.time()])
         return session_id

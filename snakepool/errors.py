@@ -28,6 +28,7 @@ __all__ = [
     "QueueFull",
     "QueueTimeout",
     "RequestTimeout",
+    "ResultTimeout",
     "SessionNotFound",
     "SnakepoolError",
     "UnknownCommand",
@@ -101,6 +102,26 @@ class RequestTimeout(SnakepoolError):
 
     category = "timeout"
     retryable = True
+
+
+class ResultTimeout(SnakepoolError, TimeoutError):
+    """No result within the caller's wait (``Client.execute``, ``AsyncClient.wait``).
+
+    Raised by the client, never stored: the request was sent and may still run, so its
+    result may yet arrive (wait again for ``task_id``); sending it again could run it
+    twice, hence not ``retryable``. A wait timeout the caller got wrong (``-1``, ``inf``,
+    ``"5"``) is ``InvalidArguments`` instead, raised before anything is sent. Also the
+    builtin ``TimeoutError``, so ``except TimeoutError`` catches it.
+
+    Data: ``task_id``, ``timeout`` (seconds waited).
+    """
+
+    category = "timeout"
+
+    def __init__(self, message: str = "", data: dict[str, Any] | None = None, /, **fields: Any):
+        super().__init__(message, data, **fields)
+        # OSError would read (message, data) as (errno, strerror): it has neither.
+        self.errno = self.strerror = None
 
 
 class WorkerCrashed(SnakepoolError):
@@ -197,6 +218,7 @@ _BY_NAME: dict[str, type[SnakepoolError]] = {
         QueueFull,
         QueueTimeout,
         RequestTimeout,
+        ResultTimeout,
         WorkerCrashed,
         PoolUnavailable,
         UnknownCommand,

@@ -19,8 +19,10 @@ Celery has no asyncio API, so nothing here blocks the event loop:
   backing off to 50 ms while nothing arrives. A thousand awaited requests cost one
   Redis round trip per tick, and hold no thread while they wait.
 
-Errors are the same typed exceptions as :class:`~snakepool.tasks.client.Client`'s; a
-result not there in time raises Celery's ``TimeoutError`` as ``Client.execute`` does.
+Errors are the same typed exceptions as :class:`~snakepool.tasks.client.Client`'s: args
+Celery's JSON cannot carry and a bad wait ``timeout`` are ``InvalidArguments`` before
+anything is sent; a result not there in time is :class:`~snakepool.errors.ResultTimeout`
+(also the builtin and Celery's ``TimeoutError``), as with ``Client.execute``.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from functools import partial
 from typing import Any, Self, TypeVar
 
 from celery import states
-from celery.exceptions import TimeoutError as ResultTimeout
 from celery.result import AsyncResult
 
 from snakepool.config import Settings
+from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import PoolUnavailable
 from snakepool.tasks.client import Client
+from snakepool.tasks.client_errors import checked_flags_wait, result_timeout
 from snakepool.tasks.worker.node import live_nodes
 
 __all__ = ["DEFAULT_THREADS", "AsyncClient", "AsyncV2Api"]
@@ -75,7 +78,7 @@ class _ResultPoller:
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise ResultTimeout(f"no result for {task_id} within {timeout:g} s") from None
+            raise result_timeout(task_id, timeout) from None
         finally:
             waiting = self._pending.get(task_id, [])
             if future in waiting:
@@ -211,16 +214,20 @@ class AsyncClient:
 
         Args:
             result: What :meth:`submit` returned, or its id.
-            timeout: Seconds to wait (default ``RESULT_TIMEOUT``).
+            timeout: Seconds to wait (default ``RESULT_TIMEOUT``): a number above 0 and
+                at most 86400.
 
         Raises:
-            celery.exceptions.TimeoutError: no result in time.
+            InvalidArguments: a bad ``timeout`` (nothing is awaited).
+            ResultTimeout: no result in time (the request may still run).
+            SnakepoolError: the request's own typed error.
         """
+        wait = self.settings.result_timeout if timeout is None else checked_timeout(timeout)
         task_id = result if isinstance(result, str) else result.id
         if self._poller is None or self._poller.loop is not asyncio.get_running_loop():
             self._poller = _ResultPoller(self.sync, self._run)
         try:
-            meta = await self._poller.wait(task_id, timeout or self.settings.result_timeout)
+            meta = await self._poller.wait(task_id, wait)
         finally:
             # Celery subscribed to the result's channel when the request was sent; we
             # polled instead: unsubscribe, or every request sent leaves a subscription.
@@ -244,9 +251,17 @@ class AsyncClient:
         """Run one request and return its result (or raise its typed error).
 
         Args:
-            timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``).
+            timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``): a
+                number above 0 and at most 86400, checked before anything is sent.
             options: As :meth:`Client.execute <snakepool.tasks.client.Client.execute>`.
+
+        Raises:
+            InvalidArguments: as :meth:`submit`, or a bad ``timeout`` — nothing is sent.
+            ResultTimeout: no result within ``timeout`` (the request may still run).
+            SnakepoolError: the request's own typed error.
         """
+        if timeout is not None:
+            timeout = checked_timeout(timeout)
         result = await self.submit(command, args, session_id=session_id, **options)
         return await self.wait(result, timeout)
 
@@ -288,9 +303,11 @@ class AsyncClient:
         """Until every live node routes by flags ``version`` or newer (polled, not blocked).
 
         Raises:
+            InvalidArguments: ``version`` not an int, or ``timeout`` not a number of
+                seconds in (0, 86400].
             PoolUnavailable: not every node caught up within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + checked_flags_wait(version, timeout)
         while True:
             nodes = await self._run(live_nodes, self.sync.redis, self.sync.keys)
             behind = [n["name"] for n in nodes if n.get("flags_version", -1) < version]

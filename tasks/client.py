@@ -19,6 +19,13 @@ and enqueues straight onto the lane: zero hops. Errors arrive as the typed excep
 The only request option is ``timeout`` (seconds the command may run); any other is
 refused here, before anything is sent, with ``InvalidArguments`` (and again by the router
 and the lane, for messages that did not come through this class).
+
+Arguments travel as Celery's JSON: what it cannot encode (a set, a complex, an object,
+a tuple as a key, nesting past the recursion limit, an integer of more than 4300
+digits — see :mod:`~snakepool.config.json_values`) is ``InvalidArguments`` naming the
+value, and nothing is sent. ``execute``'s wait ``timeout`` is checked before anything is
+sent too; a result that does not arrive in time is
+:class:`~snakepool.errors.ResultTimeout`.
 """
 
 from __future__ import annotations
@@ -32,14 +39,18 @@ import weakref
 from dataclasses import replace
 from typing import Any
 
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
+from kombu.exceptions import EncodeError
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
 from snakepool.config.ids import validate_command_name
 from snakepool.config.keys import Keys
+from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
+from snakepool.tasks.client_errors import checked_flags_wait, result_timeout, unsendable_args
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
@@ -157,7 +168,9 @@ class Client:
 
         Raises:
             InvalidArguments: a bad command, args or session id, an unknown option or a
-                bad ``timeout`` — before anything is sent.
+                bad ``timeout`` — before anything is sent; args Celery's JSON cannot
+                encode (naming the value: a set, an object, a tuple key, nesting past the
+                recursion limit, an integer of more than 4300 digits) — nothing is sent.
         """
         validate_command_name(command)  # COMMAND_NAME, a full match: before anything is sent
         if args is not None and not isinstance(args, dict):
@@ -165,6 +178,21 @@ class Client:
         if session_id is not None:
             checked_session_id(session_id)
         checked = LaneOptions.parse(options).to_kwargs()
+        try:
+            return self._send(command, args, session_id, checked)
+        except (EncodeError, ValueError) as exc:  # raised before publishing: nothing went out
+            refusal = unsendable_args(command, args, exc)
+            if refusal is None:
+                raise
+            raise refusal from None
+
+    def _send(
+        self,
+        command: str,
+        args: dict[str, Any] | None,
+        session_id: str | None,
+        checked: dict[str, Any],
+    ) -> AsyncResult:
         request_id = uuid.uuid4().hex  # also the shadow pair id: see rollout.shadow.PAIR_ID
         if self.routing == "router":
             return self.app.send_task(
@@ -195,13 +223,28 @@ class Client:
         """Run one request and return its result (or raise its typed error).
 
         Args:
-            timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``).
+            timeout: Seconds to wait for the result (default ``RESULT_TIMEOUT``): a
+                number above 0 and at most 86400, checked before anything is sent.
             options: None is accepted (``timeout`` here is the wait): any is refused with
                 ``InvalidArguments``, as :meth:`submit` refuses unknown ones.
+
+        Raises:
+            InvalidArguments: as :meth:`submit`, or a bad ``timeout`` — nothing is sent.
+            ResultTimeout: no result within ``timeout`` (the request may still run).
+            SnakepoolError: the request's own typed error.
         """
+        wait = self.settings.result_timeout if timeout is None else checked_timeout(timeout)
         result = self.submit(command, args, session_id=session_id, **options)
-        # The Redis backend pushes results (no polling); the embedded one is polled.
-        return result.get(timeout=timeout or self.settings.result_timeout, interval=0.01)
+        try:
+            # The Redis backend pushes results (no polling); the embedded one is polled.
+            return result.get(timeout=wait, interval=0.01)
+        except CeleryTimeoutError:
+            # The backend keeps a pending result (and its subscription) until it arrives:
+            # let go of it now, or every timed-out request leaves one behind.
+            remove = getattr(self.app.backend, "remove_pending_result", None)
+            if remove is not None:
+                remove(result)
+            raise result_timeout(result.id, wait, command) from None
 
     # ------------------------------------------------------------------ sessions
 
@@ -240,9 +283,11 @@ class Client:
         their heartbeat (every second), so this returns within about a second.
 
         Raises:
+            InvalidArguments: ``version`` not an int, or ``timeout`` not a number of
+                seconds in (0, 86400].
             PoolUnavailable: not every node caught up within ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + checked_flags_wait(version, timeout)
         while True:
             nodes = live_nodes(self.redis, self.keys)
             behind = [n["name"] for n in nodes if n.get("flags_version", -1) < version]
@@ -256,7 +301,13 @@ class Client:
             time.sleep(0.05)  # heartbeats are in Redis: there is nothing to wait on
 
     def set_shadow(self, enabled: bool, rate: float | None = None) -> dict[str, Any]:
-        """Turn shadow comparison on or off (``rate``: share of read-only requests)."""
+        """Turn shadow comparison on or off (``rate``: share of read-only requests).
+
+        Raises:
+            InvalidArguments: ``rate`` is not a number from 0 to 1.
+        """
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
+            raise InvalidArguments(f"shadow rate must be a number from 0 to 1, not {rate!r:.40}")
 
         def change(flags: RolloutFlags) -> RolloutFlags:
             return replace(flags, shadow=enabled, shadow_rate=flags.shadow_rate if rate is None

@@ -7,8 +7,9 @@ payload is a short array whose first element is the message kind, so decoding is
 A request is ``[0, id, command, args, session, transient]``: besides the command it
 carries its scope (:mod:`~snakepool.pool.interpreter.context`). A reply is
 ``[1, id, ok, value]``; the readiness handshake ``[2, pid, commands, python]``. What
-values may cross, and how integers of any size do, is in
-:mod:`~snakepool.pool.interpreter.values`.
+values may cross, how integers beyond 64 bits do and why none of more than 4300 digits
+does (:data:`~snakepool.pool.interpreter.values.MAX_INT_DIGITS`, enforced by the encoder
+and the decoder alike), is in :mod:`~snakepool.pool.interpreter.values`.
 
 Encoding never hangs or half-sends: a value that cannot cross raises
 :class:`EncodeError` (a ``ValueError``) naming its path, before anything is written.

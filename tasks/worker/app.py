@@ -7,7 +7,9 @@ Task names and queues are the contract (DESIGN.md §3)::
     snakepool.v2compat.execute  on "v2compat"  V2 semantics (+ each node's worker-direct queue)
 
 Workers run ``-P threads`` with prefetch 1 and late acks: a message is acknowledged
-only once its task has finished, and a lost worker's tasks are redelivered.
+only once its task has finished, and a lost worker's tasks are redelivered. A message a
+node cannot read (not JSON, undecodable) is answered with ``InvalidArguments`` under its
+task id (:mod:`~snakepool.tasks.worker.consumer`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # A message a node cannot read gets a stored InvalidArguments, not silence.
+        worker_consumer="snakepool.tasks.worker.consumer:Consumer",
     )
     app.snakepool_settings = settings
     return app

@@ -26,6 +26,9 @@ _RESULTS = {
     "too_deep": lambda: _nested(5000),
     "unpacker_limit": lambda: _nested(1023),  # packs, but msgpack cannot unpack it
     "big_int": lambda: {"n": 3**500, "m": -(2**64)},
+    "most_digits": lambda: {"n": 10**4300 - 1, "m": -(10**4300 - 1)},  # 4300 digits: exact
+    "too_many_digits": lambda: {"n": 10**5000},  # past Python's int/str limit
+    "too_many_digits_key": lambda: {"k": {-(10**4300): 1}},
 }
 
 
@@ -34,6 +37,9 @@ def give(args: dict[str, Any]) -> Any:
     """Return the result named ``kind``."""
     if args.get("kind") == "error_with_date":  # an error whose data cannot cross
         raise InvalidArguments("refused", when=datetime.date(2024, 1, 2))
+    if args.get("kind") == "digits":  # an integer of exactly `digits` digits, made here
+        number = 10 ** (int(args["digits"]) - 1) + int(args.get("tail", 0))
+        return {"n": -number if args.get("negative") else number}
     make = _RESULTS.get(args.get("kind", ""))
     if make is None:
         raise InvalidArguments(f"kind must be one of {sorted(_RESULTS)}")

@@ -98,6 +98,8 @@ def test_what_crosses_as_is(make_pool: PoolFactory) -> None:
         ("too_deep", "nested deeper than 1000 levels"),
         ("tuple_key", "result could not be decoded: a dict key is a tuple or list"),
         ("unpacker_limit", "result could not be decoded: nested deeper than 1000"),
+        ("too_many_digits", r"result\['n'\]: integer of more than 4300 digits"),
+        ("too_many_digits_key", r"result\['k'\] key: integer of more than 4300 digits"),
         ("error_with_date", r"cannot send the error back: error\['when'\]: date"),
     ],
 )
@@ -111,6 +113,29 @@ def test_results_that_cannot_cross_are_command_failed(
     assert_healthy(pool)
     assert pool.interpreter_pids() == [pid]
     assert pool.execute("give", {"kind": "big_int"}) == {"n": 3**500, "m": -(2**64)}
+
+
+@pytest.mark.parametrize(
+    "number", [10**4300, -(10**4300), 10**5000], ids=["1e4300", "-1e4300", "1e5000"]
+)
+def test_an_integer_of_more_than_4300_digits_in_args_is_invalid_arguments(
+    make_pool: PoolFactory, number: int
+) -> None:
+    # Review item 3: only Pool carried these, so they failed on every other path. The
+    # limit is now the same everywhere: refused here, before any interpreter is leased.
+    pool = make_pool(size=1)
+    pid = pool.interpreter_pids()[0]
+    with pytest.raises(InvalidArguments, match=r"args\['n'\]\[0\]: integer of more than 4300"):
+        pool.execute("echo", {"n": [number]})
+    assert_healthy(pool)
+    assert pool.interpreter_pids() == [pid] and pool.stats()["crashes"] == 0
+
+
+def test_integers_of_4300_digits_are_exact_both_ways(make_pool: PoolFactory) -> None:
+    pool = make_pool(size=1, adapter="tests.adapters.results")
+    largest = 10**4300 - 1
+    assert pool.execute("echo", {"n": largest, "m": [-largest]}) == {"n": largest, "m": [-largest]}
+    assert pool.execute("give", {"kind": "most_digits"}) == {"n": largest, "m": -largest}
 
 
 def _nested(depth: int) -> Any:

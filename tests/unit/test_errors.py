@@ -11,6 +11,7 @@ from snakepool import errors
         (errors.QueueFull, "capacity", True),
         (errors.QueueTimeout, "capacity", True),
         (errors.RequestTimeout, "timeout", True),
+        (errors.ResultTimeout, "timeout", False),
         (errors.WorkerCrashed, "worker", True),
         (errors.PoolUnavailable, "unavailable", True),
         (errors.UnknownCommand, "client", False),
@@ -61,3 +62,12 @@ def test_args_survive_a_celery_style_json_round_trip() -> None:
     rebuilt = errors.CommandFailed(*stored["exc_message"])
     assert str(rebuilt) == "boom" and rebuilt.remote_traceback == "tb"
     assert rebuilt.remote_type == "ValueError"
+
+
+def test_a_result_timeout_is_also_the_builtin_timeout_error() -> None:
+    error = errors.ResultTimeout("no result", task_id="abc", timeout=2.0)
+    assert isinstance(error, TimeoutError) and isinstance(error, errors.SnakepoolError)
+    assert (error.task_id, error.timeout, error.errno, error.strerror) == ("abc", 2.0, None, None)
+    assert str(error) == "no result" and not error.is_client_error
+    with pytest.raises(TimeoutError, match="no result"):
+        raise error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import fakeredis
 import pytest
@@ -144,3 +145,62 @@ def test_a_session_holds_a_bounded_number_of_programs(
     store.put_program(sid, "a", {"signature": "x -> y"})  # replacing one is fine
     assert store.client.hlen(store.keys.programs(sid)) == 3
     assert store.get_program(sid, "a") == {"signature": "x -> y"}
+
+
+# ------------------------------------------- metadata that JSON cannot carry (review item 4)
+
+
+class _Opaque:
+    pass
+
+
+def _nested_list(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _circular() -> dict[str, Any]:
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    return looped
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"a": {1}}, r"metadata\['a'\]: set is not JSON-able"),
+        ({"a": [1, 1j]}, r"metadata\['a'\]\[1\]: complex is not JSON-able"),
+        ({"a": _Opaque()}, r"metadata\['a'\]: _Opaque is not JSON-able"),
+        ({(1, 2): "x"}, r"metadata: key \(1, 2\) is a tuple; keys must be strings"),
+        ({"n": 10**5000}, r"metadata\['n'\]: integer of more than 4300 digits"),
+        ({"deep": _nested_list(300)}, r"nested deeper than 256 levels"),
+        (_circular(), r"metadata cannot be written as JSON: Circular reference"),
+        ([1, 2], r"metadata must be a JSON object, not list"),
+        ({1, 2}, r"metadata must be a JSON object, not set"),
+    ],
+    ids=[
+        "set",
+        "complex",
+        "object",
+        "tuple-key",
+        "long-int",
+        "deep",
+        "circular",
+        "list",
+        "set-top",
+    ],
+)
+def test_metadata_json_cannot_carry_is_invalid_arguments_and_stores_nothing(
+    store: SessionStore, metadata: Any, message: str
+) -> None:
+    with pytest.raises(InvalidArguments, match=message):
+        store.create(metadata=metadata, session_id="refused")
+    assert store.get("refused") is None and store.count() == 0
+
+
+def test_metadata_json_carries_comes_back_exactly(store: SessionStore) -> None:
+    metadata = {"n": 10**4300 - 1, "m": -(10**4300 - 1), "list": [1, 2.5, None, True, "x"]}
+    session = store.get(store.create(metadata=metadata))
+    assert session is not None and session["metadata"] == metadata

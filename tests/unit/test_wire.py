@@ -184,3 +184,80 @@ def test_json_values_round_trip(value: Any, big: int) -> None:
     args = {"value": value, "big": big}
     assert wire.decode_request(wire.framed_request(1, "echo", args)[4:])[2] == args
     assert wire.decode_reply(wire.framed_reply(1, True, args)[4:]) == (1, True, args)
+
+
+# ------------------------------------------------- the integer limit (review item 3)
+
+#: The largest magnitude that crosses: 4300 nines (Python's int/str conversion limit).
+LARGEST = 10**4300 - 1
+
+
+@pytest.mark.parametrize(
+    "number", [LARGEST, -LARGEST, 10**4299, -(10**4299)], ids=["max", "-max", "1e4299", "-1e4299"]
+)
+def test_integers_of_4300_digits_cross_exactly_both_ways(number: int) -> None:
+    args = {"n": number, "deep": [{"k": number}]}
+    assert wire.decode_request(wire.framed_request(1, "echo", args)[4:])[2] == args
+    assert wire.decode_reply(wire.framed_reply(1, True, args)[4:]) == (1, True, args)
+
+
+TOO_LONG = [10**4300, -(10**4300), 10**5000, -(3**10000)]
+
+
+@pytest.mark.parametrize("number", TOO_LONG, ids=["1e4300", "-1e4300", "1e5000", "-3**10000"])
+def test_an_integer_of_more_than_4300_digits_is_refused_by_path(number: int) -> None:
+    expected = r"args\['a'\]\[1\]\['n'\]: integer of more than 4300 digits"
+    with pytest.raises(wire.EncodeError, match=expected):
+        wire.framed_request(1, "echo", {"a": [0, {"n": number}]})
+    with pytest.raises(wire.EncodeError, match=expected):
+        wire.encode_request_body("echo", {"a": [0, {"n": number}]})
+    with pytest.raises(wire.EncodeError, match=r"result\['r'\]: integer of more than 4300"):
+        wire.framed_reply(1, True, {"r": number})
+    with pytest.raises(wire.EncodeError, match=r"args\['k'\] key: integer of more than 4300"):
+        wire.Request(1, "echo", {"k": {number: 1}}).encode()
+
+
+def _hostile_big_int(number: int, length: int) -> msgpack.ExtType:
+    """What a sender that skips the encoder's check could put on the pipe."""
+    return msgpack.ExtType(1, number.to_bytes(length, "big", signed=True))
+
+
+@pytest.mark.parametrize(
+    "ext",
+    [
+        _hostile_big_int(10**4300, 1786),  # one digit too many, in as few bytes as it takes
+        _hostile_big_int(-(10**4300), 1786),
+        _hostile_big_int(1, 100_000),  # a small number, padded: refused by its length alone
+    ],
+    ids=["1e4300", "-1e4300", "padded"],
+)
+def test_a_too_long_integer_is_refused_when_decoded_too(ext: msgpack.ExtType) -> None:
+    request = msgpack.packb([0, 9, "echo", {"n": ext}, None, False])
+    with pytest.raises(wire.UndecodableRequest, match="integer of more than 4300 digits") as bad:
+        wire.decode_request(request)
+    assert (bad.value.id, bad.value.command) == (9, "echo")
+    rid, ok, error = wire.decode_reply(msgpack.packb([1, 9, True, {"n": ext}]))
+    assert (rid, ok, error["type"]) == (9, False, "CommandFailed")
+    assert "integer of more than 4300 digits" in error["message"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    digits=st.integers(min_value=4290, max_value=4310),
+    tail=st.integers(min_value=0, max_value=10**20),
+    negative=st.booleans(),
+)
+def test_an_integer_crosses_exactly_if_and_only_if_it_has_at_most_4300_digits(
+    digits: int, tail: int, negative: bool
+) -> None:
+    number = (10 ** (digits - 1) + tail) * (-1 if negative else 1)  # exactly `digits` digits
+    if digits <= 4300:
+        assert wire.decode_request(wire.framed_request(1, "echo", {"n": number})[4:])[2] == {
+            "n": number
+        }
+        assert wire.decode_reply(wire.framed_reply(1, True, number)[4:]) == (1, True, number)
+    else:
+        with pytest.raises(wire.EncodeError, match="integer of more than 4300 digits"):
+            wire.framed_request(1, "echo", {"n": number})
+        with pytest.raises(wire.EncodeError, match="integer of more than 4300 digits"):
+            wire.framed_reply(1, True, number)

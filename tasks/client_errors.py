@@ -1,0 +1,95 @@
+"""What a client raises when a request cannot be sent, or its result does not come.
+
+- Args Celery's JSON cannot encode are the caller's fault, found before anything went
+  out (kombu encodes before it publishes): ``InvalidArguments`` naming the value at
+  fault (:func:`unsendable_args`), never kombu's ``EncodeError``.
+- A wait the caller got wrong is ``InvalidArguments`` before anything is sent or
+  awaited (:func:`~snakepool.config.timeouts.checked_timeout`, :func:`checked_flags_wait`).
+- A result that does not arrive within the caller's wait is
+  :class:`~snakepool.errors.ResultTimeout` (:func:`result_timeout`), never Celery's
+  ``TimeoutError`` alone — though it is that too, as callers caught it before.
+
+Shared by :class:`~snakepool.tasks.client.Client` and
+:class:`~snakepool.tasks.async_client.AsyncClient`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from kombu.exceptions import EncodeError
+
+from snakepool import errors
+from snakepool.config.json_values import json_problem
+from snakepool.config.timeouts import checked_timeout
+
+__all__ = ["ResultTimeout", "checked_flags_wait", "result_timeout", "unsendable_args"]
+
+#: Types Celery's JSON (kombu) encodes besides plain JSON's, as tagged objects.
+KOMBU_TYPES = (bytes, datetime.datetime, datetime.date, datetime.time, Decimal, uuid.UUID)
+
+
+class ResultTimeout(errors.ResultTimeout, CeleryTimeoutError):  # type: ignore[misc]
+    """:class:`snakepool.errors.ResultTimeout`, and Celery's ``TimeoutError`` — what the
+    clients raised before, so a caller catching that keeps catching it."""
+
+
+def unsendable_args(
+    command: str, args: Any, failure: BaseException
+) -> errors.InvalidArguments | None:
+    """The ``InvalidArguments`` for args that could not be sent (nothing was), or None.
+
+    Celery fails on such args in two places, both before publishing: kombu's JSON
+    encoder (an ``EncodeError``, always the message's content: the args) and Celery's
+    ``argsrepr`` (a ``ValueError`` from ``str()`` of an integer past Python's limit).
+    The error names the value at fault and why (``args['v']: set is not JSON-able``);
+    kombu's message says neither where nor, for a long integer, that the limit is
+    deliberate.
+
+    Args:
+        command: The request's command.
+        args: Its arguments, as given.
+        failure: What sending raised.
+
+    Returns:
+        None when ``failure`` is not about the args (a ``ValueError`` from elsewhere):
+        the caller re-raises it.
+    """
+    problem = json_problem(args, "args", also=KOMBU_TYPES)
+    if problem is None and not isinstance(failure, EncodeError):
+        return None
+    cause = failure.__context__ if isinstance(failure, EncodeError) else None
+    cause = cause or failure
+    return errors.InvalidArguments(
+        f"args of {command[:80]!r} cannot be sent: {problem or str(cause)[:300]} (arguments "
+        "must be JSON: objects with string keys, arrays, strings, numbers, true/false/null)",
+        command=command[:80],
+        reason=f"{type(cause).__name__}: {cause}"[:300],
+    )
+
+
+def result_timeout(task_id: str, waited: float, command: str | None = None) -> ResultTimeout:
+    """The error for request ``task_id`` whose result did not come within ``waited`` s."""
+    what = f"{command[:80]!r} (task {task_id})" if command is not None else f"task {task_id}"
+    return ResultTimeout(
+        f"no result for {what} within {waited:g} s; it may still run and its result come "
+        "later: are worker nodes running? (snakepool status)",
+        task_id=task_id,
+        timeout=waited,
+    )
+
+
+def checked_flags_wait(version: object, timeout: object) -> float:
+    """The seconds of a wait for every node to route by flags ``version``.
+
+    Raises:
+        InvalidArguments: ``version`` is not an int, or ``timeout`` not a number of
+            seconds in (0, 86400].
+    """
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise errors.InvalidArguments(f"version must be an int, not {type(version).__name__}")
+    return checked_timeout(timeout)
