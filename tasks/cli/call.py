@@ -35,11 +35,13 @@ def call(
     Nothing is sent when no live node serves the lane it would go to (or the router):
     the command fails at once, naming it.
     """
+    from snakepool.config.json_values import check_json
     from snakepool.errors import PoolUnavailable
     from snakepool.tasks.worker.node import live_nodes
     from snakepool.tasks.worker.reachability import possible_lanes, unserved
 
     parsed = json_object(args, param_hint="ARGS")
+    check_json(parsed, "ARGS")  # the request itself first: InvalidArguments before any lookup
     client = make_client(settings_with(), "direct" if direct else "router")
     with reads_stored_data:  # flags and heartbeats: a corrupt one is exit 5, one line
         lanes = possible_lanes(command, parsed, session_id, client.flags.read())

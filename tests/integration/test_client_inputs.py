@@ -189,7 +189,7 @@ def test_cli_call_with_an_integer_past_the_limit_is_a_typed_error(redis_url: str
         )  # fmt: skip
         output = done.stdout + done.stderr
         assert done.returncode == 2, output
-        assert "InvalidArguments: ARGS: integer of more than 4300 digits" in " ".join(
+        assert "InvalidArguments: ARGS['n']: integer of more than 4300 digits" in " ".join(
             output.split()
         )
         assert "Traceback" not in output

@@ -291,7 +291,7 @@ def test_cli_rollout_sessions_and_call(client: Client, cluster: Cluster) -> None
     run_cli(cluster, "rollout", "override", "s-1", "clear", "--reason", "done")
     assert client.rollout_state()["overrides"] == {}
     bad_id = run_cli(cluster, "rollout", "override", "bad id", "v3", "--reason", "x")
-    assert bad_id.returncode == 2 and "invalid session id" in bad_id.stdout
+    assert bad_id.returncode == 2 and "invalid session id" in bad_id.stdout + bad_id.stderr
     sid = client.create_session()
     client.execute("create_program", {"id": "qa", **QA}, session_id=sid)
     assert sid in run_cli(cluster, "sessions", "list").stdout
