@@ -40,6 +40,7 @@ from snakepool.config.keys import Keys
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.rollout.liveness import LaneLiveness
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
 from snakepool.tasks.worker.app import ROUTE_TASK, ROUTER_QUEUE, create_app
@@ -110,9 +111,13 @@ class Client:
         self._flag_cache = FlagCache(self.flags)
         self._catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
+        # Zero-hop routing sheds a lane with no live node like the router does.
+        who = f"client {operator_name()}"
+        liveness = LaneLiveness(self.redis, prefix=settings.key_prefix, audit=self.flags, who=who)
         self._breaker = CircuitBreaker(
             LaneMetrics(self.redis, prefix=settings.key_prefix),
             BreakerPolicy.from_settings(settings),
+            liveness=liveness,
         )
 
     def _after_fork(self) -> None:

@@ -38,6 +38,8 @@ def status(as_json: bool) -> None:
         f"{', forced ' + rollout['forced_lane'] if rollout['forced_lane'] else ''})"
         f"; router queue {data['queues'].get('router')}"
     )
+    for lane, why in data.get("shedding", {}).items():
+        console.print(f"[red]lane {lane}[/] {why}")
     shadow = data["shadow"]
     console.print(
         f"shadow {'on' if rollout['shadow'] else 'off'}: {shadow['compared']} compared, "
@@ -55,7 +57,9 @@ def _print_nodes(data: dict[str, Any]) -> None:
         figures = [str(pool.get(k, "-")) for k in (
             "size", "idle", "busy", "queued", "requests", "errors", "restarts", "p50_ms", "p99_ms"
         )]  # fmt: skip
-        shedding = ",".join(node.get("open_breakers") or []) or "-"
+        diverted = node.get("shedding") or dict.fromkeys(node.get("open_breakers") or [], "")
+        shedding = ",".join(f"{lane} ({why})" if why else lane for lane, why in diverted.items())
+        shedding = (shedding or "-") + (" [stopping]" if node.get("stopping") else "")
         nodes.add_row(node["name"], ",".join(node["lanes"]), *figures,
                       str(node.get("flags_version", "-")), shedding)  # fmt: skip
         if pool.get("unavailable"):
@@ -65,9 +69,11 @@ def _print_nodes(data: dict[str, Any]) -> None:
 
 def _print_lanes(data: dict[str, Any]) -> None:
     lanes = Table(title="lanes")
-    for column in ("lane", "queued", "requests", "errors", "client errors", "p50", "p95", "p99"):
+    for column in ("lane", "nodes", "queued", "requests", "errors", "client errors", "p50", "p95",
+                   "p99"):  # fmt: skip
         lanes.add_column(column)
     for lane, figures in data["lanes"].items():
-        lanes.add_row(lane, str(data["queues"].get(lane)), *(str(figures[k]) for k in (
+        lanes.add_row(lane, str(figures.get("live_nodes", "-")), str(data["queues"].get(lane)),
+                      *(str(figures[k]) for k in (
             "requests", "errors", "client_errors", "p50_ms", "p95_ms", "p99_ms")))  # fmt: skip
     console.print(lanes)

@@ -29,13 +29,14 @@ def up(v3_nodes: int, v2_nodes: int, pool_size: int | None, flower_port: int) ->
 
     from snakepool.config.keys import Keys
     from snakepool.sessions import redis_answers, redis_from_url
-    from snakepool.tasks.local.launcher import Launcher, child_env
+    from snakepool.tasks.local.launcher import Launcher, child_env, stop_grace_for
 
     settings = settings_with(pool_size=pool_size)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with Launcher(child_env()) as launcher:
+    # The nodes read the same settings: SIGKILL only after their SHUTDOWN_GRACE.
+    with Launcher(child_env(), stop_grace=stop_grace_for(settings.shutdown_grace)) as launcher:
         if not redis_answers(settings.redis_url):
             url = urlsplit(settings.redis_url)
             if url.hostname not in ("localhost", "127.0.0.1", "::1"):

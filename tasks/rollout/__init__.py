@@ -6,6 +6,8 @@
   the lanes write and everything below reads;
 - :mod:`~snakepool.tasks.rollout.breaker` — :class:`CircuitBreaker`, shedding a failing
   lane's traffic to the other lane;
+- :mod:`~snakepool.tasks.rollout.liveness` — :class:`LaneLiveness`, whether a lane has a
+  live node (a lane with none sheds its traffic like an open breaker);
 - :mod:`~snakepool.tasks.rollout.shadow` and :mod:`~snakepool.tasks.rollout.comparator` —
   pairing the two lanes' outcomes of a shadowed request and comparing them;
 - :mod:`~snakepool.tasks.rollout.controller` — :class:`RolloutController`: promote, hold
@@ -18,6 +20,7 @@ The flags themselves (percent, kill switch, audit trail) live in
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.comparator import Comparator
 from snakepool.tasks.rollout.controller import ControllerPolicy, Decision, RolloutController
+from snakepool.tasks.rollout.liveness import LaneLiveness
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.routing import bucket, decide
 from snakepool.tasks.rollout.shadow import (
@@ -35,6 +38,7 @@ __all__ = [
     "Comparator",
     "ControllerPolicy",
     "Decision",
+    "LaneLiveness",
     "LaneMetrics",
     "RolloutController",
     "ShadowRecorder",
