@@ -57,6 +57,7 @@ NOT_SETTINGS: Mapping[str, str] = {
     "RUN_MARKER": "marks a pool's template and everything below it (pool.orphans)",
     "TEST_CLUSTER": "marks a test cluster's processes (tests/integration/cluster.py)",
     "BENCH_PLAIN_URL": "the plain-Celery benchmark's broker (benchmarks/plain_app.py)",
+    "CHAOS_SCALE": "short or full runs of the chaos tests (tests/chaos, make chaos)",
 }
 
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
