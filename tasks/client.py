@@ -23,6 +23,7 @@ and the lane, for messages that did not come through this class).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -32,7 +33,9 @@ import weakref
 from dataclasses import replace
 from typing import Any
 
+import redis
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
@@ -51,6 +54,8 @@ from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 __all__ = ["Client", "V2Api", "operator_name"]
 
 _ROUTINGS = ("router", "direct")
+#: What a request that could not be sent raises from kombu and redis-py.
+_UNREACHABLE = (OperationalError, redis.RedisError, ConnectionError, TimeoutError)
 #: Every open client, so that a forked child can reopen them (gunicorn ``--preload``).
 _LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 #: What a child inherited from its parent: kept alive, so it is never closed here.
@@ -156,6 +161,8 @@ class Client:
         Raises:
             InvalidArguments: a bad command, args or session id, an unknown option or a
                 bad ``timeout`` — before anything is sent.
+            PoolUnavailable: the broker or Redis did not answer (within about a second):
+                nothing was sent (``reason="unreachable"``).
         """
         if not isinstance(command, str) or not command:
             raise InvalidArguments("command must be a non-empty string")
@@ -165,6 +172,25 @@ class Client:
             checked_session_id(session_id)
         checked = LaneOptions.parse(options).to_kwargs()
         request_id = uuid.uuid4().hex  # also the shadow pair id: see rollout.shadow.PAIR_ID
+        try:
+            return self._send(command, args, session_id, checked, request_id)
+        except _UNREACHABLE as exc:
+            # Nothing was accepted: say so now rather than hand back a result that never
+            # comes. (Celery publishes with a short retry here: CLIENT_PUBLISH_RETRY.)
+            self._forget(request_id)
+            raise PoolUnavailable(
+                f"request not sent: the broker or Redis is unreachable ({exc})",
+                reason="unreachable",
+            ) from exc
+
+    def _send(
+        self,
+        command: str,
+        args: dict[str, Any] | None,
+        session_id: str | None,
+        checked: dict[str, Any],
+        request_id: str,
+    ) -> AsyncResult:
         if self.routing == "router":
             return self.app.send_task(
                 ROUTE_TASK, args=(command, args, session_id), kwargs=checked,
@@ -181,6 +207,13 @@ class Client:
             self.app, lane, command, args, session_id, checked, queue, shadow=tag
         )
         return signature.apply_async(task_id=request_id)
+
+    def _forget(self, request_id: str) -> None:
+        """Stop listening for the result of a request that was never sent."""
+        consumer = getattr(self.app.backend, "result_consumer", None)
+        if consumer is not None:
+            with contextlib.suppress(Exception):  # tidying up only
+                consumer.cancel_for(request_id)
 
     def execute(
         self,

@@ -35,7 +35,7 @@ def worker(
 
     settings = settings_with(pool_size=pool_size)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
-    app = create_app(settings)
+    app = create_app(settings, node=True)
     install(app, lanes)
     import snakepool.tasks.worker.lanes
     import snakepool.tasks.worker.router  # noqa: F401 - registers the tasks on the app

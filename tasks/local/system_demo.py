@@ -104,7 +104,7 @@ def _embedded_stack(settings: Settings, console: Console) -> Iterator[Client]:
         "redis_url": "fakeredis://demo", "broker_url": "fakeredis://demo",
         "adapter": _adapter(), "pool_size": 2, "lm_answers": str(_ANSWERS),
     })  # fmt: skip
-    app = create_app(embedded)
+    app = create_app(embedded, node=True)
     install(app, ("router", "v3", "v2compat"))
     with console.status("starting an in-process worker with 2 interpreters"):
         worker = start_worker(

@@ -8,6 +8,19 @@ Task names and queues are the contract (DESIGN.md §3)::
 
 Workers run ``-P threads`` with prefetch 1 and late acks: a message is acknowledged
 only once its task has finished, and a lost worker's tasks are redelivered.
+
+Redis restarts (issue 9 item 6) are ridden out on both sides:
+
+- a node keeps retrying to store a result until Redis answers again (Celery gives up on
+  the first connection error by default: the task ran, its result was dropped, and the
+  caller waited for ever), and keeps retrying to forward a message for a minute;
+- a client gives up publishing after about a second, so ``submit`` says at once that
+  nothing was sent (:mod:`snakepool.tasks.client` raises ``PoolUnavailable``);
+- everyone waits for results through
+  :class:`~snakepool.tasks.worker.results.ResilientRedisBackend`, whose pub/sub consumer
+  reconnects by itself and rereads what was stored meanwhile;
+- the broker transport (:mod:`snakepool.tasks.worker.broker`) no longer kills a node
+  that loses Redis with requests running, and acknowledges them once Redis is back.
 """
 
 from __future__ import annotations
@@ -19,6 +32,8 @@ from kombu import Queue
 
 from snakepool.config import Settings
 from snakepool.sessions.connection import EMBEDDED_SCHEME
+from snakepool.tasks.worker.broker import transport_for
+from snakepool.tasks.worker.results import backend_url
 
 __all__ = [
     "LANE_QUEUES",
@@ -36,19 +51,37 @@ LANE_QUEUES = tuple(LANE_TASKS)
 
 #: Seconds results are kept.
 RESULT_EXPIRES = 24 * 3600
+#: A node's attempts to store a result while Redis is unreachable: with back-off capped
+#: at :data:`RESULT_RETRY_MAX_MS`, about ten minutes before it gives up.
+RESULT_STORE_RETRIES = 1200
+#: Longest pause between two of those attempts, in milliseconds (a result is stored
+#: within about a second of Redis coming back).
+RESULT_RETRY_MAX_MS = 1000
+#: How a client publishes: give up after about a second (``submit`` then raises).
+CLIENT_PUBLISH_RETRY = {
+    "max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+}  # fmt: skip
+#: How a node publishes (the router forwarding an accepted request): about a minute.
+NODE_PUBLISH_RETRY = {
+    "max_retries": 60, "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0,
+}  # fmt: skip
 
 
 def _backend(settings: Settings) -> str:
     if settings.redis_url.startswith(EMBEDDED_SCHEME):
         return "cache+memory://"
-    return settings.redis_url
+    return backend_url(settings.redis_url)
 
 
-def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
+def create_app(settings: Settings, *, name: str = "snakepool", node: bool = False) -> Celery:
     """A Celery app for ``settings`` (broker ``BROKER_URL``, results in ``REDIS_URL``).
 
     With ``REDIS_URL=fakeredis://…`` (the embedded demo) the broker is kombu's in-memory
     transport and results stay in process memory.
+
+    Args:
+        node: For a worker node (store results and forward messages through a Redis
+            restart); False for a client (refuse quickly what cannot be sent).
     """
     broker = settings.broker_url or settings.redis_url
     transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
@@ -56,6 +89,8 @@ def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
         broker = "memory://localhost/"
         transport_options["polling_interval"] = 0.005  # in-process: polling is nearly free
     app = Celery(name, broker=broker, backend=_backend(settings), set_as_current=False)
+    if transport := transport_for(broker):
+        app.conf.broker_transport = transport  # survives a Redis restart (broker.py)
     routes: dict[str, Any] = {ROUTE_TASK: {"queue": ROUTER_QUEUE}}
     routes.update({task: {"queue": lane} for lane, task in LANE_TASKS.items()})
     app.conf.update(
@@ -81,6 +116,14 @@ def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        task_publish_retry=True,
+        task_publish_retry_policy=NODE_PUBLISH_RETRY if node else CLIENT_PUBLISH_RETRY,
     )
+    if node:
+        app.conf.update(
+            result_backend_always_retry=True,
+            result_backend_max_retries=RESULT_STORE_RETRIES,
+            result_backend_max_sleep_between_retries_ms=RESULT_RETRY_MAX_MS,
+        )
     app.snakepool_settings = settings
     return app

@@ -28,10 +28,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import shared_task
 from celery.exceptions import Reject
 
-from snakepool.errors import InvalidArguments, ProgramNotFound, SessionNotFound
+from snakepool.errors import InvalidArguments, PoolUnavailable, ProgramNotFound, SessionNotFound
 from snakepool.pool.interpreter.programs import ProgramDefinition
 from snakepool.tasks.worker.app import LANE_TASKS
 from snakepool.tasks.worker.node import Node, NodeStopping, current_node
@@ -180,6 +181,9 @@ def _run(execute: Callable[..., Any]) -> Callable[[LaneCall], Any]:
                 node, call.command, call.args, call.session_id, call.timeout,
                 shadow=call.is_shadow_copy,
             )  # fmt: skip
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # The SessionStore's Redis is away (restarting): a typed, retryable error.
+            raise PoolUnavailable(f"Redis unreachable: {exc}", reason="redis") from exc
         except Exception as exc:
             if node.refused_by_shutdown(exc):
                 raise NodeStopping(f"node {node.name} is stopping: {exc}") from None
