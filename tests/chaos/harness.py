@@ -10,6 +10,7 @@ it, and — for full runs (``SNAKEPOOL_CHAOS_SCALE=full``, ``make chaos``) — w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +71,8 @@ class Sent:
     error: str | None = None
     lost: bool = False
     lane: str | None = None
+    #: Seconds the submission took (a refusal must come quickly, not hang).
+    took: float = 0.0
 
 
 class Run:
@@ -104,9 +107,39 @@ class Run:
             sent.refused = type(exc).__name__
         except Exception as exc:  # an untyped refusal is a finding: reported as such
             sent.refused = f"untyped {type(exc).__name__}: {exc}"[:120]
+        sent.took = self.now() - sent.at
         with self._lock:
             self.sent.append(sent)
         return sent
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Read result messages as they come (as callers waiting in ``execute`` would),
+        from a thread, for as long as the block runs; :meth:`resolve` then finds them.
+
+        Celery's ``app.backend`` is per thread: the backends drained are those of the
+        results themselves (the thread that sent them), not this thread's.
+        """
+        stop = threading.Event()
+
+        def drain() -> None:
+            while not stop.is_set():
+                with self._lock:
+                    backends = {id(s.result.backend): s.result.backend
+                                for s in self.sent if s.result is not None}  # fmt: skip
+                if not backends:
+                    stop.wait(0.05)
+                for backend in backends.values():
+                    with contextlib.suppress(Exception):  # Redis away: try again
+                        backend.result_consumer.drain_events(timeout=0.05)
+
+        thread = threading.Thread(target=drain, name="chaos-results", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(10)
 
     def resolve(self, timeout: float) -> None:
         """Wait for every accepted request (``timeout`` seconds in all); the rest are lost."""
@@ -134,6 +167,9 @@ class Run:
     def report(self, **details: Any) -> Report:
         """The figures of the run so far (``details``: scenario-specific figures)."""
         accepted = [s for s in self.sent if s.result is not None]
+        refusals = [s.took for s in self.sent if s.refused]
+        if refusals:
+            details = {"slowest_refusal_s": max(refusals), **details}
         return Report(
             name=self.name,
             scale=scale(),
