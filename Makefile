@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRAS ?= test,dev,dspy
 
-.PHONY: run test lint bench install redis-server clean
+.PHONY: run test chaos lint bench install redis-server clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "snakepool needs Python 3.11+")'
@@ -30,6 +30,12 @@ redis-server:
 test: $(STAMP) redis-server
 	$(PY) -m compileall -q snakepool config pool sessions tasks tests > /dev/null || true
 	$(PY) -m pytest
+
+# The chaos suite at full scale (minutes: rolling deploys, lane loss, Redis restarts,
+# interpreter kills); writes its figures to docs/RELIABILITY.md. `make test` runs the
+# same tests at their short scale.
+chaos: $(STAMP) redis-server
+	SNAKEPOOL_CHAOS_SCALE=full $(PY) -m pytest -m chaos
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,8 @@
   ``snakepool.v2compat.execute`` tasks, around the lane pipeline
   (:mod:`~snakepool.tasks.worker.pipeline`);
 - :mod:`~snakepool.tasks.worker.options` — caller options and the internal shadow tag;
+- :mod:`~snakepool.tasks.worker.results` and :mod:`~snakepool.tasks.worker.broker` —
+  Celery's Redis result backend and broker transport, made to survive Redis restarts;
 - :mod:`~snakepool.tasks.worker.status` — what ``snakepool status`` reports.
 
 Importing :mod:`~snakepool.tasks.worker.lanes` and :mod:`~snakepool.tasks.worker.router`

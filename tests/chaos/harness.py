@@ -74,6 +74,11 @@ class Sent:
     #: Seconds the submission took (a refusal must come quickly, not hang).
     took: float = 0.0
 
+    @property
+    def settled(self) -> bool:
+        """Whether its outcome is known (a value, an error, or lost)."""
+        return self.lost or self.error is not None or self.value is not None
+
 
 class Run:
     """The bookkeeping of one chaos run.
@@ -142,21 +147,39 @@ class Run:
             thread.join(10)
 
     def resolve(self, timeout: float) -> None:
-        """Wait for every accepted request (``timeout`` seconds in all); the rest are lost."""
+        """Wait for every accepted request (``timeout`` seconds in all, all of them at
+        once: one cheap ``ready()`` each per round); the rest are lost."""
         deadline = time.monotonic() + timeout
-        for sent in list(self.sent):
-            if sent.result is None or sent.lost or sent.value is not None or sent.error:
-                continue
-            try:
-                remaining = max(0.1, deadline - time.monotonic())
-                sent.value = sent.result.get(timeout=remaining, interval=0.05)
-                sent.lane = sent.result.queue
-            except ResultTimeout:
-                sent.lost = True
-            except SnakepoolError as exc:
-                sent.error = type(exc).__name__
-            except Exception as exc:
-                sent.error = f"untyped {type(exc).__name__}"
+        pending = [s for s in self.sent if s.result is not None and not s.settled]
+        while pending and time.monotonic() < deadline:
+            waiting = []
+            for sent in pending:
+                try:
+                    ready = sent.result is not None and sent.result.ready()
+                except Exception:  # Redis away: ask again next round
+                    ready = False
+                if ready:
+                    self._settle(sent)
+                else:
+                    waiting.append(sent)
+            pending = waiting
+            if pending:
+                time.sleep(0.1)
+        for sent in pending:
+            sent.lost = True
+
+    @staticmethod
+    def _settle(sent: Sent) -> None:
+        assert sent.result is not None
+        try:
+            sent.value = sent.result.get(timeout=10, interval=0.05)
+            sent.lane = sent.result.queue
+        except ResultTimeout:
+            sent.lost = True
+        except SnakepoolError as exc:
+            sent.error = type(exc).__name__
+        except Exception as exc:
+            sent.error = f"untyped {type(exc).__name__}"
 
     def starts(self) -> Counter[str]:
         """Request id → times it started (from the ``tick`` log)."""

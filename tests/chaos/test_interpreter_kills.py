@@ -28,7 +28,7 @@ from snakepool.config import load_settings
 from snakepool.errors import SnakepoolError
 from snakepool.tasks.worker.lanes import run_lane
 from snakepool.tasks.worker.node import Node
-from tests.chaos.harness import ADAPTER, Report, Run, pick, publish
+from tests.chaos.harness import ADAPTER, Report, Run, pick, publish, scale
 
 pytestmark = [
     pytest.mark.chaos,
@@ -37,7 +37,7 @@ pytestmark = [
     pytest.mark.timeout(pick(150, 1200)),
 ]
 
-REQUESTS = pick(1000, 10_000)
+REQUESTS = pick(2000, 10_000)
 POOL_SIZE = 3
 #: One kill per this many requests (about 1 %).
 KILL_EVERY = 100
@@ -128,7 +128,7 @@ def test_interpreter_kills_lose_nothing_and_idempotent_requests_succeed(
         if c == "tick" and isinstance(v, dict) and starts[v["id"]] > 1
     )  # fmt: skip
     report = Report(
-        name="interpreter kills", scale="full" if REQUESTS > 1000 else "short",
+        name="interpreter kills", scale=scale(),
         submitted=REQUESTS, accepted=REQUESTS, refused={},
         succeeded=sum(1 for _, v in outcomes.values() if not isinstance(v, str)),
         failed=dict(failed), lost=lost,
