@@ -109,7 +109,7 @@ class Node:
         self.catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
         self.liveness = LaneLiveness(
-            self.redis, prefix=settings.key_prefix, audit=self.flags.store, who=f"router {name}"
+            self.redis, prefix=settings.key_prefix, audit=self.flags.store, who=f"node {name}"
         )
         self.breaker = CircuitBreaker(
             self.metrics, BreakerPolicy.from_settings(settings), liveness=self.liveness
