@@ -108,6 +108,10 @@ class Run:
         sent = Sent(str(args.get("id", uuid.uuid4().hex)), command, via, self.now())
         try:
             sent.result = send()
+            # Wait for it as a caller in ``get`` does: a result message read by
+            # :meth:`watching` then lands on this AsyncResult (not only in Redis, which a
+            # restart without persistence may wipe before anyone asks).
+            sent.result.backend.add_pending_result(sent.result)
         except SnakepoolError as exc:
             sent.refused = type(exc).__name__
         except Exception as exc:  # an untyped refusal is a finding: reported as such
