@@ -19,25 +19,114 @@ the transport has been collected: the restore then fails as a plain connection e
 while Redis is down (ignored, as kombu intends), and the acknowledgements made after
 Redis is back reach it — so a request that ran across a restart is neither lost nor run
 a second time an hour later (``VISIBILITY_TIMEOUT``).
+
+Two more ways a message went missing across a restart, both in :class:`QoS`:
+
+- the restore on a lost connection fails while Redis is down, and kombu never tries
+  again: a message the node had taken but not started stayed in the ``unacked`` hash,
+  handed out again only after ``VISIBILITY_TIMEOUT`` (an hour) — lost to its caller.
+  Those messages are now requeued as soon as Redis answers, except the ones running here
+  (their own acknowledgement settles them);
+- ``BRPOP`` took a message off its queue and Redis went away before kombu recorded it as
+  unacknowledged: the message existed only in the node, and the error dropped it. It is
+  now delivered anyway and runs here (its result is stored once Redis is back).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
+import redis
+from celery.worker import state as worker_state
+from kombu.exceptions import OperationalError
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils import json
 
-__all__ = ["Channel", "Transport", "transport_for"]
+__all__ = ["REQUEUE_FOR_SECONDS", "Channel", "QoS", "Transport", "transport_for"]
+
+log = logging.getLogger("snakepool.broker")
 
 #: kombu's name for this module's transport (``broker_transport``).
 _PATH = f"{__name__}:Transport"
+#: How long messages whose restore failed are retried (then VISIBILITY_TIMEOUT's turn).
+REQUEUE_FOR_SECONDS = 600.0
+#: Seconds between two attempts.
+_REQUEUE_EVERY = 1.0
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 _lock = threading.Lock()
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    """kombu's Redis QoS, which no longer drops a message when Redis goes away under it
+    (see the module docstring)."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """Record a delivered message as unacknowledged (in Redis, and here)."""
+        try:
+            super().append(message, delivery_tag)
+        except _UNREACHABLE as exc:
+            # Off its queue, not in ``unacked``: it exists only here now. Run it here.
+            log.warning("message %s taken as Redis went away (%s): running it here",
+                        delivery_tag, exc)  # fmt: skip
+            virtual.QoS.append(self, message, delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """Requeue every unacknowledged message (a lost connection, a shutdown); with
+        Redis away, keep trying in the background until it answers."""
+        try:
+            super().restore_unacked(client)
+        except _UNREACHABLE as exc:
+            left = dict(self._delivered)
+            self._delivered.clear()
+            log.warning("Redis away (%s): %d unacknowledged message(s) requeued once it is "
+                        "back", exc, len(left))  # fmt: skip
+            threading.Thread(
+                target=self._requeue_later, args=(left,), name="snakepool-requeue", daemon=True
+            ).start()
+
+    def _requeue_later(self, left: dict[str, Any]) -> None:
+        # This channel is closed (no transport to route with): requeue through a new one.
+        opened_with = getattr(self.channel, "_opened_with", None)
+        deadline = time.monotonic() + REQUEUE_FOR_SECONDS
+        while left and opened_with is not None and time.monotonic() < deadline:
+            running = {request.id for request in tuple(worker_state.active_requests)}
+            try:
+                with opened_with.clone() as connection:
+                    channel = connection.channel()
+                    for tag, message in list(left.items()):
+                        if (message.headers or {}).get("id") not in running:
+                            _requeue(channel, tag)  # running here: its ack settles it
+                            del left[tag]
+                    channel.close()
+            except (*_UNREACHABLE, OperationalError):
+                pass  # still away
+            if left:
+                time.sleep(_REQUEUE_EVERY)
+        if left:
+            log.error("%d message(s) not requeued: VISIBILITY_TIMEOUT will", len(left))
+
+
+def _requeue(channel: Any, tag: str) -> None:
+    """Put the unacknowledged message ``tag`` back on its queue (none: it was acknowledged
+    or requeued meanwhile). Our exchanges are all direct (Celery's queues, worker-direct)."""
+    raw = channel.client.hget(channel.unacked_key, tag)
+    if raw is None:
+        return
+    _, exchange, _ = json.loads(raw)
+    if exchange:  # a new channel knows no exchange: kombu routes by the exchange's type
+        channel.exchange_declare(exchange=exchange, type="direct")
+    channel.qos.restore_by_tag(tag)
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     """kombu's Redis channel, usable for acks and restores after its transport was
-    collected (see the module docstring)."""
+    collected, with :class:`QoS` (see the module docstring)."""
+
+    QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

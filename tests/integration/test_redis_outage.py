@@ -116,6 +116,32 @@ def test_a_collected_broker_channel_still_acks_and_closes(
         assert back is not None and back.payload == {"n": 2}
 
 
+def test_messages_taken_but_not_started_are_requeued_once_redis_is_back(
+    server: RedisProcess,
+) -> None:
+    """kombu restores a lost channel's unacked messages once, at once: with Redis away
+    that failed, and they waited for VISIBILITY_TIMEOUT (an hour)."""
+    transport = transport_for(server.url)
+    queue = Queue(f"q-{uuid.uuid4().hex[:8]}", Exchange("x", type="direct"), routing_key="k")
+    with Connection(server.url, transport=transport) as connection:
+        channel = connection.channel()
+        producer = connection.Producer(channel)
+        for n in (1, 2):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key="k", declare=[queue])
+        taken = [queue(channel).get(no_ack=False) for _ in "ab"]
+        assert all(taken)
+        server.stop()
+        channel.close()  # what a lost connection leads to: the restore fails, quietly
+        server.start()
+        with Connection(server.url) as check:
+            client = check.default_channel.client
+            deadline = time.monotonic() + 15
+            while client.llen(queue.name) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)  # requeued by a background retry: nothing to wait on
+            assert client.llen(queue.name) == 2
+            assert client.hlen(check.default_channel.unacked_key) == 0
+
+
 def test_other_broker_urls_keep_kombus_transports() -> None:
     assert transport_for("redis://localhost:6379/0") == "snakepool.tasks.worker.broker:Transport"
     assert transport_for("REDIS://localhost/0") is not None
