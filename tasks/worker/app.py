@@ -27,10 +27,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+import redis
+from celery import Celery, Task
 from kombu import Queue
+from kombu.exceptions import OperationalError
 
 from snakepool.config import Settings
+from snakepool.errors import PoolUnavailable
 from snakepool.sessions.connection import EMBEDDED_SCHEME
 from snakepool.tasks.worker.broker import transport_for
 from snakepool.tasks.worker.results import backend_url
@@ -40,6 +43,7 @@ __all__ = [
     "LANE_TASKS",
     "ROUTER_QUEUE",
     "ROUTE_TASK",
+    "SnakepoolTask",
     "create_app",
 ]
 
@@ -49,6 +53,8 @@ ROUTER_QUEUE = "router"
 LANE_TASKS = {"v3": "snakepool.v3.execute", "v2compat": "snakepool.v2compat.execute"}
 LANE_QUEUES = tuple(LANE_TASKS)
 
+#: What Redis or the broker being unreachable raises (redis-py, kombu).
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 #: Seconds results are kept.
 RESULT_EXPIRES = 24 * 3600
 #: A node's attempts to store a result while Redis is unreachable: with back-off capped
@@ -65,6 +71,23 @@ CLIENT_PUBLISH_RETRY = {
 NODE_PUBLISH_RETRY = {
     "max_retries": 60, "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0,
 }  # fmt: skip
+
+
+class SnakepoolTask(Task):  # type: ignore[misc]
+    """The base of every snakepool task: Redis or the broker unreachable is a typed
+    ``PoolUnavailable`` (``reason="unreachable"``), never a bare redis or kombu error.
+
+    The caller's result is then one of ours even when the router could not read the
+    flags or forward the request during a Redis restart (issue 9 item 6).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except _UNREACHABLE as exc:
+            raise PoolUnavailable(
+                f"Redis or the broker unreachable: {exc}", reason="unreachable"
+            ) from exc
 
 
 def _backend(settings: Settings) -> str:
@@ -88,7 +111,10 @@ def create_app(settings: Settings, *, name: str = "snakepool", node: bool = Fals
     if broker.startswith(EMBEDDED_SCHEME):
         broker = "memory://localhost/"
         transport_options["polling_interval"] = 0.005  # in-process: polling is nearly free
-    app = Celery(name, broker=broker, backend=_backend(settings), set_as_current=False)
+    app = Celery(
+        name, broker=broker, backend=_backend(settings), set_as_current=False,
+        task_cls=SnakepoolTask,
+    )  # fmt: skip
     if transport := transport_for(broker):
         app.conf.broker_transport = transport  # survives a Redis restart (broker.py)
     routes: dict[str, Any] = {ROUTE_TASK: {"queue": ROUTER_QUEUE}}

@@ -25,8 +25,8 @@ Two more ways a message went missing across a restart, both in :class:`QoS`:
 - the restore on a lost connection fails while Redis is down, and kombu never tries
   again: a message the node had taken but not started stayed in the ``unacked`` hash,
   handed out again only after ``VISIBILITY_TIMEOUT`` (an hour) — lost to its caller.
-  Those messages are now requeued as soon as Redis answers, except the ones running here
-  (their own acknowledgement settles them);
+  Those messages are now requeued as soon as Redis answers — all but the ones running
+  here when the connection was lost (their own acknowledgement settles them);
 - ``BRPOP`` took a message off its queue and Redis went away before kombu recorded it as
   unacknowledged: the message existed only in the node, and the error dropped it. It is
   now delivered anyway and runs here (its result is stored once Redis is back).
@@ -76,31 +76,42 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
     def restore_unacked(self, client: Any = None) -> None:
         """Requeue every unacknowledged message (a lost connection, a shutdown); with
-        Redis away, keep trying in the background until it answers."""
+        Redis away, requeue the ones not running here in the background once it answers.
+
+        The ones running here are left alone: each is acknowledged when it ends (Celery
+        defers acks to its event loop, which waits for the reconnection), so requeuing
+        them would run them twice.
+        """
         try:
             super().restore_unacked(client)
         except _UNREACHABLE as exc:
-            left = dict(self._delivered)
+            running = {request.id for request in tuple(worker_state.active_requests)}
+            left = {
+                tag: message
+                for tag, message in self._delivered.items()
+                if (message.headers or {}).get("id") not in running
+            }
+            log.warning("Redis away (%s): %d unacknowledged message(s) not started here are "
+                        "requeued once it is back; %d running here", exc, len(left),
+                        len(self._delivered) - len(left))  # fmt: skip
             self._delivered.clear()
-            log.warning("Redis away (%s): %d unacknowledged message(s) requeued once it is "
-                        "back", exc, len(left))  # fmt: skip
-            threading.Thread(
-                target=self._requeue_later, args=(left,), name="snakepool-requeue", daemon=True
-            ).start()
+            if left:
+                threading.Thread(
+                    target=self._requeue_later, args=(left,), name="snakepool-requeue",
+                    daemon=True,
+                ).start()  # fmt: skip
 
     def _requeue_later(self, left: dict[str, Any]) -> None:
         # This channel is closed (no transport to route with): requeue through a new one.
         opened_with = getattr(self.channel, "_opened_with", None)
         deadline = time.monotonic() + REQUEUE_FOR_SECONDS
         while left and opened_with is not None and time.monotonic() < deadline:
-            running = {request.id for request in tuple(worker_state.active_requests)}
             try:
                 with opened_with.clone() as connection:
                     channel = connection.channel()
-                    for tag, message in list(left.items()):
-                        if (message.headers or {}).get("id") not in running:
-                            _requeue(channel, tag)  # running here: its ack settles it
-                            del left[tag]
+                    for tag in list(left):
+                        _requeue(channel, tag)
+                        del left[tag]
                     channel.close()
             except (*_UNREACHABLE, OperationalError):
                 pass  # still away

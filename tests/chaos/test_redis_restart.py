@@ -154,7 +154,6 @@ def test_redis_restart(cluster_on: tuple[RedisProcess, Cluster], tmp_path: Path)
         # still queued when Redis stopped (never started), results stored just before
         # the stop that their callers had not read yet, every session and program, and
         # the flags: the rollout is back to 0 % (all traffic on V2-compat).
-        assert figures["lost_after_running"] <= report.accepted // 20, report.text()
         assert figures["sessions_kept"] == f"0/{SESSIONS}"
         assert figures["flags_kept"] is False
         assert figures["lanes_after_restart"] == ["v2compat"]
