@@ -134,28 +134,37 @@ def _requeue(channel: Any, tag: str) -> None:
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
-    """kombu's Redis channel, usable for acks and restores after its transport was
-    collected, with :class:`QoS` (see the module docstring)."""
+    """kombu's Redis channel, usable for acks, restores and publishes after it was closed
+    or its transport collected, with :class:`QoS` (see the module docstring)."""
 
     QoS = QoS
+    #: kombu's transport of this channel; None once the channel is closed.
+    connection: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The kombu Connection (URL, credentials, TLS) this channel was opened with.
+        # The transport and the kombu Connection (URL, credentials, TLS) it was opened
+        # with: a closed channel loses the first, a collected transport the second.
+        self._opened_on = self.connection
         self._opened_with = self.connection.client
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         transport = self.connection
-        if transport.client is not None or self._opened_with is None:
+        if transport is not None and transport.client is not None:
             params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)
             return params
-        # Collected after a lost connection: borrow back the settings for this call only.
+        if self._opened_with is None:
+            raise redis.ConnectionError("this broker channel has no connection settings left")
+        # Closed, or collected after a lost connection: borrow back what it was opened
+        # with, for this call only (a late ack, a restore, a retried publish).
         with _lock:
-            transport.client = self._opened_with
+            saved = self.connection, self._opened_on.client
+            self.connection = self._opened_on
+            self._opened_on.client = self._opened_with
             try:
                 params = super()._connparams(asynchronous=asynchronous)
             finally:
-                transport.client = None
+                self.connection, self._opened_on.client = saved
         return params
 
 

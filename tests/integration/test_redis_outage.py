@@ -116,6 +116,28 @@ def test_a_collected_broker_channel_still_acks_and_closes(
         assert back is not None and back.payload == {"n": 2}
 
 
+def test_a_closed_broker_channel_still_publishes_and_acks(server: RedisProcess) -> None:
+    """The router's forward met a channel kombu had closed under it during a restart:
+    ``AttributeError: 'NoneType' object has no attribute 'client'`` became its result."""
+    queue = Queue(f"q-{uuid.uuid4().hex[:8]}", Exchange("x", type="direct"), routing_key="k")
+    with Connection(server.url, transport=transport_for(server.url)) as connection:
+        channel = connection.channel()
+        producer = connection.Producer(channel)
+        producer.publish({"n": 1}, exchange=queue.exchange, routing_key="k", declare=[queue])
+        taken = queue(channel).get(no_ack=False)
+        assert taken is not None
+        other = connection.channel()
+        other.close()
+        assert other.connection is None
+        connection.Producer(other).publish({"n": 2}, exchange="", routing_key=queue.name)
+        channel.connection = None  # as a closed channel is left
+        taken.ack()
+    with Connection(server.url) as check:
+        client = check.default_channel.client
+        assert client.hlen(check.default_channel.unacked_key) == 0
+        assert client.llen(queue.name) == 1
+
+
 def test_messages_taken_but_not_started_are_requeued_once_redis_is_back(
     server: RedisProcess,
 ) -> None:
