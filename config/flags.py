@@ -170,6 +170,30 @@ class FlagStore:
                 except redis.WatchError:
                     continue  # someone else changed it first: apply ours on top of theirs
 
+    def note(self, *, who: str, why: str, details: dict[str, Any] | None = None) -> None:
+        """Append an event that changes no flag (a lane lost or back) to the audit trail.
+
+        The entry has the shape of a change (``version``, ``old``, ``new``) with the
+        current flags on both sides, so every reader of :meth:`history` takes it as is;
+        ``details`` says what happened. Bounded like :meth:`update`'s entries.
+        """
+        current = self.read()
+        summary = json.dumps(_summary(current))
+        self.client.xadd(
+            self.keys.audit,
+            {
+                "version": current.version,
+                "who": _cut(who),
+                "why": _cut(why),
+                "at": time.time(),
+                "old": summary,
+                "new": summary,
+                "details": _bounded_details(details),
+            },
+            maxlen=self.audit_maxlen,
+            approximate=False,
+        )
+
     def set_percent(self, percent: int, *, who: str, why: str) -> RolloutFlags:
         """Send ``percent`` % of keys to V3 (remembering the previous value for rollback)."""
         return self.update(

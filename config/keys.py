@@ -85,6 +85,20 @@ class Keys:
         """String with TTL: a worker node's heartbeat (JSON)."""
         return f"{self.prefix}node:{validate_node_name(name)}"
 
+    def lane_alive(self, lane: str) -> str:
+        """String with TTL: the name of the last node that announced serving ``lane``.
+
+        Every node serving the lane sets it at each heartbeat (TTL ``HEARTBEAT_TTL``) and
+        stops when its warm shutdown begins, so it exists exactly while some node serves
+        the lane: one ``EXISTS`` tells a router whether the lane has a live node.
+        """
+        return f"{self.prefix}lane:{_lane(lane)}:alive"
+
+    def lane_state(self, lane: str) -> str:
+        """String: ``up`` or ``down``, the last liveness change of ``lane`` recorded in the
+        audit trail (so many routers noticing the same change audit it once)."""
+        return f"{self.prefix}lane:{_lane(lane)}:state"
+
     @property
     def node_pattern(self) -> str:
         """SCAN pattern for every node heartbeat."""

@@ -30,18 +30,19 @@ sent too; a result that does not arrive in time is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 import uuid
-import warnings
 import weakref
 from dataclasses import replace
 from typing import Any
 
+import redis
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
-from kombu.exceptions import EncodeError
+from kombu.exceptions import EncodeError, OperationalError
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
@@ -52,8 +53,10 @@ from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.client_errors import checked_flags_wait, result_timeout, unsendable_args
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.rollout.liveness import LaneLiveness
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
+from snakepool.tasks.v2_api import V2Api
 from snakepool.tasks.worker.app import ROUTE_TASK, ROUTER_QUEUE, create_app
 from snakepool.tasks.worker.dispatch import (
     choose,
@@ -68,6 +71,8 @@ from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 __all__ = ["Client", "V2Api", "operator_name"]
 
 _ROUTINGS = ("router", "direct")
+#: What a request that could not be sent raises from kombu and redis-py.
+_UNREACHABLE = (OperationalError, redis.RedisError, ConnectionError, TimeoutError)
 #: Every open client, so that a forked child can reopen them (gunicorn ``--preload``).
 _LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 #: What a child inherited from its parent: kept alive, so it is never closed here.
@@ -128,9 +133,13 @@ class Client:
         self._flag_cache = FlagCache(self.flags)
         self._catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
+        # Zero-hop routing sheds a lane with no live node like the router does.
+        who = f"client {operator_name()}"
+        liveness = LaneLiveness(self.redis, prefix=settings.key_prefix, audit=self.flags, who=who)
         self._breaker = CircuitBreaker(
             LaneMetrics(self.redis, prefix=settings.key_prefix),
             BreakerPolicy.from_settings(settings),
+            liveness=liveness,
         )
 
     def _after_fork(self) -> None:
@@ -171,6 +180,8 @@ class Client:
                 bad ``timeout`` — before anything is sent; args Celery's JSON cannot
                 encode (naming the value: a set, an object, a tuple key, nesting past the
                 recursion limit, an integer of more than 4300 digits) — nothing is sent.
+            PoolUnavailable: the broker or Redis did not answer (within about a second):
+                nothing was sent (``reason="unreachable"``).
         """
         validate_command_name(command)  # COMMAND_NAME, a full match: before anything is sent
         if args is not None and not isinstance(args, dict):
@@ -179,14 +190,14 @@ class Client:
             checked_session_id(session_id)
         checked = LaneOptions.parse(options).to_kwargs()
         try:
-            return self._send(command, args, session_id, checked)
+            return self._send_reachable(command, args, session_id, checked)
         except (EncodeError, ValueError) as exc:  # raised before publishing: nothing went out
             refusal = unsendable_args(command, args, exc)
             if refusal is None:
                 raise
             raise refusal from None
 
-    def _send(
+    def _send_reachable(
         self,
         command: str,
         args: dict[str, Any] | None,
@@ -194,6 +205,25 @@ class Client:
         checked: dict[str, Any],
     ) -> AsyncResult:
         request_id = uuid.uuid4().hex  # also the shadow pair id: see rollout.shadow.PAIR_ID
+        try:
+            return self._send(command, args, session_id, checked, request_id)
+        except _UNREACHABLE as exc:
+            # Nothing was accepted: say so now rather than hand back a result that never
+            # comes. (Celery publishes with a short retry here: CLIENT_PUBLISH_RETRY.)
+            self._forget(request_id)
+            raise PoolUnavailable(
+                f"request not sent: the broker or Redis is unreachable ({exc})",
+                reason="unreachable",
+            ) from exc
+
+    def _send(
+        self,
+        command: str,
+        args: dict[str, Any] | None,
+        session_id: str | None,
+        checked: dict[str, Any],
+        request_id: str,
+    ) -> AsyncResult:
         if self.routing == "router":
             return self.app.send_task(
                 ROUTE_TASK, args=(command, args, session_id), kwargs=checked,
@@ -210,6 +240,13 @@ class Client:
         if tag is not None:  # the copy after the primary: its publish never delays it
             send_shadow(self.app, lane, command, args, session_id, checked, request_id)
         return result
+
+    def _forget(self, request_id: str) -> None:
+        """Stop listening for the result of a request that was never sent."""
+        consumer = getattr(self.app.backend, "result_consumer", None)
+        if consumer is not None:
+            with contextlib.suppress(Exception):  # tidying up only
+                consumer.cancel_for(request_id)
 
     def execute(
         self,
@@ -331,33 +368,6 @@ class Client:
         _LIVE_CLIENTS.discard(self)
         self.redis.close()
         self.app.close()
-
-
-class V2Api:
-    """The V2 API for callers not yet migrated (deprecated: use :class:`Client`)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def execute_in_session(
-        self, session_id: str, command: str, args: dict[str, Any] | None = None
-    ) -> Any:
-        """V2's ``execute_in_session``; use ``Client.execute(..., session_id=...)``."""
-        warnings.warn(
-            "client.v2.execute_in_session is deprecated; use Client.execute(session_id=...)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self._client.execute(command, args, session_id=session_id)
-
-    def execute_anonymous(self, command: str, args: dict[str, Any] | None = None) -> Any:
-        """V2's ``execute_anonymous``; use ``Client.execute``."""
-        warnings.warn(
-            "client.v2.execute_anonymous is deprecated; use Client.execute",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self._client.execute(command, args)
 
 
 def operator_name() -> str:

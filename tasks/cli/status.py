@@ -49,6 +49,8 @@ def status(as_json: bool) -> None:
         f"rollout: {describe_rollout(data['rollout'])}; "
         f"router queue {cell(data['queues'].get('router'))}"
     )
+    for lane, why in data.get("shedding", {}).items():
+        console.print(f"[red]lane {lane}[/] {why}")
     shadow = data["shadow"]
     console.print(
         f"shadow {'on' if data['rollout']['shadow'] else 'off'}: {shadow['compared']} compared, "
@@ -73,6 +75,15 @@ def _print_nodes(data: dict[str, Any]) -> None:
             *(cell(pool.get(k)) for k in ("queued", "requests", "errors", "restarts")),
             latency if pool else MISSING, cell(node.get("flags_version")),
         )  # fmt: skip
+        diverted = node.get("shedding") or {}
+        if diverted or node.get("stopping"):
+            why = ", ".join(
+                f"{lane} ({reason})" if reason else lane for lane, reason in diverted.items()
+            )
+            console.print(
+                styled(f"{node['name']}:", "yellow"),
+                (f"sheds {why}" if why else "") + (" [stopping]" if node.get("stopping") else ""),
+            )
     console.print(nodes)
     for node in data["nodes"]:
         pool = node.get("pool") or {}
@@ -84,10 +95,11 @@ def _print_nodes(data: dict[str, Any]) -> None:
 
 
 def _print_lanes(data: dict[str, Any]) -> None:
-    lanes = table("lanes", "lane", "queued", "requests", "errors", "client errs",
+    lanes = table("lanes", "lane", "nodes", "queued", "requests", "errors", "client errs",
                   "p50 ms", "p95 ms", "p99 ms")  # fmt: skip
     for lane, figures in data["lanes"].items():
-        lanes.add_row(lane, cell(data["queues"].get(lane)), *(cell(figures[k]) for k in (
+        lanes.add_row(lane, cell(figures.get("live_nodes")), cell(data["queues"].get(lane)),
+                      *(cell(figures[k]) for k in (
             "requests", "errors", "client_errors")), *(_ms(figures[k]) for k in (
             "p50_ms", "p95_ms", "p99_ms")))  # fmt: skip
     console.print(lanes)

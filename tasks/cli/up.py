@@ -64,14 +64,15 @@ def up(  # noqa: PLR0917 - click passes every option
     from snakepool.config.flags import FlagStore
     from snakepool.config.keys import Keys
     from snakepool.sessions import redis_answers, redis_from_url
-    from snakepool.tasks.local.launcher import Launcher, child_env
+    from snakepool.tasks.local.launcher import Launcher, child_env, stop_grace_for
 
     settings = settings_with(pool_size=pool_size)
     shown_url = redact_url(settings.redis_url)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with Launcher(child_env()) as launcher:
+    # The nodes read the same settings: SIGKILL only after their SHUTDOWN_GRACE.
+    with Launcher(child_env(), stop_grace=stop_grace_for(settings.shutdown_grace)) as launcher:
         if redis_answers(settings.redis_url):
             console.print(f"Redis: {shown_url} already answers: using it (not started by up)")
         else:

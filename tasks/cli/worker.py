@@ -64,7 +64,7 @@ def worker(
 
     settings = settings_with(pool_size=pool_size, metrics_port=metrics_port)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
-    app = create_app(settings)
+    app = create_app(settings, node=True)
     install(app, lanes)
     import snakepool.tasks.worker.inventory
     import snakepool.tasks.worker.lanes

@@ -23,12 +23,23 @@ import redis
 from snakepool.config.keys import Keys
 from snakepool.errors import ConfigError, PoolUnavailable
 
-__all__ = ["Launcher", "ManagedProcess"]
+__all__ = ["STOP_MARGIN", "Launcher", "ManagedProcess", "stop_grace_for"]
 
 #: Seconds a node may take to start (template import + interpreters + consumer).
 NODE_START_TIMEOUT = 90.0
-#: Seconds a process gets to stop after SIGTERM before SIGKILL.
-STOP_GRACE = 20.0
+#: Seconds a node gets after SIGTERM beyond its ``SHUTDOWN_GRACE`` (stopping its pool,
+#: the last acknowledgements and results) before SIGKILL. compose.yaml's
+#: ``stop_grace_period`` keeps the same margin (tests/unit/test_compose.py checks it).
+STOP_MARGIN = 10.0
+#: Seconds a process gets to stop after SIGTERM before SIGKILL, unless told otherwise:
+#: the default ``SHUTDOWN_GRACE`` (``REQUEST_TIMEOUT`` 30 s + 5 s) plus the margin.
+STOP_GRACE = 35.0 + STOP_MARGIN
+
+
+def stop_grace_for(shutdown_grace: float | None) -> float:
+    """Seconds to wait after SIGTERM for a node whose ``SHUTDOWN_GRACE`` is given: a warm
+    shutdown lets started requests run that long, and the SIGKILL must not come first."""
+    return STOP_GRACE if shutdown_grace is None else float(shutdown_grace) + STOP_MARGIN
 
 
 @dataclass
@@ -56,11 +67,16 @@ class Launcher:
     Args:
         env: Environment for every process (settings as ``SNAKEPOOL_*``).
         logdir: Where each process's output goes (``<name>.log``); None: inherit stdout.
+        stop_grace: Seconds between SIGTERM and SIGKILL in :meth:`stop_all`; give
+            :func:`stop_grace_for` the nodes' ``SHUTDOWN_GRACE``.
     """
 
-    def __init__(self, env: dict[str, str], *, logdir: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, logdir: Path | None = None, stop_grace: float = STOP_GRACE
+    ) -> None:
         self.env = env
         self.logdir = logdir
+        self.stop_grace = stop_grace
         self.processes: list[ManagedProcess] = []
 
     def _spawn(
@@ -166,8 +182,9 @@ class Launcher:
                 time.sleep(0.05)
 
     def stop_all(self) -> None:
-        """SIGTERM everything, wait, SIGKILL what is left; Redis last, so the nodes can
-        still withdraw their heartbeats while they shut down."""
+        """SIGTERM everything, wait up to ``stop_grace`` seconds, SIGKILL what is left;
+        Redis last, so the nodes can still finish, acknowledge and withdraw their
+        heartbeats while they shut down."""
         last = [m for m in self.processes if m.role == "redis"]
         first = [m for m in reversed(self.processes) if m.role != "redis"]
         for group in (first, last):
@@ -175,7 +192,7 @@ class Launcher:
                 if managed.process.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         managed.process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_GRACE
+            deadline = time.monotonic() + self.stop_grace
             for managed in group:
                 try:
                     managed.process.wait(max(0.1, deadline - time.monotonic()))

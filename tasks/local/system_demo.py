@@ -63,7 +63,7 @@ def _demo_url(url: str, db: int) -> str:
 
 @contextlib.contextmanager
 def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
-    from snakepool.tasks.local.launcher import Launcher, child_env
+    from snakepool.tasks.local.launcher import Launcher, child_env, stop_grace_for
 
     url = _demo_url(settings.redis_url, DEMO_DB)
     settings = settings.model_copy(
@@ -77,7 +77,11 @@ def _redis_stack(settings: Settings, console: Console) -> Iterator[Client]:
                  "redis_url": url, "broker_url": url, "key_prefix": DEMO_PREFIX}  # fmt: skip
     with (
         tempfile.TemporaryDirectory(prefix="snakepool-demo-") as logdir,
-        Launcher(child_env(**overrides), logdir=Path(logdir)) as launcher,
+        Launcher(
+            child_env(**overrides),
+            logdir=Path(logdir),
+            stop_grace=stop_grace_for(settings.shutdown_grace),
+        ) as launcher,
     ):
         for lane in ("router", "v3", "v2compat"):
             launcher.start_node(lane, f"demo-{lane}-{os.getpid()}")
@@ -126,7 +130,7 @@ def _embedded_stack(settings: Settings, console: Console) -> Iterator[Client]:
         "redis_url": "fakeredis://demo", "broker_url": "fakeredis://demo",
         "adapter": _adapter(), "pool_size": 2, "lm_answers": str(_ANSWERS),
     })  # fmt: skip
-    app = create_app(embedded)
+    app = create_app(embedded, node=True)
     install(app, ("router", "v3", "v2compat"))
     with console.status("starting an in-process worker with 2 interpreters"):
         worker = start_worker(

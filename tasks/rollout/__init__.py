@@ -8,6 +8,8 @@
   worker node writes them (batched while requests run concurrently);
 - :mod:`~snakepool.tasks.rollout.breaker` — :class:`CircuitBreaker`, shedding a failing
   lane's traffic to the other lane;
+- :mod:`~snakepool.tasks.rollout.liveness` — :class:`LaneLiveness`, whether a lane has a
+  live node (a lane with none sheds its traffic like an open breaker);
 - :mod:`~snakepool.tasks.rollout.shadow` and :mod:`~snakepool.tasks.rollout.comparator` —
   pairing the two lanes' outcomes of a shadowed request and comparing them;
 - :mod:`~snakepool.tasks.rollout.controller` — :class:`RolloutController`: promote, hold
@@ -20,6 +22,7 @@ The flags themselves (percent, kill switch, audit trail) live in
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.comparator import Comparator
 from snakepool.tasks.rollout.controller import ControllerPolicy, Decision, RolloutController
+from snakepool.tasks.rollout.liveness import LaneLiveness
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.metrics_batch import BatchedLaneMetrics
 from snakepool.tasks.rollout.routing import bucket, decide
@@ -39,6 +42,7 @@ __all__ = [
     "Comparator",
     "ControllerPolicy",
     "Decision",
+    "LaneLiveness",
     "LaneMetrics",
     "RolloutController",
     "ShadowRecorder",

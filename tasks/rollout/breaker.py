@@ -4,6 +4,11 @@ When a lane's recent server-error rate is over the threshold, the router (and th
 zero-hop client) sends that lane's traffic to the other lane until a cool-down passes.
 Both lanes open is no better than one: then nothing is diverted. The rates come from the
 lanes' own metrics (:class:`~snakepool.tasks.rollout.metrics.LaneMetrics`).
+
+A lane with no live node (:class:`~snakepool.tasks.rollout.liveness.LaneLiveness`) is
+treated like a lane whose breaker is open (issue 9 item 5), and comes first: its traffic
+goes to the other lane while that one has a node, whatever the error rates; and no
+traffic is ever shed *to* a lane nobody serves.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from snakepool.config import Settings
+from snakepool.tasks.rollout.liveness import LaneLiveness, other_lane
 from snakepool.tasks.rollout.metrics import LaneMetrics
 
 __all__ = ["BreakerPolicy", "CircuitBreaker"]
@@ -44,11 +50,24 @@ class BreakerPolicy:
 
 
 class CircuitBreaker:
-    """Per-lane breakers from the lanes' own metrics (one per router process)."""
+    """Per-lane breakers from the lanes' own metrics (one per router process).
 
-    def __init__(self, metrics: LaneMetrics, policy: BreakerPolicy | None = None) -> None:
+    Args:
+        metrics: The lanes' figures.
+        policy: When a breaker opens (default :class:`BreakerPolicy`).
+        liveness: Which lanes have a live node (None: every lane counts as served).
+    """
+
+    def __init__(
+        self,
+        metrics: LaneMetrics,
+        policy: BreakerPolicy | None = None,
+        *,
+        liveness: LaneLiveness | None = None,
+    ) -> None:
         self.metrics = metrics
         self.policy = policy or BreakerPolicy()
+        self.liveness = liveness
         self._open_until: dict[str, float] = {}
         self._checked = float("-inf")
 
@@ -68,9 +87,26 @@ class CircuitBreaker:
         self._refresh(now)
         return self._open_until.get(lane, 0.0) > now
 
+    def serves(self, lane: str) -> bool:
+        """Whether ``lane`` has a live node (True without a liveness source)."""
+        return self.liveness is None or self.liveness.serves(lane)
+
     def route(self, lane: str) -> str:
-        """``lane``, or the other lane while ``lane``'s breaker is open (and the other's isn't)."""
-        other = "v2compat" if lane == "v3" else "v3"
+        """``lane``, or the other lane while ``lane`` has no live node or its breaker is
+        open — never a lane with no live node, and nothing diverted when both are open."""
+        other = other_lane(lane)
+        if not self.serves(other):
+            return lane
+        if not self.serves(lane):
+            return other
         if self.is_open(lane) and not self.is_open(other):
             return other
         return lane
+
+    def shedding(self) -> dict[str, str]:
+        """``{lane: why}`` for each lane whose traffic goes to the other lane right now."""
+        return {
+            lane: "no live node" if not self.serves(lane) else "breaker open"
+            for lane in ("v3", "v2compat")
+            if self.route(lane) != lane
+        }

@@ -17,6 +17,8 @@
   finished request (a node's Prometheus metrics, :mod:`snakepool.tasks.prometheus`);
 - :mod:`~snakepool.tasks.worker.recovery` — a dead node's messages back on their queues,
   poison requests dead-lettered (a second bootstep on every node);
+- :mod:`~snakepool.tasks.worker.results` and :mod:`~snakepool.tasks.worker.broker` —
+  Celery's Redis result backend and broker transport, made to survive Redis restarts;
 - :mod:`~snakepool.tasks.worker.status` — what ``snakepool status`` reports;
 - :mod:`~snakepool.tasks.worker.logs` — client errors in one line; Celery's per-task lines
   only at DEBUG; the quiet mode of ``snakepool up``.

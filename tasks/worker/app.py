@@ -10,23 +10,42 @@ Workers run ``-P threads`` with prefetch 1 and late acks: a message is acknowled
 only once its task has finished, and a lost worker's tasks are redelivered. A message a
 node cannot read (not JSON, undecodable) is answered with ``InvalidArguments`` under its
 task id (:mod:`~snakepool.tasks.worker.consumer`).
+
+Redis restarts (issue 9 item 6) are ridden out on both sides:
+
+- a node keeps retrying to store a result until Redis answers again (Celery gives up on
+  the first connection error by default: the task ran, its result was dropped, and the
+  caller waited for ever), and keeps retrying to forward a message for a minute;
+- a client gives up publishing after about a second, so ``submit`` says at once that
+  nothing was sent (:mod:`snakepool.tasks.client` raises ``PoolUnavailable``);
+- everyone waits for results through
+  :class:`~snakepool.tasks.worker.results.ResilientRedisBackend`, whose pub/sub consumer
+  reconnects by itself and rereads what was stored meanwhile;
+- the broker transport (:mod:`snakepool.tasks.worker.broker`) no longer kills a node
+  that loses Redis with requests running, and acknowledges them once Redis is back.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+import redis
+from celery import Celery, Task
 from kombu import Queue
+from kombu.exceptions import OperationalError
 
 from snakepool.config import Settings
+from snakepool.errors import PoolUnavailable
 from snakepool.sessions.connection import EMBEDDED_SCHEME
+from snakepool.tasks.worker.broker import transport_for
+from snakepool.tasks.worker.results import backend_url
 
 __all__ = [
     "LANE_QUEUES",
     "LANE_TASKS",
     "ROUTER_QUEUE",
     "ROUTE_TASK",
+    "SnakepoolTask",
     "create_app",
 ]
 
@@ -36,28 +55,70 @@ ROUTER_QUEUE = "router"
 LANE_TASKS = {"v3": "snakepool.v3.execute", "v2compat": "snakepool.v2compat.execute"}
 LANE_QUEUES = tuple(LANE_TASKS)
 
+#: What Redis or the broker being unreachable raises (redis-py, kombu).
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 #: Seconds results are kept.
 RESULT_EXPIRES = 24 * 3600
+#: A node's attempts to store a result while Redis is unreachable: with back-off capped
+#: at :data:`RESULT_RETRY_MAX_MS`, about ten minutes before it gives up.
+RESULT_STORE_RETRIES = 1200
+#: Longest pause between two of those attempts, in milliseconds (a result is stored
+#: within about a second of Redis coming back).
+RESULT_RETRY_MAX_MS = 1000
+#: How a client publishes: give up after about a second (``submit`` then raises).
+CLIENT_PUBLISH_RETRY = {
+    "max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+}  # fmt: skip
+#: How a node publishes (the router forwarding an accepted request): about a minute.
+NODE_PUBLISH_RETRY = {
+    "max_retries": 60, "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0,
+}  # fmt: skip
+
+
+class SnakepoolTask(Task):  # type: ignore[misc]
+    """The base of every snakepool task: Redis or the broker unreachable is a typed
+    ``PoolUnavailable`` (``reason="unreachable"``), never a bare redis or kombu error.
+
+    The caller's result is then one of ours even when the router could not read the
+    flags or forward the request during a Redis restart (issue 9 item 6).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except _UNREACHABLE as exc:
+            raise PoolUnavailable(
+                f"Redis or the broker unreachable: {exc}", reason="unreachable"
+            ) from exc
 
 
 def _backend(settings: Settings) -> str:
     if settings.redis_url.startswith(EMBEDDED_SCHEME):
         return "cache+memory://"
-    return settings.redis_url
+    return backend_url(settings.redis_url)
 
 
-def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
+def create_app(settings: Settings, *, name: str = "snakepool", node: bool = False) -> Celery:
     """A Celery app for ``settings`` (broker ``BROKER_URL``, results in ``REDIS_URL``).
 
     With ``REDIS_URL=fakeredis://…`` (the embedded demo) the broker is kombu's in-memory
     transport and results stay in process memory.
+
+    Args:
+        node: For a worker node (store results and forward messages through a Redis
+            restart); False for a client (refuse quickly what cannot be sent).
     """
     broker = settings.broker_url or settings.redis_url
     transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
     if broker.startswith(EMBEDDED_SCHEME):
         broker = "memory://localhost/"
         transport_options["polling_interval"] = 0.005  # in-process: polling is nearly free
-    app = Celery(name, broker=broker, backend=_backend(settings), set_as_current=False)
+    app = Celery(
+        name, broker=broker, backend=_backend(settings), set_as_current=False,
+        task_cls=SnakepoolTask,
+    )  # fmt: skip
+    if transport := transport_for(broker):
+        app.conf.broker_transport = transport  # survives a Redis restart (broker.py)
     routes: dict[str, Any] = {ROUTE_TASK: {"queue": ROUTER_QUEUE}}
     routes.update({task: {"queue": lane} for lane, task in LANE_TASKS.items()})
     app.conf.update(
@@ -85,6 +146,14 @@ def create_app(settings: Settings, *, name: str = "snakepool") -> Celery:
         worker_hijack_root_logger=False,
         # A message a node cannot read gets a stored InvalidArguments, not silence.
         worker_consumer="snakepool.tasks.worker.consumer:Consumer",
+        task_publish_retry=True,
+        task_publish_retry_policy=NODE_PUBLISH_RETRY if node else CLIENT_PUBLISH_RETRY,
     )
+    if node:
+        app.conf.update(
+            result_backend_always_retry=True,
+            result_backend_max_retries=RESULT_STORE_RETRIES,
+            result_backend_max_sleep_between_retries_ms=RESULT_RETRY_MAX_MS,
+        )
     app.snakepool_settings = settings
     return app

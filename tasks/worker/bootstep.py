@@ -4,6 +4,17 @@ Added to the worker blueprint, it starts before the consumer — so a node never
 a task before its interpreters are ready — and stops after it. Its ``info()`` is merged
 into ``celery inspect stats``, which is what Flower's worker page shows: the pool's
 figures appear in Flower with no plug-in, one row each (``snakepool_pool_idle``, …).
+
+Stop order on a warm shutdown (SIGTERM), the reverse of the start order::
+
+    Consumer.stop   cancel the task consumer: nothing more is received
+    NodeStep.stop   Node.shutdown(SHUTDOWN_GRACE): lane requests that have not started
+                    are requeued; the started ones run to their end; then the pool stops
+    Pool.stop       Celery's threads: whatever is still queued there is cancelled, and
+                    its message goes back to the broker when the connection closes
+
+The node used to stop its pool after 10 s here, before Celery's threads had finished:
+a 14 s request then failed with ``PoolUnavailable`` and was acknowledged, so lost.
 """
 
 from __future__ import annotations
@@ -34,14 +45,20 @@ class NodeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.node.start()
 
     def stop(self, worker: Any) -> None:
-        """Stop the node; in-flight requests get the pool's grace period."""
+        """Warm shutdown: requests in flight get ``SHUTDOWN_GRACE`` to finish."""
         if self.node is not None:
-            self.node.stop()
+            self.node.shutdown()
+            self.node = None
+
+    def terminate(self, worker: Any) -> None:
+        """Cold shutdown: stop at once (what was running is requeued by the lanes)."""
+        if self.node is not None:
+            self.node.stop(grace=0)
             self.node = None
 
     def shutdown(self, worker: Any) -> None:
-        """Same as stop (called on cold shutdown)."""
-        self.stop(worker)
+        """Same as terminate."""
+        self.terminate(worker)
 
     def info(self, worker: Any) -> dict[str, Any]:
         """Merged into ``celery inspect stats`` (and so into Flower's worker page).

@@ -17,6 +17,10 @@ Around the run, every request goes through the lane pipeline
 (:mod:`snakepool.tasks.worker.pipeline`): validate → run → retries → metrics → shadow →
 V2 classification. The only caller option is ``timeout`` (seconds the command may run);
 the shadow tag comes from a message header only our dispatch code sets.
+
+A request that cannot start because its node is stopping (a warm shutdown began, or the
+pool was stopped under it) is requeued with ``Reject(requeue=True)`` — never failed, never
+acknowledged: another node runs it (see :class:`~snakepool.tasks.worker.node.NodeStopping`).
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import shared_task
+from celery.exceptions import Reject
 
-from snakepool.errors import InvalidArguments, ProgramNotFound, SessionNotFound
+from snakepool.errors import InvalidArguments, PoolUnavailable, ProgramNotFound, SessionNotFound
 from snakepool.pool.interpreter.programs import ProgramDefinition
 from snakepool.tasks.worker.app import LANE_TASKS
 from snakepool.tasks.worker.logs import CLIENT_ERRORS
-from snakepool.tasks.worker.node import Node, current_node
+from snakepool.tasks.worker.node import Node, NodeStopping, current_node
 from snakepool.tasks.worker.options import ShadowTag
 from snakepool.tasks.worker.pipeline import LaneCall, Pipeline, lane_steps
 from snakepool.tasks.worker.recovery.once import DeliveredOnce
@@ -178,10 +184,22 @@ def execute_v2compat(
 
 def _run(execute: Callable[..., Any]) -> Callable[[LaneCall], Any]:
     def run(call: LaneCall) -> Any:
-        return execute(
-            call.node, call.command, call.args, call.session_id, call.timeout,
-            shadow=call.is_shadow_copy,
-        )  # fmt: skip
+        node = call.node
+        if call.attempt and node.stopping:
+            # A retry is a new start: on a stopping node it goes back to the broker.
+            raise NodeStopping(f"node {node.name} is stopping; retrying elsewhere")
+        try:
+            return execute(
+                node, call.command, call.args, call.session_id, call.timeout,
+                shadow=call.is_shadow_copy,
+            )  # fmt: skip
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # The SessionStore's Redis is away (restarting): a typed, retryable error.
+            raise PoolUnavailable(f"Redis unreachable: {exc}", reason="redis") from exc
+        except Exception as exc:
+            if node.refused_by_shutdown(exc):
+                raise NodeStopping(f"node {node.name} is stopping: {exc}") from None
+            raise
 
     return run
 
@@ -234,6 +252,10 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
 
     A shadow copy's result goes nowhere (it is sent with ``ignore_result``): it returns
     None whatever happened, once its outcome is recorded for the comparison.
+
+    Raises:
+        Reject: with ``requeue=True`` when the node is stopping and the request has not
+            run to its end here: its message goes back to the broker, unacknowledged.
     """
     call = LaneCall(
         node=node, lane=lane, command=command, args=args, session_id=session_id,
@@ -242,7 +264,11 @@ def run_lane(  # noqa: PLR0917 - the task's arguments, plus where it runs
     # A task called directly (not by a worker) gets no after_return: run it all here.
     later = after_result_later and not getattr(request, "called_directly", False)
     try:
-        outcome = LANE_PIPELINE.run(call, _LANES[lane])
+        with node.serving():
+            outcome = LANE_PIPELINE.run(call, _LANES[lane])
+    except NodeStopping as stopping:
+        later = False
+        raise Reject(str(stopping), requeue=True) from None
     finally:
         if later:
             setattr(request, _CALL_ATTRIBUTE, call)

@@ -5,6 +5,20 @@ and reachable from tasks through :func:`current_node`. Every second the node wri
 heartbeat (name, lanes, version, pool stats, interpreter memory) with a short TTL:
 ``snakepool status`` lists the live nodes from these, and the router treats a node whose
 heartbeat expired as gone.
+While it is not stopping, the heartbeat also says which lanes it serves
+(:func:`~snakepool.tasks.rollout.liveness.announce_lanes`): a lane nobody announces
+gets no new traffic.
+
+Warm shutdown (DESIGN.md §8), :meth:`Node.shutdown`::
+
+    SIGTERM ─► Celery stops consuming ─► Node.shutdown(SHUTDOWN_GRACE)
+                                           stopping: a lane request that has not started
+                                           raises NodeStopping ─► requeued, not failed
+                                           wait until no request is in flight (≤ grace)
+                                           withdraw the heartbeat, stop the pool
+
+The pool itself has no "drain" (wait until nothing is in flight); the node counts its
+own requests (:meth:`Node.serving`) instead.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -23,9 +38,11 @@ import redis
 from snakepool.config import Settings
 from snakepool.config.flags import FlagCache, FlagStore
 from snakepool.config.keys import Keys
+from snakepool.errors import PoolUnavailable, WorkerCrashed
 from snakepool.pool import Pool
 from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
+from snakepool.tasks.rollout.liveness import LaneLiveness, announce_lanes
 from snakepool.tasks.rollout.metrics_batch import BatchedLaneMetrics
 from snakepool.tasks.rollout.shadow import CommandCatalog, ShadowRecorder
 from snakepool.tasks.worker.node_facts import interpreter_memory, snakepool_version
@@ -34,7 +51,14 @@ from snakepool.tasks.worker.observer import LaneObserver
 if TYPE_CHECKING:
     from snakepool.tasks.prometheus.exporter import MetricsExporter
 
-__all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL", "Node", "current_node", "live_nodes"]
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "HEARTBEAT_TTL",
+    "Node",
+    "NodeStopping",
+    "current_node",
+    "live_nodes",
+]
 
 log = logging.getLogger("snakepool.node")
 
@@ -46,15 +70,24 @@ HEARTBEAT_TTL = 4
 _current: Node | None = None
 
 
+class NodeStopping(BaseException):
+    """This node is shutting down: the request has not started here and goes back to the
+    broker for another node.
+
+    Not an :class:`Exception` (STYLE: shutdown signals are not): the lane pipeline lets
+    it through untouched, so "this node is stopping" is never a request's outcome, never
+    counted against a lane and never retried here. The lane task turns it into a requeue.
+    """
+
+
 def current_node() -> Node:
-    """The node of this worker process.
+    """The node of this worker process (after its shutdown: the stopped node, which
+    refuses every request with :class:`NodeStopping`).
 
     Raises:
-        PoolUnavailable: no node is running here (the bootstep has not started).
+        PoolUnavailable: no node was ever started here (the bootstep has not started).
     """
     if _current is None:
-        from snakepool.errors import PoolUnavailable
-
         raise PoolUnavailable("this worker hosts no snakepool node (bootstep not started)")
     return _current
 
@@ -82,13 +115,23 @@ class Node:
         self.metrics = BatchedLaneMetrics(self.redis, prefix=settings.key_prefix, busy=_busy)
         self.catalog = CommandCatalog(self.redis, prefix=settings.key_prefix)
         self.shadows = ShadowRecorder(self.redis, prefix=settings.key_prefix)
-        self.breaker = CircuitBreaker(self.metrics, BreakerPolicy.from_settings(settings))
+        self.liveness = LaneLiveness(
+            self.redis, prefix=settings.key_prefix, audit=self.flags.store, who=f"node {name}"
+        )
+        self.breaker = CircuitBreaker(
+            self.metrics, BreakerPolicy.from_settings(settings), liveness=self.liveness
+        )
         self.pool: Pool | None = None
         #: Told about every request the lanes finish (Prometheus when METRICS_PORT is set).
         self.observer = LaneObserver()
         #: The ``/metrics`` endpoint, when METRICS_PORT is set.
         self.exporter: MetricsExporter | None = None
         self.started = time.time()
+        #: True from the start of a shutdown: requests not yet started are refused.
+        self.stopping = False
+        self._pool_stopped = False
+        self._in_flight = 0
+        self._quiet = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -118,9 +161,78 @@ class Node:
         self._thread.start()
         log.info("node %s serving %s", self.name, ", ".join(self.lanes))
 
+    # ------------------------------------------------------------------ shutdown
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Count one request in flight for as long as the block runs.
+
+        Raises:
+            NodeStopping: the node is shutting down; the request must not start here.
+        """
+        with self._quiet:
+            if self.stopping:
+                raise NodeStopping(f"node {self.name} is stopping")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._in_flight -= 1
+                self._quiet.notify_all()
+
+    def in_flight(self) -> int:
+        """Requests running on this node now."""
+        with self._quiet:
+            return self._in_flight
+
+    def refused_by_shutdown(self, error: BaseException) -> bool:
+        """Whether ``error`` only says that this node is stopping (the request never ran,
+        or its interpreter was stopped under it by the shutdown): requeue, not a failure."""
+        if not self.stopping:
+            return False
+        return isinstance(error, PoolUnavailable) or (
+            self._pool_stopped and isinstance(error, WorkerCrashed)
+        )
+
+    def shutdown(self, grace: float | None = None) -> bool:
+        """Warm shutdown: refuse what has not started, let started requests finish, stop.
+
+        Args:
+            grace: Seconds the requests in flight get (default ``SHUTDOWN_GRACE``, which
+                is at least ``REQUEST_TIMEOUT``: every started request ends by its own
+                timeout first).
+
+        Returns:
+            True when every request in flight had finished before the pool stopped.
+        """
+        if grace is None:
+            grace = float(self.settings.shutdown_grace or self.settings.request_timeout)
+        deadline = time.monotonic() + grace
+        with self._quiet:
+            self.stopping = True
+            waiting = self._in_flight
+            while self._in_flight and (remaining := deadline - time.monotonic()) > 0:
+                self._quiet.wait(remaining)
+            drained = self._in_flight == 0
+        if waiting:
+            log.info("node %s: %d request(s) in flight at shutdown; drained: %s",
+                     self.name, waiting, drained)  # fmt: skip
+        if not drained:
+            log.warning("node %s: %d request(s) still running after the %.0f s shutdown grace",
+                        self.name, self.in_flight(), grace)  # fmt: skip
+        self.stop(grace=max(0.0, deadline - time.monotonic()))
+        return drained
+
     def stop(self, grace: float = 10.0) -> None:
-        """Stop the heartbeat, withdraw it, stop the pool."""
-        global _current
+        """Refuse new requests, stop the heartbeat, withdraw it, stop the pool.
+
+        After this the node stays :func:`current_node`, refusing every request with
+        :class:`NodeStopping`: a task Celery had queued in its thread pool is requeued
+        rather than failed for want of a node.
+        """
+        with self._quiet:
+            self.stopping = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -128,11 +240,10 @@ class Node:
             self.metrics.flush()
             self.redis.delete(self.keys.node(self.name))
         if self.pool is not None:
+            self._pool_stopped = True
             self.pool.stop(grace=grace)
         if self.exporter is not None:
             self.exporter.stop()
-        if _current is self:
-            _current = None
 
     def describe(self) -> dict[str, Any]:
         """The heartbeat's content (and what ``celery inspect stats`` shows)."""
@@ -147,17 +258,25 @@ class Node:
             # `snakepool check` wants every node on one version.
             "version": snakepool_version(),
             "pool": pool,
-            "memory": interpreter_memory(pool["pids"]) if pool is not None else None,
+            "memory": interpreter_memory(pool.get("pids", [])) if pool is not None else None,
             # The flags version this node routes by (refreshed here if stale).
             "flags_version": self.flags.version_in_use(),  # never raises: unreadable flags
             "open_breakers": [lane for lane in ("v3", "v2compat") if self.breaker.is_open(lane)],
             # Where Prometheus scrapes this node (None: no metrics endpoint).
             "metrics_port": self.exporter.port if self.exporter is not None else None,
+            # Lanes this node's routing sends to the other lane now, and why.
+            "shedding": self.breaker.shedding(),
+            "stopping": self.stopping,
+            "in_flight": self.in_flight(),
         }
 
     def heartbeat(self) -> None:
-        """Write one heartbeat."""
-        self.redis.set(self.keys.node(self.name), json.dumps(self.describe()), ex=HEARTBEAT_TTL)
+        """Write one heartbeat (and, unless stopping, announce the lanes it serves)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.node(self.name), json.dumps(self.describe()), ex=HEARTBEAT_TTL)
+            if not self.stopping:
+                announce_lanes(pipe, self.keys, self.name, self.lanes, HEARTBEAT_TTL)
+            pipe.execute()
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):

@@ -8,6 +8,7 @@ import redis
 
 from snakepool.config.flags import FlagStore
 from snakepool.config.keys import Keys
+from snakepool.tasks.rollout.liveness import LaneLiveness, other_lane
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import ShadowRecorder
 from snakepool.tasks.worker.app import LANE_QUEUES, ROUTER_QUEUE
@@ -28,17 +29,34 @@ def collect_status(client: redis.Redis, broker: redis.Redis | None, prefix: str)
     """Everything ``status`` shows, as JSON-able data.
 
     Shape: ``{"nodes": [{"name", "lanes", "pool": {...}}], "queues": {name: depth},
-    "lanes": {"v3": {...}, "v2compat": {...}}, "rollout": {"percent", "version", ...}}``.
+    "lanes": {"v3": {..., "live_nodes", "serving"}, "v2compat": {...}},
+    "shedding": {lane: why}, "rollout": {"percent", "version", ...}}``. A lane with no
+    live node has ``serving: false`` and, while the other lane has one, appears in
+    ``shedding``: its new traffic goes to the other lane.
     """
     keys = Keys(prefix)
     metrics = LaneMetrics(client, prefix=prefix)
     queues = (ROUTER_QUEUE, *LANE_QUEUES)
+    nodes = live_nodes(client, keys)
+    serving = LaneLiveness(client, prefix=prefix, check_every=0).snapshot()
     return {
-        "nodes": live_nodes(client, keys),
+        "nodes": nodes,
         "queues": {q: _queue_depth(broker, q) if broker is not None else None for q in queues},
         "lanes": {
-            lane: {**metrics.summary(lane), "last_60s": metrics.window(lane, 60)}
+            lane: {
+                **metrics.summary(lane),
+                "last_60s": metrics.window(lane, 60),
+                "live_nodes": sum(
+                    lane in n.get("lanes", ()) and not n.get("stopping") for n in nodes
+                ),
+                "serving": serving[lane],
+            }
             for lane in LANE_QUEUES
+        },
+        "shedding": {
+            lane: f"no live node: new traffic goes to {other_lane(lane)}"
+            for lane in LANE_QUEUES
+            if not serving[lane] and serving[other_lane(lane)]
         },
         "rollout": FlagStore(client, prefix=prefix).read().to_dict(),
         "shadow": ShadowRecorder(client, prefix=prefix).counts(),

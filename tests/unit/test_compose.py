@@ -298,6 +298,37 @@ def test_environment_names_real_settings_with_valid_defaults() -> None:
         assert adapter_exists(settings.adapter), f"{name}: no adapter {settings.adapter}"
 
 
+def _seconds(duration: str) -> float:
+    """A compose duration (``45s``, ``1m30s``, ``1h``, ``500ms``) in seconds."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?", duration)
+    assert match and duration, f"not a compose duration: {duration!r}"
+    hours, minutes, seconds, millis = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+def test_docker_waits_for_the_warm_shutdown_as_snakepool_up_does() -> None:
+    """SIGKILL must not cut a warm shutdown short (issue 9 item 2): compose's
+    stop_grace_period and `snakepool up` both allow SHUTDOWN_GRACE + the same margin."""
+    from snakepool.tasks.local.launcher import STOP_GRACE, STOP_MARGIN, stop_grace_for
+
+    assert _seconds("1m30s") == 90 and _seconds("45s") == 45 and _seconds("500ms") == 0.5
+    for name, service in SERVICES.items():
+        if "build" not in service:
+            continue
+        values = {
+            key.removeprefix("SNAKEPOOL_").lower(): value
+            for key, value in environment(service).items()
+            if key.startswith("SNAKEPOOL_")
+        }
+        settings = load_settings(**values)
+        assert settings.shutdown_grace is not None
+        assert settings.shutdown_grace >= settings.request_timeout, name
+        period = _seconds(str(service["stop_grace_period"]))
+        assert period >= settings.shutdown_grace + STOP_MARGIN, (name, period)
+        assert stop_grace_for(settings.shutdown_grace) == settings.shutdown_grace + STOP_MARGIN
+        assert period == stop_grace_for(settings.shutdown_grace) == STOP_GRACE, name
+
+
 def adapter_exists(path: str) -> bool:
     """A module (found, not imported: DSPy is heavy) or ``module.AdapterClass``."""
     try:

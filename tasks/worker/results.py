@@ -1,0 +1,103 @@
+"""The result backend: Celery's Redis backend, with a result consumer that outlives a
+Redis restart (issue 9 item 6).
+
+Waiting for results (``AsyncResult.get``) goes through one pub/sub connection per
+process. Celery's consumer handles a short blip, but a restart longer than its retry
+budget (20 retries, 1 s apart) breaks it for good:
+
+- a subscribe or read that fails re-raises ``RuntimeError("... must be restarted")``
+  into whichever caller is there (a ``submit``, a waiting ``get``), after blocking it
+  for those 20 s, and leaves the consumer with no connection;
+- the next ``submit`` then opens a new connection subscribed to *its* task only: every
+  request subscribed before the restart never hears of its result — lost to its waiter.
+
+and a ``get`` that begins while Redis is away raises a redis ``ConnectionError`` at once.
+
+Here a failed reconnect is tried once, never raised, and never partial: the consumer
+stays disconnected until a later attempt (at most every :data:`RECONNECT_EVERY`
+seconds, made by whoever waits or subscribes) succeeds, and each successful reconnect
+reads the stored result of every subscribed task (results stored while Redis was away
+or while nobody listened) and subscribes them all again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery.backends.redis import RedisBackend
+from celery.backends.redis import ResultConsumer as CeleryResultConsumer
+
+__all__ = ["RECONNECT_EVERY", "ResilientRedisBackend", "ResilientResultConsumer", "backend_url"]
+
+log = logging.getLogger("snakepool.results")
+
+#: Seconds between two attempts to reconnect a result consumer whose Redis is away.
+RECONNECT_EVERY = 0.5
+
+
+class ResilientResultConsumer(CeleryResultConsumer):  # type: ignore[misc]
+    """Celery's Redis result consumer, made to survive Redis restarts (see the module)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_attempt = 0.0
+
+    def start(self, initial_task_id: str, **kwargs: Any) -> None:
+        """First subscription, or the first after a failed reconnect: connect for every
+        subscribed task, not only this one."""
+        key = self._get_key_for_task(initial_task_id)
+        with self._locked():
+            self._pending_unsubscribe.discard(key)
+            self.subscribed_to.add(key)
+            self._try_reconnect(force=True)
+
+    def _reconnect(self) -> None:
+        """Called by Celery when a pub/sub operation failed: one attempt, never raising."""
+        self._try_reconnect(force=True)
+
+    def _try_reconnect(self, *, force: bool = False) -> bool:
+        now = time.monotonic()
+        if not force and now < self._next_attempt:
+            return False
+        self._next_attempt = now + RECONNECT_EVERY
+        try:
+            self._reconnect_pubsub()  # reads every subscribed result, then subscribes all
+        except self._connection_errors as exc:
+            self._pubsub = None  # whole or nothing: the next attempt starts afresh
+            log.warning("result consumer: Redis unreachable (%s); reconnecting later", exc)
+            return False
+        return True
+
+    def on_wait_for_pending(self, result: Any, **kwargs: Any) -> None:
+        """A ``get`` begins by reading the stored result; with Redis away that read is
+        skipped (it used to raise a redis ``ConnectionError`` into ``get``): the wait
+        goes on, and the reconnect rereads every subscribed result."""
+        try:
+            super().on_wait_for_pending(result, **kwargs)
+        except self._connection_errors as exc:
+            log.debug("result of %s not read yet: %s", getattr(result, "id", "?"), exc)
+
+    def drain_events(self, timeout: float | None = None) -> None:
+        """Wait for result messages; while disconnected, try to reconnect instead."""
+        with self._locked():
+            disconnected = self._pubsub is None and bool(self.subscribed_to)
+            if disconnected and self._try_reconnect():
+                return  # reconnected: stored results were read; the caller re-checks
+        if disconnected:
+            time.sleep(min(timeout or RECONNECT_EVERY, RECONNECT_EVERY))
+            return
+        super().drain_events(timeout=timeout)
+
+
+class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
+    """Celery's Redis result backend with :class:`ResilientResultConsumer`."""
+
+    ResultConsumer = ResilientResultConsumer
+
+
+def backend_url(redis_url: str) -> str:
+    """The ``result_backend`` value that stores results in ``redis_url`` with this backend
+    (Celery's ``module:Class+url`` form)."""
+    return f"{__name__}:{ResilientRedisBackend.__name__}+{redis_url}"
