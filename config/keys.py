@@ -54,8 +54,12 @@ class Keys:
 
     def programs(self, session_id: str) -> str:
         """Hash: program id → definition JSON (one field each: no clobbering; TTL: the
-        session's; at most ``MAX_PROGRAMS_PER_SESSION`` fields)."""
-        return f"{self.prefix}session:{validate_session_id(session_id)}:programs"
+        session's; at most ``MAX_PROGRAMS_PER_SESSION`` fields).
+
+        Its own namespace, not ``session:{id}:programs``: session ids may hold ``:``, and
+        the session ``a:programs`` would otherwise own the key of session ``a``'s programs.
+        """
+        return f"{self.prefix}programs:{validate_session_id(session_id)}"
 
     @property
     def session_index(self) -> str:

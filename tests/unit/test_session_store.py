@@ -204,3 +204,19 @@ def test_metadata_json_carries_comes_back_exactly(store: SessionStore) -> None:
     metadata = {"n": 10**4300 - 1, "m": -(10**4300 - 1), "list": [1, 2.5, None, True, "x"]}
     session = store.get(store.create(metadata=metadata))
     assert session is not None and session["metadata"] == metadata
+
+
+def test_a_session_id_cannot_name_another_sessions_programs_key() -> None:
+    """Review finding: ``victim:programs`` used to be the key of ``victim``'s programs."""
+    import fakeredis
+
+    from snakepool.sessions import SessionStore
+
+    store = SessionStore(fakeredis.FakeRedis(), prefix="t:")
+    victim = store.create()
+    store.put_program(victim, "qa", {"signature": "question -> answer"})
+    intruder = store.create(session_id=f"{victim}:programs")
+    assert intruder == f"{victim}:programs"
+    assert store.programs(victim) == {"qa": {"signature": "question -> answer"}}
+    assert store.get_program(victim, "qa") == {"signature": "question -> answer"}
+    assert store.programs(intruder) == {}
