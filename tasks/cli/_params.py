@@ -38,6 +38,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_INT_DIGITS",
     "MAX_SECONDS",
+    "REASON",
     "SECONDS",
     "Seconds",
     "command_name",
@@ -223,3 +224,15 @@ def json_object(text: str, *, param_hint: str) -> dict[str, Any]:
     if _depth(value) > MAX_NESTING:
         raise click.BadParameter(too_deep, param_hint=param_hint)
     return value
+
+
+def _a_reason(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("say why: the reason is kept in the audit trail")
+    return value
+
+
+#: ``--reason``: why a rollout change is made (required, not blank; audited).
+REASON = click.option(
+    "--reason", required=True, callback=_a_reason, help="Why (kept in the audit trail)."
+)

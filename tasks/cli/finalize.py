@@ -13,15 +13,13 @@ from snakepool.tasks.cli._common import (
     settings_with,
     styled,
 )
-from snakepool.tasks.cli._params import SECONDS
+from snakepool.tasks.cli._params import REASON, SECONDS
 
 __all__ = ["rollout_finalize", "rollout_unfinalize"]
 
-_REASON = click.option("--reason", required=True, help="Why (kept in the audit trail).")
-
 
 @click.command("finalize")
-@_REASON
+@REASON
 @click.option(
     "--timeout",
     type=SECONDS,
@@ -72,7 +70,7 @@ def rollout_finalize(reason: str, timeout: float) -> None:
 
 
 @click.command("unfinalize")
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_unfinalize(reason: str) -> None:
     """Undo `rollout finalize`: routing follows the percentage and exclusions again.

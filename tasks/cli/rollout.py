@@ -18,7 +18,7 @@ from snakepool.tasks.cli._common import (
     settings_with,
     styled,
 )
-from snakepool.tasks.cli._params import COUNT
+from snakepool.tasks.cli._params import COUNT, REASON
 from snakepool.tasks.cli._params import session_id as session_id_param
 from snakepool.tasks.cli.finalize import rollout_finalize, rollout_unfinalize
 from snakepool.tasks.cli.rollout_scope import rollout_exclude, rollout_include, rollout_only
@@ -28,8 +28,6 @@ __all__ = ["rollout"]
 #: What to run to let the controller promote again (printed whenever it is paused).
 _RESUME_HINT = "`snakepool rollout resume --reason …` lets the controller promote again"
 
-_REASON = click.option("--reason", required=True, help="Why (kept in the audit trail).")
-
 
 @click.group()
 def rollout() -> None:
@@ -38,7 +36,7 @@ def rollout() -> None:
 
 @rollout.command("set")
 @click.argument("percent", type=click.IntRange(0, 100))
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_set(percent: int, reason: str) -> None:
     """Send PERCENT % of sessions to V3 (a paused rollout stays paused: it says so)."""
@@ -48,7 +46,7 @@ def rollout_set(percent: int, reason: str) -> None:
 
 
 @rollout.command("rollback")
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_rollback(reason: str) -> None:
     """Send all traffic back to V2-compat now (and pause promotion)."""
@@ -99,7 +97,7 @@ def _change(entry: dict[str, Any]) -> str:
 
 @rollout.command("force")
 @click.argument("lane", type=click.Choice(["v3", "v2compat", "off"]))
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_force(lane: str, reason: str) -> None:
     """Kill switch: send every request to LANE regardless of percentages (off: undo)."""
@@ -115,7 +113,7 @@ def rollout_force(lane: str, reason: str) -> None:
 @rollout.command("override")
 @click.argument("session_id", callback=session_id_param)
 @click.argument("lane", type=click.Choice(["v3", "v2compat", "clear"]))
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_override(session_id: str, lane: str, reason: str) -> None:
     """Pin one session to LANE whatever its bucket says (clear: back to its bucket)."""
@@ -135,7 +133,7 @@ def rollout_override(session_id: str, lane: str, reason: str) -> None:
 
 
 @rollout.command("step")
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_step(reason: str) -> None:
     """Promote to the next step of the schedule (1, 5, 10, 25, 50, 100 by default)."""
@@ -147,7 +145,7 @@ def rollout_step(reason: str) -> None:
 
 
 @rollout.command("pause")
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_pause(reason: str) -> None:
     """Stop automatic promotion (the controller still rolls back)."""
@@ -155,7 +153,7 @@ def rollout_pause(reason: str) -> None:
 
 
 @rollout.command("resume")
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_resume(reason: str) -> None:
     """Let the controller promote again."""

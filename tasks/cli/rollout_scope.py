@@ -7,10 +7,9 @@ from typing import Any
 import click
 
 from snakepool.tasks.cli._common import console, fails_cleanly, make_client, settings_with
+from snakepool.tasks.cli._params import REASON
 
 __all__ = ["rollout_exclude", "rollout_include", "rollout_only"]
-
-_REASON = click.option("--reason", required=True, help="Why (kept in the audit trail).")
 
 
 def _lists(flags: Any) -> str:
@@ -21,7 +20,7 @@ def _lists(flags: Any) -> str:
 
 @click.command("exclude")
 @click.argument("command")
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_exclude(command: str, reason: str) -> None:
     """Keep COMMAND on V2-compat whatever the percentage (operation-specific rollback)."""
@@ -42,7 +41,7 @@ def rollout_exclude(command: str, reason: str) -> None:
 
 @click.command("include")
 @click.argument("command")
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_include(command: str, reason: str) -> None:
     """Undo `rollout exclude`: COMMAND follows the percentage again."""
@@ -62,7 +61,7 @@ def rollout_include(command: str, reason: str) -> None:
 @click.command("only")
 @click.argument("commands", nargs=-1)
 @click.option("--all", "every", is_flag=True, help="Every command may go to V3 (the default).")
-@_REASON
+@REASON
 @fails_cleanly
 def rollout_only(commands: tuple[str, ...], every: bool, reason: str) -> None:
     """Let only COMMANDS go to V3 (e.g. the read-only ones first); --all: every command."""

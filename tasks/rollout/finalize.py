@@ -70,6 +70,18 @@ def blockers(flags: RolloutFlags, readiness: Readiness | None = None) -> list[st
         reasons.append("the rollout is paused: `rollout resume --reason …` first")
     if flags.forced_lane:
         reasons.append(f"every request is forced to {flags.forced_lane}: `rollout force off` first")
+    if flags.excluded_commands:
+        # Finalizing would send them to V3 anyway: the operator said they are not ready.
+        reasons.append(
+            "commands are still kept on V2-compat: "
+            + ", ".join(sorted(flags.excluded_commands)[:SHOWN_SESSIONS])
+            + " (`rollout include COMMAND --reason …` each first)"
+        )
+    if flags.v3_commands is not None:
+        reasons.append(
+            "only some commands may go to V3 (the allow-list): `rollout only --all "
+            "--reason …` first"
+        )
     if readiness is None:
         return reasons
     if readiness.queued or readiness.in_flight:

@@ -211,3 +211,21 @@ def test_up_starts_quiet_nodes_unless_verbose(
     monkeypatch.setattr(launcher, "_spawn", spawn)
     launcher.start_node("v3", "v3-1", pool_size=1, quiet=quiet)
     assert started[0][-len(flag) - 2 :] == ["--pool-size", "1", *flag]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("rollout", "set", "5", "--reason", ""),
+        ("rollout", "rollback", "--reason", "   "),
+        ("rollout", "exclude", "echo", "--reason", "\t"),
+        ("rollout", "finalize", "--reason", " "),
+    ],
+)
+def test_a_blank_reason_is_a_usage_error_and_changes_nothing(
+    embedded: str, args: tuple[str, ...]
+) -> None:
+    before = run("rollout", "history", "--json")
+    done = run(*args)
+    assert done.exit_code == 2 and "say why" in done.output
+    assert run("rollout", "history", "--json").output == before.output

@@ -273,3 +273,18 @@ def test_describe_rollout() -> None:
     assert describe_rollout(replace(flags, finalized=True).to_dict()) == (
         "finalized: everything goes to V3 (version 3)"
     )
+
+
+def test_finalize_refuses_while_commands_are_excluded_or_only_some_allowed() -> None:
+    """Review finding: finalize used to succeed and silently send an excluded command to V3."""
+    from dataclasses import replace as with_
+
+    from snakepool.config.flags import RolloutFlags
+    from snakepool.tasks.rollout.finalize import blockers
+
+    ready = with_(RolloutFlags(), percent=100)
+    assert blockers(ready) == []
+    excluded = blockers(with_(ready, excluded_commands=("echo",)))
+    assert len(excluded) == 1 and "echo" in excluded[0] and "rollout include" in excluded[0]
+    only = blockers(with_(ready, v3_commands=("ping",)))
+    assert len(only) == 1 and "rollout only --all" in only[0]
