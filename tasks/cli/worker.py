@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -81,8 +82,16 @@ def worker(
     hostname = given if "@" in given else f"{given}@%h"
     if quiet:
         quiet_task_logs(name or lane)
-    app.worker_main([
+    # Celery's own command, not app.worker_main: that drops the exit code (click returns
+    # it when not standalone), so a node whose start failed — an adapter that cannot
+    # load, a metrics port in use — exited 0.
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app  # what app.start does: --app is this app
+    code = celery_command.main(standalone_mode=False, args=[
         *(["--quiet"] if quiet else []),  # celery's own -q: no banner
         "worker", "-P", "threads", "-c", str(concurrency), "-Q", ",".join(lanes),
         "-n", hostname, "-E", "--without-mingle", "--without-gossip", "-l", loglevel,
     ])  # fmt: skip
+    if code:
+        sys.exit(code)
