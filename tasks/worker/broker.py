@@ -14,8 +14,12 @@ Only connection errors are expected there, so the ``AttributeError`` stops the w
 ("Unrecoverable error"). The same path breaks the late acknowledgement of every request
 that was running across the outage (``Message.ack`` → ``QoS.ack`` → ``_connparams``).
 
-:class:`Channel` remembers the connection settings it was opened with and uses them once
-the transport has been collected: the restore then fails as a plain connection error
+(A channel kombu has closed, ``channel.connection = None``, fails the same way: a
+router's retried publish met one during a restart.)
+
+:class:`Channel` remembers the transport and the connection settings it was opened with
+and uses them once it is closed or its transport collected: the restore then fails as a
+plain connection error
 while Redis is down (ignored, as kombu intends), and the acknowledgements made after
 Redis is back reach it — so a request that ran across a restart is neither lost nor run
 a second time an hour later (``VISIBILITY_TIMEOUT``).
