@@ -255,8 +255,13 @@ def test_finalize_refuses_each_reason_then_succeeds(client: Client, cluster: Clu
         result.get(timeout=60)
     assert {r.queue for r in sleeping} == {"v2compat"}
 
+    # An excluded command would silently go to V3 once finalized: refused, naming it.
     exclude = snakepool(cluster, "rollout", "exclude", "calculate", "--reason", "kept on V2")
     assert exclude.returncode == 0
+    code, out = finalize(cluster)
+    assert code == 1 and "kept on V2-compat: calculate" in out
+    include = snakepool(cluster, "rollout", "include", "calculate", "--reason", "ready")
+    assert include.returncode == 0
     code, out = finalize(cluster)
     assert code == 0, out
     assert "finalized" in out and "V2-compat nodes can be stopped" in out
@@ -265,7 +270,7 @@ def test_finalize_refuses_each_reason_then_succeeds(client: Client, cluster: Clu
     client.wait_for_flags(state["version"])
     direct = Client(redis_url=cluster.redis_url, routing="direct")
     try:
-        for via in (client, direct):  # overrides and exclusions included
+        for via in (client, direct):  # the session's override included
             assert via.decide("calculate", session_id=sid) == "v3"
             assert lane_of(via, "calculate", {"expression": "2"}, session_id=sid) == "v3"
             ask = {"program_id": "qa", "inputs": {"question": "Why?"}}
