@@ -36,6 +36,8 @@ __all__ = ["STEPS", "run_system_demo"]
 
 #: The rollout the demo walks through, in percent to V3.
 STEPS = (0, 10, 50, 100)
+#: Audit entries the report reads at most (a run makes len(STEPS), a few more at worst).
+_AUDIT_ROWS = 50
 #: Redis database the demo uses on a real server, so it never touches a deployment's
 #: queues (their names are fixed) or rollout flags.
 DEMO_DB = 15
@@ -148,6 +150,7 @@ def _embedded_stack(settings: Settings, console: Console) -> Iterator[Client]:
 
 
 def _drive(client: Client, console: Console, sessions: int) -> None:
+    """Send the demo's traffic through every step of :data:`STEPS`."""
     program = {"signature": "question -> answer", "module": "chain_of_thought"}
     dspy = _adapter().endswith("dspy_programs")
     ids = [client.create_session(metadata={"demo": True}) for _ in range(sessions)]
@@ -194,7 +197,7 @@ def _drive(client: Client, console: Console, sessions: int) -> None:
         console.print(f"a DSPy program created on V2-compat, answered on V3: {answer}")
 
 
-def _report(client: Client, console: Console) -> None:
+def _report(client: Client, console: Console, since_version: int) -> None:
     from snakepool.tasks.worker.status import collect_status
 
     status = collect_status(client.redis, None, client.settings.key_prefix)
@@ -206,9 +209,17 @@ def _report(client: Client, console: Console) -> None:
             "requests", "errors", "client_errors", "p50_ms", "p95_ms", "p99_ms")))  # fmt: skip
     console.print(lanes)
     audit = Table(title="audit trail (rollout history)")
-    for column in ("version", "when", "who", "why", "percent"):
-        audit.add_column(column)
-    for entry in reversed(client.flags.history(len(STEPS))):
+    for column in ("version", "when"):
+        audit.add_column(column, no_wrap=True)
+    # ``who`` is user@host: a container's host name alone can be 64 characters. It gives
+    # way (folded) so that ``why`` and ``percent`` always read whole.
+    audit.add_column("who", overflow="fold", max_width=24)
+    audit.add_column("why", overflow="fold", min_width=20)
+    audit.add_column("percent", no_wrap=True)
+    # Every change this run made (its steps, and whatever the controller or a lane's
+    # liveness added meanwhile), oldest first; never an earlier run's.
+    entries = [e for e in client.flags.history(_AUDIT_ROWS) if e["version"] > since_version]
+    for entry in reversed(entries):
         when = datetime.datetime.fromtimestamp(entry["at"]).strftime("%H:%M:%S")
         change = f"{entry['old']['percent']} → {entry['new']['percent']}"
         audit.add_row(str(entry["version"]), when, entry["who"], entry["why"], change)
@@ -230,7 +241,8 @@ def run_system_demo(settings: Settings, *, console: Console, sessions: int = 40)
         )
         stack = _embedded_stack(settings, console)
     with stack as client:
+        since_version = client.flags.read().version
         _drive(client, console, sessions)
-        _report(client, console)
+        _report(client, console, since_version)
     console.print("done: every node and interpreter stopped")
     return 0

@@ -44,7 +44,14 @@ def test_demo_with_redis(redis_url: str) -> None:
     # What an earlier run left: the per-lane table must report this run only.
     demo_db.hset("snakepool-demo:metrics:v3", mapping={"requests": 100_000})
     demo_db.lpush("snakepool-demo:latency:v3", 99_999.0)
-    done = snakepool("demo", "-n", "60", env={"SNAKEPOOL_REDIS_URL": redis_url})
+    # ...and its audit trail: the report shows this run's changes only, every one of them.
+    earlier = FlagStore(demo_db, prefix="snakepool-demo:")
+    for why in ("step one of last week", "step two of last week"):
+        earlier.set_percent(30, who="earlier", why=why)
+    # A CI container's host name can be 64 characters: the audit trail must still read.
+    operator = "ci@" + "runner-" * 9
+    env = {"SNAKEPOOL_REDIS_URL": redis_url, "SNAKEPOOL_OPERATOR": operator}
+    done = snakepool("demo", "-n", "60", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "Redis answers at" in out and "with real worker nodes" in out
@@ -56,7 +63,7 @@ def test_demo_with_redis(redis_url: str) -> None:
     # 40 sessions x 3 requests x 4 steps, plus with DSPy 40 programs and one answer.
     dspy = importlib.util.find_spec("dspy") is not None
     assert sum(served.values()) == 40 * 3 * 4 + (41 if dspy else 0), out
-    assert "99999" not in out
+    assert "99999" not in out and "last week" not in out
     # Every result was deleted once read; nothing outside its database.
     assert list(demo_db.scan_iter(match="celery-task-meta-*")) == []
     main_db = redis.Redis.from_url(redis_url)
