@@ -22,13 +22,12 @@ from typing import Any
 
 import redis
 
+from snakepool.config.audit import as_text, audit_entry, bounded_details, cut, flags_summary
+from snakepool.config.fence import Fence
 from snakepool.config.flag_fields import parse_stored_flags, unreadable_flags
 from snakepool.config.keys import DEFAULT_PREFIX, LANES, Keys
 from snakepool.config.limits import (
     AUDIT_MAXLEN,
-    AUDIT_SUMMARY_COMMANDS,
-    MAX_AUDIT_DETAILS_BYTES,
-    MAX_AUDIT_TEXT_CHARS,
     MAX_OVERRIDES,
 )
 from snakepool.config.rollout_flags import DEFAULT_SCHEDULE, RolloutFlags, next_step, step_below
@@ -103,6 +102,7 @@ class FlagStore:
         who: str,
         why: str,
         details: dict[str, Any] | None = None,
+        fence: Fence | None = None,
     ) -> RolloutFlags:
         """Apply ``change`` to the current flags atomically; audit it; return the new flags.
 
@@ -120,15 +120,24 @@ class FlagStore:
         the defaults (0 % to V3) at the stored version, and the audit entry's details say
         what was unreadable — so a rollback always works.
 
+        With a ``fence`` (the rollout controller's lease and token), the change applies
+        only if the fence's keys still hold its values, checked in the same ``WATCH``ed
+        transaction as the write: a writer whose right ended — however long it paused —
+        writes nothing. Without one, nothing changes for other writers.
+
         Raises:
             InvalidArguments: the changed flags are invalid, or the rollout is finalized
                 and the change does not un-finalize it (nothing is written).
+            StaleFence: the ``fence`` no longer holds (nothing is written).
         """
-        who, why = _cut(who), _cut(why)
+        who, why = cut(who), cut(why)
         while True:
             with self.client.pipeline() as pipe:
                 try:
-                    pipe.watch(self.keys.rollout)  # type: ignore[no-untyped-call]
+                    watched = [self.keys.rollout, *(fence.keys if fence else [])]
+                    pipe.watch(*watched)  # type: ignore[no-untyped-call]
+                    if fence is not None:
+                        fence.check(pipe)  # raises StaleFence: nothing written
                     noted = details
                     try:
                         old = self._decode(_get(pipe, self.keys.rollout))
@@ -136,7 +145,7 @@ class FlagStore:
                         log.warning("%s; replacing them", exc.message)
                         old = RolloutFlags(version=_stored_version(pipe, self.keys.rollout_version))
                         noted = {**(details or {}), "replaced_unreadable_flags": exc.data["reason"]}
-                    details_json = _bounded_details(noted)
+                    details_json = bounded_details(noted)
                     changed = change(old)
                     if old.finalized and changed.finalized:
                         raise _finalized_refusal()
@@ -157,8 +166,8 @@ class FlagStore:
                             "who": who,
                             "why": why,
                             "at": new.updated_at,
-                            "old": json.dumps(_summary(old)),
-                            "new": json.dumps(_summary(new)),
+                            "old": json.dumps(flags_summary(old)),
+                            "new": json.dumps(flags_summary(new)),
                             "details": details_json,
                         },
                         maxlen=self.audit_maxlen,
@@ -178,17 +187,17 @@ class FlagStore:
         ``details`` says what happened. Bounded like :meth:`update`'s entries.
         """
         current = self.read()
-        summary = json.dumps(_summary(current))
+        summary = json.dumps(flags_summary(current))
         self.client.xadd(
             self.keys.audit,
             {
                 "version": current.version,
-                "who": _cut(who),
-                "why": _cut(why),
+                "who": cut(who),
+                "why": cut(why),
                 "at": time.time(),
                 "old": summary,
                 "new": summary,
-                "details": _bounded_details(details),
+                "details": bounded_details(details),
             },
             maxlen=self.audit_maxlen,
             approximate=False,
@@ -248,10 +257,10 @@ class FlagStore:
         history = []
         for entry_id, fields in entries:
             try:
-                history.append(_audit_entry(entry_id, fields))
+                history.append(audit_entry(entry_id, fields))
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 log.warning("audit entry %s cannot be read (%s: %s): left out",
-                            _text(entry_id), type(exc).__name__, exc)  # fmt: skip
+                            as_text(entry_id), type(exc).__name__, exc)  # fmt: skip
         return history
 
 
@@ -331,32 +340,6 @@ def _finalized_refusal() -> Exception:
     )
 
 
-def _summary(flags: RolloutFlags) -> dict[str, Any]:
-    data = flags.to_dict()
-    data["overrides"] = len(flags.overrides)
-    for name in ("v3_commands", "excluded_commands"):
-        commands = getattr(flags, name)
-        if commands is not None and len(commands) > AUDIT_SUMMARY_COMMANDS:
-            data[name] = len(commands)  # a count, like the overrides
-    for noise in ("updated_at", "updated_by", "reason", "version", "schedule"):
-        data.pop(noise)
-    return data
-
-
-def _cut(text: str) -> str:
-    text = str(text)
-    if len(text) <= MAX_AUDIT_TEXT_CHARS:
-        return text
-    return text[: MAX_AUDIT_TEXT_CHARS - 1] + "…"
-
-
-def _bounded_details(details: dict[str, Any] | None) -> str:
-    encoded = json.dumps(details or {}, default=str)
-    if len(encoded.encode()) <= MAX_AUDIT_DETAILS_BYTES:
-        return encoded
-    return json.dumps({"truncated": True, "bytes": len(encoded.encode())})
-
-
 def _get(client: Any, key: str) -> Any:
     """GET ``key``; a key of another type is unreadable flags, not a Redis error."""
     try:
@@ -372,29 +355,3 @@ def _stored_version(client: Any, key: str) -> int:
         return int(_get(client, key) or 0)
     except (ValueError, ConfigError):
         return 0
-
-
-def _audit_entry(entry_id: Any, fields: Any) -> dict[str, Any]:
-    """One audit entry as :meth:`FlagStore.history` returns it.
-
-    Raises:
-        KeyError, ValueError, TypeError, AttributeError: a field missing or unreadable.
-    """
-    decoded = {_text(k): _text(v) for k, v in fields.items()}
-    entry = {
-        "id": _text(entry_id),
-        "version": int(decoded["version"]),
-        "who": decoded["who"],
-        "why": decoded["why"],
-        "at": float(decoded["at"]),
-        "old": json.loads(decoded["old"]),
-        "new": json.loads(decoded["new"]),
-        "details": json.loads(decoded.get("details") or "{}"),
-    }
-    if not all(isinstance(entry[name], dict) for name in ("old", "new", "details")):
-        raise TypeError("old, new and details must be JSON objects")
-    return entry
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -118,8 +118,9 @@ class Keys:
         return f"{self.prefix}metrics:{_lane(lane)}"
 
     def lane_latencies(self, lane: str) -> str:
-        """List: the lane's most recent latencies in ms (capped)."""
-        return f"{self.prefix}latency:{_lane(lane)}"
+        """Sorted set: the lane's latency samples, scored by when each request finished
+        (Unix seconds), member ``<ms>:<unique id>``; capped to the newest."""
+        return f"{self.prefix}latencies:{_lane(lane)}"
 
     def lane_window(self, lane: str, second: int) -> str:
         """Hash with TTL: one second of a lane's counters (for windowed rates)."""
@@ -149,6 +150,12 @@ class Keys:
     def controller_lease(self) -> str:
         """String with TTL: the id of the rollout controller allowed to act (its lease)."""
         return f"{self.prefix}controller:lease"
+
+    @property
+    def controller_fence(self) -> str:
+        """String (integer): the fencing token of the newest lease acquisition; each
+        acquisition increments it in the same transaction that takes the lease."""
+        return f"{self.prefix}controller:fence"
 
     # ------------------------------------------------ node deaths, dead letters
     # These live in the BROKER's Redis (with kombu's ``unacked`` hash), so that moving a

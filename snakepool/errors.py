@@ -31,6 +31,7 @@ __all__ = [
     "ResultTimeout",
     "SessionNotFound",
     "SnakepoolError",
+    "StaleFence",
     "UnknownCommand",
     "WorkerCrashed",
     "error_from_dict",
@@ -47,7 +48,8 @@ class SnakepoolError(Exception):
     """
 
     #: Whose fault: ``client`` (the request), ``capacity``, ``timeout``, ``worker``,
-    #: ``command`` (the user's code raised), ``unavailable``, ``config``, ``internal``.
+    #: ``command`` (the user's code raised), ``unavailable``, ``config``, ``conflict``
+    #: (another writer holds the right to change it), ``internal``.
     category: ClassVar[str] = "internal"
     #: Whether sending the same request again may succeed (only ever done for
     #: idempotent commands).
@@ -211,6 +213,21 @@ class DeadLettered(SnakepoolError):
     category = "client"
 
 
+class StaleFence(SnakepoolError):
+    """A change was refused: the fencing token it was made under is no longer current.
+
+    A rollout controller acts only while it holds the controller lease; each acquisition
+    gets a new, larger token, and its changes to the flags are written only if that
+    token is still the current holder's (checked in the same transaction as the write).
+    A controller that paused past its lease and woke after another took over gets this,
+    and nothing is written.
+
+    Data: ``token`` (the stale one), ``why`` (what no longer matched).
+    """
+
+    category = "conflict"
+
+
 _BY_NAME: dict[str, type[SnakepoolError]] = {
     cls.__name__: cls
     for cls in (
@@ -229,6 +246,7 @@ _BY_NAME: dict[str, type[SnakepoolError]] = {
         ProgramNotFound,
         ConfigError,
         DeadLettered,
+        StaleFence,
     )
 }
 

@@ -3,7 +3,9 @@
 The policy is the ``ROLLOUT_*`` settings (environment, TOML file, profile preset); the
 options below override them for this run. Only one controller acts at a time: each
 takes a Redis lease (``ROLLOUT_LEASE_TTL``) and a second one stands by, saying so, until
-the acting one stops or dies.
+the acting one stops or dies. Each acquisition of the lease has a fencing token, and a
+change is written only while that token is current: a controller that paused past its
+lease and woke after another took over writes nothing, says so, and stands by.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def controller(
         decision = rollout_controller.evaluate()
         if lease.acquire():
             try:
-                rollout_controller.apply(decision, acting=lease.holder)
+                rollout_controller.apply(decision, acting=lease.holder, fence=lease.fence())
             finally:
                 lease.release()
             console.print(f"{decision.action}: {decision.reason}")

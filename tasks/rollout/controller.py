@@ -1,7 +1,11 @@
 """The rollout controller: promote, hold or roll back, from the lanes' own figures.
 
-Every ``interval`` seconds it reads each lane's windowed request and error counts (client
-errors excluded: a bad request is not V3's fault) and recent p99, then:
+Every ``interval`` seconds it reads, for each lane, the requests, server errors (client
+errors excluded: a bad request is not V3's fault) and latency samples of **one window**
+— the last ``window_seconds`` whole seconds, the current one included, but never from
+before the second the current step began (the flags' last change) — so the error rate,
+the sample count and the p99 it judges all cover exactly the same requests, and a step
+is judged on its own traffic only (:meth:`RolloutController.window`). Then it:
 
 - **rolls back** (to 0 %, or to the previous step) when V3 has enough samples and its
   error rate is over the limit or over V2-compat's by a margin, or its p99 is a multiple
@@ -11,12 +15,14 @@ errors excluded: a bad request is not V3's fault) and recent p99, then:
 - otherwise **holds**, and says why.
 
 Every change it makes goes to the audit trail with the metric snapshot behind it (and
-the acting controller's id). It never starts a rollout: 0 % stays 0 % until someone
-sets a first step.
+the acting controller's id and fencing token). It never starts a rollout: 0 % stays 0 %
+until someone sets a first step.
 
 The policy comes from the ``ROLLOUT_*`` settings (:meth:`ControllerPolicy.from_settings`);
 only the controller holding the lease (:mod:`~snakepool.tasks.rollout.lease`) acts, the
-others stand by and take over when it stops or dies.
+others stand by and take over when it stops or dies. Its changes are fenced: one made
+under a lease that another controller has since taken is refused
+(:class:`~snakepool.errors.StaleFence`, logged) and the controller goes back to standby.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from snakepool.config.fence import Fence
 from snakepool.config.flags import FlagStore, RolloutFlags
+from snakepool.config.keys import LANES
 from snakepool.config.operations import DEFAULT_ROLLOUT_SCHEDULE
+from snakepool.errors import StaleFence
 from snakepool.tasks.rollout.lease import ControllerLease
 from snakepool.tasks.rollout.metrics import LaneMetrics
 
@@ -46,7 +55,7 @@ class ControllerPolicy:
     """Thresholds and schedule; the defaults are conservative (and the ``ROLLOUT_*``
     settings' defaults)."""
 
-    #: Seconds of lane metrics each decision looks at.
+    #: Whole seconds of lane metrics each decision looks at (clipped at the step's start).
     window_seconds: int = 60
     #: V3 requests needed in the window before any verdict on V3.
     min_samples: int = 50
@@ -97,34 +106,71 @@ class Decision:
 
 
 class RolloutController:
-    """Decides from metrics and applies the decision to the flags."""
+    """Decides from metrics and applies the decision to the flags.
+
+    Args:
+        flags: The flags it reads and changes.
+        metrics: The lanes' figures.
+        policy: Thresholds and schedule (defaults: :class:`ControllerPolicy`'s).
+        clock: Unix seconds now (tests control it; the lanes' writers use their own).
+    """
 
     def __init__(
-        self, flags: FlagStore, metrics: LaneMetrics, policy: ControllerPolicy | None = None
+        self,
+        flags: FlagStore,
+        metrics: LaneMetrics,
+        policy: ControllerPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.flags = flags
         self.metrics = metrics
         self.policy = policy or ControllerPolicy()
+        self.clock = clock
 
-    def snapshot(self) -> dict[str, Any]:
-        """Each lane's windowed counts, error rate and p99."""
-        lanes = {}
-        for lane in ("v3", "v2compat"):
-            window = self.metrics.window(lane, self.policy.window_seconds)
-            requests, errors = window["requests"], window["errors"]
-            lanes[lane] = {
+    def window(self, now: float, step_began: float = 0.0) -> tuple[int, int]:
+        """The whole seconds ``(first, last)`` a decision at ``now`` looks at.
+
+        The last ``window_seconds`` seconds, the current (partial) one included, and
+        none before the second ``step_began`` (Unix seconds) falls in. A request counts
+        in second ``int(t)``, ``t`` when it finished (:meth:`LaneMetrics.between`).
+        """
+        last = int(now)
+        return max(last - self.policy.window_seconds + 1, int(step_began)), last
+
+    def snapshot(self, now: float | None = None, step_began: float = 0.0) -> dict[str, Any]:
+        """Each lane's figures over :meth:`window`, and the window itself.
+
+        Shape: ``{"window": {"from", "to", "seconds"}, "v3": lane, "v2compat": lane}``,
+        ``from``/``to`` Unix seconds (``to`` exclusive), each lane ``{"requests",
+        "errors", "error_rate", "samples", "p99_ms"}`` — ``errors`` are server errors,
+        ``samples`` the latencies the p99 (ms, None without samples) is taken from.
+
+        Raises:
+            redis.RedisError: Redis could not be read.
+        """
+        first, last = self.window(self.clock() if now is None else now, step_began)
+        snap: dict[str, Any] = {
+            "window": {"from": first, "to": last + 1, "seconds": max(0, last + 1 - first)}
+        }
+        for lane in LANES:
+            figures = self.metrics.between(lane, first, last)
+            requests, errors = figures["requests"], figures["errors"]
+            snap[lane] = {
                 "requests": requests,
                 "errors": errors,
                 "error_rate": errors / requests if requests else 0.0,
-                "p99_ms": self.metrics.summary(lane)["p99_ms"],
+                "samples": figures["samples"],
+                "p99_ms": figures["p99_ms"],
             }
-        return lanes
+        return snap
 
     def evaluate(self, now: float | None = None) -> Decision:
-        """The decision for the flags and metrics as they are now."""
+        """The decision for the flags and metrics as they are now (``now``: Unix
+        seconds, by default the controller's clock)."""
         flags = self.flags.read()
-        now = time.time() if now is None else now
-        snap = self.snapshot()
+        now = self.clock() if now is None else now
+        snap = self.snapshot(now, flags.updated_at)
         snap["percent"] = flags.percent
         if flags.finalized:
             return Decision("hold", "finalized: everything goes to V3", snap)
@@ -183,28 +229,39 @@ class RolloutController:
             )
         return None
 
-    def apply(self, decision: Decision, *, acting: str | None = None) -> RolloutFlags | None:
+    def apply(
+        self, decision: Decision, *, acting: str | None = None, fence: Fence | None = None
+    ) -> RolloutFlags | None:
         """Carry out a decision (holds change nothing); returns the new flags if changed.
 
         Args:
             decision: From :meth:`evaluate`.
             acting: The acting controller's id, kept in the audit entry's details.
+            fence: The acting controller's lease and token (``ControllerLease.fence()``):
+                the change applies only if they are still current, checked atomically
+                with the write; the token is kept in the audit entry (``fence``).
+
+        Raises:
+            StaleFence: ``fence`` is no longer current (another controller took the
+                lease): nothing was written.
         """
         details: dict[str, Any] = {"snapshot": decision.snapshot, "action": decision.action}
         if acting is not None:
             details["controller"] = acting
+        if fence is not None:
+            details["fence"] = fence.token
         target = decision.target
         if decision.action == "rollback" and target is not None:
             log.warning("rolling back: %s", decision.reason)
             return self.flags.update(
                 lambda f: replace(f, percent=target, previous_percent=f.percent, paused=True),
-                who="controller", why=decision.reason, details=details,
+                who="controller", why=decision.reason, details=details, fence=fence,
             )  # fmt: skip
         if decision.action == "promote" and target is not None:
             log.info("promoting: %s", decision.reason)
             return self.flags.update(
                 lambda f: replace(f, percent=target, previous_percent=f.percent),
-                who="controller", why=decision.reason, details=details,
+                who="controller", why=decision.reason, details=details, fence=fence,
             )  # fmt: skip
         return None
 
@@ -220,8 +277,10 @@ class RolloutController:
 
         With a ``lease``, act only while holding it: renew it (or try to take it) every
         ``min(interval, ttl / 3)`` seconds, stand by while another controller holds it,
-        and give it up on the way out so a standby takes over at once. ``announce`` is
-        told each change of role (acting / standby).
+        and give it up on the way out so a standby takes over at once. Every change is
+        fenced by the lease's token: a decision refused as stale (this controller paused
+        past its lease and another took over) is logged, and the controller stands by.
+        ``announce`` is told each change of role (acting / standby).
         """
         tick = min(interval, lease.ttl / 3) if lease is not None else interval
         due = time.monotonic()
@@ -238,8 +297,17 @@ class RolloutController:
                     if holding and time.monotonic() >= due:
                         due = time.monotonic() + interval
                         decision = self.evaluate()
-                        self.apply(decision, acting=lease.holder if lease else None)
+                        if lease is None:
+                            self.apply(decision)
+                        else:
+                            self.apply(decision, acting=lease.holder, fence=lease.fence())
                         log.info("%s: %s", decision.action, decision.reason)
+                except StaleFence as exc:
+                    assert lease is not None  # only a fenced change is refused
+                    lease.lost()
+                    role = None  # the next try says standby (or acting, with a new token)
+                    log.warning("decision refused, nothing written: %s", exc)
+                    announce(f"refused: {exc}; nothing written, standing by")
                 except Exception:
                     log.exception("controller cycle failed; trying again next interval")
                 stop.wait(tick)

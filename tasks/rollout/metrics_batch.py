@@ -65,8 +65,8 @@ class _LaneBatch:
 
     counters: Counter[str] = field(default_factory=Counter)
     windows: dict[int, _Window] = field(default_factory=dict)
-    #: Latencies in ms, oldest first.
-    latencies: list[float] = field(default_factory=list)
+    #: (when the request finished, its latency in ms), oldest first.
+    latencies: list[tuple[float, float]] = field(default_factory=list)
 
 
 class BatchedLaneMetrics(LaneMetrics):
@@ -80,6 +80,7 @@ class BatchedLaneMetrics(LaneMetrics):
         busy: Whether the node has requests to serve besides the one recording (a
             worker node asks Celery); by default never, so every record is written at
             once, as :class:`LaneMetrics` writes it.
+        clock: Unix seconds now, as :class:`LaneMetrics` takes it.
     """
 
     def __init__(
@@ -88,8 +89,9 @@ class BatchedLaneMetrics(LaneMetrics):
         *,
         prefix: str = DEFAULT_PREFIX,
         busy: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(client, prefix=prefix)
+        super().__init__(client, prefix=prefix, clock=clock)
         self.busy = busy or (lambda: False)
         self._lock = threading.Lock()
         self._lanes: dict[str, _LaneBatch] = {}
@@ -129,11 +131,12 @@ class BatchedLaneMetrics(LaneMetrics):
         client_error = isinstance(error, SnakepoolError) and error.is_client_error
         server_error = error is not None and not client_error
         now = time.time()
+        finished = self.clock()
         ms = round(seconds * 1000, 3)
         with self._lock:
             batch = self._lanes.setdefault(lane, _LaneBatch())
             batch.counters["requests"] += 1
-            window = batch.windows.setdefault(int(now), _Window())
+            window = batch.windows.setdefault(int(finished), _Window())
             window.requests += 1
             window.ms_total += ms
             if server_error:
@@ -145,7 +148,7 @@ class BatchedLaneMetrics(LaneMetrics):
                 batch.counters[f"{ERROR_TYPE_FIELD}{type(error).__name__}"] += 1
             if shadow_copy:
                 batch.counters["shadow_copies"] += 1
-            batch.latencies.append(ms)
+            batch.latencies.append((finished, ms))
             if self._records == 0:
                 self._oldest = now
             self._records += 1
@@ -186,7 +189,7 @@ class BatchedLaneMetrics(LaneMetrics):
 
     def _commands(self, lanes: dict[str, _LaneBatch]) -> list[tuple[object, ...]]:
         """Under ``_io``: the commands that add ``lanes`` to the figures in Redis."""
-        samples = lane_metrics.LATENCY_SAMPLES
+        cap = lane_metrics.LATENCY_CAP
         commands: list[tuple[object, ...]] = []
         for lane, batch in lanes.items():
             counters = self.keys.lane_metrics(lane)
@@ -205,8 +208,11 @@ class BatchedLaneMetrics(LaneMetrics):
                 newest = max(expired)
                 self._expired[lane] = {s for s in expired if s > newest - _EXPIRED_KEPT}
             latencies = self.keys.lane_latencies(lane)
-            commands.append(("LPUSH", latencies, *batch.latencies[-samples:]))
-            commands.append(("LTRIM", latencies, 0, samples - 1))
+            scored: list[object] = []
+            for finished, ms in batch.latencies[-cap:]:
+                scored += [finished, self._sample_ids.member(ms)]
+            commands.append(("ZADD", latencies, *scored))
+            commands.append(("ZREMRANGEBYRANK", latencies, 0, -cap - 1))
         return commands
 
     def _send(self, commands: list[tuple[object, ...]]) -> None:

@@ -26,6 +26,7 @@ from snakepool.sessions import SessionStore
 from snakepool.tasks.client import Client
 from snakepool.tasks.rollout import metrics as metrics_module
 from snakepool.tasks.rollout import shadow as shadow_module
+from snakepool.tasks.rollout.lease import ControllerLease
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import ShadowRecorder, outcome_of
 
@@ -141,11 +142,11 @@ def test_the_audit_stream_holds_its_cap_exactly(client: redis.Redis) -> None:
 
 
 def test_lane_metrics_hold_their_caps(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics_module, "LATENCY_SAMPLES", 5)
+    monkeypatch.setattr(metrics_module, "LATENCY_CAP", 5)
     metrics = LaneMetrics(client, prefix="b:")
     for _ in range(12):
         metrics.record("v3", 0.001, None)
-    assert client.llen("b:latency:v3") == 5
+    assert client.zcard("b:latencies:v3") == 5
     windows = list(client.scan_iter(match="b:window:v3:*"))
     assert windows and all(0 < client.ttl(w) <= metrics_module.WINDOW_TTL for w in windows)
     with pytest.raises(InvalidArguments, match="unknown lane"):
@@ -177,6 +178,7 @@ def test_every_key_written_is_documented_with_its_bound(client: redis.Redis) -> 
     recorder.record(pair("r"), "primary", "v3", "ping", outcome_of(1, None))
     recorder.record(pair("r"), "shadow", "v2compat", "ping", outcome_of(2, None))
     LaneMetrics(client, prefix="b:").record("v2compat", 0.01, None)
+    assert ControllerLease(client, prefix="b:", holder="c", ttl=5).acquire()
     client.set("b:node:v3-1@host", "{}", ex=4)
     client.hset("b:commands", "ping", "{}")
     documented = _documented_patterns()

@@ -22,6 +22,7 @@ from snakepool import errors
         (errors.ProgramNotFound, "client", False),
         (errors.ConfigError, "config", False),
         (errors.DeadLettered, "client", False),
+        (errors.StaleFence, "conflict", False),
     ],
 )
 def test_tree_and_classification(
