@@ -102,7 +102,7 @@ def _forget_figures(client: Client) -> None:
     """Drop the figures of earlier demo runs (its own prefix only): this run's table
     reports this run."""
     prefix = client.settings.key_prefix
-    for pattern in ("metrics:*", "latency:*", "window:*", "shadow:*"):
+    for pattern in ("metrics:*", "latencies:*", "latency:*", "window:*", "shadow:*"):
         stale = list(client.redis.scan_iter(match=f"{prefix}{pattern}", count=500))
         if stale:
             client.redis.delete(*stale)

@@ -43,7 +43,7 @@ def test_demo_with_redis(redis_url: str) -> None:
     demo_db = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/15")
     # What an earlier run left: the per-lane table must report this run only.
     demo_db.hset("snakepool-demo:metrics:v3", mapping={"requests": 100_000})
-    demo_db.lpush("snakepool-demo:latency:v3", 99_999.0)
+    demo_db.zadd("snakepool-demo:latencies:v3", {"99999.0:earlier": time.time()})
     # ...and its audit trail: the report shows this run's changes only, every one of them.
     earlier = FlagStore(demo_db, prefix="snakepool-demo:")
     for why in ("step one of last week", "step two of last week"):
