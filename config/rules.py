@@ -193,7 +193,7 @@ def system_contradictions(settings: Settings) -> list[Contradiction]:
             "ROLLOUT_BAKE_SECONDS",
             f"{named['rollout_bake_seconds']} ({settings.rollout_bake_seconds:g} s) must be at "
             f"least {named['rollout_window']} ({settings.rollout_window} s): the controller "
-            "would promote on a window still holding the previous step's traffic",
+            "would promote a step before it has filled one window of its own traffic",
         ))  # fmt: skip
     found.extend(_message_size(settings.max_message_bytes))
     found.extend(_same_world(settings.redis_url, settings.broker_url))
