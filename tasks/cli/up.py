@@ -53,7 +53,8 @@ def up(  # noqa: PLR0917 - click passes every option
     A router, V3 and V2-compat nodes and Flower; a throwaway redis-server too when none
     answers at a local REDIS_URL. It says which Redis it uses, whether it started one,
     and the rollout state it found there. Each node serves Prometheus metrics on its own
-    port (the router on --metrics-port, each next node on the next port). The nodes'
+    port (the router on --metrics-port, each next node on the next port), on
+    METRICS_ADDRESS (127.0.0.1 unless set: this host only). The nodes'
     combined log shows node events, client errors (one line each), warnings and errors;
     --verbose shows everything. Ctrl-C stops everything; nothing is left behind.
     """
@@ -104,7 +105,8 @@ def up(  # noqa: PLR0917 - click passes every option
             table.add_column(column)
         for managed in launcher.processes:
             scrape = managed.metrics_port
-            where = f"http://127.0.0.1:{scrape}/metrics" if scrape else "-"
+            where = f"http://{_scrape_host(settings.metrics_address)}:{scrape}/metrics"
+            where = where if scrape else "-"
             table.add_row(managed.name, str(managed.process.pid), managed.role, where)
         console.print(table)
         if flower_port:
@@ -117,6 +119,13 @@ def up(  # noqa: PLR0917 - click passes every option
                 console.print(styled("exited:", "red"), f"{', '.join(exited)}; stopping the rest")
                 break
         console.print("stopping…")
+
+
+def _scrape_host(address: str) -> str:
+    """Where this host reaches a node listening on ``address`` (``METRICS_ADDRESS``)."""
+    if address in ("0.0.0.0", "::"):  # noqa: S104 - every interface: loopback is one
+        return "127.0.0.1"
+    return f"[{address}]" if ":" in address else address
 
 
 def _found(flags: dict[str, Any]) -> str:

@@ -148,7 +148,9 @@ class Node:
         if self.settings.metrics_port:
             from snakepool.tasks.prometheus.exporter import MetricsExporter
 
-            self.exporter = MetricsExporter(self, port=self.settings.metrics_port)
+            self.exporter = MetricsExporter(
+                self, port=self.settings.metrics_port, address=self.settings.metrics_address
+            )
             self.exporter.start()
             self.observer = self.exporter.requests
         if any(lane in ("v3", "v2compat") for lane in self.lanes):

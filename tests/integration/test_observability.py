@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -83,6 +84,16 @@ def wait_for(port: int, check: Any, timeout: float = 30.0) -> Samples:
         if time.monotonic() > deadline:
             raise AssertionError(f"metrics never matched: {sorted(samples.items())[:80]}")
         time.sleep(0.1)  # a scrape is the only way to see the node's figures
+
+
+def test_metrics_listen_on_this_host_only_by_default(node: NodeProcess) -> None:
+    port: int = node.metrics_port  # type: ignore[attr-defined]
+    listening = [
+        c.laddr
+        for c in psutil.Process(node.process.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
+    assert [address.ip for address in listening] == ["127.0.0.1"]  # METRICS_ADDRESS default
 
 
 def test_metrics_match_the_traffic_sent(node: NodeProcess) -> None:

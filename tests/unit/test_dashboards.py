@@ -87,6 +87,8 @@ def test_prometheus_scrapes_every_node_service_on_the_metrics_port() -> None:
     for name in node_services():
         port = environment(SERVICES[name])["SNAKEPOOL_METRICS_PORT"]
         assert int(port) == discovery["port"], name
+        # Scraped from the prometheus container: every interface, not the default loopback.
+        assert environment(SERVICES[name])["SNAKEPOOL_METRICS_ADDRESS"] == "0.0.0.0", name
         assert not SERVICES[name].get("ports"), f"{name}: metrics need no published port"
     assert mounts("prometheus")["/etc/prometheus/prometheus.yml"] == (
         "deploy/prometheus/prometheus.yml"
