@@ -12,7 +12,9 @@ never something accepted and then misused (``--timeout -1``):
   error naming the depth, not a ``RecursionError``; numbers finite (``NaN`` and
   ``1e999`` are not JSON numbers), integers exact at any length up to
   :data:`MAX_INT_DIGITS` digits (Python's own parser stops at 4300, with a traceback);
-- **counts** (:data:`COUNT`): whole numbers from 1 to :data:`MAX_COUNT`.
+- **counts** (:data:`COUNT`): whole numbers from 1 to :data:`MAX_COUNT`;
+- **options that set a setting** (:func:`setting_range`: ``--pool-size``, ``--ttl``,
+  the controller's policy): the setting's own range, finite, named as the option.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "json_object",
     "node_name",
     "session_id",
+    "setting_range",
     "task_id",
 ]
 
@@ -106,6 +109,42 @@ class Seconds(_FloatParam):
 SECONDS = Seconds()
 #: A count: 1 to ``MAX_COUNT``.
 COUNT = click.IntRange(1, MAX_COUNT)
+
+
+class _FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, which lets ``nan`` through (no comparison with it is true)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number!r} is not a finite number", param, ctx)
+        return number
+
+
+def setting_range(name: str) -> click.IntRange | click.FloatRange:
+    """The click type of an option that sets the setting ``name`` (``pool_size``): its
+    range taken from the settings model, so the option and the setting never disagree
+    and a bad value is a usage error naming the option, before anything starts.
+
+    Raises:
+        KeyError: no such setting.
+    """
+    import annotated_types
+
+    from snakepool.config.settings import Settings
+
+    field = Settings.model_fields[name]
+    bounds: dict[str, Any] = {}
+    for rule in field.metadata:
+        if isinstance(rule, annotated_types.Ge | annotated_types.Gt):
+            bounds["min"] = rule.ge if isinstance(rule, annotated_types.Ge) else rule.gt
+            bounds["min_open"] = isinstance(rule, annotated_types.Gt)
+        elif isinstance(rule, annotated_types.Le | annotated_types.Lt):
+            bounds["max"] = rule.le if isinstance(rule, annotated_types.Le) else rule.lt
+            bounds["max_open"] = isinstance(rule, annotated_types.Lt)
+    if field.annotation is int:
+        return click.IntRange(**bounds)
+    return _FiniteFloatRange(**bounds)
 
 
 def _checked(check: Any, value: Any) -> Any:

@@ -15,7 +15,7 @@ from snakepool.tasks.cli._common import (
     reads_stored_data,
     settings_with,
 )
-from snakepool.tasks.cli._params import COUNT, json_object, session_id
+from snakepool.tasks.cli._params import COUNT, json_object, session_id, setting_range
 
 __all__ = ["sessions"]
 
@@ -26,7 +26,10 @@ def sessions() -> None:
 
 
 @sessions.command("create")
-@click.option("--ttl", type=int, default=None, help="Seconds it lives after its last use.")
+@click.option(
+    "--ttl", type=setting_range("session_ttl"), default=None,
+    help="Seconds it lives after its last use (1 to 30 days) [SESSION_TTL].",
+)  # fmt: skip
 @click.option("--metadata", "metadata_json", default=None, help="A JSON object kept with it.")
 @fails_cleanly
 def sessions_create(ttl: int | None, metadata_json: str | None) -> None:

@@ -231,6 +231,51 @@ def test_counts_and_ports_out_of_range_are_usage_errors(
 
 
 @pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("up", "--pool-size", "0"), "--pool-size"),
+        (("up", "--v2compat", "-1"), "--v2compat"),
+        (("worker", "--lane", "v3", "--pool-size", "-1"), "--pool-size"),
+        (("worker", "--lane", "v3", "--pool-size", "257"), "--pool-size"),
+        (("demo", "--pool-size", "0"), "--pool-size"),
+        (("sessions", "create", "--ttl", "-1"), "--ttl"),
+        (("sessions", "create", "--ttl", "0"), "--ttl"),
+        (("controller", "--once", "--min-samples", "-1"), "--min-samples"),
+        (("controller", "--once", "--interval", "0"), "--interval"),
+        (("controller", "--once", "--interval", "nan"), "--interval"),
+        (("controller", "--once", "--bake", "-1"), "--bake"),
+        (("controller", "--once", "--bake", "inf"), "--bake"),
+        (("controller", "--once", "--max-error-rate", "1.5"), "--max-error-rate"),
+        (("controller", "--once", "--max-error-rate", "nan"), "--max-error-rate"),
+    ],
+)
+def test_options_that_set_a_setting_take_its_range_as_usage_errors(
+    embedded: str, args: tuple[str, ...], option: str
+) -> None:
+    done = run(*args)
+    assert done.exit_code == 2, done.output
+    assert f"Invalid value for '{option}'" in done.output  # the option, not a setting
+
+
+def _every_parameter() -> Iterator[tuple[str, click.Parameter]]:
+    pending: list[tuple[str, click.Command]] = [("snakepool", main)]
+    while pending:
+        path, command = pending.pop()
+        yield from ((path, param) for param in command.params)
+        if isinstance(command, click.Group):
+            pending += [(f"{path} {n}", c) for n, c in command.commands.items()]
+
+
+def test_no_number_option_is_unbounded() -> None:
+    unbounded = [
+        f"{path} {param.name}"
+        for path, param in _every_parameter()
+        if param.type in (click.INT, click.FLOAT)  # plain int/float: -1 and nan go through
+    ]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize(
     "name", ["a b", "a\n", "", "x" * 65, "a@b c", "a@%h", "caf\u00e9", "a/b", "[/]"]
 )
 def test_a_node_name_celery_cannot_take_is_a_usage_error(embedded: str, name: str) -> None:
