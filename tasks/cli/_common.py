@@ -17,6 +17,7 @@ from rich.text import Text
 from snakepool.config import Settings, load_settings
 from snakepool.config.secrets import redact_text
 from snakepool.errors import SnakepoolError
+from snakepool.tasks.cli._terminal import Neutraliser
 
 if TYPE_CHECKING:
     from snakepool.tasks.client import Client
@@ -40,6 +41,8 @@ __all__ = [
 #: markup (and crash), ``[link=…]`` as a link on the operator's screen, ``:cat:`` (a valid
 #: session id) as an emoji. Our own colours go through :func:`styled` instead.
 console = Console(markup=False, emoji=False)
+#: ... and no control characters: a stored ESC is printed as ``\x1b``, never acted on.
+console.push_render_hook(Neutraliser())
 #: How a figure that does not exist yet prints (a latency before the first request).
 MISSING = "\N{EN DASH}"
 

@@ -46,8 +46,10 @@ __all__ = [
     "command_name",
     "json_object",
     "node_name",
+    "refuse_control_characters",
     "session_id",
     "setting_range",
+    "stored_text_object",
     "task_id",
 ]
 
@@ -265,10 +267,50 @@ def json_object(text: str, *, param_hint: str) -> dict[str, Any]:
     return value
 
 
+def stored_text_object(text: str, *, param_hint: str) -> dict[str, Any]:
+    """:func:`json_object` for data that is stored and shown to operators later
+    (``--metadata``): no string in it, key or value, may hold a control character.
+
+    Raises:
+        click.BadParameter: as :func:`json_object`, or a control character in a string.
+    """
+    value = json_object(text, param_hint=param_hint)
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str):
+            refuse_control_characters(item, what="a string", param_hint=param_hint)
+    return value
+
+
 def _a_reason(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not value.strip():
         raise click.BadParameter("say why: the reason is kept in the audit trail")
+    refuse_control_characters(value, what="the reason")
     return value
+
+
+def refuse_control_characters(text: str, *, what: str, param_hint: str | None = None) -> None:
+    """Refuse operator text that is stored and printed later if it holds a control
+    character (ESC, a newline, a C1 code…; a tab is fine): it would drive the terminal
+    of whoever reads it back.
+
+    Raises:
+        click.BadParameter: naming the characters found.
+    """
+    from snakepool.tasks.cli._terminal import control_characters
+
+    found = control_characters(text)
+    if found:
+        raise click.BadParameter(
+            f"{what} holds control characters ({', '.join(found)}): it is kept and printed "
+            "to terminals later; use printable text",
+            param_hint=param_hint,
+        )
 
 
 #: ``--reason``: why a rollout change is made (required, not blank; audited).

@@ -15,7 +15,7 @@ from snakepool.tasks.cli._common import (
     reads_stored_data,
     settings_with,
 )
-from snakepool.tasks.cli._params import COUNT, json_object, session_id, setting_range
+from snakepool.tasks.cli._params import COUNT, session_id, setting_range, stored_text_object
 
 __all__ = ["sessions"]
 
@@ -36,7 +36,7 @@ def sessions_create(ttl: int | None, metadata_json: str | None) -> None:
     """Create a session and print its id, alone: `SID=$(snakepool sessions create)`."""
     metadata = None
     if metadata_json is not None:
-        metadata = json_object(metadata_json, param_hint="--metadata")
+        metadata = stored_text_object(metadata_json, param_hint="--metadata")
     click.echo(make_client(settings_with()).create_session(ttl=ttl, metadata=metadata))
 
 
