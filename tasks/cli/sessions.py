@@ -6,11 +6,11 @@ import json
 import sys
 
 import click
-from rich.table import Table
 
 from snakepool.tasks.cli._common import (
     console,
     fails_cleanly,
+    keyed_rows,
     make_client,
     reads_stored_data,
     settings_with,
@@ -51,13 +51,13 @@ def sessions_list(limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    table = Table(title="sessions")
-    for column in ("id", "programs", "ttl left", "v2 node"):
-        table.add_column(column)
-    for session in found:
-        table.add_row(session["id"], str(session["programs"]), str(session["ttl_left"]),
-                      session["v2_node"] or "-")  # fmt: skip
-    console.print(table)
+    rows = [
+        (str(session["id"]), [str(session["programs"]), str(session["ttl_left"]),
+         session["v2_node"] or "-"])
+        for session in found
+    ]  # fmt: skip
+    # Ids print whole at any width: they are what `sessions show ID` / `delete ID` take.
+    keyed_rows("sessions", "id", ("programs", "ttl left", "v2 node"), rows)
 
 
 @sessions.command("show")
