@@ -19,6 +19,7 @@ from snakepool.errors import InvalidArguments
 
 __all__ = [
     "COMMAND_NAME",
+    "CONTROL_CHARACTER",
     "DOTTED_PATH",
     "INCARNATION",
     "KEY_PREFIX",
@@ -35,6 +36,9 @@ __all__ = [
     "validate_session_id",
 ]
 
+#: A character a terminal may act on: the C0 controls but tab, DEL and the C1 controls.
+#: Never in operator text that is stored and printed later (reasons, ``OPERATOR``).
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 #: Session ids: 1-128 characters of letters, digits and ``_ . : -`` (DESIGN.md §5).
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 #: Program ids: the same alphabet as session ids.

@@ -1,7 +1,8 @@
 """The settings of operating a migration: metrics, the settings profile, the controller.
 
 Mixed into :class:`~snakepool.config.settings.Settings` (so they are read, named and
-checked like every other setting: ``SNAKEPOOL_METRICS_PORT``, the ``ROLLOUT_*`` settings,
+checked like every other setting: ``SNAKEPOOL_METRICS_PORT`` and ``SNAKEPOOL_METRICS_ADDRESS``,
+the ``ROLLOUT_*`` settings,
 ``SNAKEPOOL_PROFILE``, or the same names in lower case in the TOML file).
 
 The ``ROLLOUT_*`` settings are the rollout controller's policy
@@ -13,6 +14,7 @@ controller act at a time.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from typing import Any, Literal
 
@@ -21,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from snakepool.config.limits import MAX_SCHEDULE_STEPS, METRICS_WINDOW_SECONDS
 
 __all__ = [
+    "DEFAULT_METRICS_ADDRESS",
     "DEFAULT_ROLLOUT_SCHEDULE",
     "PROFILE_NAMES",
     "OperationSettings",
@@ -33,6 +36,9 @@ __all__ = [
 DEFAULT_ROLLOUT_SCHEDULE = (1, 5, 10, 25, 50, 100)
 #: The shipped presets ``SNAKEPOOL_PROFILE`` may name (``config/presets/<name>.toml``).
 PROFILE_NAMES = ("dev", "staging", "prod")
+#: Where ``/metrics`` listens by default: this host only. A node scraped over the network
+#: (compose: Prometheus in another container) sets ``METRICS_ADDRESS=0.0.0.0``.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 #: Longest bake time, in seconds (30 days).
 MAX_BAKE_SECONDS = 30 * 24 * 3600
 
@@ -61,6 +67,9 @@ class OperationSettings(BaseModel):
     profile: Literal["dev", "staging", "prod"] | None = None
     #: TCP port of a worker node's Prometheus ``/metrics`` (0: no metrics endpoint).
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: The IP address ``/metrics`` listens on (``127.0.0.1``: this host only;
+    #: ``0.0.0.0`` or ``::``: every interface).
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
     #: Seconds between the controller's decisions.
     rollout_interval: float = Field(default=10.0, gt=0, le=3600)
     #: Seconds of lane metrics each decision looks at (at most the 600 s kept).
@@ -83,6 +92,17 @@ class OperationSettings(BaseModel):
     #: Seconds a controller's lease lives unless renewed: a standby controller takes over
     #: this long after the acting one died (at once when it stopped cleanly).
     rollout_lease_ttl: float = Field(default=15.0, ge=1, le=3600)
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(
+                f"{value[:60]!r} is not an IP address (127.0.0.1: this host only; "
+                "0.0.0.0: every interface)"
+            ) from None
 
     @field_validator("rollout_schedule", mode="before")
     @classmethod

@@ -143,11 +143,21 @@ class Pool:
             raise
         self._state.set_phase(Phase.RUNNING)
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Finish in-flight and queued work for up to ``grace`` seconds, then stop.
+    def begin_drain(self) -> None:
+        """Refuse new requests and fail the queued ones with ``PoolUnavailable`` at once
+        (none of them started); requests running finish. :meth:`stop` comes next.
 
-        New requests are refused from the start; whatever is still queued at the end of
-        the grace period gets ``PoolUnavailable``. No process is left behind.
+        What a node's warm shutdown calls first: a request still waiting for an
+        interpreter goes back to the broker for another node instead of starting here.
+        """
+        if not self._owner.elsewhere:
+            self._state.begin_drain()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Finish in-flight work for up to ``grace`` seconds, then stop.
+
+        New requests are refused from the start, and requests queued for an interpreter
+        get ``PoolUnavailable`` at once (they never started). No process is left behind.
 
         In a forked child of the process that started the pool it does nothing: the
         interpreters are the parent's, and so is stopping them.

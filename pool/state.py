@@ -33,13 +33,13 @@ Invariants (the property tests check them through :meth:`PoolState.snapshot`):
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections import deque
 
 from snakepool import errors
 from snakepool.pool.affinity import Affinity
+from snakepool.pool.phase import Phase
 from snakepool.pool.queue import Ticket, WaitQueue
 from snakepool.pool.snapshot import Snapshot
 from snakepool.pool.worker import Interpreter, State
@@ -50,16 +50,6 @@ __all__ = ["COUNTERS", "LATENCY_WINDOW", "Phase", "PoolState", "Ticket"]
 LATENCY_WINDOW = 2048
 #: The event counters of :meth:`Pool.stats <snakepool.pool.pool.Pool.stats>`.
 COUNTERS = ("requests", "errors", "crashes", "timeouts", "recycled", "restarts", "health_checks")
-
-
-class Phase(enum.Enum):
-    """The pool's own life: requests are leased only while ``RUNNING``."""
-
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
 
 
 class PoolState:
@@ -112,27 +102,40 @@ class PoolState:
                 self._members.clear()
                 self._starting.clear()
 
+    def begin_drain(self) -> None:
+        """RUNNING → DRAINING: refuse new requests and fail every queued one with
+        ``PoolUnavailable`` at once (none of them started); those running carry on."""
+        with self._lock:
+            if self._phase is Phase.RUNNING:
+                self._phase = Phase.DRAINING
+            self._refuse_waiters()
+
     def begin_stop(self) -> Phase:
-        """Refuse new requests from now on (a pool never started is STOPPED at once);
-        return the phase the pool was in."""
+        """Refuse new requests, fail the queued ones (``PoolUnavailable``) at once; return
+        the phase the pool was in (a pool never started is STOPPED at once)."""
         with self._lock:
             previous = self._phase
             if previous is Phase.NEW:
                 self._phase = Phase.STOPPED
             elif previous not in (Phase.STOPPING, Phase.STOPPED):
                 self._phase = Phase.STOPPING
+            self._refuse_waiters()
             return previous
 
     def drain(self, deadline: float) -> None:
-        """Wait (until ``deadline``, monotonic) for the queue and the busy ones to finish,
-        then fail whoever still waits with ``PoolUnavailable``."""
+        """Wait (until ``deadline``, monotonic) for the busy ones to finish (nobody is
+        queued: :meth:`begin_stop` failed the queue)."""
         with self._lock:
-            while self._waiters or any(m.state is State.BUSY for m in self._members.values()):
+            while any(m.state is State.BUSY for m in self._members.values()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._changed.wait(remaining)
-            self._waiters.fail_all(errors.PoolUnavailable("the pool stopped"))
+
+    def _refuse_waiters(self) -> None:
+        """Fail the queue (lock held): a waiter must not sit out its ``queue_timeout``."""
+        why = f"the pool is {self._phase.value}: the request was queued, not started"
+        self._waiters.fail_all(errors.PoolUnavailable(why))
 
     # ------------------------------------------------- membership (the supervisor)
 
@@ -160,7 +163,7 @@ class PoolState:
             self._starting.pop(interpreter.seq, None)
             self._members[interpreter.seq] = interpreter
             self._unavailable = None
-            if self._phase in (Phase.STOPPING, Phase.STOPPED):
+            if self._phase in (Phase.DRAINING, Phase.STOPPING, Phase.STOPPED):
                 self._park(interpreter)
             else:
                 self._offer(interpreter)
@@ -372,7 +375,7 @@ class PoolState:
             self._grant(ticket, interpreter)
             assert ticket.event is not None
             ticket.event.set()
-        if self._phase is Phase.STOPPING:
+        if self._phase in (Phase.DRAINING, Phase.STOPPING):
             self._changed.notify_all()  # drain() waits for the last busy interpreter
 
     def _grant(self, ticket: Ticket, interpreter: Interpreter) -> None:

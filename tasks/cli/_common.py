@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.secrets import redact_text
 from snakepool.errors import SnakepoolError
+from snakepool.tasks.cli._terminal import Neutraliser
 
 if TYPE_CHECKING:
     from snakepool.tasks.client import Client
@@ -27,6 +29,7 @@ __all__ = [
     "cell",
     "console",
     "fails_cleanly",
+    "keyed_rows",
     "make_client",
     "reads_stored_data",
     "settings_with",
@@ -40,6 +43,8 @@ __all__ = [
 #: markup (and crash), ``[link=…]`` as a link on the operator's screen, ``:cat:`` (a valid
 #: session id) as an emoji. Our own colours go through :func:`styled` instead.
 console = Console(markup=False, emoji=False)
+#: ... and no control characters: a stored ESC is printed as ``\x1b``, never acted on.
+console.push_render_hook(Neutraliser())
 #: How a figure that does not exist yet prints (a latency before the first request).
 MISSING = "\N{EN DASH}"
 
@@ -68,6 +73,42 @@ def table(title: str, *columns: str, wrap: Sequence[str] = (), caption: str | No
     for column in columns:
         made.add_column(column, overflow="fold", no_wrap=column not in wrap)
     return made
+
+
+def keyed_rows(
+    title: str, key: str, columns: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]
+) -> None:
+    """Print rows led by an id an operator copies into another command (``deadletter
+    show ID``, ``sessions show ID``): the id always whole, on one line, at any width.
+
+    A table when the longest id and every other column at its longest word fit the
+    terminal (so no id and no word is ever cut); else one entry per id, the id alone on
+    its line (never wrapped by us) and ``column value`` pairs indented under it.
+
+    Args:
+        title: The table's title.
+        key: The id column's heading (``"task id"``).
+        columns: The other columns' headings.
+        rows: ``(id, [cell per other column])`` each.
+    """
+    widest = max([len(key), *(len(row_key) for row_key, _ in rows)])
+    words = [
+        max(len(word) for text in (name, *(cells[i] for _, cells in rows)) for word in text.split())
+        for i, name in enumerate(columns)
+    ]
+    if widest + sum(width + 1 for width in words) < console.width:
+        made = table(title, key, *columns, wrap=columns)
+        for column, width in zip(made.columns, [widest, *words], strict=True):
+            column.min_width = width  # narrower columns wrap at spaces, never inside
+        for row_key, cells in rows:
+            made.add_row(row_key, *cells)
+        console.print(made)
+        return
+    console.print(title, style="italic")
+    for row_key, cells in rows:
+        console.print(row_key, soft_wrap=True, highlight=False)
+        details = " · ".join(f"{name} {value}" for name, value in zip(columns, cells, strict=True))
+        console.print(Padding(Text(details), (0, 0, 0, 2)), highlight=False)
 
 
 def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:

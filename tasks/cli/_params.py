@@ -12,7 +12,9 @@ never something accepted and then misused (``--timeout -1``):
   error naming the depth, not a ``RecursionError``; numbers finite (``NaN`` and
   ``1e999`` are not JSON numbers), integers exact at any length up to
   :data:`MAX_INT_DIGITS` digits (Python's own parser stops at 4300, with a traceback);
-- **counts** (:data:`COUNT`): whole numbers from 1 to :data:`MAX_COUNT`.
+- **counts** (:data:`COUNT`): whole numbers from 1 to :data:`MAX_COUNT`;
+- **options that set a setting** (:func:`setting_range`: ``--pool-size``, ``--ttl``,
+  the controller's policy): the setting's own range, finite, named as the option.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ __all__ = [
     "command_name",
     "json_object",
     "node_name",
+    "refuse_control_characters",
     "session_id",
+    "setting_range",
+    "stored_text_object",
     "task_id",
 ]
 
@@ -106,6 +111,42 @@ class Seconds(_FloatParam):
 SECONDS = Seconds()
 #: A count: 1 to ``MAX_COUNT``.
 COUNT = click.IntRange(1, MAX_COUNT)
+
+
+class _FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, which lets ``nan`` through (no comparison with it is true)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number!r} is not a finite number", param, ctx)
+        return number
+
+
+def setting_range(name: str) -> click.IntRange | click.FloatRange:
+    """The click type of an option that sets the setting ``name`` (``pool_size``): its
+    range taken from the settings model, so the option and the setting never disagree
+    and a bad value is a usage error naming the option, before anything starts.
+
+    Raises:
+        KeyError: no such setting.
+    """
+    import annotated_types
+
+    from snakepool.config.settings import Settings
+
+    field = Settings.model_fields[name]
+    bounds: dict[str, Any] = {}
+    for rule in field.metadata:
+        if isinstance(rule, annotated_types.Ge | annotated_types.Gt):
+            bounds["min"] = rule.ge if isinstance(rule, annotated_types.Ge) else rule.gt
+            bounds["min_open"] = isinstance(rule, annotated_types.Gt)
+        elif isinstance(rule, annotated_types.Le | annotated_types.Lt):
+            bounds["max"] = rule.le if isinstance(rule, annotated_types.Le) else rule.lt
+            bounds["max_open"] = isinstance(rule, annotated_types.Lt)
+    if field.annotation is int:
+        return click.IntRange(**bounds)
+    return _FiniteFloatRange(**bounds)
 
 
 def _checked(check: Any, value: Any) -> Any:
@@ -226,10 +267,50 @@ def json_object(text: str, *, param_hint: str) -> dict[str, Any]:
     return value
 
 
+def stored_text_object(text: str, *, param_hint: str) -> dict[str, Any]:
+    """:func:`json_object` for data that is stored and shown to operators later
+    (``--metadata``): no string in it, key or value, may hold a control character.
+
+    Raises:
+        click.BadParameter: as :func:`json_object`, or a control character in a string.
+    """
+    value = json_object(text, param_hint=param_hint)
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str):
+            refuse_control_characters(item, what="a string", param_hint=param_hint)
+    return value
+
+
 def _a_reason(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not value.strip():
         raise click.BadParameter("say why: the reason is kept in the audit trail")
+    refuse_control_characters(value, what="the reason")
     return value
+
+
+def refuse_control_characters(text: str, *, what: str, param_hint: str | None = None) -> None:
+    """Refuse operator text that is stored and printed later if it holds a control
+    character (ESC, a newline, a C1 code…; a tab is fine): it would drive the terminal
+    of whoever reads it back.
+
+    Raises:
+        click.BadParameter: naming the characters found.
+    """
+    from snakepool.tasks.cli._terminal import control_characters
+
+    found = control_characters(text)
+    if found:
+        raise click.BadParameter(
+            f"{what} holds control characters ({', '.join(found)}): it is kept and printed "
+            "to terminals later; use printable text",
+            param_hint=param_hint,
+        )
 
 
 #: ``--reason``: why a rollout change is made (required, not blank; audited).

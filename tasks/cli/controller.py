@@ -15,25 +15,29 @@ import json
 import click
 
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
+from snakepool.tasks.cli._params import setting_range
 
 __all__ = ["controller"]
 
 
 @click.command()
 @click.option(
-    "--interval", type=float, default=None, help="Seconds between decisions [ROLLOUT_INTERVAL]."
-)
+    "--interval", type=setting_range("rollout_interval"), default=None,
+    help="Seconds between decisions [ROLLOUT_INTERVAL].",
+)  # fmt: skip
 @click.option("--once", is_flag=True, help="Decide (and act, if no other acts) once, exit.")
 @click.option(
-    "--bake", "bake_seconds", type=float, default=None,
+    "--bake", "bake_seconds", type=setting_range("rollout_bake_seconds"), default=None,
     help="Seconds a step bakes [ROLLOUT_BAKE_SECONDS].",
 )  # fmt: skip
 @click.option(
-    "--min-samples", type=int, default=None, help="V3 requests per window [ROLLOUT_MIN_SAMPLES]."
-)
+    "--min-samples", type=setting_range("rollout_min_samples"), default=None,
+    help="V3 requests per window [ROLLOUT_MIN_SAMPLES].",
+)  # fmt: skip
 @click.option(
-    "--max-error-rate", type=float, default=None, help="V3 error rate [ROLLOUT_MAX_ERROR_RATE]."
-)
+    "--max-error-rate", type=setting_range("rollout_max_error_rate"), default=None,
+    help="V3 error rate [ROLLOUT_MAX_ERROR_RATE].",
+)  # fmt: skip
 @fails_cleanly
 def controller(
     interval: float | None,

@@ -15,9 +15,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
-from snakepool.tasks.cli._common import console, fails_cleanly, reads_stored_data, settings_with
+from snakepool.tasks.cli._common import (
+    console,
+    fails_cleanly,
+    keyed_rows,
+    reads_stored_data,
+    settings_with,
+)
 from snakepool.tasks.cli._params import COUNT
 from snakepool.tasks.cli._params import task_id as task_id_param
 
@@ -77,15 +82,14 @@ def deadletter_list(limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(letters, indent=2))
         return
-    table = Table(title=f"dead letters ({len(letters)})")
-    for column in ("task id", "command", "queue", "deliveries", "nodes", "dead-lettered"):
-        table.add_column(column)
-    for letter in letters:
-        table.add_row(
-            letter["task_id"], str(letter["command"]), str(letter["queue"]),
-            str(letter["deliveries"]), ", ".join(letter["nodes"]), _when(letter["at"]),
-        )  # fmt: skip
-    console.print(table)
+    rows = [
+        (str(letter["task_id"]), [str(letter["command"]), str(letter["queue"]),
+         str(letter["deliveries"]), ", ".join(letter["nodes"]), _when(letter["at"])])
+        for letter in letters
+    ]  # fmt: skip
+    # Task ids print whole at any width: they are what `show ID` and `retry ID` take.
+    keyed_rows(f"dead letters ({len(letters)})", "task id",
+               ("command", "queue", "deliveries", "nodes", "dead-lettered"), rows)  # fmt: skip
 
 
 @deadletter.command("show")

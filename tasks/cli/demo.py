@@ -7,7 +7,7 @@ import sys
 import click
 
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with
-from snakepool.tasks.cli._params import COUNT
+from snakepool.tasks.cli._params import COUNT, setting_range
 
 __all__ = ["demo"]
 
@@ -17,7 +17,12 @@ __all__ = ["demo"]
     "--requests", "-n", type=COUNT, default=400, show_default=True,
     help="Requests to send.",
 )  # fmt: skip
-@click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
+@click.option(
+    "--pool-size",
+    type=setting_range("pool_size"),
+    default=None,
+    help="Interpreters (default: POOL_SIZE).",
+)
 @fails_cleanly
 def demo(requests: int, pool_size: int | None) -> None:
     """The pool under load (and one crash), then sessions, programs and a rollout through

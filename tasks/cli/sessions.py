@@ -6,16 +6,16 @@ import json
 import sys
 
 import click
-from rich.table import Table
 
 from snakepool.tasks.cli._common import (
     console,
     fails_cleanly,
+    keyed_rows,
     make_client,
     reads_stored_data,
     settings_with,
 )
-from snakepool.tasks.cli._params import COUNT, json_object, session_id
+from snakepool.tasks.cli._params import COUNT, session_id, setting_range, stored_text_object
 
 __all__ = ["sessions"]
 
@@ -26,14 +26,17 @@ def sessions() -> None:
 
 
 @sessions.command("create")
-@click.option("--ttl", type=int, default=None, help="Seconds it lives after its last use.")
+@click.option(
+    "--ttl", type=setting_range("session_ttl"), default=None,
+    help="Seconds it lives after its last use (1 to 30 days) [SESSION_TTL].",
+)  # fmt: skip
 @click.option("--metadata", "metadata_json", default=None, help="A JSON object kept with it.")
 @fails_cleanly
 def sessions_create(ttl: int | None, metadata_json: str | None) -> None:
     """Create a session and print its id, alone: `SID=$(snakepool sessions create)`."""
     metadata = None
     if metadata_json is not None:
-        metadata = json_object(metadata_json, param_hint="--metadata")
+        metadata = stored_text_object(metadata_json, param_hint="--metadata")
     click.echo(make_client(settings_with()).create_session(ttl=ttl, metadata=metadata))
 
 
@@ -48,13 +51,13 @@ def sessions_list(limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    table = Table(title="sessions")
-    for column in ("id", "programs", "ttl left", "v2 node"):
-        table.add_column(column)
-    for session in found:
-        table.add_row(session["id"], str(session["programs"]), str(session["ttl_left"]),
-                      session["v2_node"] or "-")  # fmt: skip
-    console.print(table)
+    rows = [
+        (str(session["id"]), [str(session["programs"]), str(session["ttl_left"]),
+         session["v2_node"] or "-"])
+        for session in found
+    ]  # fmt: skip
+    # Ids print whole at any width: they are what `sessions show ID` / `delete ID` take.
+    keyed_rows("sessions", "id", ("programs", "ttl left", "v2 node"), rows)
 
 
 @sessions.command("show")

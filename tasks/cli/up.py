@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
 from snakepool.config.secrets import redact_url
 from snakepool.tasks.cli._common import console, fails_cleanly, settings_with, styled
+from snakepool.tasks.cli._params import setting_range
+
+if TYPE_CHECKING:
+    from snakepool.tasks.local.launcher import Launcher
 
 __all__ = ["DEFAULT_METRICS_BASE", "up"]
 
@@ -26,7 +30,9 @@ DEFAULT_METRICS_BASE = 9808
     "--v2compat", "v2_nodes", type=click.IntRange(0, 64), default=1, show_default=True,
     help="V2-compat nodes.",
 )  # fmt: skip
-@click.option("--pool-size", type=int, default=None, help="Interpreters per node.")
+@click.option(
+    "--pool-size", type=setting_range("pool_size"), default=None, help="Interpreters per node."
+)
 @click.option(
     "--flower-port", type=click.IntRange(0, 65535), default=5555, show_default=True,
     help="0: no Flower.",
@@ -53,37 +59,26 @@ def up(  # noqa: PLR0917 - click passes every option
     A router, V3 and V2-compat nodes and Flower; a throwaway redis-server too when none
     answers at a local REDIS_URL. It says which Redis it uses, whether it started one,
     and the rollout state it found there. Each node serves Prometheus metrics on its own
-    port (the router on --metrics-port, each next node on the next port). The nodes'
+    port (the router on --metrics-port, each next node on the next port), on
+    METRICS_ADDRESS (127.0.0.1 unless set: this host only). The nodes'
     combined log shows node events, client errors (one line each), warnings and errors;
     --verbose shows everything. Ctrl-C stops everything; nothing is left behind.
     """
     import signal
     import threading
-    from urllib.parse import urlsplit
 
     from snakepool.config.flags import FlagStore
     from snakepool.config.keys import Keys
-    from snakepool.sessions import redis_answers, redis_from_url
+    from snakepool.sessions import redis_from_url
     from snakepool.tasks.local.launcher import Launcher, child_env, stop_grace_for
 
     settings = settings_with(pool_size=pool_size)
-    shown_url = redact_url(settings.redis_url)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     # The nodes read the same settings: SIGKILL only after their SHUTDOWN_GRACE.
     with Launcher(child_env(), stop_grace=stop_grace_for(settings.shutdown_grace)) as launcher:
-        if redis_answers(settings.redis_url):
-            console.print(f"Redis: {shown_url} already answers: using it (not started by up)")
-        else:
-            url = urlsplit(settings.redis_url)
-            if url.hostname not in ("localhost", "127.0.0.1", "::1"):
-                raise click.ClickException(f"no Redis answers at {shown_url}")
-            launcher.start_redis(url.port or 6379)
-            console.print(
-                f"Redis: none answered at {shown_url}: started redis-server on port "
-                f"{url.port or 6379} (no persistence: its data goes when up stops)"
-            )
+        _use_redis(settings.redis_url, launcher)
         client = redis_from_url(settings.redis_url)
         flags = FlagStore(client, prefix=settings.key_prefix).read()
         console.print(_found(flags.to_dict()))
@@ -104,7 +99,8 @@ def up(  # noqa: PLR0917 - click passes every option
             table.add_column(column)
         for managed in launcher.processes:
             scrape = managed.metrics_port
-            where = f"http://127.0.0.1:{scrape}/metrics" if scrape else "-"
+            where = f"http://{_scrape_host(settings.metrics_address)}:{scrape}/metrics"
+            where = where if scrape else "-"
             table.add_row(managed.name, str(managed.process.pid), managed.role, where)
         console.print(table)
         if flower_port:
@@ -117,6 +113,66 @@ def up(  # noqa: PLR0917 - click passes every option
                 console.print(styled("exited:", "red"), f"{', '.join(exited)}; stopping the rest")
                 break
         console.print("stopping…")
+
+
+def _use_redis(redis_url: str, launcher: Launcher) -> None:
+    """Use the Redis at ``redis_url``, or start one when nothing listens on its local port;
+    say which.
+
+    Raises:
+        click.ClickException: no Redis answers at a remote URL, or the local port is taken
+            by something snakepool cannot use (named, with what it answered).
+    """
+    from urllib.parse import urlsplit
+
+    from snakepool.sessions import redis_answers
+    from snakepool.tasks.local.port_probe import what_answers
+
+    shown_url = redact_url(redis_url)
+    if redis_answers(redis_url):
+        console.print(f"Redis: {shown_url} already answers: using it (not started by up)")
+        return
+    url = urlsplit(redis_url)
+    host, port = url.hostname or "", url.port or 6379
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        raise click.ClickException(f"no Redis answers at {shown_url}")
+    found = what_answers(host, port)
+    if found is not None:  # the port is taken: a redis-server could not bind it
+        if found.startswith("a Redis"):
+            found += f" ({_refusal(redis_url)})"
+        raise click.ClickException(
+            f"port {port} of {host} (REDIS_URL {shown_url}) is taken by {found}; snakepool "
+            "cannot use it and up cannot start a Redis there: free the port, or set "
+            "SNAKEPOOL_REDIS_URL to a Redis it can use"
+        )
+    launcher.start_redis(port)
+    console.print(
+        f"Redis: none answered at {shown_url}: started redis-server on port {port} "
+        "(no persistence: its data goes when up stops)"
+    )
+
+
+def _refusal(url: str) -> str:
+    """Why the Redis at ``url`` cannot be used with it, in one line (no secrets: the
+    client's own error, which never quotes the password)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return f"with REDIS_URL: {type(exc).__name__}: {str(exc)[:120]}"
+    return "it answers now"
+
+
+def _scrape_host(address: str) -> str:
+    """Where this host reaches a node listening on ``address`` (``METRICS_ADDRESS``)."""
+    if address in ("0.0.0.0", "::"):  # noqa: S104 - every interface: loopback is one
+        return "127.0.0.1"
+    return f"[{address}]" if ":" in address else address
 
 
 def _found(flags: dict[str, Any]) -> str:

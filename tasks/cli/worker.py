@@ -8,7 +8,7 @@ import sys
 import click
 
 from snakepool.tasks.cli._common import fails_cleanly, settings_with
-from snakepool.tasks.cli._params import LOG_LEVELS, node_name
+from snakepool.tasks.cli._params import LOG_LEVELS, node_name, setting_range
 
 __all__ = ["LANE_CHOICES", "worker"]
 
@@ -25,7 +25,12 @@ LANE_CHOICES = ("v3", "v2compat", "router", "all")
     help="Node name: 1-64 of A-Z a-z 0-9 _ . : - (default: <lane>-<pid>); @host is added "
     "unless given (name@host).",
 )
-@click.option("--pool-size", type=int, default=None, help="Interpreters (default: POOL_SIZE).")
+@click.option(
+    "--pool-size",
+    type=setting_range("pool_size"),
+    default=None,
+    help="Interpreters (default: POOL_SIZE).",
+)
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 1024),

@@ -112,7 +112,9 @@ class Launcher:
         managed = self._spawn("redis", "redis", [
             binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         ])  # fmt: skip
-        client = redis.Redis(port=port)
+        # Timeouts: what answers on the port must never hold this loop (up checks the
+        # port first, but another process may take it in between).
+        client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(redis.RedisError):

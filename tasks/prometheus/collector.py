@@ -20,7 +20,13 @@ name                                              type     labels
 ``snakepool_rollout_percent``                     gauge
 ``snakepool_rollout_flags_version``               gauge
 ``snakepool_rollout_state``                       gauge    state (one is 1)
+``snakepool_rollout_finalized``                   gauge
 ``snakepool_rollout_updated_timestamp_seconds``   gauge
+``snakepool_rollout_excluded_commands``           gauge
+``snakepool_rollout_command_excluded``            gauge    command (≤ 100, each 1)
+``snakepool_rollout_v3_allow_list``               gauge
+``snakepool_rollout_v3_only_commands``            gauge
+``snakepool_rollout_v3_only``                     gauge    command (≤ 100, each 1)
 ``snakepool_breaker_open``                        gauge    lane
 ``snakepool_dead_letters``                        gauge
 ================================================  =======  ==========================
@@ -43,17 +49,30 @@ from snakepool.config.keys import LANES, Keys
 if TYPE_CHECKING:
     from snakepool.tasks.worker.node import Node
 
-__all__ = ["ROLLOUT_STATES", "NodeCollector", "dead_letter_count", "rollout_state"]
+__all__ = [
+    "MAX_COMMAND_LABELS",
+    "ROLLOUT_STATES",
+    "NodeCollector",
+    "dead_letter_count",
+    "rollout_state",
+]
 
 log = logging.getLogger("snakepool.prometheus")
 
-#: The states of ``snakepool_rollout_state`` (exactly one is 1 at a time).
-ROLLOUT_STATES = ("not_started", "rolling", "paused", "forced", "complete")
+#: The states of ``snakepool_rollout_state`` (exactly one is 1 at a time). ``complete``
+#: is 100 % with V2-compat still in reserve; ``finalized`` is the end (V3 only).
+ROLLOUT_STATES = ("not_started", "rolling", "paused", "forced", "complete", "finalized")
+#: Most ``command`` label values one family exports (the first, in name order): commands
+#: are validated ids, and this bounds the series a scrape adds however long the lists
+#: get (the flags allow 1000). The ``..._commands`` gauges count them all.
+MAX_COMMAND_LABELS = 100
 
 
-#: Redis type → the command that counts its members.
 def rollout_state(flags: RolloutFlags) -> str:
-    """One of :data:`ROLLOUT_STATES`: the kill switch first, then pause, then percent."""
+    """One of :data:`ROLLOUT_STATES`: finalized first (it excludes the others), then the
+    kill switch, then pause, then percent."""
+    if flags.finalized:
+        return "finalized"
     if flags.forced_lane:
         return "forced"
     if flags.paused:
@@ -162,6 +181,12 @@ class NodeCollector(Collector):
         for name in ROLLOUT_STATES:
             state.add_metric([name], 1 if name == current else 0)
         yield state
+        yield _gauge(
+            "snakepool_rollout_finalized",
+            "1 once the migration is finalized (V3 only, V2-compat retired), 0 before; "
+            "100 % and not finalized is rollout_state complete.", [], int(flags.finalized),
+        )  # fmt: skip
+        yield from _commands(flags)
 
     def _breakers(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -181,4 +206,45 @@ class NodeCollector(Collector):
 def _gauge(name: str, documentation: str, node: list[str], value: float) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, documentation, labels=("node",) if node else ())
     family.add_metric(node, value)
+    return family
+
+
+def _commands(flags: RolloutFlags) -> Iterator[Metric]:
+    """The operation-specific rollout: exclusions and the V3 allow-list, each command a
+    series (at most :data:`MAX_COMMAND_LABELS`), with counts of the whole lists."""
+    excluded = sorted(flags.excluded_commands)
+    yield _gauge(
+        "snakepool_rollout_excluded_commands",
+        "Commands kept on V2-compat whatever the percentage (rollout exclude).", [],
+        len(excluded),
+    )  # fmt: skip
+    yield _per_command(
+        "snakepool_rollout_command_excluded",
+        "1 for each command kept on V2-compat (rollout exclude; the first "
+        f"{MAX_COMMAND_LABELS} by name).",
+        excluded,
+    )
+    allowed = sorted(flags.v3_commands) if flags.v3_commands is not None else []
+    yield _gauge(
+        "snakepool_rollout_v3_allow_list",
+        "1 while only the commands of the V3 allow-list may go to V3 (rollout only), "
+        "0 while every command may.", [], int(flags.v3_commands is not None),
+    )  # fmt: skip
+    yield _gauge(
+        "snakepool_rollout_v3_only_commands",
+        "Commands on the V3 allow-list (0 with no allow-list: every command may go).", [],
+        len(allowed),
+    )  # fmt: skip
+    yield _per_command(
+        "snakepool_rollout_v3_only",
+        "1 for each command on the V3 allow-list (rollout only; the first "
+        f"{MAX_COMMAND_LABELS} by name).",
+        allowed,
+    )
+
+
+def _per_command(name: str, documentation: str, commands: list[str]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=("command",))
+    for command in commands[:MAX_COMMAND_LABELS]:
+        family.add_metric([command], 1)
     return family

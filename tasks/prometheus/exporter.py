@@ -14,6 +14,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
+from snakepool.config.operations import DEFAULT_METRICS_ADDRESS
 from snakepool.errors import ConfigError
 from snakepool.tasks.prometheus.collector import NodeCollector
 from snakepool.tasks.prometheus.requests import PoolEvents, RequestMetrics
@@ -25,8 +26,9 @@ __all__ = ["DEFAULT_ADDRESS", "MetricsExporter"]
 
 log = logging.getLogger("snakepool.prometheus")
 
-#: Every interface: in a container Prometheus scrapes from another one.
-DEFAULT_ADDRESS = "0.0.0.0"  # noqa: S104 - metrics are meant to be scraped from outside
+#: This host only (``METRICS_ADDRESS``): compose sets ``0.0.0.0``, Prometheus being in
+#: another container.
+DEFAULT_ADDRESS = DEFAULT_METRICS_ADDRESS
 
 
 class MetricsExporter:
@@ -35,7 +37,7 @@ class MetricsExporter:
     Args:
         node: The worker node (its pool may start later: pool figures appear then).
         port: TCP port of ``/metrics`` (0: pick a free one, see :attr:`port`).
-        address: Interface to listen on.
+        address: IP address to listen on (``METRICS_ADDRESS``).
     """
 
     def __init__(self, node: Node, *, port: int, address: str = DEFAULT_ADDRESS) -> None:
@@ -68,7 +70,7 @@ class MetricsExporter:
             raise ConfigError(
                 f"SNAKEPOOL_METRICS_PORT: cannot serve metrics on {self.address}:{self.port}: "
                 f"{exc.strerror or exc} (another node on this host uses it? give each its own "
-                "with --metrics-port)",
+                "with --metrics-port; or SNAKEPOOL_METRICS_ADDRESS is not this host's)",
                 setting="METRICS_PORT",
             ) from None
         self._server, self._thread = server, thread

@@ -10,7 +10,8 @@ adapter    the adapter imports in the configured ``PYTHON`` (a child process, ti
 router     a live node consumes the ``router`` queue
 v3         a live node consumes the ``v3`` queue
 v2compat   a live node consumes ``v2compat`` (not needed once the rollout is finalized)
-versions   every live node runs the same snakepool version
+versions   every live node runs the same snakepool version (live: a heartbeat AND an
+           answer to the broadcast; a heartbeat without an answer is named apart)
 ========== =============================================================================
 
 A consumer is proven by the node itself: it answers Celery's ``active_queues``
@@ -21,7 +22,8 @@ When an item fails, the items that depend on it say so instead of guessing.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -120,21 +122,50 @@ def check_consumers(
     return items
 
 
-def check_versions(nodes: list[dict[str, Any]]) -> CheckItem:
-    """Every live node on one snakepool version."""
-    if not nodes:
-        return CheckItem("versions", False, "no live nodes")
+def check_versions(
+    nodes: list[dict[str, Any]], *, answering: Collection[str], now: float | None = None
+) -> CheckItem:
+    """Every live node on one snakepool version.
+
+    Args:
+        nodes: The heartbeats found (``live_nodes``).
+        answering: The nodes that answered the broadcast. Only a node with a heartbeat
+            that also answers counts: one whose heartbeat has not expired yet but that
+            does not answer (frozen: SIGSTOPped, swapped out) is named apart, never
+            silently counted.
+        now: The time to age heartbeats by (default: now).
+    """
+    live = [node for node in nodes if node["name"] in answering]
+    stale = [node for node in nodes if node["name"] not in answering]
+    note = _stale_note(stale, time.time() if now is None else now)
+    if not live:
+        return CheckItem("versions", False, "no live nodes" + note)
     by_version: dict[str, list[str]] = {}
-    for node in nodes:
+    for node in live:
         by_version.setdefault(str(node.get("version") or "unknown"), []).append(node["name"])
     mine = snakepool_version()
     if len(by_version) == 1:
         (version,) = by_version
-        note = "" if version == mine else f" (this command: {mine})"
+        mine_note = "" if version == mine else f" (this command: {mine})"
         ok = version != "unknown"
-        return CheckItem("versions", ok, f"{len(nodes)} node(s) on {version}{note}")
+        return CheckItem("versions", ok, f"{len(live)} node(s) on {version}{mine_note}{note}")
     mixed = "; ".join(f"{v}: {', '.join(names)}" for v, names in sorted(by_version.items()))
-    return CheckItem("versions", False, f"nodes on different versions: {mixed}")
+    return CheckItem("versions", False, f"nodes on different versions: {mixed}{note}")
+
+
+def _stale_note(stale: list[dict[str, Any]], now: float) -> str:
+    """What the versions item says of heartbeats whose node did not answer."""
+    if not stale:
+        return ""
+
+    def age(node: dict[str, Any]) -> str:
+        at = node.get("at")
+        if not isinstance(at, int | float) or isinstance(at, bool):
+            return "heartbeat of unknown age"
+        return f"heartbeat {max(0.0, now - at):.1f}s old"
+
+    named = ", ".join(f"{node['name']} ({age(node)})" for node in stale)
+    return f"; not counted, no answer to the broadcast (frozen or gone?): {named}"
 
 
 def _answers(url: str, settings: Settings) -> bool:
@@ -202,6 +233,7 @@ def run_checks(
         nodes = live_nodes(client, Keys(settings.key_prefix))
     finally:
         client.close()
-    items += check_consumers(_consumers(settings), nodes, flags)
-    items.append(check_versions(nodes))
+    consumers = _consumers(settings)
+    items += check_consumers(consumers, nodes, flags)
+    items.append(check_versions(nodes, answering=consumers))
     return items

@@ -13,6 +13,7 @@ Warm shutdown (DESIGN.md §8), :meth:`Node.shutdown`::
 
     SIGTERM ─► Celery stops consuming ─► Node.shutdown(SHUTDOWN_GRACE)
                                            stopping: a lane request that has not started
+                                           (queued for an interpreter too: the pool drains)
                                            raises NodeStopping ─► requeued, not failed
                                            wait until no request is in flight (≤ grace)
                                            withdraw the heartbeat, stop the pool
@@ -147,7 +148,9 @@ class Node:
         if self.settings.metrics_port:
             from snakepool.tasks.prometheus.exporter import MetricsExporter
 
-            self.exporter = MetricsExporter(self, port=self.settings.metrics_port)
+            self.exporter = MetricsExporter(
+                self, port=self.settings.metrics_port, address=self.settings.metrics_address
+            )
             self.exporter.start()
             self.observer = self.exporter.requests
         if any(lane in ("v3", "v2compat") for lane in self.lanes):
@@ -212,6 +215,11 @@ class Node:
         with self._quiet:
             self.stopping = True
             waiting = self._in_flight
+        if self.pool is not None:
+            # Requests queued for an interpreter have not started: PoolUnavailable now,
+            # which the lane turns into a requeue, instead of starting them here.
+            self.pool.begin_drain()
+        with self._quiet:
             while self._in_flight and (remaining := deadline - time.monotonic()) > 0:
                 self._quiet.wait(remaining)
             drained = self._in_flight == 0

@@ -7,8 +7,12 @@ message, dies, and the sweep settles it), then managed through the command line.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snakepool.config.ids import REQUEST_ID
+from snakepool.sessions import SessionStore
 from snakepool.tasks.cli import main
 from tests.integration.held import World, world
 
@@ -123,3 +128,45 @@ def test_without_a_redis_broker_it_says_why(redis_url: str) -> None:
     embedded = run("fakeredis://cli-test", "list")
     assert embedded.exit_code == 2
     assert "ConfigError: dead letters live in a Redis broker" in embedded.output
+
+
+def cli(redis_url: str, columns: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it, in a terminal ``columns`` wide."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakepool.tasks.cli", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "SNAKEPOOL_REDIS_URL": redis_url, "COLUMNS": str(columns)},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_ids_print_whole_at_any_width(redis_url: str, w: World, columns: int) -> None:
+    """The ids a listing prints are what `deadletter show ID` / `sessions show ID` take:
+    never cut to "3f2a…", never folded over two lines."""
+    ids = [str(uuid.uuid4()), "poison-" + "x" * 90]  # a request id may be 128 characters
+    for task_id in ids:
+        assert w.send("kill_node", {"n": 1}, task_id=task_id) == task_id
+    dead: list[str] = []
+    for name in ("v3-a@host", "v3-b@host"):  # each takes one, dies, and is swept
+        record = w.node(name)
+        w.take(record)
+        w.wait_dead(record)
+        dead += w.recovery.sweep().recovered[0].dead_lettered
+    assert sorted(dead) == sorted(ids)
+    listed = cli(redis_url, columns, "deadletter", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    for task_id in ids:
+        assert any(task_id in line for line in lines), f"{task_id} not whole:\n{listed.stdout}"
+        shown = cli(redis_url, columns, "deadletter", "show", task_id)
+        assert shown.returncode == 0 and json.loads(shown.stdout)["task_id"] == task_id
+    assert "…" not in listed.stdout
+    assert all(len(line) <= columns for line in lines if not any(i in line for i in ids))
+
+    store = SessionStore(w.client)
+    sessions = [store.create(), store.create(session_id="s-" + "y" * 120)]
+    listed = cli(redis_url, columns, "sessions", "list")
+    assert listed.returncode == 0, listed.stderr
+    for session_id in sessions:
+        assert any(session_id in line for line in listed.stdout.splitlines()), listed.stdout
+    assert "…" not in listed.stdout

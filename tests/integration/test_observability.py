@@ -13,8 +13,10 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -83,6 +85,16 @@ def wait_for(port: int, check: Any, timeout: float = 30.0) -> Samples:
         if time.monotonic() > deadline:
             raise AssertionError(f"metrics never matched: {sorted(samples.items())[:80]}")
         time.sleep(0.1)  # a scrape is the only way to see the node's figures
+
+
+def test_metrics_listen_on_this_host_only_by_default(node: NodeProcess) -> None:
+    port: int = node.metrics_port  # type: ignore[attr-defined]
+    listening = [
+        c.laddr
+        for c in psutil.Process(node.process.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
+    assert [address.ip for address in listening] == ["127.0.0.1"]  # METRICS_ADDRESS default
 
 
 def test_metrics_match_the_traffic_sent(node: NodeProcess) -> None:
@@ -154,6 +166,42 @@ def test_metrics_match_the_traffic_sent(node: NodeProcess) -> None:
         wait_for(port, lambda s: value(s, "snakepool_rollout_state", state="paused") == 1)
         assert value(scrape(port), "snakepool_rollout_percent") == 0
     finally:
+        client.close()
+
+
+def test_exclusions_allow_list_and_finalized_are_exported(node: NodeProcess) -> None:
+    port: int = node.metrics_port  # type: ignore[attr-defined]
+    client = Client(redis_url=node.cluster.redis_url)  # type: ignore[attr-defined]
+
+    def change(**fields: Any) -> None:
+        flags = client.flags.update(lambda f: replace(f, **fields), who="test", why="test")
+        client.wait_for_flags(flags.version)
+
+    try:
+        change(percent=100, paused=False, forced_lane=None, excluded_commands=("fail", "crash"),
+               v3_commands=("calculate", "ping"))  # fmt: skip
+        samples = wait_for(port, lambda s: value(s, "snakepool_rollout_excluded_commands") == 2)
+        for command in ("crash", "fail"):
+            assert value(samples, "snakepool_rollout_command_excluded", command=command) == 1
+        assert value(samples, "snakepool_rollout_v3_allow_list") == 1
+        assert value(samples, "snakepool_rollout_v3_only_commands") == 2
+        for command in ("calculate", "ping"):
+            assert value(samples, "snakepool_rollout_v3_only", command=command) == 1
+        assert value(samples, "snakepool_rollout_finalized") == 0
+        assert value(samples, "snakepool_rollout_state", state="complete") == 1
+
+        change(excluded_commands=(), v3_commands=None, finalized=True)
+        samples = wait_for(port, lambda s: value(s, "snakepool_rollout_finalized") == 1)
+        assert value(samples, "snakepool_rollout_state", state="finalized") == 1
+        assert value(samples, "snakepool_rollout_state", state="complete") == 0  # told apart
+        assert value(samples, "snakepool_rollout_percent") == 100
+        assert value(samples, "snakepool_rollout_excluded_commands") == 0
+        assert value(samples, "snakepool_rollout_v3_allow_list") == 0
+        assert not [n for n, _ in samples if n in ("snakepool_rollout_command_excluded",
+                                                   "snakepool_rollout_v3_only")]  # fmt: skip
+    finally:
+        change(finalized=False)
+        change(percent=0)
         client.close()
 
 

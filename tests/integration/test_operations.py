@@ -305,6 +305,27 @@ def test_client_errors_are_one_info_line_in_a_nodes_log(client: Client, cluster:
     assert "raised unexpected" not in log and "Traceback" not in log
 
 
+def test_check_counts_no_frozen_node_and_names_it(client: Client, cluster: Cluster) -> None:
+    router = next(n for n in cluster.nodes if n.lane == "router")
+    heartbeat = client.keys.node(router.hostname)
+    router.process.send_signal(signal.SIGSTOP)
+    try:
+        # Frozen with its registration still there (a heartbeat that has not expired).
+        assert client.redis.persist(heartbeat)
+        done = snakepool(cluster, "check", "--json")
+        items = {item["name"]: item for item in json.loads(done.stdout)["items"]}
+        assert done.returncode == 1 and not items["router"]["ok"]
+        versions = items["versions"]
+        assert versions["ok"], versions  # the two live nodes agree
+        assert versions["detail"].startswith(f"2 node(s) on {snakepool_version()}")
+        assert "not counted" in versions["detail"]
+        assert f"{router.hostname} (heartbeat" in versions["detail"]
+    finally:
+        router.process.send_signal(signal.SIGCONT)
+        client.redis.expire(heartbeat, 4)
+    cluster.wait_ready(router)
+
+
 def test_without_a_v3_consumer_check_and_call_name_v3(
     client: Client, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

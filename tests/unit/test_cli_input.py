@@ -13,21 +13,26 @@ In process on fakeredis; ``catch_exceptions=False``, so a traceback fails the te
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
 
 from snakepool.config import load_settings
 from snakepool.config.flags import FlagStore
 from snakepool.config.keys import Keys
-from snakepool.sessions import redis_from_url
+from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.cli import main
 from snakepool.tasks.cli._common import console
 from snakepool.tasks.cli._params import MAX_INT_DIGITS, json_object, node_name
+from snakepool.tasks.cli._terminal import neutralised
 from snakepool.tasks.client import Client
 
 KEYS = Keys()
@@ -119,6 +124,98 @@ def test_status_prints_node_text_from_redis_as_it_is(embedded: str) -> None:
     assert done.exit_code == 0, done.output
     assert f"{BROKEN}@h pool unavailable: {LINK} gone" in done.output
     assert f"{BROKEN}@h sheds v3 (circuit breaker open)" in done.output
+
+
+# ------------------------------------------- no control character reaches a terminal
+
+#: What would drive a terminal: clear the screen, retitle the window (OSC … BEL), a C1
+#: CSI, a NUL.
+TERMINAL_CODES = ["\x1b[2J", "\x1b]0;pwned\x07", "\x9b31m", "\x00"]
+#: Raw control characters in printed output (newline and tab are layout).
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+@pytest.mark.parametrize("code", [*TERMINAL_CODES, "\n", "\r"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("rollout", "set", "5"),
+        ("rollout", "rollback"),
+        ("rollout", "exclude", "echo"),
+        ("rollout", "only", "ping"),
+        ("rollout", "finalize"),
+    ],
+)
+def test_control_characters_in_a_reason_are_usage_errors(
+    embedded: str, command: tuple[str, ...], code: str
+) -> None:
+    before = run("rollout", "history", "--json").output
+    done = run(*command, "--reason", f"looks good{code}")
+    assert done.exit_code == 2, done.output
+    assert "Invalid value for '--reason'" in done.output and "control characters" in done.output
+    assert not RAW_CONTROL.search(done.output.replace("\n", ""))
+    assert run("rollout", "history", "--json").output == before  # nothing changed
+
+
+def test_a_tab_in_a_reason_is_taken(embedded: str) -> None:
+    assert run("rollout", "set", "5", "--reason", "step\tone").exit_code == 0
+
+
+@pytest.mark.parametrize("code", TERMINAL_CODES)
+@pytest.mark.parametrize("where", ["key", "value", "nested"])
+def test_control_characters_in_session_metadata_are_usage_errors(
+    embedded: str, code: str, where: str
+) -> None:
+    text = f"user{code}"
+    metadata = {"key": {text: 1}, "value": {"u": text}, "nested": {"l": [{"u": text}]}}[where]
+    done = run("sessions", "create", "--metadata", json.dumps(metadata))
+    assert done.exit_code == 2 and "Invalid value for --metadata" in done.output, done.output
+    assert SessionStore(redis_from_url(embedded)).count() == 0
+
+
+def test_control_characters_in_the_operator_name_are_refused(
+    embedded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SNAKEPOOL_OPERATOR", "ops\x1b[2J")
+    done = run("rollout", "set", "5", "--reason", "first step")
+    assert done.exit_code == 2 and "SNAKEPOOL_OPERATOR" in done.output, done.output
+    assert FlagStore(redis_from_url(embedded), prefix=KEYS.prefix).read().percent == 0
+
+
+@pytest.mark.parametrize("code", TERMINAL_CODES)
+def test_stored_control_characters_are_printed_as_escapes(embedded: str, code: str) -> None:
+    """Written by something other than the CLI (application code, a hand-made key): the
+    CLI shows them as escapes, never sends them to the terminal."""
+    client = redis_from_url(embedded)
+    flags = FlagStore(client, prefix=KEYS.prefix)
+    flags.update(lambda f: replace(f, percent=10), who=f"app{code}", why=f"step{code}")
+    flags.update(lambda f: replace(f, percent=0, paused=True), who="a", why=f"p99{code}")
+    session = SessionStore(client).create(metadata={f"k{code}": f"v{code}"})
+    heartbeat = {
+        "name": f"n{code}@h", "lanes": ["v3"], "flags_version": 0, "open_breakers": [],
+        "pool": {"size": 1, "idle": 0, "busy": 0, "unavailable": f"gone{code}"},
+    }  # fmt: skip
+    client.set(KEYS.node("n@h"), json.dumps(heartbeat), ex=60)
+    escaped = f"\\x{ord(code[0]):02x}"
+    for args in (
+        ("rollout", "history"), ("report",), ("status",), ("sessions", "show", session),
+        ("sessions", "list"),
+    ):  # fmt: skip
+        done = run(*args)
+        assert done.exit_code == 0, (args, done.output)
+        assert not RAW_CONTROL.search(done.output), (args, done.output)
+    history = run("rollout", "history").output
+    assert f"step{escaped}" in history and f"app{escaped}" in history
+    assert f"gone{escaped}" in run("status").output
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=40))
+def test_neutralised_text_holds_no_control_character(text: str) -> None:
+    shown = neutralised(text)
+    assert not RAW_CONTROL.search(shown)
+    assert neutralised(shown) == shown  # printable stays as it is
+    if not RAW_CONTROL.search(text):
+        assert shown == text
 
 
 # ------------------------------------------------------------ usage errors
@@ -228,6 +325,51 @@ def test_counts_and_ports_out_of_range_are_usage_errors(
     done = run(*args)
     assert done.exit_code == 2, done.output
     assert "Invalid value for" in done.output
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("up", "--pool-size", "0"), "--pool-size"),
+        (("up", "--v2compat", "-1"), "--v2compat"),
+        (("worker", "--lane", "v3", "--pool-size", "-1"), "--pool-size"),
+        (("worker", "--lane", "v3", "--pool-size", "257"), "--pool-size"),
+        (("demo", "--pool-size", "0"), "--pool-size"),
+        (("sessions", "create", "--ttl", "-1"), "--ttl"),
+        (("sessions", "create", "--ttl", "0"), "--ttl"),
+        (("controller", "--once", "--min-samples", "-1"), "--min-samples"),
+        (("controller", "--once", "--interval", "0"), "--interval"),
+        (("controller", "--once", "--interval", "nan"), "--interval"),
+        (("controller", "--once", "--bake", "-1"), "--bake"),
+        (("controller", "--once", "--bake", "inf"), "--bake"),
+        (("controller", "--once", "--max-error-rate", "1.5"), "--max-error-rate"),
+        (("controller", "--once", "--max-error-rate", "nan"), "--max-error-rate"),
+    ],
+)
+def test_options_that_set_a_setting_take_its_range_as_usage_errors(
+    embedded: str, args: tuple[str, ...], option: str
+) -> None:
+    done = run(*args)
+    assert done.exit_code == 2, done.output
+    assert f"Invalid value for '{option}'" in done.output  # the option, not a setting
+
+
+def _every_parameter() -> Iterator[tuple[str, click.Parameter]]:
+    pending: list[tuple[str, click.Command]] = [("snakepool", main)]
+    while pending:
+        path, command = pending.pop()
+        yield from ((path, param) for param in command.params)
+        if isinstance(command, click.Group):
+            pending += [(f"{path} {n}", c) for n, c in command.commands.items()]
+
+
+def test_no_number_option_is_unbounded() -> None:
+    unbounded = [
+        f"{path} {param.name}"
+        for path, param in _every_parameter()
+        if param.type in (click.INT, click.FLOAT)  # plain int/float: -1 and nan go through
+    ]
+    assert unbounded == []
 
 
 @pytest.mark.parametrize(

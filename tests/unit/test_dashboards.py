@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
 from snakepool.config import load_settings
+from snakepool.config.flags import FlagStore
 from snakepool.errors import CommandFailed
 from snakepool.tasks.prometheus.exporter import MetricsExporter
 from snakepool.tasks.worker.node import Node
@@ -57,6 +59,10 @@ def exported_names() -> set[str]:
 
     node = Node(load_settings(redis_url="fakeredis://dashboards"), name="n@h", lanes=("v3",))
     node.pool = Pool()  # type: ignore[assignment]
+    node.redis.flushall()
+    FlagStore(node.redis, prefix=node.keys.prefix).update(  # every per-command family
+        lambda f: replace(f, excluded_commands=("echo",), v3_commands=("ping",)), who="t", why="t"
+    )
     exporter = MetricsExporter(node, port=0)
     exporter.requests.on_request("v3", "ping", 0.01, None)
     exporter.requests.on_request("v3", "ping", 0.01, CommandFailed("x"))
@@ -87,6 +93,8 @@ def test_prometheus_scrapes_every_node_service_on_the_metrics_port() -> None:
     for name in node_services():
         port = environment(SERVICES[name])["SNAKEPOOL_METRICS_PORT"]
         assert int(port) == discovery["port"], name
+        # Scraped from the prometheus container: every interface, not the default loopback.
+        assert environment(SERVICES[name])["SNAKEPOOL_METRICS_ADDRESS"] == "0.0.0.0", name
         assert not SERVICES[name].get("ports"), f"{name}: metrics need no published port"
     assert mounts("prometheus")["/etc/prometheus/prometheus.yml"] == (
         "deploy/prometheus/prometheus.yml"
@@ -125,6 +133,9 @@ def test_every_query_uses_metrics_the_nodes_export() -> None:
         ("p99 latency by lane", "histogram_quantile(0.99"),
         ("Pool saturation by node", 'snakepool_interpreters{state="busy"}'),
         ("Rollout percent to V3", "snakepool_rollout_percent"),
+        ("Finalized", "snakepool_rollout_finalized"),
+        ("Commands excluded from V3", "snakepool_rollout_command_excluded"),
+        ("V3 allow-list", "snakepool_rollout_v3_only"),
     ],
 )
 def test_the_dashboard_has_the_panels_operators_need(title: str, fragment: str) -> None:

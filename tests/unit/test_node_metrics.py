@@ -11,7 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from snakepool.config import load_settings
 from snakepool.errors import CommandFailed, ConfigError, InvalidArguments, SessionNotFound
-from snakepool.tasks.prometheus.collector import dead_letter_count, rollout_state
+from snakepool.tasks.prometheus.collector import (
+    MAX_COMMAND_LABELS,
+    dead_letter_count,
+    rollout_state,
+)
 from snakepool.tasks.prometheus.exporter import MetricsExporter
 from snakepool.tasks.prometheus.requests import OTHER_COMMAND, outcome_of
 from snakepool.tasks.worker.bootstep import flat_info
@@ -135,6 +139,24 @@ def test_rollout_state_precedence() -> None:
     assert rollout_state(RolloutFlags(percent=100)) == "complete"
     assert rollout_state(RolloutFlags(percent=100, paused=True)) == "paused"
     assert rollout_state(RolloutFlags(percent=5, paused=True, forced_lane="v3")) == "forced"
+    assert rollout_state(RolloutFlags(percent=100, finalized=True)) == "finalized"
+
+
+def test_command_labels_are_capped_and_counted_whole(node: Node) -> None:
+    from dataclasses import replace
+
+    from snakepool.config.flags import FlagStore
+
+    many = tuple(f"cmd{i:04d}" for i in range(MAX_COMMAND_LABELS + 50))
+    FlagStore(node.redis, prefix=node.keys.prefix).update(
+        lambda f: replace(f, excluded_commands=many, v3_commands=many), who="t", why="t"
+    )
+    found = samples(MetricsExporter(node, port=0))
+    for family, count in (("snakepool_rollout_command_excluded", "excluded_commands"),
+                          ("snakepool_rollout_v3_only", "v3_only_commands")):  # fmt: skip
+        labelled = sorted(dict(labels)["command"] for name, labels in found if name == family)
+        assert labelled == sorted(many)[:MAX_COMMAND_LABELS]
+        assert found[(f"snakepool_rollout_{count}", frozenset())] == len(many)
 
 
 def test_a_port_in_use_is_a_config_error_naming_the_setting(node: Node) -> None:

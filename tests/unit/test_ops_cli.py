@@ -55,7 +55,7 @@ def test_sessions_create_refuses_bad_metadata(embedded: str, metadata: str) -> N
 
 def test_sessions_create_refuses_a_bad_ttl(embedded: str) -> None:
     done = run("sessions", "create", "--ttl", "0")
-    assert done.exit_code == 2 and "ttl must be whole seconds" in done.output
+    assert done.exit_code == 2 and "Invalid value for '--ttl'" in done.output
 
 
 # ------------------------------------------------------------------- rollout
@@ -162,11 +162,23 @@ def test_consumers_are_proven_by_live_nodes_answering() -> None:
 
 
 def test_versions_must_agree() -> None:
-    assert check_versions([_node("a@h"), _node("b@h")]).ok
-    mixed = check_versions([_node("a@h"), _node("b@h", "0.9")])
+    both = {"a@h", "b@h"}
+    assert check_versions([_node("a@h"), _node("b@h")], answering=both).ok
+    mixed = check_versions([_node("a@h"), _node("b@h", "0.9")], answering=both)
     assert not mixed.ok and "0.9: b@h" in mixed.detail and "1.0: a@h" in mixed.detail
-    assert not check_versions([_node("a@h", None)]).ok  # a node too old to say
-    assert not check_versions([]).ok
+    assert not check_versions([_node("a@h", None)], answering=both).ok  # too old to say
+    assert not check_versions([], answering=both).ok
+
+
+def test_versions_count_only_nodes_that_answer_and_name_the_frozen_apart() -> None:
+    frozen = {**_node("frozen@h", "0.9"), "at": 100.0}  # heartbeat not yet expired
+    item = check_versions([_node("a@h"), frozen], answering={"a@h"}, now=102.5)
+    assert item.ok, item.detail  # the frozen node's version is not a live node's
+    assert item.detail.startswith("1 node(s) on 1.0")
+    assert "not counted" in item.detail and "frozen@h (heartbeat 2.5s old)" in item.detail
+    alone = check_versions([frozen], answering=set(), now=101.0)
+    assert not alone.ok and alone.detail.startswith("no live nodes")
+    assert "frozen@h (heartbeat 1.0s old)" in alone.detail
 
 
 def test_invalid_settings_fail_the_check_and_stop_the_rest() -> None:

@@ -151,6 +151,9 @@ def test_any_other_schedule_is_refused_naming_the_setting(steps: list[int]) -> N
     [
         ({"metrics_port": 70000}, "SNAKEPOOL_METRICS_PORT"),
         ({"metrics_port": -1}, "SNAKEPOOL_METRICS_PORT"),
+        ({"metrics_address": "localhost"}, "SNAKEPOOL_METRICS_ADDRESS"),
+        ({"metrics_address": "0.0.0.0:9808"}, "SNAKEPOOL_METRICS_ADDRESS"),
+        ({"metrics_address": ""}, "SNAKEPOOL_METRICS_ADDRESS"),
         ({"rollout_rollback_to": "half"}, "SNAKEPOOL_ROLLOUT_ROLLBACK_TO"),
         ({"rollout_max_error_rate": 1.5}, "SNAKEPOOL_ROLLOUT_MAX_ERROR_RATE"),
         ({"rollout_window": 601}, "SNAKEPOOL_ROLLOUT_WINDOW"),

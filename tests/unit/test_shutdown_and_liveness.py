@@ -45,6 +45,7 @@ class StandInPool:
         self.behaviour = behaviour
         self.calls: list[str] = []
         self.stopped_with: float | None = None
+        self.drained = False
 
     def execute(self, command: str, args: dict[str, Any], **call: Any) -> Any:
         self.calls.append(command)
@@ -52,6 +53,9 @@ class StandInPool:
 
     def commands(self) -> dict[str, dict[str, bool]]:
         return {"ping": {"read_only": True, "idempotent": True}}
+
+    def begin_drain(self) -> None:
+        self.drained = True
 
     def stop(self, grace: float = 5.0) -> None:
         self.stopped_with = grace
