@@ -148,7 +148,7 @@ class InflightRecord:
         """
         entry = InflightEntry("", task_id, task, queue, time.time())
         keys = [self.key, self._unacked_index]
-        args: list[str | int] = [tag, entry.encode().partition(" ")[2], self.keep]
+        args = [tag, entry.encode().partition(" ")[2]]
 
         def recorded(score: Any) -> None:
             if isinstance(score, redis.exceptions.NoScriptError):  # Redis lost its scripts
