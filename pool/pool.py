@@ -230,7 +230,6 @@ class Pool:
             # parent thread held it at the fork).
             raise self._owner.refusal()
         started = time.perf_counter()
-        error: errors.SnakepoolError | None = None
         try:
             # Checked before anything is sent: inf or "5" would fail only after the run.
             timeout = self.settings.request_timeout if timeout is None else checked_timeout(timeout)
@@ -243,20 +242,39 @@ class Pool:
                 session=session,
                 transient=transient,
             )
-            return self._run(rid, framed, command, timeout, affinity)
+            # On success the request is counted by the release, under the same lock.
+            result = self._run(rid, framed, command, timeout, affinity, started)
         except errors.SnakepoolError as exc:
-            error = exc
+            self._finished(command, started, exc)
             raise
-        finally:
-            elapsed = time.perf_counter() - started
-            self._state.record_request(elapsed, failed=error is not None)
-            if self._observes_requests:
-                self.observer.safely("on_request", command, elapsed, error)
+        except BaseException:
+            self._finished(command, started, None)
+            raise
+        if self._observes_requests:
+            self.observer.safely("on_request", command, time.perf_counter() - started, None)
+        return result
 
-    def _run(
-        self, rid: int, framed: bytes, command: str, timeout: float, affinity: str | None
+    def _finished(self, command: str, started: float, error: errors.SnakepoolError | None) -> None:
+        """Count a request that did not end in a release (an error, an interruption)."""
+        elapsed = time.perf_counter() - started
+        self._state.record_request(elapsed, failed=error is not None)
+        if self._observes_requests:
+            self.observer.safely("on_request", command, elapsed, error)
+
+    def _run(  # noqa: PLR0917 - the request, encoded, and when it began
+        self,
+        rid: int,
+        framed: bytes,
+        command: str,
+        timeout: float,
+        affinity: str | None,
+        started: float,
     ) -> Any:
-        """Lease, call, and give the interpreter back (or have it replaced) on every path."""
+        """Lease, call, and give the interpreter back (or have it replaced) on every path.
+
+        A request that succeeds is counted by the release (``started``: its
+        ``perf_counter`` at the start); every other path leaves the count to the caller.
+        """
         for attempt in (1, 2):
             ticket = Ticket(affinity)
             interpreter: Interpreter | None = None
@@ -277,7 +295,7 @@ class Pool:
                     self._supervisor.release(interpreter)  # the command's error: it is fine
                     raise
                 settled = True
-                self._supervisor.release(interpreter)
+                self._supervisor.release(interpreter, started=started)
                 return result
             finally:
                 if not settled:

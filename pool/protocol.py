@@ -19,6 +19,7 @@ from snakepool.pool.interpreter import wire
 __all__ = ["Channel", "ChannelClosed", "ChannelTimeout"]
 
 _HEADER_SIZE = wire.HEADER.size
+_HEADER_UNPACK = wire.HEADER.unpack_from
 _CHUNK = 1 << 16
 
 
@@ -89,6 +90,24 @@ class Channel:
             ChannelTimeout: ``deadline`` (monotonic) passed.
             wire.DecodeError: an oversize frame.
         """
+        if not self._buffer:
+            # The usual case: nothing buffered, and the reply arrives whole in one read.
+            if not self._readable.poll(_remaining_ms(deadline)):
+                raise ChannelTimeout
+            try:
+                chunk = os.read(self.read_fd, _CHUNK)
+            except BlockingIOError:
+                chunk = None  # a spurious wake-up: wait again below
+            except OSError as exc:
+                raise ChannelClosed(str(exc)) from None
+            if chunk is not None:
+                if not chunk:
+                    raise ChannelClosed("EOF")
+                if len(chunk) >= _HEADER_SIZE:
+                    (size,) = _HEADER_UNPACK(chunk)
+                    if size <= self.limit and len(chunk) == _HEADER_SIZE + size:
+                        return chunk[_HEADER_SIZE:]
+                self._buffer += chunk
         while True:
             payload = self._take()
             if payload is not None:

@@ -67,7 +67,8 @@ def encode_request(
         raise errors.InvalidArguments("command must be a non-empty string")
     if not isinstance(args, dict):
         raise errors.InvalidArguments(f"args must be a dict, not {type(args).__name__}")
-    _check_shape(args)
+    if args:  # no walk for no args (a ping)
+        _check_shape(args)
     try:
         framed = wire.framed_request(rid, command, args, session=session, transient=transient)
     except (TypeError, ValueError, OverflowError) as exc:

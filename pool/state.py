@@ -83,11 +83,7 @@ class PoolState:
         return self._phase
 
     def begin_start(self) -> None:
-        """NEW → STARTING.
-
-        Raises:
-            PoolUnavailable: the pool was started before.
-        """
+        """NEW → STARTING. Raises ``PoolUnavailable`` if the pool was started before."""
         with self._lock:
             if self._phase is not Phase.NEW:
                 raise errors.PoolUnavailable(f"pool already {self._phase.value}")
@@ -252,7 +248,8 @@ class PoolState:
         with self._lock:
             if self._phase is not Phase.RUNNING:
                 raise errors.PoolUnavailable(f"the pool is {self._phase.value}")
-            wanted = ticket.wanted = self._bound(ticket.affinity)
+            affinity = ticket.affinity
+            wanted = ticket.wanted = None if affinity is None else self._bound(affinity)
             # By the invariant no waiter may be served by an idle interpreter, so taking
             # one here never jumps the queue.
             if wanted is not None and wanted.state is State.IDLE:
@@ -312,11 +309,14 @@ class PoolState:
                 self._waiters.remove(ticket)  # unless it is gone already (timed out, failed)
             return interpreter
 
-    def release(self, interpreter: Interpreter) -> bool:
+    def release(self, interpreter: Interpreter, *, seconds: float | None = None) -> bool:
         """A lease (request or health ping) ended well: hand the interpreter to the first
         waiter it may serve, or park it idle. False if its process has exited: the
-        caller must :meth:`discard` it instead."""
+        caller must :meth:`discard` it instead. ``seconds``: also count a request done."""
         with self._lock:
+            if seconds is not None:
+                self._counts["requests"] += 1
+                self._latencies.append(seconds)
             if interpreter.state in (State.DEAD, State.RETIRING):
                 return True  # already out of service; nothing to give back
             if interpreter.exited.is_set():
@@ -386,7 +386,8 @@ class PoolState:
     def _park(self, interpreter: Interpreter) -> None:
         interpreter.state = State.IDLE
         self._idle.append(interpreter)
-        self._changed.notify_all()
+        if self._phase is not Phase.RUNNING:  # only drain() waits (a cost per request)
+            self._changed.notify_all()
 
     def _bound(self, affinity: str | None) -> Interpreter | None:
         """The interpreter in service ``affinity`` is bound to."""

@@ -123,13 +123,22 @@ class Supervisor:
         self._watch.post("stop", grace)
         self._thread.join(grace + 10.0)
 
-    def release(self, interpreter: Interpreter) -> None:
-        """A lease ended well: back into service, or recycled / replaced if due."""
+    def release(self, interpreter: Interpreter, *, started: float | None = None) -> None:
+        """A lease ended well: back into service, or recycled / replaced if due.
+
+        Args:
+            started: The ``perf_counter`` at which a request that succeeded began: it is
+                counted as done (with its latency) on the way, whatever happens to the
+                interpreter.
+        """
         interpreter.last_used = time.monotonic()
         reason = self._recycle.reason(interpreter)
+        seconds = None if started is None else time.perf_counter() - started
         if reason is not None:
+            if seconds is not None:
+                self.state.record_request(seconds, failed=False)
             self.retire(interpreter, reason)
-        elif not self.state.release(interpreter):
+        elif not self.state.release(interpreter, seconds=seconds):
             self.discard(interpreter, interpreter.crashed("it exited after replying", wait=False))
 
     def discard(self, interpreter: Interpreter, error: errors.SnakepoolError) -> None:

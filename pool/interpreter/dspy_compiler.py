@@ -124,7 +124,8 @@ class ProgramCompiler:
         inputs, outputs = program_fields(program)
         examples = input_examples(inputs)
         try:
-            with self.dspy.context(lm=self.dummy_lm({"": dummy_answers(examples, outputs, {})})):
+            lm = self.dummy_lm({"": dummy_answers(examples, outputs, {})})
+            with self.dspy.context(lm=lm, disable_history=True):  # see dspy_programs._NO_HISTORY
                 prediction_outputs(program(**examples), outputs)
         except Exception as exc:
             raise InvalidArguments(

@@ -78,6 +78,11 @@ MAX_PROGRAMS = 10_000
 MAX_PROGRAM_BYTES = 64 * 1024 * 1024
 
 _IMPORTED_IN_PID = os.getpid()  # differs from os.getpid() in a forked interpreter
+#: Every run of a program: no LM call history. DSPy keeps one globally and one per
+#: program, up to 10 000 entries each, which nobody reads in an interpreter; kept, it
+#: grew the heap and made each ``execute_program`` slower the longer the interpreter had
+#: served (0.41 ms per call at first, 0.81 ms after 1 600 calls, measured with DummyLM).
+_NO_HISTORY = {"disable_history": True}
 #: The keys ``configure_lm`` takes.
 _LM_KEYS = frozenset({"lm", "answers"})
 
@@ -131,7 +136,7 @@ def _warm_up() -> None:
         return
     try:
         program = dspy.Predict(dspy.Signature("question -> answer"))
-        with dspy.context(lm=DummyLM({"": {"answer": "warm"}})):
+        with dspy.context(lm=DummyLM({"": {"answer": "warm"}}), **_NO_HISTORY):
             program(question="warm-up")
         reserved_field_names(dspy, "predict")  # read from DSPy once, before the fork
     except Exception as exc:  # a warm-up must never stop the adapter from loading
@@ -251,7 +256,7 @@ def execute_program(args: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArguments(
             f"unknown input field(s) {', '.join(extra)} for {definition.signature!r}"
         )
-    with dspy.context(lm=_lm_for(inputs, output_fields)):
+    with dspy.context(lm=_lm_for(inputs, output_fields), **_NO_HISTORY):
         prediction = program(**inputs)
     return prediction_outputs(prediction, output_fields)
 

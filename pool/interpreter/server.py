@@ -46,6 +46,15 @@ class _FrameReader:
     def next(self) -> bytes | None:
         """The next frame's payload, or None at EOF. Raises ``DecodeError`` if oversize."""
         buffer = self.buffer
+        if not buffer:  # the usual case: one read brings exactly one whole request
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return None
+            if len(chunk) >= _HEADER_SIZE:
+                (size,) = wire.HEADER.unpack_from(chunk)
+                if size <= self.limit and len(chunk) == _HEADER_SIZE + size:
+                    return chunk[_HEADER_SIZE:]
+            buffer += chunk
         while True:
             if len(buffer) >= _HEADER_SIZE:
                 (size,) = wire.HEADER.unpack_from(buffer)
@@ -66,7 +75,10 @@ class _FrameReader:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    written = os.write(fd, data)  # nearly always all of it at once
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
     while view:
         view = view[os.write(fd, view) :]
 

@@ -337,3 +337,19 @@ def test_a_created_program_always_runs(make_pool: PoolFactory) -> None:
 
     check()
     assert pool.execute("ping")["pong"]
+
+
+def test_runs_keep_no_lm_history() -> None:
+    """An interpreter serves for hours: DSPy's LM call history (global and per program,
+    up to 10 000 entries each) grew its heap and slowed every later call; none is kept."""
+    import dspy.clients.base_lm as base_lm
+
+    from snakepool.pool.interpreter import dspy_programs
+
+    request = {"program": {**QA, "instructions": "History test."}, "inputs": {"question": "Q?"}}
+    before = len(base_lm.GLOBAL_HISTORY)
+    for _ in range(5):
+        assert dspy_programs.execute_program(request)["answer"]
+    program = dspy_programs._compile(dspy_programs._definition(request))
+    assert len(base_lm.GLOBAL_HISTORY) == before
+    assert all(len(p.history) == 0 for p in [program, *program.predictors()])

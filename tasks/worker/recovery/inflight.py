@@ -8,6 +8,8 @@ under the same name is another one)::
     task_received  (consumer thread)  record.lua  HSET inflight:<inc> <tag> "<score> <json>"
     task_prerun    (worker thread)                HSET … the same, now with "started"
     task_postrun   (worker thread)                HDEL inflight:<inc> <tag>
+                   (these three on a connection of their own, sent without waiting for
+                   the reply: :mod:`~snakepool.tasks.worker.recovery.pipelined`)
     every second   (recovery thread)  beat.lua    ZADD inflight <now + HEARTBEAT_TTL> <inc>
     every 10 s                        prune.lua   drop what kombu no longer holds as ours
 
@@ -29,7 +31,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -38,6 +40,7 @@ from snakepool.config.keys import Keys
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.worker.node import HEARTBEAT_TTL
 from snakepool.tasks.worker.recovery.broker import text
+from snakepool.tasks.worker.recovery.pipelined import OnReply, Pipelined
 from snakepool.tasks.worker.recovery.scripts import lua
 
 __all__ = ["NODE_FIELD", "PRUNE_EVERY", "InflightEntry", "InflightRecord", "read_record"]
@@ -68,7 +71,10 @@ class InflightEntry:
 
     def encode(self) -> str:
         """The hash value: ``"<score> <json>"`` (the score first, for the Lua scripts)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "score"}
+        fields = {  # not dataclasses.asdict, which deep-copies: this is per request
+            "task_id": self.task_id, "task": self.task, "queue": self.queue,
+            "received": self.received, "started": self.started,
+        }  # fmt: skip
         return f"{self.score} {json.dumps(fields, separators=(',', ':'))}"
 
     @classmethod
@@ -129,48 +135,76 @@ class InflightRecord:
         self._record = client.register_script(lua("record"))
         self._beat = client.register_script(lua("beat"))
         self._prune = client.register_script(lua("prune"))
+        #: received / started / finished: written without waiting for their replies.
+        self._writes = Pipelined(client)
 
     # ---------------------------------------------------------- message events
 
     def received(self, tag: str, *, task_id: str, task: str, queue: str) -> None:
-        """The consumer took the message ``tag`` (kombu has just put it in unacked)."""
+        """The consumer took the message ``tag`` (kombu has just put it in unacked).
+
+        Sent without waiting (see :mod:`~snakepool.tasks.worker.recovery.pipelined`): the
+        message goes to a worker thread at once; the reply is read by the next event.
+        """
         entry = InflightEntry("", task_id, task, queue, time.time())
-        encoded = entry.encode().partition(" ")[2]
-        try:
-            score = self._record(
-                keys=[self.key, self._unacked_index], args=[tag, encoded, self.keep]
-            )
-        except redis.RedisError as exc:
-            log.warning("could not record message %s as in flight: %s", tag, exc)
-            return
-        if score is None:
-            return  # already acknowledged (or never unacked): nothing to recover
-        with self._lock:
-            self._held[tag] = replace(entry, score=text(score))
+        keys = [self.key, self._unacked_index]
+        args = [tag, entry.encode().partition(" ")[2]]
+
+        def recorded(score: Any) -> None:
+            if isinstance(score, redis.exceptions.NoScriptError):  # Redis lost its scripts
+                try:
+                    score = self._record(keys=keys, args=args)  # loads it, then runs it
+                except redis.RedisError as exc:
+                    score = exc
+            if isinstance(score, redis.RedisError):
+                log.warning("could not record message %s as in flight: %s", tag, score)
+            elif score is not None:  # None: already acknowledged, nothing to recover
+                with self._lock:
+                    self._held[tag] = replace(entry, score=text(score))
+
+        self._send("record", tag, "EVALSHA", self._record.sha, len(keys), *keys, *args,
+                   on_reply=recorded)  # fmt: skip
 
     def started(self, tag: str) -> None:
-        """A thread begins running the message ``tag``: its death now counts against it."""
+        """A thread begins running the message ``tag``: its death now counts against it.
+
+        Written to Redis before the task runs (sent, not waited for)."""
+        self._settle()  # the reply of its ``received``: its entry and score
         with self._lock:
             entry = self._held.get(tag)
             if entry is None:
                 return
             entry = self._held[tag] = replace(entry, started=time.time())
-        try:
-            self.client.hset(self.key, tag, entry.encode())
-        except redis.RedisError as exc:
-            log.warning("could not record message %s as started: %s", tag, exc)
+        self._send("started", tag, "HSET", self.key, tag, entry.encode())
 
     def finished(self, tag: str) -> None:
         """The message ``tag`` is done (acknowledged right after, or revoked)."""
+        self._settle()
         with self._lock:
             held = self._held.pop(tag, None)
             self._lock.notify_all()
         if held is None:
             return
+        self._send("finished", tag, "HDEL", self.key, tag)  # if lost, the next prune drops it
+
+    def _send(self, what: str, tag: str, *command: Any, on_reply: OnReply | None = None) -> None:
+        """Send one command of the record on its own connection; never raises."""
+
+        def logged(reply: Any) -> None:
+            if isinstance(reply, redis.RedisError):
+                log.warning("could not record message %s as %s: %s", tag, what, reply)
+
         try:
-            self.client.hdel(self.key, tag)
-        except redis.RedisError as exc:  # the next prune drops it
-            log.warning("could not clear message %s from the in-flight record: %s", tag, exc)
+            self._writes.send(*command, on_reply=on_reply or logged)
+        except redis.RedisError as exc:
+            log.warning("could not record message %s as %s: %s", tag, what, exc)
+
+    def _settle(self) -> None:
+        """Read the replies of what was sent (so ``_held`` knows every message)."""
+        try:
+            self._writes.settle()
+        except redis.RedisError as exc:
+            log.warning("could not read the in-flight record's replies: %s", exc)
 
     def forget_deaths(self, task_id: str) -> None:
         """A redelivered request finished: its count of node deaths is of no more use."""
@@ -187,6 +221,7 @@ class InflightRecord:
         Raises:
             redis.RedisError: Redis could not be reached (the caller logs it).
         """
+        self._settle()  # the replies of the last requests' writes, read here when idle
         self._beat(
             keys=[self.keys.inflight_index, self.key],
             args=[self.incarnation, self.ttl, self.keep, self.node],
@@ -208,11 +243,13 @@ class InflightRecord:
 
     def held(self) -> dict[str, InflightEntry]:
         """The messages this process believes it holds (tag → entry)."""
+        self._settle()
         with self._lock:
             return dict(self._held)
 
     def wait_for_started(self, timeout: float) -> bool:
         """Wait until no message this node started is still running; whether none is."""
+        self._settle()
         with self._lock:
             return self._lock.wait_for(
                 lambda: all(e.started is None for e in self._held.values()), timeout
