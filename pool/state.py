@@ -248,8 +248,7 @@ class PoolState:
         with self._lock:
             if self._phase is not Phase.RUNNING:
                 raise errors.PoolUnavailable(f"the pool is {self._phase.value}")
-            affinity = ticket.affinity
-            wanted = ticket.wanted = None if affinity is None else self._bound(affinity)
+            wanted = ticket.wanted = self._bound(ticket.affinity)
             # By the invariant no waiter may be served by an idle interpreter, so taking
             # one here never jumps the queue.
             if wanted is not None and wanted.state is State.IDLE:
