@@ -282,3 +282,26 @@ def test_an_async_wait_rides_an_outage_out_then_times_out_typed(nowhere: str) ->
             _is_unreachable(raised.value.__cause__)  # type: ignore[arg-type]
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------- the CLI
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("sessions", "show", "s-1"), ("rollout", "set", "10", "--reason", "test")],
+    ids=["sessions show", "rollout set"],
+)
+def test_the_cli_keeps_exit_3_for_redis_unreachable(
+    nowhere: str, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    """The clients' typed errors stand for Redis's own failure: exit 3 (unreachable),
+    as before they were typed, not 2 (a snakepool error)."""
+    from click.testing import CliRunner
+
+    from snakepool.tasks.cli import main
+
+    monkeypatch.setenv("SNAKEPOOL_REDIS_URL", nowhere)
+    done = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert done.exit_code == 3, done.output
+    assert done.output.startswith("cannot reach Redis / the broker:"), done.output
