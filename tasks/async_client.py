@@ -157,7 +157,7 @@ class AsyncClient:
         if isinstance(meta.get("result"), BaseException):
             raise meta["result"]
         # Revoked and other ready states: let Celery raise what it raises for them.
-        return await self._run(AsyncResult(task_id, app=self.sync.app).get, timeout=5)
+        return await self._run(self.sync.app.AsyncResult(task_id).get, timeout=5)
 
     async def execute(
         self,
