@@ -83,6 +83,14 @@ class SnakepoolTask(Task):  # type: ignore[misc]
     stays around whatever it runs.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__call__" in vars(cls):  # how DeliveredOnce once lost the mapping
+            raise TypeError(
+                f"{cls.__name__} overrides __call__: override _run_call instead, so what "
+                "the task raises stays typed"
+            )
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with typed_errors(f"task {self.name}"):
             return self._run_call(*args, **kwargs)

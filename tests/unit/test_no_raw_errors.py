@@ -140,6 +140,14 @@ def test_the_router_and_lane_tasks_are_snakepool_tasks(node_app: Any) -> None:
         assert isinstance(node_app.tasks[name], SnakepoolTask), name
 
 
+def test_a_task_base_cannot_bypass_the_mapping() -> None:
+    with pytest.raises(TypeError, match="override _run_call"):
+
+        class Bypassing(SnakepoolTask):
+            def __call__(self, *args: Any, **kwargs: Any) -> Any:
+                return self.run(*args, **kwargs)
+
+
 # ------------------------------------------------- a stored outcome read back
 
 
