@@ -5,7 +5,8 @@ Four concerns, one sub-package (or module) each; dependencies point down this li
     cli/      the ``snakepool`` command line, one module per command (group)
     local/    running it on one machine: the process launcher, the demos
     client    the API for application code: ``from snakepool.tasks.client import Client``
-              (and ``async_client``: ``AsyncClient``, the same awaitable)
+              (and ``async_client``: ``AsyncClient``, the same awaitable, waiting through
+              ``result_poller``)
     worker/   the Celery side: app, bootstep + node, router and lane tasks, dispatch,
               the lane pipeline (validate → run → retries → metrics → shadow → V2)
     rollout/  routing (``decide``), lane metrics, breaker, shadow + comparator, controller

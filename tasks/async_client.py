@@ -14,12 +14,13 @@ Celery has no asyncio API, so nothing here blocks the event loop:
 
 - every blocking call (publishing a message, a Redis command) runs in a **bounded**
   thread pool of the client's own (``max_threads``), never the loop's default one;
-- results are **polled asynchronously**: one task per client fetches every awaited
-  result with one ``MGET`` per tick (in that thread pool), starting every 2 ms and
-  backing off to 50 ms while nothing arrives. A thousand awaited requests cost one
-  Redis round trip per tick, and hold no thread while they wait.
+- results are **polled asynchronously** (:mod:`~snakepool.tasks.result_poller`): one
+  ``MGET`` per tick for every awaited result, holding no thread while they wait; while
+  Redis is unreachable the poller keeps trying (a restart: results are stored once it
+  is back), and a wait that runs out meanwhile is ``ResultTimeout``, the outage its cause.
 
-Errors are the same typed exceptions as :class:`~snakepool.tasks.client.Client`'s: args
+Errors are the same typed exceptions as :class:`~snakepool.tasks.client.Client`'s — never
+a raw redis, kombu or socket error (``PoolUnavailable`` when Redis is unreachable) — args
 Celery's JSON cannot carry and a bad wait ``timeout`` are ``InvalidArguments`` before
 anything is sent; a result not there in time is :class:`~snakepool.errors.ResultTimeout`
 (also the builtin and Celery's ``TimeoutError``), as with ``Client.execute``.
@@ -28,7 +29,6 @@ anything is sent; a result not there in time is :class:`~snakepool.errors.Result
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import warnings
 from collections.abc import Callable
@@ -43,100 +43,17 @@ from snakepool.config import Settings
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import PoolUnavailable
 from snakepool.tasks.client import Client
-from snakepool.tasks.client_errors import checked_flags_wait, result_timeout
+from snakepool.tasks.client_errors import checked_flags_wait
+from snakepool.tasks.result_poller import ResultPoller
 from snakepool.tasks.worker.node import live_nodes
+from snakepool.tasks.worker.unreachable import typed_errors
 
 __all__ = ["DEFAULT_THREADS", "AsyncClient", "AsyncV2Api"]
 
 #: Threads for the blocking calls of one client (publishing, Redis).
 DEFAULT_THREADS = 16
-#: First and longest pause between two polls of the awaited results, in seconds.
-POLL_FIRST, POLL_LONGEST = 0.002, 0.05
 
 T = TypeVar("T")
-
-
-class _ResultPoller:
-    """Waits for many task results at once: one ``MGET`` per tick, in the thread pool."""
-
-    def __init__(self, client: Client, blocking: Callable[..., Any]) -> None:
-        self._backend = client.app.backend
-        self._blocking = blocking
-        #: The loop this poller serves (a client used from another loop gets another).
-        self.loop = asyncio.get_running_loop()
-        self._pending: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def wait(self, task_id: str, timeout: float) -> dict[str, Any]:
-        """The task's ready meta-data (``status``, ``result``: an exception on failure)."""
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(task_id, []).append(future)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="snakepool-result-poller")
-        self._wake.set()
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise result_timeout(task_id, timeout) from None
-        finally:
-            waiting = self._pending.get(task_id, [])
-            if future in waiting:
-                waiting.remove(future)
-            if not waiting:
-                self._pending.pop(task_id, None)
-
-    def _fetch(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
-        """Each task's decoded meta-data, or None (runs in the thread pool: decoding a
-        large result must not hold the loop either)."""
-        keys = [self._backend.get_key_for_task(task_id) for task_id in task_ids]
-        try:
-            found = self._backend.mget(keys)
-        except NotImplementedError:  # a backend without MGET: one GET each
-            found = [self._backend.get(key) for key in keys]
-        if isinstance(found, dict):  # the cache backend (embedded mode) answers a dict
-            found = [found.get(key) for key in keys]
-        return [self._backend.decode_result(raw) if raw else None for raw in found]
-
-    async def _run(self) -> None:
-        pause = POLL_FIRST
-        while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-                pause = POLL_FIRST
-            task_ids = list(self._pending)
-            try:
-                raw = await self._blocking(self._fetch, task_ids)
-            except Exception as exc:  # Redis unreachable: every waiter gets the error
-                for futures in self._pending.values():
-                    for future in futures:
-                        if not future.done():
-                            future.set_exception(exc)
-                self._pending.clear()
-                continue
-            resolved = False
-            for task_id, meta in zip(task_ids, raw, strict=True):
-                if meta is None or meta.get("status") not in states.READY_STATES:
-                    continue
-                resolved = True
-                for future in self._pending.pop(task_id, []):
-                    if not future.done():
-                        future.set_result(meta)
-            self._wake.clear()
-            pause = POLL_FIRST if resolved else min(POLL_LONGEST, pause * 2)
-            # A new waiter wakes the poller early (its result may already be there).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
-            if self._wake.is_set():
-                pause = POLL_FIRST
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
 
 class AsyncClient:
@@ -170,7 +87,7 @@ class AsyncClient:
         # Celery keeps one result backend per thread (each with its own pub/sub
         # connection): every one our threads used is closed by aclose().
         self._backends: dict[int, Any] = {}
-        self._poller: _ResultPoller | None = None
+        self._poller: ResultPoller | None = None
         self.v2 = AsyncV2Api(self)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -180,8 +97,11 @@ class AsyncClient:
         )
 
     def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Every blocking call runs here: the one place its raw redis/kombu/socket errors
+        become typed ones (``PoolUnavailable`` when Redis is unreachable)."""
         try:
-            return fn(*args, **kwargs)
+            with typed_errors(getattr(fn, "__qualname__", "a blocking call")):
+                return fn(*args, **kwargs)
         finally:
             backend = self.sync.app.backend  # this thread's
             self._backends[id(backend)] = backend
@@ -225,7 +145,7 @@ class AsyncClient:
         wait = self.settings.result_timeout if timeout is None else checked_timeout(timeout)
         task_id = result if isinstance(result, str) else result.id
         if self._poller is None or self._poller.loop is not asyncio.get_running_loop():
-            self._poller = _ResultPoller(self.sync, self._run)
+            self._poller = ResultPoller(self.sync, self._run)
         try:
             meta = await self._poller.wait(task_id, wait)
         finally:
@@ -237,7 +157,7 @@ class AsyncClient:
         if isinstance(meta.get("result"), BaseException):
             raise meta["result"]
         # Revoked and other ready states: let Celery raise what it raises for them.
-        return await self._run(AsyncResult(task_id, app=self.sync.app).get, timeout=5)
+        return await self._run(self.sync.app.AsyncResult(task_id).get, timeout=5)
 
     async def execute(
         self,

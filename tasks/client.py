@@ -42,7 +42,7 @@ from typing import Any
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
-from kombu.exceptions import EncodeError, OperationalError
+from kombu.exceptions import EncodeError
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
@@ -67,12 +67,13 @@ from snakepool.tasks.worker.dispatch import (
 )
 from snakepool.tasks.worker.node import live_nodes
 from snakepool.tasks.worker.options import LaneOptions, checked_session_id
+from snakepool.tasks.worker.unreachable import UNREACHABLE, typed_methods
 
 __all__ = ["Client", "V2Api", "operator_name"]
 
 _ROUTINGS = ("router", "direct")
 #: What a request that could not be sent raises from kombu and redis-py.
-_UNREACHABLE = (OperationalError, redis.RedisError, ConnectionError, TimeoutError)
+_UNREACHABLE: tuple[type[BaseException], ...] = (redis.RedisError, *UNREACHABLE)
 #: Every open client, so that a forked child can reopen them (gunicorn ``--preload``).
 _LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 #: What a child inherited from its parent: kept alive, so it is never closed here.
@@ -87,8 +88,15 @@ def _reopen_clients_after_fork() -> None:
 os.register_at_fork(after_in_child=_reopen_clients_after_fork)
 
 
+@typed_methods
 class Client:
     """Enqueue work, manage sessions and the rollout.
+
+    No method raises a raw redis, kombu or socket error: Redis or the broker unreachable
+    is ``PoolUnavailable`` (``reason="unreachable"``, retryable), any other of their
+    errors a ``SnakepoolError``, the raw one chained as the cause
+    (:mod:`~snakepool.tasks.worker.unreachable`); the handle :meth:`submit` returns
+    raises typed errors too (:class:`~snakepool.tasks.worker.results.SnakepoolResult`).
 
     Args:
         redis_url: SessionStore / flags Redis (default: ``REDIS_URL``).

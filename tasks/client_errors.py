@@ -20,22 +20,17 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import EncodeError
 
 from snakepool import errors
 from snakepool.config.json_values import json_problem
 from snakepool.config.timeouts import checked_timeout
+from snakepool.tasks.worker.results import ResultTimeout, result_timeout
 
 __all__ = ["ResultTimeout", "checked_flags_wait", "result_timeout", "unsendable_args"]
 
 #: Types Celery's JSON (kombu) encodes besides plain JSON's, as tagged objects.
 KOMBU_TYPES = (bytes, datetime.datetime, datetime.date, datetime.time, Decimal, uuid.UUID)
-
-
-class ResultTimeout(errors.ResultTimeout, CeleryTimeoutError):  # type: ignore[misc]
-    """:class:`snakepool.errors.ResultTimeout`, and Celery's ``TimeoutError`` — what the
-    clients raised before, so a caller catching that keeps catching it."""
 
 
 def unsendable_args(
@@ -69,17 +64,6 @@ def unsendable_args(
         "must be JSON: objects with string keys, arrays, strings, numbers, true/false/null)",
         command=command[:80],
         reason=f"{type(cause).__name__}: {cause}"[:300],
-    )
-
-
-def result_timeout(task_id: str, waited: float, command: str | None = None) -> ResultTimeout:
-    """The error for request ``task_id`` whose result did not come within ``waited`` s."""
-    what = f"{command[:80]!r} (task {task_id})" if command is not None else f"task {task_id}"
-    return ResultTimeout(
-        f"no result for {what} within {waited:g} s; it may still run and its result come "
-        "later: are worker nodes running? (snakepool status)",
-        task_id=task_id,
-        timeout=waited,
     )
 
 

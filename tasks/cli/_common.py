@@ -127,7 +127,7 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         from kombu.exceptions import OperationalError
 
         try:
-            return fn(*args, **kwargs)
+            return _with_raw_causes(fn, *args, **kwargs)
         except SnakepoolError as exc:
             console.print(styled(f"{type(exc).__name__}:", "red"), redact_text(exc.message))
             sys.exit(2)
@@ -153,6 +153,21 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(5)
 
     return wrapper
+
+
+def _with_raw_causes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn()``; a typed error that only stands for Redis's own failure (the clients map
+    every raw redis/kombu error: :mod:`~snakepool.tasks.worker.unreachable`) is raised as
+    that failure, so the exit code says unreachable (3) or refused (5), as it always has."""
+    from snakepool.tasks.worker.unreachable import RAW_ERRORS
+
+    try:
+        return fn(*args, **kwargs)
+    except SnakepoolError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, RAW_ERRORS) and not isinstance(cause, SnakepoolError):
+            raise cause from None
+        raise
 
 
 class UnreadableData(Exception):

@@ -29,16 +29,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from celery import Celery, Task
 from kombu import Queue
-from kombu.exceptions import OperationalError
 
 from snakepool.config import Settings
-from snakepool.errors import PoolUnavailable
 from snakepool.sessions.connection import EMBEDDED_SCHEME
 from snakepool.tasks.worker.broker import transport_for
-from snakepool.tasks.worker.results import backend_url
+from snakepool.tasks.worker.results import SnakepoolCelery, backend_url
+from snakepool.tasks.worker.unreachable import typed_errors
 
 __all__ = [
     "LANE_QUEUES",
@@ -55,8 +53,6 @@ ROUTER_QUEUE = "router"
 LANE_TASKS = {"v3": "snakepool.v3.execute", "v2compat": "snakepool.v2compat.execute"}
 LANE_QUEUES = tuple(LANE_TASKS)
 
-#: What Redis or the broker being unreachable raises (redis-py, kombu).
-_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 #: Seconds results are kept.
 RESULT_EXPIRES = 24 * 3600
 #: A node's attempts to store a result while Redis is unreachable: with back-off capped
@@ -77,19 +73,31 @@ NODE_PUBLISH_RETRY = {
 
 class SnakepoolTask(Task):  # type: ignore[misc]
     """The base of every snakepool task: Redis or the broker unreachable is a typed
-    ``PoolUnavailable`` (``reason="unreachable"``), never a bare redis or kombu error.
+    ``PoolUnavailable`` (``reason="unreachable"``), any other redis or kombu error a
+    ``SnakepoolError`` — never a bare redis or kombu error stored as a request's outcome
+    (:mod:`~snakepool.tasks.worker.unreachable`).
 
     The caller's result is then one of ours even when the router could not read the
-    flags or forward the request during a Redis restart (issue 9 item 6).
+    flags or a session's binding, or forward the request, during a Redis restart (issue 9
+    item 6). A subclass changes :meth:`_run_call`, never ``__call__``, so the mapping
+    stays around whatever it runs.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__call__" in vars(cls):  # how DeliveredOnce once lost the mapping
+            raise TypeError(
+                f"{cls.__name__} overrides __call__: override _run_call instead, so what "
+                "the task raises stays typed"
+            )
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().__call__(*args, **kwargs)
-        except _UNREACHABLE as exc:
-            raise PoolUnavailable(
-                f"Redis or the broker unreachable: {exc}", reason="unreachable"
-            ) from exc
+        with typed_errors(f"task {self.name}"):
+            return self._run_call(*args, **kwargs)
+
+    def _run_call(self, *args: Any, **kwargs: Any) -> Any:
+        """What one call of the task runs (Celery's own call: request pushed, ``run``)."""
+        return super().__call__(*args, **kwargs)
 
 
 def _backend(settings: Settings) -> str:
@@ -113,7 +121,7 @@ def create_app(settings: Settings, *, name: str = "snakepool", node: bool = Fals
     if broker.startswith(EMBEDDED_SCHEME):
         broker = "memory://localhost/"
         transport_options["polling_interval"] = 0.005  # in-process: polling is nearly free
-    app = Celery(
+    app = SnakepoolCelery(
         name, broker=broker, backend=_backend(settings), set_as_current=False,
         task_cls=SnakepoolTask,
     )  # fmt: skip

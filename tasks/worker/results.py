@@ -18,6 +18,12 @@ stays disconnected until a later attempt (at most every :data:`RECONNECT_EVERY`
 seconds, made by whoever waits or subscribes) succeeds, and each successful reconnect
 reads the stored result of every subscribed task (results stored while Redis was away
 or while nobody listened) and subscribes them all again.
+
+No raw redis or kombu error reaches whoever waits (:mod:`~snakepool.tasks.worker.unreachable`):
+the handle every send returns (:class:`SnakepoolResult`, through :class:`SnakepoolCelery`)
+raises typed errors from ``get``, ``state``, ``result``, ``ready``, ``forget`` and
+``revoke`` (a wait that runs out is :class:`ResultTimeout`), and a raw error stored as a
+request's outcome (by a node older than ``SnakepoolTask``'s mapping) is read back typed.
 """
 
 from __future__ import annotations
@@ -26,10 +32,26 @@ import logging
 import time
 from typing import Any
 
+from celery import Celery
 from celery.backends.redis import RedisBackend
 from celery.backends.redis import ResultConsumer as CeleryResultConsumer
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
+from kombu.utils.objects import cached_property
 
-__all__ = ["RECONNECT_EVERY", "ResilientRedisBackend", "ResilientResultConsumer", "backend_url"]
+from snakepool import errors
+from snakepool.tasks.worker.unreachable import typed_error, typed_errors
+
+__all__ = [
+    "RECONNECT_EVERY",
+    "ResilientRedisBackend",
+    "ResilientResultConsumer",
+    "ResultTimeout",
+    "SnakepoolCelery",
+    "SnakepoolResult",
+    "backend_url",
+    "result_timeout",
+]
 
 log = logging.getLogger("snakepool.results")
 
@@ -76,7 +98,7 @@ class ResilientResultConsumer(CeleryResultConsumer):  # type: ignore[misc]
         goes on, and the reconnect rereads every subscribed result."""
         try:
             super().on_wait_for_pending(result, **kwargs)
-        except self._connection_errors as exc:
+        except (*self._connection_errors, errors.PoolUnavailable) as exc:  # typed by the handle
             log.debug("result of %s not read yet: %s", getattr(result, "id", "?"), exc)
 
     def drain_events(self, timeout: float | None = None) -> None:
@@ -95,6 +117,85 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
     """Celery's Redis result backend with :class:`ResilientResultConsumer`."""
 
     ResultConsumer = ResilientResultConsumer
+
+    def exception_to_python(self, exc: Any) -> Any:
+        """A stored outcome as an exception: a raw redis/kombu/socket one (stored by a
+        node that did not type it) comes back typed, the rebuilt raw one as its cause."""
+        rebuilt = super().exception_to_python(exc)
+        typed = typed_error(rebuilt, "the request's node") if rebuilt is not None else None
+        if typed is None:
+            return rebuilt
+        typed.__cause__ = rebuilt
+        return typed
+
+
+class ResultTimeout(errors.ResultTimeout, CeleryTimeoutError):  # type: ignore[misc]
+    """:class:`snakepool.errors.ResultTimeout`, and Celery's ``TimeoutError`` — what
+    ``AsyncResult.get`` and the clients raised before, so a caller catching that keeps
+    catching it."""
+
+
+def result_timeout(task_id: str, waited: float, command: str | None = None) -> ResultTimeout:
+    """The error for request ``task_id`` whose result did not come within ``waited`` s."""
+    what = f"{command[:80]!r} (task {task_id})" if command is not None else f"task {task_id}"
+    return ResultTimeout(
+        f"no result for {what} within {waited:g} s; it may still run and its result come "
+        "later: are worker nodes running? (snakepool status)",
+        task_id=task_id,
+        timeout=waited,
+    )
+
+
+class SnakepoolResult(AsyncResult):  # type: ignore[misc]
+    """Celery's ``AsyncResult``, raising only typed errors (the handle ``submit`` returns).
+
+    Redis unreachable while reading is ``PoolUnavailable`` (``reason="unreachable"``);
+    a ``get`` whose ``timeout`` runs out is :class:`ResultTimeout` (also Celery's
+    ``TimeoutError``). Every property reading the stored outcome (``state``, ``result``,
+    ``info``, ``ready()``, ``queue``, …) goes through ``_get_task_meta``.
+    """
+
+    def get(self, timeout: float | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``get``, typed.
+
+        Raises:
+            ResultTimeout: no result within ``timeout`` seconds (the request may still
+                run; its result may come later).
+            PoolUnavailable: Redis unreachable (``reason="unreachable"``).
+            SnakepoolError: the request's own typed error.
+        """
+        with typed_errors(f"waiting for the result of task {self.id}"):
+            try:
+                return super().get(timeout, *args, **kwargs)
+            except CeleryTimeoutError as exc:
+                if isinstance(exc, errors.SnakepoolError) or timeout is None:
+                    raise
+                raise result_timeout(self.id, timeout) from None
+
+    wait = get
+
+    def _get_task_meta(self) -> Any:
+        with typed_errors(f"reading the result of task {self.id}"):
+            return super()._get_task_meta()
+
+    def forget(self) -> None:
+        """Celery's ``forget``, typed (``PoolUnavailable`` when Redis is unreachable)."""
+        with typed_errors(f"forgetting the result of task {self.id}"):
+            super().forget()
+
+    def revoke(self, *args: Any, **kwargs: Any) -> None:
+        """Celery's ``revoke``, typed (``PoolUnavailable`` when the broker is unreachable)."""
+        with typed_errors(f"revoking task {self.id}"):
+            super().revoke(*args, **kwargs)
+
+
+class SnakepoolCelery(Celery):  # type: ignore[misc]
+    """A Celery app whose every send returns a :class:`SnakepoolResult`."""
+
+    @cached_property  # type: ignore[untyped-decorator]
+    def AsyncResult(self) -> type[SnakepoolResult]:
+        """The result class, bound to this app."""
+        return self.subclass_with_self(SnakepoolResult, reverse="AsyncResult")  # type: ignore[no-any-return]
 
 
 def backend_url(redis_url: str) -> str:

@@ -11,6 +11,7 @@ it, and — for full runs (``SNAKEPOOL_CHAOS_SCALE=full``, ``make chaos``) — w
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -36,6 +37,8 @@ SCALE_ENV = "SNAKEPOOL_CHAOS_SCALE"
 ADAPTER = "tests.adapters.reliability"
 
 T = TypeVar("T")
+#: Untyped errors are logged with their stack (pytest shows it with a failed test).
+log = logging.getLogger("snakepool.chaos")
 
 
 def scale() -> str:
@@ -116,6 +119,7 @@ class Run:
             sent.refused = type(exc).__name__
         except Exception as exc:  # an untyped refusal is a finding: reported as such
             sent.refused = f"untyped {type(exc).__name__}: {exc}"[:120]
+            log.error("untyped refusal of %s", sent.id, exc_info=True)  # its stack: where
         sent.took = self.now() - sent.at
         with self._lock:
             self.sent.append(sent)
@@ -184,6 +188,7 @@ class Run:
             sent.error = type(exc).__name__
         except Exception as exc:
             sent.error = f"untyped {type(exc).__name__}"
+            log.error("untyped outcome of %s", sent.id, exc_info=True)  # its stack: where
 
     def starts(self) -> Counter[str]:
         """Request id → times it started (from the ``tick`` log)."""

@@ -16,25 +16,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task, states
+from celery import states
 from celery.exceptions import Ignore
+
+from snakepool.tasks.worker.app import SnakepoolTask
 
 __all__ = ["DeliveredOnce"]
 
 log = logging.getLogger("snakepool.recovery")
 
 
-class DeliveredOnce(Task):  # type: ignore[misc]
-    """A task whose redelivered message never runs, nor overwrites, a settled task id."""
+class DeliveredOnce(SnakepoolTask):
+    """A task whose redelivered message never runs, nor overwrites, a settled task id.
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    A :class:`~snakepool.tasks.worker.app.SnakepoolTask`: what it raises is typed.
+    """
+
+    def _run_call(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task unless its task id is settled (before and after the run).
 
         The worker's tracer has pushed this request already (``Task.__call__`` would
         push a second one without the delivery info): only a direct call goes there.
         """
         if self.request.called_directly:
-            return super().__call__(*args, **kwargs)
+            return super()._run_call(*args, **kwargs)
         if self._settled():
             raise Ignore()
         try:
