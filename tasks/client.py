@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import uuid
 import weakref
@@ -46,12 +45,13 @@ from kombu.exceptions import EncodeError
 
 from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
-from snakepool.config.ids import CONTROL_CHARACTER, validate_command_name
+from snakepool.config.ids import validate_command_name
 from snakepool.config.keys import Keys
 from snakepool.config.timeouts import checked_timeout
-from snakepool.errors import ConfigError, InvalidArguments, PoolUnavailable
+from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.client_errors import checked_flags_wait, result_timeout, unsendable_args
+from snakepool.tasks.operator import operator_name
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
 from snakepool.tasks.rollout.liveness import LaneLiveness
 from snakepool.tasks.rollout.metrics import LaneMetrics
@@ -376,28 +376,3 @@ class Client:
         _LIVE_CLIENTS.discard(self)
         self.redis.close()
         self.app.close()
-
-
-def operator_name() -> str:
-    """Who is changing the rollout, for the audit trail: ``SNAKEPOOL_OPERATOR`` if set
-    (e.g. in a shared container), else ``user@host``.
-
-    Raises:
-        ConfigError: ``SNAKEPOOL_OPERATOR`` holds a control character (it is stored in
-            the audit trail and printed to terminals).
-    """
-    import getpass
-
-    if operator := os.environ.get("SNAKEPOOL_OPERATOR"):
-        if CONTROL_CHARACTER.search(operator):
-            raise ConfigError(
-                "SNAKEPOOL_OPERATOR holds a control character: it is kept in the audit "
-                "trail and printed to terminals; use printable text",
-                setting="OPERATOR",
-            )
-        return operator
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"

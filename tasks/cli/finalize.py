@@ -37,7 +37,7 @@ def rollout_finalize(reason: str, timeout: float) -> None:
     """
     from snakepool.errors import ConfigError, InvalidArguments
     from snakepool.sessions import redis_from_url
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
     from snakepool.tasks.rollout.finalize import finalize
     from snakepool.tasks.worker.retirement import gather_readiness
 
@@ -77,7 +77,7 @@ def rollout_unfinalize(reason: str) -> None:
 
     Start the V2-compat nodes first if any request should go there again.
     """
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
     from snakepool.tasks.rollout.finalize import unfinalize
 
     flags = unfinalize(make_client(settings_with()).flags, who=operator_name(), why=reason)

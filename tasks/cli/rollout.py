@@ -101,7 +101,7 @@ def _change(entry: dict[str, Any]) -> str:
 @fails_cleanly
 def rollout_force(lane: str, reason: str) -> None:
     """Kill switch: send every request to LANE regardless of percentages (off: undo)."""
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
 
     forced = None if lane == "off" else lane
     flags = make_client(settings_with()).flags.update(
@@ -117,7 +117,7 @@ def rollout_force(lane: str, reason: str) -> None:
 @fails_cleanly
 def rollout_override(session_id: str, lane: str, reason: str) -> None:
     """Pin one session to LANE whatever its bucket says (clear: back to its bucket)."""
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
     from snakepool.tasks.worker.options import checked_session_id
 
     checked_session_id(session_id)
@@ -137,7 +137,7 @@ def rollout_override(session_id: str, lane: str, reason: str) -> None:
 @fails_cleanly
 def rollout_step(reason: str) -> None:
     """Promote to the next step of the schedule (1, 5, 10, 25, 50, 100 by default)."""
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
 
     flags = make_client(settings_with()).flags.step(who=operator_name(), why=reason)
     console.print(f"rollout {flags.percent}% to V3 (version {flags.version})")
@@ -161,7 +161,7 @@ def rollout_resume(reason: str) -> None:
 
 
 def _set_paused(paused: bool, reason: str) -> None:
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
 
     flags = make_client(settings_with()).flags.set_paused(paused, who=operator_name(), why=reason)
     state = "paused" if paused else "resumed"

@@ -24,7 +24,7 @@ def _lists(flags: Any) -> str:
 @fails_cleanly
 def rollout_exclude(command: str, reason: str) -> None:
     """Keep COMMAND on V2-compat whatever the percentage (operation-specific rollback)."""
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
     from snakepool.tasks.rollout.scope import exclude
 
     store = make_client(settings_with()).flags
@@ -45,7 +45,7 @@ def rollout_exclude(command: str, reason: str) -> None:
 @fails_cleanly
 def rollout_include(command: str, reason: str) -> None:
     """Undo `rollout exclude`: COMMAND follows the percentage again."""
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
     from snakepool.tasks.rollout.scope import include
 
     store = make_client(settings_with()).flags
@@ -65,7 +65,7 @@ def rollout_include(command: str, reason: str) -> None:
 @fails_cleanly
 def rollout_only(commands: tuple[str, ...], every: bool, reason: str) -> None:
     """Let only COMMANDS go to V3 (e.g. the read-only ones first); --all: every command."""
-    from snakepool.tasks.client import operator_name
+    from snakepool.tasks.operator import operator_name
     from snakepool.tasks.rollout.scope import only
 
     if every == bool(commands):
