@@ -19,6 +19,9 @@ Celery has no asyncio API, so nothing here blocks the event loop:
   backing off to 50 ms while nothing arrives. A thousand awaited requests cost one
   Redis round trip per tick, and hold no thread while they wait.
 
+Closing (``aclose()``, or leaving ``async with``) ends every awaited request at once with
+``PoolUnavailable`` (``reason="closed"``) and refuses every later call the same way.
+
 Errors are the same typed exceptions as :class:`~snakepool.tasks.client.Client`'s: args
 Celery's JSON cannot carry and a bad wait ``timeout`` are ``InvalidArguments`` before
 anything is sent; a result not there in time is :class:`~snakepool.errors.ResultTimeout`
@@ -28,7 +31,7 @@ anything is sent; a result not there in time is :class:`~snakepool.errors.Result
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -43,100 +46,16 @@ from snakepool.config import Settings
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import PoolUnavailable
 from snakepool.tasks.client import Client
-from snakepool.tasks.client_errors import checked_flags_wait, result_timeout
+from snakepool.tasks.client_errors import checked_flags_wait
+from snakepool.tasks.result_poller import ResultPoller
 from snakepool.tasks.worker.node import live_nodes
 
 __all__ = ["DEFAULT_THREADS", "AsyncClient", "AsyncV2Api"]
 
 #: Threads for the blocking calls of one client (publishing, Redis).
 DEFAULT_THREADS = 16
-#: First and longest pause between two polls of the awaited results, in seconds.
-POLL_FIRST, POLL_LONGEST = 0.002, 0.05
 
 T = TypeVar("T")
-
-
-class _ResultPoller:
-    """Waits for many task results at once: one ``MGET`` per tick, in the thread pool."""
-
-    def __init__(self, client: Client, blocking: Callable[..., Any]) -> None:
-        self._backend = client.app.backend
-        self._blocking = blocking
-        #: The loop this poller serves (a client used from another loop gets another).
-        self.loop = asyncio.get_running_loop()
-        self._pending: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def wait(self, task_id: str, timeout: float) -> dict[str, Any]:
-        """The task's ready meta-data (``status``, ``result``: an exception on failure)."""
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(task_id, []).append(future)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="snakepool-result-poller")
-        self._wake.set()
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise result_timeout(task_id, timeout) from None
-        finally:
-            waiting = self._pending.get(task_id, [])
-            if future in waiting:
-                waiting.remove(future)
-            if not waiting:
-                self._pending.pop(task_id, None)
-
-    def _fetch(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
-        """Each task's decoded meta-data, or None (runs in the thread pool: decoding a
-        large result must not hold the loop either)."""
-        keys = [self._backend.get_key_for_task(task_id) for task_id in task_ids]
-        try:
-            found = self._backend.mget(keys)
-        except NotImplementedError:  # a backend without MGET: one GET each
-            found = [self._backend.get(key) for key in keys]
-        if isinstance(found, dict):  # the cache backend (embedded mode) answers a dict
-            found = [found.get(key) for key in keys]
-        return [self._backend.decode_result(raw) if raw else None for raw in found]
-
-    async def _run(self) -> None:
-        pause = POLL_FIRST
-        while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-                pause = POLL_FIRST
-            task_ids = list(self._pending)
-            try:
-                raw = await self._blocking(self._fetch, task_ids)
-            except Exception as exc:  # Redis unreachable: every waiter gets the error
-                for futures in self._pending.values():
-                    for future in futures:
-                        if not future.done():
-                            future.set_exception(exc)
-                self._pending.clear()
-                continue
-            resolved = False
-            for task_id, meta in zip(task_ids, raw, strict=True):
-                if meta is None or meta.get("status") not in states.READY_STATES:
-                    continue
-                resolved = True
-                for future in self._pending.pop(task_id, []):
-                    if not future.done():
-                        future.set_result(meta)
-            self._wake.clear()
-            pause = POLL_FIRST if resolved else min(POLL_LONGEST, pause * 2)
-            # A new waiter wakes the poller early (its result may already be there).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
-            if self._wake.is_set():
-                pause = POLL_FIRST
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
 
 class AsyncClient:
@@ -170,14 +89,30 @@ class AsyncClient:
         # Celery keeps one result backend per thread (each with its own pub/sub
         # connection): every one our threads used is closed by aclose().
         self._backends: dict[int, Any] = {}
-        self._poller: _ResultPoller | None = None
+        self._poller: ResultPoller | None = None
+        self._closed = False
         self.v2 = AsyncV2Api(self)
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called (every call then is ``PoolUnavailable``)."""
+        return self._closed
+
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._closed:
+            raise _closed_error()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, partial(self._in_thread, fn, *args, **kwargs)
-        )
+        try:
+            return await loop.run_in_executor(
+                self._executor, partial(self._in_thread, fn, *args, **kwargs)
+            )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.closed and task is not None and not task.cancelling():
+                # aclose() dropped this call before a thread took it: nobody cancelled
+                # the caller, so it gets the reason, not a CancelledError.
+                raise _closed_error() from None
+            raise
 
     def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -225,13 +160,17 @@ class AsyncClient:
         wait = self.settings.result_timeout if timeout is None else checked_timeout(timeout)
         task_id = result if isinstance(result, str) else result.id
         if self._poller is None or self._poller.loop is not asyncio.get_running_loop():
-            self._poller = _ResultPoller(self.sync, self._run)
+            self._poller = ResultPoller(self.sync, self._run)
+        if self._closed:
+            raise _closed_error()
         try:
             meta = await self._poller.wait(task_id, wait)
         finally:
             # Celery subscribed to the result's channel when the request was sent; we
-            # polled instead: unsubscribe, or every request sent leaves a subscription.
-            await self._run(_unsubscribe, self.sync, result)
+            # polled instead: unsubscribe, or every request sent leaves a subscription
+            # (once closed, aclose() has closed every backend, subscriptions and all).
+            if not self._closed:
+                await self._run(_unsubscribe, self.sync, result)
         if meta["status"] == states.SUCCESS:
             return meta["result"]
         if isinstance(meta.get("result"), BaseException):
@@ -323,12 +262,37 @@ class AsyncClient:
     # ----------------------------------------------------------------- lifecycle
 
     async def aclose(self) -> None:
-        """Stop polling, release connections and the threads."""
+        """Stop polling, release connections and the threads; a second call does nothing.
+
+        Every request still awaited (``execute``, ``wait``) gets ``PoolUnavailable`` at
+        once (it may still run: closing the client does not revoke it), and so does every
+        later call. The loop is never held: the threads are joined in another thread.
+        """
+        if self._closed:
+            return
+        self._closed = True
         if self._poller is not None:
-            await self._poller.close()
+            await self._poller.close(_closed_error)
             self._poller = None
-        await self._run(self.sync.close)
+        # Not on the loop: a thread may be in a blocking call (a slow Redis) for seconds.
+        # Nor in the loop's default executor: this client never uses that one.
+        loop = asyncio.get_running_loop()
+        released: asyncio.Future[None] = loop.create_future()
+
+        def release() -> None:
+            try:
+                self._release()
+            except BaseException as exc:  # handed to the awaiting aclose()
+                loop.call_soon_threadsafe(_settle, released, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, released, None)
+
+        threading.Thread(target=release, name="snakepool-async-close", daemon=True).start()
+        await released
+
+    def _release(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.sync.close()
         for backend in self._backends.values():
             _close_backend(backend)
         self._backends.clear()
@@ -338,6 +302,22 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the awaiting aclose() was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _closed_error() -> PoolUnavailable:
+    return PoolUnavailable(
+        "this AsyncClient is closed (aclose() was called): make a new one",
+        reason="closed",
+    )
 
 
 def _close_backend(backend: Any) -> None:

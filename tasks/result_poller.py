@@ -1,0 +1,130 @@
+"""Waiting for many Celery results at once from asyncio, without holding the loop.
+
+:class:`ResultPoller` is what :class:`~snakepool.tasks.async_client.AsyncClient` awaits
+results with: one task per client (per loop) fetches every awaited result with one
+``MGET`` per tick, run in the client's thread pool, starting every 2 ms and backing off to
+50 ms while nothing arrives. A poll that fails because Redis is restarting or a connection
+dropped is tried again (the requests are still on their way); each waiter's own timeout
+bounds its wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import states
+
+from snakepool.tasks.client import Client
+from snakepool.tasks.client_errors import result_timeout
+
+__all__ = ["POLL_FIRST", "POLL_LONGEST", "ResultPoller"]
+
+#: First and longest pause between two polls of the awaited results, in seconds.
+POLL_FIRST, POLL_LONGEST = 0.002, 0.05
+#: A poll that failed with one of these is tried again (Redis restarting, a dropped
+#: connection): the awaited requests are still on their way.
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+
+log = logging.getLogger("snakepool.client")
+
+
+class ResultPoller:
+    """Waits for many task results at once: one ``MGET`` per tick, in the thread pool."""
+
+    def __init__(self, client: Client, blocking: Callable[..., Any]) -> None:
+        self._backend = client.app.backend
+        self._blocking = blocking
+        #: The loop this poller serves (a client used from another loop gets another).
+        self.loop = asyncio.get_running_loop()
+        self._pending: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, task_id: str, timeout: float) -> dict[str, Any]:
+        """The task's ready meta-data (``status``, ``result``: an exception on failure)."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(task_id, []).append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="snakepool-result-poller")
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise result_timeout(task_id, timeout) from None
+        finally:
+            waiting = self._pending.get(task_id, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._pending.pop(task_id, None)
+
+    def _fetch(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Each task's decoded meta-data, or None (runs in the thread pool: decoding a
+        large result must not hold the loop either)."""
+        keys = [self._backend.get_key_for_task(task_id) for task_id in task_ids]
+        try:
+            found = self._backend.mget(keys)
+        except NotImplementedError:  # a backend without MGET: one GET each
+            found = [self._backend.get(key) for key in keys]
+        if isinstance(found, dict):  # the cache backend (embedded mode) answers a dict
+            found = [found.get(key) for key in keys]
+        return [self._backend.decode_result(raw) if raw else None for raw in found]
+
+    async def _run(self) -> None:
+        pause = POLL_FIRST
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                pause = POLL_FIRST
+            task_ids = list(self._pending)
+            try:
+                raw = await self._blocking(self._fetch, task_ids)
+            except _TRANSIENT as exc:
+                # Redis restarting or a connection dropped: the requests are still on
+                # their way (an accepted request always resolves). Poll again, backing
+                # off; each waiter's own timeout bounds how long it waits.
+                log.debug("polling results failed (%s); polling again", exc)
+                pause = min(POLL_LONGEST, pause * 2)
+                await asyncio.sleep(pause)
+                continue
+            except Exception as exc:  # anything else will not pass: every waiter gets it
+                for futures in self._pending.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                self._pending.clear()
+                continue
+            resolved = False
+            for task_id, meta in zip(task_ids, raw, strict=True):
+                if meta is None or meta.get("status") not in states.READY_STATES:
+                    continue
+                resolved = True
+                for future in self._pending.pop(task_id, []):
+                    if not future.done():
+                        future.set_result(meta)
+            self._wake.clear()
+            pause = POLL_FIRST if resolved else min(POLL_LONGEST, pause * 2)
+            # A new waiter wakes the poller early (its result may already be there).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+            if self._wake.is_set():
+                pause = POLL_FIRST
+
+    async def close(self, error: Callable[[], BaseException]) -> None:
+        """Stop polling; every waiter still waiting gets ``error()`` at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for futures in self._pending.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error())
+        self._pending.clear()
