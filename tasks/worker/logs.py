@@ -30,6 +30,7 @@ __all__ = [
     "PER_TASK_LOGGERS",
     "QuietTaskLog",
     "client_error_types",
+    "label_log_lines",
     "per_task_lines_at_debug",
     "quiet_task_logs",
 ]
@@ -92,6 +93,23 @@ def quiet_task_logs(node: str = "this node") -> None:
     warnings.filterwarnings("ignore", category=SecurityWarning)
     if os.geteuid() == 0:
         log.warning("%s runs as root: Celery advises a dedicated user", node)
+
+
+def label_log_lines(node: str) -> None:
+    """Put the node's name in every line this process logs (its root handlers').
+
+    ``snakepool up`` shows every node's log in one stream: without the name, a line such
+    as ``heartbeat failed: …`` could come from any of them. Passwords in URLs stay masked.
+
+    Args:
+        node: The node's name as given (``v3-1``, ``v3-1@host``).
+    """
+    from snakepool.config.secrets import RedactingFormatter
+
+    label = node.replace("%", "%%")  # a literal in the format string
+    fmt = f"%(asctime)s %(levelname)s {label} %(name)s: %(message)s"
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(fmt))
 
 
 #: Celery's loggers that write one INFO line per task received / finished.
