@@ -44,16 +44,18 @@ from celery.result import AsyncResult
 
 from snakepool.config import Settings
 from snakepool.config.timeouts import checked_timeout
-from snakepool.errors import PoolUnavailable
+from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.tasks.client import Client
 from snakepool.tasks.client_errors import checked_flags_wait
 from snakepool.tasks.result_poller import ResultPoller
 from snakepool.tasks.worker.node import live_nodes
 
-__all__ = ["DEFAULT_THREADS", "AsyncClient", "AsyncV2Api"]
+__all__ = ["DEFAULT_THREADS", "MAX_THREADS", "AsyncClient", "AsyncV2Api"]
 
 #: Threads for the blocking calls of one client (publishing, Redis).
 DEFAULT_THREADS = 16
+#: The most threads one client may have.
+MAX_THREADS = 1024
 
 T = TypeVar("T")
 
@@ -66,10 +68,12 @@ class AsyncClient:
         broker_url: Celery broker (default: ``BROKER_URL``, else ``redis_url``).
         routing: ``"router"`` (through the router task) or ``"direct"`` (zero hops).
         settings: Use these settings instead of reading the environment.
-        max_threads: Threads for blocking calls (the bound on what runs at once).
+        max_threads: Threads for blocking calls (the bound on what runs at once): a
+            whole number from 1 to ``MAX_THREADS`` (None: ``DEFAULT_THREADS``).
 
     Raises:
-        InvalidArguments: an unknown ``routing``.
+        InvalidArguments: an unknown ``routing``, or ``max_threads`` not a whole number
+            from 1 to ``MAX_THREADS`` (nothing connects).
         ConfigError: invalid settings.
     """
 
@@ -80,12 +84,13 @@ class AsyncClient:
         routing: str = "router",
         *,
         settings: Settings | None = None,
-        max_threads: int = DEFAULT_THREADS,
+        max_threads: int | None = DEFAULT_THREADS,
     ) -> None:
+        threads = _checked_threads(max_threads)  # before anything connects
         self.sync = Client(redis_url, broker_url, routing, settings=settings)
         self.settings = self.sync.settings
         self.routing = routing
-        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="snakepool-async")
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="snakepool-async")
         # Celery keeps one result backend per thread (each with its own pub/sub
         # connection): every one our threads used is closed by aclose().
         self._backends: dict[int, Any] = {}
@@ -302,6 +307,18 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _checked_threads(max_threads: object) -> int:
+    if max_threads is None:
+        return DEFAULT_THREADS
+    if isinstance(max_threads, bool) or not isinstance(max_threads, int):
+        raise InvalidArguments(
+            f"max_threads must be a whole number of threads, not {type(max_threads).__name__}"
+        )
+    if not 1 <= max_threads <= MAX_THREADS:
+        raise InvalidArguments(f"max_threads must be from 1 to {MAX_THREADS}, not {max_threads}")
+    return max_threads
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
