@@ -350,7 +350,11 @@ def _close_backend(backend: Any) -> None:
 def _unsubscribe(client: Client, result: AsyncResult | str) -> None:
     if isinstance(result, str):
         result = AsyncResult(result, app=client.app)
-    remove = getattr(client.app.backend, "remove_pending_result", None)
+    # The backend that subscribed: the one of the thread that sent the request (Celery
+    # keeps one per thread), not this thread's — there it would be a silent no-op and the
+    # subscription would stay for as long as the caller holds the result. Celery makes
+    # this safe from any thread (AsyncResult.__del__ does the same).
+    remove = getattr(result.backend, "remove_pending_result", None)
     if remove is not None:  # Redis backend (results pushed); the embedded one has none
         remove(result)
 

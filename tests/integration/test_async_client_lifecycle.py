@@ -151,3 +151,45 @@ def test_a_poll_that_loses_its_connection_is_tried_again(
 
     assert asyncio.run(main()) == {"x": 1}
     assert failures["left"] == 0  # every failure was met, and polled past
+
+
+def _subscriptions(client: AsyncClient) -> int:
+    """Result channels the client's backends (one per thread) still subscribe to."""
+    backends = {id(b): b for b in client._backends.values()}
+    return sum(len(getattr(b.result_consumer, "subscribed_to", ())) for b in backends.values())
+
+
+def test_waits_ended_or_cancelled_leave_no_subscription_while_results_are_held(
+    redis_url: str,
+) -> None:
+    """Celery subscribes to a result's channel in the thread that sends the request; the
+    client polls instead and unsubscribes when a wait ends. It used to unsubscribe on
+    whichever thread ran that call — a no-op on any other — so every request whose
+    result the caller still held (a list of them, a cancelled task's traceback) kept a
+    Redis subscription."""
+
+    async def main() -> tuple[int, int, int]:
+        async with AsyncClient(redis_url=redis_url, max_threads=8) as client:
+            sent = [await client.submit("ping") for _ in range(40)]  # no node: we answer
+            subscribed = _subscriptions(client)
+            store = redis.Redis.from_url(redis_url)
+            backend = client.sync.app.backend
+            for result in sent[:20]:
+                meta = {"task_id": result.id, "status": states.SUCCESS, "result": 1}
+                store.set(backend.get_key_for_task(result.id), json.dumps(meta))
+            store.close()
+            assert (
+                await asyncio.gather(*(client.wait(r, timeout=10) for r in sent[:20])) == [1] * 20
+            )
+            cancelled = [asyncio.create_task(client.wait(r, timeout=30)) for r in sent[20:]]
+            await _until_awaited(client, 20)
+            for task in cancelled:
+                task.cancel()
+            await asyncio.gather(*cancelled, return_exceptions=True)
+            left = _subscriptions(client)
+            held = len(sent) + len(cancelled)  # every result and task still referenced
+            return subscribed, left, held
+
+    subscribed, left, held = asyncio.run(main())
+    assert subscribed == 40 and held == 60
+    assert left == 0
