@@ -193,3 +193,21 @@ def test_waits_ended_or_cancelled_leave_no_subscription_while_results_are_held(
     subscribed, left, held = asyncio.run(main())
     assert subscribed == 40 and held == 60
     assert left == 0
+
+
+def test_a_call_still_queued_for_a_thread_at_aclose_gets_the_reason_not_a_cancel(
+    redis_url: str,
+) -> None:
+    async def main() -> tuple[object, BaseException | object]:
+        client = AsyncClient(redis_url=redis_url, max_threads=1)
+        busy = asyncio.create_task(client._run(time.sleep, 0.5))  # the only thread
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(client.rollout_state())  # waits for that thread
+        await asyncio.sleep(0.05)
+        await client.aclose()  # drops the queued call
+        done = await asyncio.gather(busy, queued, return_exceptions=True)
+        return done[0], done[1]
+
+    busy, queued = asyncio.run(main())
+    assert busy is None  # the call a thread had taken ran to its end
+    assert isinstance(queued, PoolUnavailable) and queued.reason == "closed", repr(queued)
