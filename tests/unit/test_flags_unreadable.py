@@ -175,3 +175,19 @@ def test_shadow_must_be_turned_on_or_off_with_a_bool() -> None:
         assert made.rollout_state()["version"] == 0
     finally:
         made.close()
+
+
+@pytest.mark.parametrize("reason", [None, 5, "", "   ", b"bytes"])
+def test_every_change_through_the_client_needs_a_reason(reason: object) -> None:
+    """The CLI refuses a blank --reason; the client took None, 5 or "" and the audit
+    trail said why: "None", "5", ""."""
+    url = f"fakeredis://{uuid.uuid4().hex}"
+    made = Client(settings=load_settings(redis_url=url, broker_url=url))
+    try:
+        for change in (lambda: made.set_rollout(10, reason), lambda: made.rollback(reason)):
+            with pytest.raises(InvalidArguments, match="say why"):
+                change()  # type: ignore[no-untyped-call]
+        assert made.rollout_state()["version"] == 0  # nothing written
+        assert made.flags.history(10) == []
+    finally:
+        made.close()
