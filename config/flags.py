@@ -126,10 +126,15 @@ class FlagStore:
         writes nothing. Without one, nothing changes for other writers.
 
         Raises:
-            InvalidArguments: the changed flags are invalid, or the rollout is finalized
+            InvalidArguments: ``why`` is not non-blank text, the changed flags are
+                invalid, or the rollout is finalized
                 and the change does not un-finalize it (nothing is written).
             StaleFence: the ``fence`` no longer holds (nothing is written).
         """
+        if not isinstance(why, str) or not why.strip():  # the audit trail says why
+            raise InvalidArguments(
+                f"say why: a reason (non-blank text) is kept in the audit trail, not {why!r:.40}"
+            )
         who, why = cut(who), cut(why)
         while True:
             with self.client.pipeline() as pipe:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from snakepool.config.flag_fields import check_stored_flags
 from snakepool.config.ids import COMMAND_NAME, SESSION_ID, is_valid
 from snakepool.config.keys import LANES
 from snakepool.config.limits import MAX_OVERRIDES, MAX_SCHEDULE_STEPS, MAX_V3_COMMANDS
@@ -71,7 +72,8 @@ class RolloutFlags:
         return cls(**known)
 
     def validate(self) -> RolloutFlags:
-        """Check the values.
+        """Check the values: each of the type a reader of the stored flags accepts
+        (:func:`~snakepool.config.flag_fields.check_stored_flags`), and in its range.
 
         Raises:
             InvalidArguments: naming the bad value.
@@ -80,6 +82,10 @@ class RolloutFlags:
             raise InvalidArguments("percent must be a whole number from 0 to 100")
         if not 0 <= self.percent <= 100:
             raise InvalidArguments(f"percent must be from 0 to 100, not {self.percent}")
+        try:  # what is written must read back: a reader refuses any field of a wrong type
+            check_stored_flags(self.to_dict())
+        except (ValueError, TypeError) as exc:  # TypeError: to_dict() on a wrong type
+            raise InvalidArguments(f"invalid rollout flags: {exc}") from None
         if self.forced_lane not in (None, *LANES):
             raise InvalidArguments(f"forced lane must be one of {LANES} or none")
         if any(lane not in LANES for lane in self.overrides.values()):

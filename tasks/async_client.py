@@ -19,6 +19,9 @@ Celery has no asyncio API, so nothing here blocks the event loop:
   Redis is unreachable the poller keeps trying (a restart: results are stored once it
   is back), and a wait that runs out meanwhile is ``ResultTimeout``, the outage its cause.
 
+Closing (``aclose()``, or leaving ``async with``) ends every awaited request at once with
+``PoolUnavailable`` (``reason="closed"``) and refuses every later call the same way.
+
 Errors are the same typed exceptions as :class:`~snakepool.tasks.client.Client`'s — never
 a raw redis, kombu or socket error (``PoolUnavailable`` when Redis is unreachable) — args
 Celery's JSON cannot carry and a bad wait ``timeout`` are ``InvalidArguments`` before
@@ -29,6 +32,7 @@ anything is sent; a result not there in time is :class:`~snakepool.errors.Result
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -41,17 +45,19 @@ from celery.result import AsyncResult
 
 from snakepool.config import Settings
 from snakepool.config.timeouts import checked_timeout
-from snakepool.errors import PoolUnavailable
+from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.tasks.client import Client
 from snakepool.tasks.client_errors import checked_flags_wait
 from snakepool.tasks.result_poller import ResultPoller
 from snakepool.tasks.worker.node import live_nodes
 from snakepool.tasks.worker.unreachable import typed_errors
 
-__all__ = ["DEFAULT_THREADS", "AsyncClient", "AsyncV2Api"]
+__all__ = ["DEFAULT_THREADS", "MAX_THREADS", "AsyncClient", "AsyncV2Api"]
 
 #: Threads for the blocking calls of one client (publishing, Redis).
 DEFAULT_THREADS = 16
+#: The most threads one client may have.
+MAX_THREADS = 1024
 
 T = TypeVar("T")
 
@@ -64,10 +70,12 @@ class AsyncClient:
         broker_url: Celery broker (default: ``BROKER_URL``, else ``redis_url``).
         routing: ``"router"`` (through the router task) or ``"direct"`` (zero hops).
         settings: Use these settings instead of reading the environment.
-        max_threads: Threads for blocking calls (the bound on what runs at once).
+        max_threads: Threads for blocking calls (the bound on what runs at once): a
+            whole number from 1 to ``MAX_THREADS`` (None: ``DEFAULT_THREADS``).
 
     Raises:
-        InvalidArguments: an unknown ``routing``.
+        InvalidArguments: an unknown ``routing``, or ``max_threads`` not a whole number
+            from 1 to ``MAX_THREADS`` (nothing connects).
         ConfigError: invalid settings.
     """
 
@@ -78,23 +86,40 @@ class AsyncClient:
         routing: str = "router",
         *,
         settings: Settings | None = None,
-        max_threads: int = DEFAULT_THREADS,
+        max_threads: int | None = DEFAULT_THREADS,
     ) -> None:
+        threads = _checked_threads(max_threads)  # before anything connects
         self.sync = Client(redis_url, broker_url, routing, settings=settings)
         self.settings = self.sync.settings
         self.routing = routing
-        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="snakepool-async")
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="snakepool-async")
         # Celery keeps one result backend per thread (each with its own pub/sub
         # connection): every one our threads used is closed by aclose().
         self._backends: dict[int, Any] = {}
         self._poller: ResultPoller | None = None
+        self._closed = False
         self.v2 = AsyncV2Api(self)
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` was called (every call then is ``PoolUnavailable``)."""
+        return self._closed
+
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._closed:
+            raise _closed_error()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, partial(self._in_thread, fn, *args, **kwargs)
-        )
+        try:
+            return await loop.run_in_executor(
+                self._executor, partial(self._in_thread, fn, *args, **kwargs)
+            )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.closed and task is not None and not task.cancelling():
+                # aclose() dropped this call before a thread took it: nobody cancelled
+                # the caller, so it gets the reason, not a CancelledError.
+                raise _closed_error() from None
+            raise
 
     def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Every blocking call runs here: the one place its raw redis/kombu/socket errors
@@ -146,12 +171,16 @@ class AsyncClient:
         task_id = result if isinstance(result, str) else result.id
         if self._poller is None or self._poller.loop is not asyncio.get_running_loop():
             self._poller = ResultPoller(self.sync, self._run)
+        if self._closed:
+            raise _closed_error()
         try:
             meta = await self._poller.wait(task_id, wait)
         finally:
             # Celery subscribed to the result's channel when the request was sent; we
-            # polled instead: unsubscribe, or every request sent leaves a subscription.
-            await self._run(_unsubscribe, self.sync, result)
+            # polled instead: unsubscribe, or every request sent leaves a subscription
+            # (once closed, aclose() has closed every backend, subscriptions and all).
+            if not self._closed:
+                await self._run(_unsubscribe, self.sync, result)
         if meta["status"] == states.SUCCESS:
             return meta["result"]
         if isinstance(meta.get("result"), BaseException):
@@ -243,12 +272,37 @@ class AsyncClient:
     # ----------------------------------------------------------------- lifecycle
 
     async def aclose(self) -> None:
-        """Stop polling, release connections and the threads."""
+        """Stop polling, release connections and the threads; a second call does nothing.
+
+        Every request still awaited (``execute``, ``wait``) gets ``PoolUnavailable`` at
+        once (it may still run: closing the client does not revoke it), and so does every
+        later call. The loop is never held: the threads are joined in another thread.
+        """
+        if self._closed:
+            return
+        self._closed = True
         if self._poller is not None:
-            await self._poller.close()
+            await self._poller.close(_closed_error)
             self._poller = None
-        await self._run(self.sync.close)
+        # Not on the loop: a thread may be in a blocking call (a slow Redis) for seconds.
+        # Nor in the loop's default executor: this client never uses that one.
+        loop = asyncio.get_running_loop()
+        released: asyncio.Future[None] = loop.create_future()
+
+        def release() -> None:
+            try:
+                self._release()
+            except BaseException as exc:  # handed to the awaiting aclose()
+                loop.call_soon_threadsafe(_settle, released, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, released, None)
+
+        threading.Thread(target=release, name="snakepool-async-close", daemon=True).start()
+        await released
+
+    def _release(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.sync.close()
         for backend in self._backends.values():
             _close_backend(backend)
         self._backends.clear()
@@ -258,6 +312,34 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _checked_threads(max_threads: object) -> int:
+    if max_threads is None:
+        return DEFAULT_THREADS
+    if isinstance(max_threads, bool) or not isinstance(max_threads, int):
+        raise InvalidArguments(
+            f"max_threads must be a whole number of threads, not {type(max_threads).__name__}"
+        )
+    if not 1 <= max_threads <= MAX_THREADS:
+        raise InvalidArguments(f"max_threads must be from 1 to {MAX_THREADS}, not {max_threads}")
+    return max_threads
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the awaiting aclose() was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _closed_error() -> PoolUnavailable:
+    return PoolUnavailable(
+        "this AsyncClient is closed (aclose() was called): make a new one",
+        reason="closed",
+    )
 
 
 def _close_backend(backend: Any) -> None:
@@ -273,7 +355,11 @@ def _close_backend(backend: Any) -> None:
 def _unsubscribe(client: Client, result: AsyncResult | str) -> None:
     if isinstance(result, str):
         result = AsyncResult(result, app=client.app)
-    remove = getattr(client.app.backend, "remove_pending_result", None)
+    # The backend that subscribed: the one of the thread that sent the request (Celery
+    # keeps one per thread), not this thread's — there it would be a silent no-op and the
+    # subscription would stay for as long as the caller holds the result. Celery makes
+    # this safe from any thread (AsyncResult.__del__ does the same).
+    remove = getattr(result.backend, "remove_pending_result", None)
     if remove is not None:  # Redis backend (results pushed); the embedded one has none
         remove(result)
 

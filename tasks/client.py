@@ -349,8 +349,11 @@ class Client:
         """Turn shadow comparison on or off (``rate``: share of read-only requests).
 
         Raises:
-            InvalidArguments: ``rate`` is not a number from 0 to 1.
+            InvalidArguments: ``enabled`` is not a bool, or ``rate`` is not a number from
+                0 to 1 (nothing is written).
         """
+        if not isinstance(enabled, bool):
+            raise InvalidArguments(f"enabled must be True or False, not {enabled!r:.40}")
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
             raise InvalidArguments(f"shadow rate must be a number from 0 to 1, not {rate!r:.40}")
 

@@ -115,9 +115,15 @@ class ResultPoller:
             if self._wake.is_set():
                 pause = POLL_FIRST
 
-    async def close(self) -> None:
+    async def close(self, error: Callable[[], BaseException]) -> None:
+        """Stop polling; every waiter still waiting gets ``error()`` at once."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for futures in self._pending.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error())
+        self._pending.clear()

@@ -42,6 +42,8 @@ __all__ = [
     "MAX_SECONDS",
     "REASON",
     "SECONDS",
+    "SHARE",
+    "FiniteFloatRange",
     "Seconds",
     "command_name",
     "json_object",
@@ -113,14 +115,19 @@ SECONDS = Seconds()
 COUNT = click.IntRange(1, MAX_COUNT)
 
 
-class _FiniteFloatRange(click.FloatRange):
-    """click's FloatRange, which lets ``nan`` through (no comparison with it is true)."""
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, finite: click's own lets ``nan`` through (no comparison with it
+    is true), to fail later and elsewhere."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{number!r} is not a finite number", param, ctx)
         return number
+
+
+#: A share (a rate): a finite number from 0 to 1.
+SHARE = FiniteFloatRange(0, 1)
 
 
 def setting_range(name: str) -> click.IntRange | click.FloatRange:
@@ -146,7 +153,7 @@ def setting_range(name: str) -> click.IntRange | click.FloatRange:
             bounds["max_open"] = isinstance(rule, annotated_types.Lt)
     if field.annotation is int:
         return click.IntRange(**bounds)
-    return _FiniteFloatRange(**bounds)
+    return FiniteFloatRange(**bounds)
 
 
 def _checked(check: Any, value: Any) -> Any:

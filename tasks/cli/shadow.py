@@ -13,16 +13,14 @@ from snakepool.tasks.cli._common import (
     reads_stored_data,
     settings_with,
 )
-from snakepool.tasks.cli._params import MAX_COUNT
+from snakepool.tasks.cli._params import MAX_COUNT, SHARE
 
 __all__ = ["shadow"]
 
 
 @click.command()
 @click.argument("state", type=click.Choice(["on", "off", "show"]))
-@click.option(
-    "--rate", type=click.FloatRange(0, 1), default=None, help="Share of read-only requests."
-)
+@click.option("--rate", type=SHARE, default=None, help="Share of read-only requests.")
 @click.option(
     "--mismatches", "show", type=click.IntRange(0, MAX_COUNT), default=0,
     help="Also print the newest N mismatches.",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,10 +17,13 @@ from snakepool.tasks.cli._params import setting_range
 if TYPE_CHECKING:
     from snakepool.tasks.local.launcher import Launcher
 
-__all__ = ["DEFAULT_METRICS_BASE", "up"]
+__all__ = ["DEFAULT_METRICS_BASE", "NODE_RESTARTS", "NODE_RESTART_PERIOD", "up"]
 
 #: The router's Prometheus port under ``snakepool up``; the nodes after it count up.
 DEFAULT_METRICS_BASE = 9808
+#: A node that exits is started again, unless it exited this many times within
+#: ``NODE_RESTART_PERIOD`` seconds: then ``up`` stops everything, naming it.
+NODE_RESTARTS, NODE_RESTART_PERIOD = 3, 60.0
 
 
 @click.command()
@@ -62,10 +67,11 @@ def up(  # noqa: PLR0917 - click passes every option
     port (the router on --metrics-port, each next node on the next port), on
     METRICS_ADDRESS (127.0.0.1 unless set: this host only). The nodes'
     combined log shows node events, client errors (one line each), warnings and errors;
-    --verbose shows everything. Ctrl-C stops everything; nothing is left behind.
+    --verbose shows everything. A node that exits is started again under its name (as
+    compose does), unless it exits 3 times within a minute. Ctrl-C stops everything;
+    nothing is left behind.
     """
     import signal
-    import threading
 
     from snakepool.config.flags import FlagStore
     from snakepool.config.keys import Keys
@@ -106,13 +112,30 @@ def up(  # noqa: PLR0917 - click passes every option
         if flower_port:
             console.print(f"Flower: http://127.0.0.1:{flower_port}/")
         console.print("Ctrl-C stops everything")
-        # Wake on Ctrl-C/SIGTERM at once; look at the children twice a second.
-        while not stop.wait(0.5):
-            exited = [m.name for m in launcher.processes if m.process.poll() is not None]
-            if exited:
-                console.print(styled("exited:", "red"), f"{', '.join(exited)}; stopping the rest")
-                break
+        _watch(launcher, stop)
         console.print("stopping…")
+
+
+def _watch(launcher: Launcher, stop: threading.Event) -> None:
+    """Until Ctrl-C/SIGTERM (woken at once), or a process up cannot bring back: a node
+    that exits is started again under its name (compose's ``restart: unless-stopped``),
+    unless it exited ``NODE_RESTARTS`` times within ``NODE_RESTART_PERIOD`` seconds (a
+    node that cannot stay up); Redis or Flower exiting ends it too."""
+    restarts: dict[str, list[float]] = {}
+    while not stop.wait(0.5):  # look at the children twice a second
+        for managed in [m for m in launcher.processes if m.process.poll() is not None]:
+            now = time.monotonic()
+            recent = [t for t in restarts.get(managed.name, []) if now - t < NODE_RESTART_PERIOD]
+            how = managed.exit_description()
+            if managed.role != "node" or len(recent) >= NODE_RESTARTS:
+                why = f"{len(recent)} restarts in {NODE_RESTART_PERIOD:g} s" if recent else how
+                console.print(
+                    styled("exited:", "red"), f"{managed.name} ({why}); stopping the rest"
+                )
+                return
+            restarts[managed.name] = [*recent, now]
+            launcher.restart(managed)
+            console.print(styled("exited:", "red"), f"{managed.name} ({how}); started again")
 
 
 def _use_redis(redis_url: str, launcher: Launcher) -> None:

@@ -66,7 +66,12 @@ def worker(
     """Run a Celery worker node (-P threads) serving one lane, or all of them."""
     from snakepool.tasks.worker.app import create_app
     from snakepool.tasks.worker.bootstep import install
-    from snakepool.tasks.worker.logs import per_task_lines_at_debug, quiet_task_logs
+    from snakepool.tasks.worker.logs import (
+        label_log_lines,
+        one_line_start_failures,
+        per_task_lines_at_debug,
+        quiet_task_logs,
+    )
 
     settings = settings_with(pool_size=pool_size, metrics_port=metrics_port)
     lanes = ("router", "v3", "v2compat") if lane == "all" else (lane,)
@@ -85,6 +90,9 @@ def worker(
         concurrency = settings.pool_size + extra if lane != "router" else 8
     given = name or f"{lane}-{os.getpid()}"
     hostname = given if "@" in given else f"{given}@%h"
+    label_log_lines(given)
+    if loglevel.upper() != "DEBUG":  # at DEBUG, Celery's traceback as it is
+        one_line_start_failures()
     if quiet:
         quiet_task_logs(name or lane)
     # Celery's own command, not app.worker_main: that drops the exit code (click returns

@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from snakepool.config.keys import Keys
-from snakepool.errors import ConfigError, PoolUnavailable
+from snakepool.errors import ConfigError, InvalidArguments, PoolUnavailable
 
 __all__ = ["STOP_MARGIN", "Launcher", "ManagedProcess", "stop_grace_for"]
 
@@ -53,6 +53,20 @@ class ManagedProcess:
     hostname: str = field(default="")
     #: A node's Prometheus port, when it serves one.
     metrics_port: int | None = None
+    #: How it was started (what :meth:`Launcher.restart` runs again).
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def exit_description(self) -> str:
+        """How it ended: ``killed by SIGKILL``, ``exit code 1`` (None: still running)."""
+        code = self.process.poll()
+        if code is None:
+            return "running"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+            return f"killed by signal {-code}"
+        return f"exit code {code}"
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of its log, for error messages."""
@@ -98,9 +112,26 @@ class Launcher:
         finally:
             if output:
                 output.close()
-        managed = ManagedProcess(role, name, process, log)
+        managed = ManagedProcess(role, name, process, log, argv=argv, env=env or {})
         self.processes.append(managed)
         return managed
+
+    def restart(self, managed: ManagedProcess) -> ManagedProcess:
+        """Start an exited process again, as it was started, in its place in the order
+        (a node keeps its name and metrics port: compose's ``restart: unless-stopped``).
+
+        Raises:
+            InvalidArguments: it is still running, or not one of ours.
+        """
+        if managed not in self.processes or managed.process.poll() is None:
+            raise InvalidArguments(f"{managed.name} is not an exited process of this launcher")
+        index = self.processes.index(managed)
+        self.processes.remove(managed)
+        again = self._spawn(managed.role, managed.name, managed.argv, env=managed.env)
+        self.processes.remove(again)
+        self.processes.insert(index, again)
+        again.metrics_port, again.hostname = managed.metrics_port, managed.hostname
+        return again
 
     def start_redis(self, port: int) -> ManagedProcess:
         """A throwaway redis-server on ``port`` (no persistence)."""

@@ -21,6 +21,7 @@ When an item fails, the items that depend on it say so instead of guessing.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Collection
@@ -83,12 +84,30 @@ def check_adapter(settings: Settings, *, timeout: float) -> CheckItem:
     except OSError as exc:
         return CheckItem("adapter", False, f"cannot run {settings.python}: {exc}")
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        quiet = f"{settings.python} {_ended(done.returncode)} with no message"
+        last = (done.stderr.strip().splitlines() or [quiet])[-1]
         return CheckItem("adapter", False, f"{settings.adapter} does not import: {last}")
     commands = done.stdout.strip()
+    if not commands.isdigit():  # it ran, but not our script: PYTHON is not a Python
+        said = repr(commands[-80:]) if commands else "nothing"
+        return CheckItem(
+            "adapter", False,
+            f"{settings.python} is not a Python that runs snakepool (PYTHON): asked to "
+            f"import {settings.adapter} and count its commands, it printed {said}",
+        )  # fmt: skip
     return CheckItem(
         "adapter", True, f"{settings.adapter}: {commands} commands ({settings.python})"
     )
+
+
+def _ended(code: int) -> str:
+    """How a process ended, in words: ``exited 1``, ``was killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited {code}"
 
 
 def _consumers(settings: Settings) -> dict[str, list[str]]:

@@ -29,7 +29,10 @@ __all__ = [
     "CLIENT_ERRORS",
     "PER_TASK_LOGGERS",
     "QuietTaskLog",
+    "StartFailureLine",
     "client_error_types",
+    "label_log_lines",
+    "one_line_start_failures",
     "per_task_lines_at_debug",
     "quiet_task_logs",
 ]
@@ -92,6 +95,48 @@ def quiet_task_logs(node: str = "this node") -> None:
     warnings.filterwarnings("ignore", category=SecurityWarning)
     if os.geteuid() == 0:
         log.warning("%s runs as root: Celery advises a dedicated user", node)
+
+
+class StartFailureLine(logging.Filter):
+    """A node that cannot start (its adapter does not load, its metrics port is taken…)
+    fails with a typed snakepool error whose message says why; Celery logs it as
+    ``Unrecoverable error: <repr>`` with our own traceback (20 lines, the adapter's
+    remote traceback folded into the repr). This makes it one line: ``this node cannot
+    start: ConfigError: adapter 'x' failed to load: ModuleNotFoundError: …``. Other
+    errors keep their traceback (a bug should show where it is)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always True; rewrites the record of a typed start failure."""
+        error = record.exc_info[1] if record.exc_info else None
+        if record.levelno >= logging.CRITICAL and isinstance(error, errors.SnakepoolError):
+            record.msg = "this node cannot start: %s: %s (--loglevel DEBUG: with the traceback)"
+            record.args = (type(error).__name__, error.message)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def one_line_start_failures() -> None:
+    """Install :class:`StartFailureLine` on Celery's worker logger (this process)."""
+    logger = logging.getLogger("celery.worker")
+    if not any(isinstance(f, StartFailureLine) for f in logger.filters):
+        logger.addFilter(StartFailureLine())
+
+
+def label_log_lines(node: str) -> None:
+    """Put the node's name in every line this process logs (its root handlers').
+
+    ``snakepool up`` shows every node's log in one stream: without the name, a line such
+    as ``heartbeat failed: …`` could come from any of them. Passwords in URLs stay masked.
+
+    Args:
+        node: The node's name as given (``v3-1``, ``v3-1@host``).
+    """
+    from snakepool.config.secrets import RedactingFormatter
+
+    label = node.replace("%", "%%")  # a literal in the format string
+    fmt = f"%(asctime)s %(levelname)s {label} %(name)s: %(message)s"
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(fmt))
 
 
 #: Celery's loggers that write one INFO line per task received / finished.

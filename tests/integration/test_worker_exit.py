@@ -30,4 +30,10 @@ def test_a_node_whose_adapter_cannot_load_exits_non_zero(redis_url: str, tmp_pat
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=80, check=False,
     )  # fmt: skip
     assert done.returncode == 1
-    assert "adapter 'tests.adapters.broken' failed to load" in done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "adapter 'tests.adapters.broken' failed to load" in output
+    # One line, no traceback (Celery logged 20 lines: "Unrecoverable error: …" + ours).
+    failed = [line for line in output.splitlines() if "failed to load" in line]
+    assert len(failed) == 1, output
+    assert "CRITICAL" in failed[0] and "this node cannot start: ConfigError: adapter" in failed[0]
+    assert "Traceback" not in output and "Unrecoverable error" not in output

@@ -7,14 +7,18 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snakepool.config import load_settings
 from snakepool.config.flags import FlagCache, FlagStore
 from snakepool.config.keys import Keys
-from snakepool.errors import ConfigError
+from snakepool.config.rollout_flags import RolloutFlags
+from snakepool.errors import ConfigError, InvalidArguments
 from snakepool.sessions import redis_from_url
 from snakepool.tasks.client import Client
 
@@ -134,3 +138,56 @@ def test_a_direct_client_gets_a_config_error_and_a_router_client_still_sends() -
     finally:
         direct.close()
         routed.close()
+
+
+# ------------------------------------------- what is written always reads back
+
+_ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 200), st.floats(allow_nan=True),
+    st.text(max_size=8), st.lists(st.one_of(st.integers(0, 100), st.text(max_size=5)), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+)  # fmt: skip
+_FIELDS = [f for f in RolloutFlags.__dataclass_fields__ if f not in ("version", "updated_at")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(_FIELDS), value=_ANY_VALUE)
+def test_a_change_is_refused_or_reads_back(name: str, value: object) -> None:
+    """A change of any field to any value is InvalidArguments, nothing written — or the
+    flags it writes are readable. `Client.set_shadow("no")` wrote ``"shadow": "no"``:
+    every reader then failed ("flags cannot be read") and the next change silently reset
+    every flag to the defaults."""
+    store = FlagStore(redis_from_url(f"fakeredis://{uuid.uuid4().hex}"))
+    try:
+        store.update(lambda f: replace(f, **{name: value}), who="t", why="any value")
+    except InvalidArguments:
+        assert store.read().version == 0  # nothing was written
+        return
+    assert store.read().version == 1  # raises ConfigError if it cannot be read
+
+
+def test_shadow_must_be_turned_on_or_off_with_a_bool() -> None:
+    url = f"fakeredis://{uuid.uuid4().hex}"
+    made = Client(settings=load_settings(redis_url=url, broker_url=url))
+    try:
+        with pytest.raises(InvalidArguments, match="enabled must be True or False"):
+            made.set_shadow("no")  # type: ignore[arg-type]
+        assert made.rollout_state()["version"] == 0
+    finally:
+        made.close()
+
+
+@pytest.mark.parametrize("reason", [None, 5, "", "   ", b"bytes"])
+def test_every_change_through_the_client_needs_a_reason(reason: object) -> None:
+    """The CLI refuses a blank --reason; the client took None, 5 or "" and the audit
+    trail said why: "None", "5", ""."""
+    url = f"fakeredis://{uuid.uuid4().hex}"
+    made = Client(settings=load_settings(redis_url=url, broker_url=url))
+    try:
+        for change in (lambda: made.set_rollout(10, reason), lambda: made.rollback(reason)):
+            with pytest.raises(InvalidArguments, match="say why"):
+                change()  # type: ignore[no-untyped-call]
+        assert made.rollout_state()["version"] == 0  # nothing written
+        assert made.flags.history(10) == []
+    finally:
+        made.close()

@@ -15,7 +15,7 @@ from snakepool.config.flags import FlagStore, RolloutFlags
 from snakepool.sessions import SessionStore, redis_from_url
 from snakepool.tasks.cli import main
 from snakepool.tasks.worker.checks import CheckItem, check_consumers, check_versions, run_checks
-from snakepool.tasks.worker.logs import CLIENT_ERRORS, QuietTaskLog
+from snakepool.tasks.worker.logs import CLIENT_ERRORS, QuietTaskLog, label_log_lines
 from tests.conftest import free_port
 
 
@@ -141,6 +141,26 @@ def test_quiet_mode_drops_routine_task_lines_only() -> None:
     assert not quiet.filter(_record(logging.INFO, "Connected to %s"))
     assert quiet.filter(_record(logging.INFO, "node v3-1@h serving v3"))
     assert quiet.filter(_record(logging.WARNING, "Connected to %s"))  # only routine INFO
+
+
+def test_every_line_a_node_logs_names_the_node() -> None:
+    """`up` shows every node's log in one stream: "heartbeat failed: …" from which node?"""
+    import io
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        label_log_lines("v3-1%s")  # a '%' in a name must not break the format
+        logging.getLogger("snakepool.node").warning(
+            "heartbeat failed: %s", "Error 111 connecting to redis://:hunter2@db:6379/0"
+        )
+    finally:
+        root.removeHandler(handler)
+    line = stream.getvalue()
+    assert " WARNING v3-1%s snakepool.node: heartbeat failed: Error 111" in line, line
+    assert "hunter2" not in line  # still redacted
 
 
 # -------------------------------------------------------------------- checks
