@@ -166,7 +166,14 @@ class Client:
     def decide(
         self, command: str, args: dict[str, Any] | None = None, session_id: str | None = None
     ) -> str:
-        """The lane the router would pick for this request now: ``v3`` or ``v2compat``."""
+        """The lane the router would pick for this request now: ``v3`` or ``v2compat``.
+
+        Raises:
+            InvalidArguments: a bad command name or session id (as :meth:`submit`).
+        """
+        validate_command_name(command)
+        if session_id is not None:
+            checked_session_id(session_id)
         return choose(command, args, session_id, self._flag_cache.get(), uuid.uuid4().hex)
 
     def submit(
