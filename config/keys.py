@@ -175,6 +175,12 @@ class Keys:
         unacked score and JSON), plus ``~node`` (its name); TTL refreshed by its beat."""
         return f"{self.prefix}inflight:{validate_incarnation(incarnation)}"
 
+    def processing(self, incarnation: str) -> str:
+        """List: messages one node incarnation has popped off its queues and not yet
+        recorded as unacknowledged (its reliable pop, ``tasks/worker/pop.py``); holds at
+        most a few, for milliseconds; TTL refreshed by its beat; deleted once settled."""
+        return f"{self.prefix}processing:{validate_incarnation(incarnation)}"
+
     def recovery_lock(self, incarnation: str) -> str:
         """String with TTL: held by the survivor returning a dead node's messages."""
         return f"{self.prefix}recovering:{validate_incarnation(incarnation)}"

@@ -27,12 +27,14 @@ Redis restarts (issue 9 item 6) are ridden out on both sides:
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from celery import Celery, Task
 from kombu import Queue
 
 from snakepool.config import Settings
+from snakepool.config.keys import Keys
 from snakepool.sessions.connection import EMBEDDED_SCHEME
 from snakepool.tasks.worker.broker import transport_for
 from snakepool.tasks.worker.results import SnakepoolCelery, backend_url
@@ -114,10 +116,20 @@ def create_app(settings: Settings, *, name: str = "snakepool", node: bool = Fals
 
     Args:
         node: For a worker node (store results and forward messages through a Redis
-            restart); False for a client (refuse quickly what cannot be sent).
+            restart; a new incarnation, ``app.snakepool_incarnation``, whose processing
+            list the reliable pop moves messages through: ``tasks/worker/pop.py``);
+            False for a client (refuse quickly what cannot be sent).
     """
     broker = settings.broker_url or settings.redis_url
     transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    # One run of a node (recovery names its in-flight record and processing list so).
+    incarnation = uuid.uuid4().hex if node else None
+    if transport_for(broker):
+        # One list per queue (nothing here publishes with a priority): the reliable pop
+        # blocks on each list with a connection of its own (tasks/worker/pop.py).
+        transport_options["priority_steps"] = [0]
+        if incarnation is not None:
+            transport_options["processing_list"] = Keys(settings.key_prefix).processing(incarnation)
     if broker.startswith(EMBEDDED_SCHEME):
         broker = "memory://localhost/"
         transport_options["polling_interval"] = 0.005  # in-process: polling is nearly free
@@ -164,4 +176,5 @@ def create_app(settings: Settings, *, name: str = "snakepool", node: bool = Fals
             result_backend_max_sleep_between_retries_ms=RESULT_RETRY_MAX_MS,
         )
     app.snakepool_settings = settings
+    app.snakepool_incarnation = incarnation
     return app

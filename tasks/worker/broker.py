@@ -32,8 +32,12 @@ Two more ways a message went missing across a restart, both in :class:`QoS`:
   Those messages are now requeued as soon as Redis answers — all but the ones running
   here when the connection was lost (their own acknowledgement settles them);
 - ``BRPOP`` took a message off its queue and Redis went away before kombu recorded it as
-  unacknowledged: the message existed only in the node, and the error dropped it. It is
-  now delivered anyway and runs here (its result is stored once Redis is back).
+  unacknowledged: the message existed only in the node, and the error dropped it. On a
+  worker node it now never exists only in the node: the reliable pop
+  (:mod:`~snakepool.tasks.worker.pop`) moves it onto the node's processing list, where it
+  stays — and goes back on its queue once Redis answers — until it is recorded in
+  ``unacked``. Without the reliable pop (kombu's BRPOP) it is delivered anyway and runs
+  here (its result is stored once Redis is back).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ from kombu.exceptions import OperationalError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils import json
+
+from snakepool.tasks.worker.pop import ReliableChannel
+from snakepool.tasks.worker.pop_wait import Poller
 
 __all__ = ["REQUEUE_FOR_SECONDS", "Channel", "QoS", "Transport", "transport_for"]
 
@@ -69,7 +76,15 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
     (see the module docstring)."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        """Record a delivered message as unacknowledged (in Redis, and here)."""
+        """Record a delivered message as unacknowledged (in Redis, and here).
+
+        Raises:
+            redis.ConnectionError: it came through the reliable pop and Redis is away: it
+                stays on the node's processing list, put back on its queue later.
+        """
+        if self.channel.accept(message, delivery_tag):  # the reliable pop's (pop.py)
+            virtual.QoS.append(self, message, delivery_tag)
+            return
         try:
             super().append(message, delivery_tag)
         except _UNREACHABLE as exc:
@@ -137,7 +152,7 @@ def _requeue(channel: Any, tag: str) -> None:
     channel.qos.restore_by_tag(tag)
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
+class Channel(ReliableChannel):
     """kombu's Redis channel, usable for acks, restores and publishes after it was closed
     or its transport collected, with :class:`QoS` (see the module docstring)."""
 
@@ -191,9 +206,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
-    """kombu's Redis transport with :class:`Channel`."""
+    """kombu's Redis transport with :class:`Channel` and the reliable pop's poller."""
 
     Channel = Channel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycle = Poller()
 
 
 def transport_for(broker_url: str) -> str | None:

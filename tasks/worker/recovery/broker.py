@@ -64,6 +64,22 @@ class Delivery:
             raise ValueError("not a kombu message")
         return cls(entry, message, str(exchange or ""), str(routing_key or ""))
 
+    @classmethod
+    def from_message(cls, raw: str | bytes) -> Delivery:
+        """A message as published (a queue's or a processing list's entry), with the
+        exchange and routing key kombu wrote into its ``delivery_info``.
+
+        Raises:
+            ValueError: it is not a kombu message.
+        """
+        entry = text(raw)
+        message = json.loads(entry)
+        if not isinstance(message, dict) or not isinstance(message.get("headers"), dict):
+            raise ValueError("not a kombu message")
+        info = message.get("properties", {}).get("delivery_info", {})
+        return cls(entry, message, str(info.get("exchange") or ""),
+                   str(info.get("routing_key") or ""))  # fmt: skip
+
     @property
     def headers(self) -> dict[str, Any]:
         """Celery's task headers (``id``, ``task``, ``ignore_result``, …)."""

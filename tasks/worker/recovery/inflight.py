@@ -11,6 +11,7 @@ under the same name is another one)::
                    (these three on a connection of their own, sent without waiting for
                    the reply: :mod:`~snakepool.tasks.worker.recovery.pipelined`)
     every second   (recovery thread)  beat.lua    ZADD inflight <now + HEARTBEAT_TTL> <inc>
+                                                  (and the TTL of processing:<inc>)
     every 10 s                        prune.lua   drop what kombu no longer holds as ours
 
 ``<score>`` is the message's ``unacked_index`` score for this delivery (kombu's receipt
@@ -109,6 +110,8 @@ class InflightRecord:
         unacked_index_key: kombu's ``unacked_index`` (``BrokerRedis.unacked_index_key``).
         ttl: Seconds without a beat after which this node counts as dead.
         keep: Seconds the record lives without a beat (``VISIBILITY_TIMEOUT``).
+        incarnation: This run's id (32 hex digits; ``app.snakepool_incarnation``, which
+            names the processing list of its reliable pop too); None: a new one.
     """
 
     def __init__(
@@ -120,12 +123,14 @@ class InflightRecord:
         unacked_index_key: str,
         ttl: float = HEARTBEAT_TTL,
         keep: int = 3600,
+        incarnation: str | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
         self.node = node
-        self.incarnation = uuid.uuid4().hex
+        self.incarnation = incarnation or uuid.uuid4().hex
         self.key = keys.inflight(self.incarnation)
+        self.processing = keys.processing(self.incarnation)
         self.ttl = ttl
         self.keep = keep
         self._unacked_index = unacked_index_key
@@ -223,7 +228,7 @@ class InflightRecord:
         """
         self._settle()  # the replies of the last requests' writes, read here when idle
         self._beat(
-            keys=[self.keys.inflight_index, self.key],
+            keys=[self.keys.inflight_index, self.key, self.processing],
             args=[self.incarnation, self.ttl, self.keep, self.node],
         )
         self._beats += 1

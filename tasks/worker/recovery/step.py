@@ -67,6 +67,7 @@ class RecoveryService:
         self.record = InflightRecord(
             self.broker.client, keys, node=node,
             unacked_index_key=self.broker.unacked_index_key, keep=settings.visibility_timeout,
+            incarnation=getattr(app, "snakepool_incarnation", None),
         )  # fmt: skip
         self.heartbeats = redis_from_url(settings.redis_url)
         self.recovery = Recovery(

@@ -8,6 +8,8 @@ Every node runs :meth:`Recovery.sweep` once a second (:mod:`.step`)::
            settle.lua   HDEL unacked; count the death if it had started;
                         below POISON_THRESHOLD → RPUSH onto its queue, redelivered
                         at the threshold      → dead letter (+ DeadLettered to the caller)
+         unpop.lua    each message still on its processing list (the reliable pop's,
+                      tasks/worker/pop.py: taken, not yet recorded) → its queue, uncounted
          finish.lua   forget the incarnation (unless it beat again: it was only late)
     drain.lua    a gone node's worker-direct queue (<node>.dq2) → the v2compat lane
     bindings     a node gone for BINDING_GRACE_SECONDS loses its kombu bindings (.bindings)
@@ -125,6 +127,7 @@ class Recovery:
         self._dead = client.register_script(lua("dead"))
         self._settle = client.register_script(lua("settle"))
         self._finish = client.register_script(lua("finish"))
+        self._unpop = client.register_script(lua("unpop"))
         self._unlock = client.register_script(lua("unlock"))
         self._drain = client.register_script(lua("drain"))
         #: Gone node → when this survivor first saw it gone (monotonic clock).
@@ -178,7 +181,11 @@ class Recovery:
                     report.dead_lettered.append(task_id)
                 else:
                     report.skipped += 1
-            self._finish(keys=[self.keys.inflight_index, record], args=[incarnation])
+            report.restored.extend(self._unpop_all(incarnation))
+            self._finish(
+                keys=[self.keys.inflight_index, record, self.keys.processing(incarnation)],
+                args=[incarnation],
+            )
         finally:
             self._unlock(keys=[lock], args=[token])
         if report.restored or report.dead_lettered:
@@ -224,6 +231,25 @@ class Recovery:
                   task_id, self.keys.dead_letter_prefix],
         )  # fmt: skip
         return text(outcome), task_id
+
+    def _unpop_all(self, incarnation: str) -> list[str]:
+        """Put back on its queue each message the incarnation's reliable pop had taken
+        and not recorded (it never started: not counted); their task ids."""
+        processing, moved = self.keys.processing(incarnation), []
+        for raw in self.client.lrange(processing, 0, -1):  # newest first: oldest at the head
+            try:
+                delivery = Delivery.from_message(raw)
+            except (ValueError, TypeError):
+                log.error("an unreadable message on %s is dropped: %r", processing, raw[:200])
+                continue
+            home = self._home(delivery)
+            lists = [self.broker.list_for(queue, delivery.message) for queue in home]
+            moved_one = self._unpop(
+                keys=[self.keys.inflight_index, processing, *lists], args=[incarnation, raw]
+            )
+            if moved_one == 1:
+                moved.append(delivery.task_id)
+        return moved
 
     def _home(self, delivery: Delivery) -> list[str]:
         """The queues a message goes back to: where it was sent, but a gone node's direct

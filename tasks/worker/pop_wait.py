@@ -1,0 +1,122 @@
+"""The reliable pop's waiting side: one blocking ``BLMOVE`` per list, driven by kombu's
+poller (why, and the take side: :mod:`~snakepool.tasks.worker.pop`).
+
+A :class:`Waiter` looks to kombu's ``MultiChannelPoller`` like a channel with a pending
+BRPOP (``client``, ``_in_poll``, ``_brpop_start``, ``handlers["BRPOP"]``), so the poller's
+registration, event-loop hooks and disconnect handling serve it unchanged;
+:class:`Poller` registers a channel's waiters while it waits, reads their replies (and
+the take's) even without prefetch credit, and checks them for half-open connections.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from kombu.transport import redis as kombu_redis
+
+if TYPE_CHECKING:
+    from snakepool.tasks.worker.pop import ReliableChannel
+
+__all__ = ["Poller", "Waiter"]
+
+log = logging.getLogger("snakepool.broker")
+
+
+class Waiter:
+    """One list's blocking move into the processing list, on a connection of its own.
+
+    kombu's poller drives it like a channel's BRPOP (``client``, ``_in_poll``,
+    ``_brpop_start``, ``handlers["BRPOP"]``); :class:`Poller` registers it while its
+    channel waits.
+    """
+
+    #: The poller reads its replies even without prefetch credit (see ``Poller``).
+    pops_reliably = True
+
+    def __init__(self, channel: ReliableChannel, key: str) -> None:
+        self.channel, self.key = channel, key
+        self.client = channel._create_client(asynchronous=True)
+        self.qos = channel.qos
+        self._in_poll: Any = None
+        self._brpop_sent_at: float | None = None
+        self.handlers = {"BRPOP": self.read}
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        channel = self.channel
+        if not channel.blocking_wanted(self.key):
+            return
+        connection = self.client.connection
+        self._in_poll, self._brpop_sent_at = connection, monotonic()
+        timeout = channel.brpop_timeout if timeout is None else timeout
+        connection.send_command(
+            "BLMOVE", self.key, channel.processing_list, "RIGHT", "LEFT", timeout or 0
+        )
+
+    def read(self) -> bool:
+        """Read the pending BLMOVE's reply: deliver its message, or give it back.
+
+        Raises:
+            Empty: it timed out (or its message went back).
+            redis.ConnectionError: the connection is gone (a reclaim follows).
+        """
+        channel = self.channel
+        try:
+            item = self.client.parse_response(self.client.connection, "BLMOVE")
+        except channel.connection_errors:
+            channel.reclaim_later()
+            self.client.connection.disconnect()
+            raise
+        finally:
+            self._in_poll = None
+        if item is None:
+            raise kombu_redis.Empty()
+        return channel.taken(self.key, item)
+
+    def _poll_error(self, type: str, **options: Any) -> None:
+        self.read()
+
+
+class Poller(kombu_redis.MultiChannelPoller):  # type: ignore[misc]
+    """kombu's poller, also driving each reliable channel's waiters; a reliable pop's
+    reply is read even without prefetch credit (a message given back is better than
+    one held unseen)."""
+
+    def on_poll_start(self) -> None:
+        super().on_poll_start()
+        for channel in tuple(self._channels):
+            for waiter in getattr(channel, "waiters_due", list)():
+                self._register_BRPOP(waiter)
+
+    def on_readable(self, fileno: int) -> Any:
+        found = self._fd_to_chan.get(fileno)
+        if found is not None and fileno not in self._paused_brpop:
+            channel, kind = found
+            if kind == "BRPOP" and getattr(channel, "pops_reliably", False):
+                if channel._in_poll:
+                    return channel.handlers["BRPOP"]()
+                channel.client.connection.disconnect()  # the server closed an idle one
+                return None
+        return super().on_readable(fileno)
+
+    def _pause_brpop(self, channel: Any, fileno: int) -> None:
+        if not getattr(channel, "pops_reliably", False):
+            super()._pause_brpop(channel, fileno)
+
+    def maybe_check_brpop_health(self) -> None:
+        super().maybe_check_brpop_health()
+        now = monotonic()
+        for channel in tuple(self._channels):
+            for waiter in tuple(getattr(channel, "_waiters", {}).values()):
+                connection, sent = waiter._in_poll, waiter._brpop_sent_at
+                interval = channel.health_check_interval
+                if not connection or sent is None or not interval:
+                    continue
+                if now - sent < (channel.brpop_timeout or 0) + interval:
+                    continue
+                sock = getattr(connection, "_sock", None)
+                if sock is not None and not kombu_redis._socket_readable(sock):
+                    log.warning("Redis BLMOVE on %s got no reply: dropping the connection",
+                                waiter.key)  # fmt: skip
+                    connection.disconnect()

@@ -1,0 +1,227 @@
+"""The reliable pop (``tasks/worker/pop.py``) on a real redis-server: kombu consumers on
+our transport, and real nodes frozen and killed with a pop pending.
+
+The loss it removes: a SIGKILLed node's pending BRPOP is still served by Redis for tens
+of milliseconds; the message went to a socket nobody read, and was then in neither its
+queue nor kombu's ``unacked`` hash. Freezing the node (SIGSTOP) keeps its pop pending as
+long as we like, which makes that race deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+from snakepool.config.keys import Keys
+from snakepool.tasks.client import Client
+from tests.integration.cluster import NodeProcess
+from tests.integration.node_chaos import ResultWatch, chaos_cluster, wait_for
+
+pytestmark = [pytest.mark.integration]
+
+TRANSPORT = "snakepool.tasks.worker.broker:Transport"
+INCARNATION = "ab" * 16
+
+
+def _connection(redis_url: str, incarnation: str = INCARNATION) -> Connection:
+    return Connection(
+        redis_url, transport=TRANSPORT,
+        transport_options={"priority_steps": [0],
+                           "processing_list": Keys().processing(incarnation)},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ("q1", "q2")]
+
+
+def _publish(redis_url: str, queue: str, body: Any) -> None:
+    with Connection(redis_url) as connection:
+        Producer(connection).publish(body, exchange=queue, routing_key=queue, declare=QUEUES)
+
+
+class Received:
+    """What a kombu consumer on our transport got, and when."""
+
+    def __init__(self, connection: Connection, prefetch: int = 10, ack: bool = True) -> None:
+        self.bodies: list[Any] = []
+        self.at: list[float] = []
+        self.ack = ack
+        self.channel = connection.channel()
+        self.consumer = Consumer(self.channel, QUEUES, callbacks=[self.on_message])
+        self.consumer.qos(prefetch_count=prefetch)
+        self.consumer.consume()
+
+    def on_message(self, body: Any, message: Any) -> None:
+        self.bodies.append(body)
+        self.at.append(time.monotonic())
+        if self.ack:
+            message.ack()
+
+
+def _drain(connection: Connection, until: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out draining"
+        try:
+            connection.drain_events(timeout=0.2)
+        except TimeoutError:
+            continue
+
+
+def _idle(connection: Connection) -> None:
+    for _ in range(3):
+        try:
+            connection.drain_events(timeout=0.2)
+        except TimeoutError:
+            pass
+
+
+@pytest.mark.timeout(30)
+def test_messages_move_through_the_processing_list_in_order_and_once(
+    redis_url: str, broker: redis.Redis
+) -> None:
+    for i in range(5):
+        _publish(redis_url, "q1", {"n": i})
+        _publish(redis_url, "q2", {"n": 10 + i})
+    with _connection(redis_url) as connection:
+        got = Received(connection)
+        _drain(connection, lambda: len(got.bodies) == 10, 10)
+        assert sorted(b["n"] for b in got.bodies) == [*range(5), *range(10, 15)]
+        q1 = [b["n"] for b in got.bodies if b["n"] < 10]
+        assert q1 == sorted(q1)  # each queue in its own order
+        assert broker.llen(Keys().processing(INCARNATION)) == 0
+        assert broker.llen("q1") == broker.llen("q2") == 0
+        assert broker.hlen("unacked") == 0  # all acknowledged
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("queue", ["q1", "q2"])
+def test_an_idle_node_gets_a_message_on_any_of_its_queues_at_once(
+    redis_url: str, broker: redis.Redis, queue: str
+) -> None:
+    with _connection(redis_url) as connection:
+        got = Received(connection)
+        _idle(connection)  # the take finds nothing, the waiters block
+        blocked = [c for c in broker.client_list() if c["cmd"] == "blmove"]
+        assert len(blocked) == 2, blocked  # one per list
+        sent: list[float] = []
+
+        def publish_later() -> None:
+            time.sleep(0.3)
+            sent.append(time.monotonic())
+            _publish(redis_url, queue, {"queue": queue})
+
+        thread = threading.Thread(target=publish_later)
+        thread.start()
+        _drain(connection, lambda: bool(got.bodies), 5)
+        thread.join()
+        waited = got.at[0] - sent[0]
+        assert got.bodies == [{"queue": queue}]
+        # kombu's BRPOP timeout is 1 s: a round-robin over the lists would show it.
+        assert waited < 0.25, f"delivered {waited:.3f} s after it was sent"
+
+
+@pytest.mark.timeout(30)
+def test_a_message_beyond_the_prefetch_goes_back_to_the_head_of_its_queue(
+    redis_url: str, broker: redis.Redis
+) -> None:
+    _publish(redis_url, "q1", {"n": 0})
+    _publish(redis_url, "q2", {"n": 1})
+    messages = [broker.rpop("q1"), broker.rpop("q2")]
+    with _connection(redis_url) as connection:
+        got = Received(connection, prefetch=1, ack=False)
+        _idle(connection)
+        assert len([c for c in broker.client_list() if c["cmd"] == "blmove"]) == 2
+        # Both waiters are served at once (after EXEC); the node has credit for one.
+        with broker.pipeline(transaction=True) as pipe:
+            pipe.lpush("q1", messages[0])
+            pipe.lpush("q2", messages[1])
+            pipe.execute()
+        _drain(connection, lambda: bool(got.bodies), 5)
+        _idle(connection)  # reads the other reply: no credit, so it goes back
+        assert len(got.bodies) == 1
+        assert broker.llen("q1") + broker.llen("q2") == 1
+        assert broker.llen(Keys().processing(INCARNATION)) == 0
+        assert broker.hlen("unacked") == 1
+
+
+@pytest.mark.timeout(30)
+def test_what_a_lost_reply_left_on_the_processing_list_goes_back_to_its_queue(
+    redis_url: str, broker: redis.Redis
+) -> None:
+    _publish(redis_url, "q2", {"lost": True})
+    processing = Keys().processing(INCARNATION)
+    broker.lmove("q2", processing, "RIGHT", "LEFT")  # as a BLMOVE whose reply was lost
+    with _connection(redis_url) as connection:
+        got = Received(connection)
+        _drain(connection, lambda: bool(got.bodies), 5)
+        assert got.bodies == [{"lost": True}]
+        assert broker.llen(processing) == 0
+
+
+# ------------------------------------------------------------ real nodes, frozen
+
+
+def _frozen_with_a_pending_pop(node: NodeProcess, broker: redis.Redis) -> None:
+    """SIGSTOP the node once Redis shows its blocking pop pending (the only node)."""
+    for _ in range(50):
+        os.kill(node.process.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            if any(c["cmd"] in ("brpop", "blmove") for c in broker.client_list()):
+                return
+            time.sleep(0.01)
+        os.kill(node.process.pid, signal.SIGCONT)
+        time.sleep(0.1)
+    raise AssertionError("the node never had a blocking pop pending")
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_request_popped_by_a_node_as_it_dies_is_answered_by_another(
+    redis_url: str, tmp_path: Path
+) -> None:
+    client = Client(redis_url=redis_url, routing="direct")
+    watch = ResultWatch(redis_url)
+    try:
+        with chaos_cluster(redis_url, tmp_path, ("v3", "v3-a")) as (cluster, started):
+            client.wait_for_flags(client.set_rollout(100, "test")["version"])
+            assert client.execute("calculate", {"expression": "1+1"}) == {"result": 2}
+            victim, broker = started[0], cluster.redis
+            for attempt in range(10):
+                _frozen_with_a_pending_pop(victim, broker)
+                pending = client.submit("calculate", {"expression": f"6*7+{attempt}"})
+                if broker.llen("v3") == 0:  # the frozen node's pop took it
+                    break
+                os.kill(victim.process.pid, signal.SIGCONT)  # its pop had just timed out
+                assert pending.get(timeout=30) == {"result": 42 + attempt}
+            else:
+                raise AssertionError("the frozen node's pop never took the request")
+            cluster.kill(victim)  # SIGKILL: it never reads the reply
+            survivor = cluster.start("v3", "v3-b")
+            assert pending.get(timeout=60) == {"result": 42 + attempt}
+            assert pending.worker == survivor.hostname
+            wait_for(lambda: watch.counts()[pending.id] >= 1, 5, "the stored result")
+            time.sleep(1)  # a second delivery would store a second result
+            assert watch.counts()[pending.id] == 1
+    finally:
+        watch.close()
+        client.close()
