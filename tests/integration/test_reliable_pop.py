@@ -9,6 +9,7 @@ long as we like, which makes that race deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -87,10 +88,8 @@ def _drain(connection: Connection, until: Any, timeout: float) -> None:
 
 def _idle(connection: Connection) -> None:
     for _ in range(3):
-        try:
+        with contextlib.suppress(TimeoutError):
             connection.drain_events(timeout=0.2)
-        except TimeoutError:
-            pass
 
 
 @pytest.mark.timeout(30)
