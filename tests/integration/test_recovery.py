@@ -71,6 +71,42 @@ def test_a_dead_nodes_messages_go_back_to_their_queue_redelivered(w: World) -> N
     assert len(w.queued("v3")) == 3
 
 
+def test_what_a_dead_nodes_reliable_pop_held_goes_back_uncounted(w: World) -> None:
+    first, second, third = (w.send("echo", {"n": n}) for n in range(3))
+    node = w.node()
+    running = w.take(node)
+    processing = w.keys.processing(node.incarnation)
+    # Its pop moved the next two onto its processing list (BLMOVE's end), then it died.
+    for _ in range(2):
+        w.client.lmove("v3", processing, "RIGHT", "LEFT")
+    w.client.expire(processing, 60)
+    assert w.client.llen("v3") == 0
+    w.wait_dead(node)
+    report = w.recovery.sweep()
+    assert sorted(report.recovered[0].restored) == sorted([first, second, third])
+    # The oldest first; those never delivered are neither counted nor marked redelivered.
+    queued = w.queued("v3")
+    assert [m["headers"]["id"] for m in queued] == [first, second, third]
+    assert all("redelivered" not in m["headers"] for m in queued[1:])
+    assert not w.client.exists(w.keys.deaths(second))
+    assert w.client.llen(w.keys.deaths(first)) == 1
+    assert not w.client.exists(processing) and not w.client.exists(node.key)
+    assert running in {m["properties"]["delivery_tag"] for m in queued}
+
+
+def test_a_late_nodes_processing_list_is_left_alone(w: World) -> None:
+    sent = w.send("echo", {"n": 1})
+    node = w.node()
+    processing = w.keys.processing(node.incarnation)
+    w.client.lmove("v3", processing, "RIGHT", "LEFT")
+    w.wait_dead(node)
+    node.ttl = 30
+    node.beat()  # late, not dead: it may be delivering that message right now
+    assert w.recovery._unpop_all(node.incarnation) == []
+    assert w.client.lrange(processing, 0, -1) and w.client.llen("v3") == 0
+    assert sent
+
+
 def test_the_broker_may_be_another_redis_than_the_store(redis_url: str) -> None:
     broker_url = redis_url.rsplit("/", 1)[0] + "/1"
     with world(redis_url, broker_url=broker_url, threshold=1) as w:

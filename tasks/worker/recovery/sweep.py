@@ -173,6 +173,7 @@ class Recovery:
             report = RecoveryReport(incarnation, node)
             noticed = time.time()
             # Newest first: each goes to the head of its queue, so the oldest runs first.
+            report.restored.extend(self._unpop_all(incarnation))  # taken after the others
             for tag, entry in sorted(entries.items(), key=_received, reverse=True):
                 outcome, task_id = self._settle_one(record, node, tag, entry, noticed)
                 if outcome == "restored":
@@ -181,7 +182,6 @@ class Recovery:
                     report.dead_lettered.append(task_id)
                 else:
                     report.skipped += 1
-            report.restored.extend(self._unpop_all(incarnation))
             self._finish(
                 keys=[self.keys.inflight_index, record, self.keys.processing(incarnation)],
                 args=[incarnation],
