@@ -215,8 +215,11 @@ def test_a_request_popped_by_a_node_as_it_dies_is_answered_by_another(
             else:
                 raise AssertionError("the frozen node's pop never took the request")
             cluster.kill(victim)  # SIGKILL: it never reads the reply
+            killed = time.monotonic()
             survivor = cluster.start("v3", "v3-b")
             assert pending.get(timeout=60) == {"result": 42 + attempt}
+            print(f"answered by {survivor.name} {time.monotonic() - killed:.1f} s after the "
+                  "kill (its start included)")  # fmt: skip
             assert pending.worker == survivor.hostname
             wait_for(lambda: watch.counts()[pending.id] >= 1, 5, "the stored result")
             time.sleep(1)  # a second delivery would store a second result
