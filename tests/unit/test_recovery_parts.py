@@ -210,6 +210,23 @@ def test_a_delivery_reads_its_task_and_marks_redelivery() -> None:
     assert not delivery.is_direct
 
 
+@given(exchange=st.sampled_from(["", "C.dq2"]), routing_key=st.text(min_size=1, max_size=40))
+def test_a_queued_message_knows_where_it_was_sent(exchange: str, routing_key: str) -> None:
+    info = {"exchange": exchange, "routing_key": routing_key}
+    message = {"body": "", "headers": {"id": "t"}, "properties": {"delivery_info": info}}
+    raw = json.dumps(message).encode()
+    delivery = Delivery.from_message(raw)
+    assert (delivery.exchange, delivery.routing_key) == (exchange, routing_key)
+    assert delivery.is_direct == (exchange == "C.dq2") and delivery.task_id == "t"
+    assert delivery.raw.encode() == raw  # unpop.lua removes it by these exact bytes
+
+
+@pytest.mark.parametrize("raw", [b"", b"[]", b'{"headers": 1}', b"\xff"])
+def test_a_queued_message_that_is_not_kombus_is_refused(raw: bytes) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        Delivery.from_message(raw)
+
+
 # ---------------------------------------------------------------- kill_node
 
 _LEVEL = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[1], *sys.argv[2:]]).wait()"  # noqa: E501
