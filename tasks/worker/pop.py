@@ -29,7 +29,7 @@ and no blocking wait that does not consume. Weighed:
 
 So two modes per consuming channel:
 
-- **take** (something may be queued): ``take.lua`` moves the first message of all the
+- **take** (something may be queued): the :data:`TAKE` script moves the first message of all the
   channel's lists — in kombu's own order, priority then queue cycle — onto the
   processing list, in one non-blocking ``EVALSHA`` on the channel's connection (where
   kombu sent its BRPOP). Under load this is the only consuming command: one per message,
@@ -45,9 +45,10 @@ Redis commands per message (measured on a V3 node, lane + direct queue, ``INFO
 commandstats``, which counts a script's own calls too): the take's ``EVALSHA`` replaces
 the BRPOP and runs one ``LMOVE`` per list it tries (2 here: kombu's queue cycle puts the
 list just served last); one ``LREM`` joins kombu's ``MULTI`` — the same round trips,
-+3 commands (30.9 → 34.0 per request under backlog). After an idle wait, one more
-round trip: the ``EVALSHA`` take that finds the lists empty before the node waits again
-(+4: 34.0 → 37.9 per request sent one at a time). While idle: one ``BLMOVE`` per list
++3 commands per request under backlog (all Redis commands of a request, router-less
+``echo``: 30.9 → 34.0). After an idle wait, one more round trip: the ``EVALSHA`` take
+that finds the lists empty before the node waits again (+4 for requests sent one at a
+time: 34.0 → 37.9). While idle: one ``BLMOVE`` per list
 per ``brpop_timeout`` (1 s), where kombu sent one BRPOP.
 
 Limits, exactly: active only with our transport (``redis://`` broker URLs) and a
@@ -56,7 +57,9 @@ kombu's ``global_keyprefix`` — otherwise kombu's BRPOP, with its loss window; 
 connection per consumed list (within kombu's ``max_connections`` per pool, 10, with the
 BRPOP and pub/sub ones: up to 8 lists — our nodes consume at most 4, with
 ``priority_steps = [0]`` set by ``create_app``); one consuming channel per process at a
-time (Celery's consumer; another would only cause a duplicate delivery, never a loss).
+time (Celery's consumer; another would only cause a duplicate delivery, never a loss);
+a message Redis serves to a waiter in the instant its channel closes stays on the list
+until the process has exited and a survivor settles the incarnation (seconds).
 """
 
 from __future__ import annotations
