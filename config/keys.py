@@ -177,8 +177,9 @@ class Keys:
 
     def processing(self, incarnation: str) -> str:
         """List: messages one node incarnation has popped off its queues and not yet
-        recorded as unacknowledged (its reliable pop, ``tasks/worker/pop.py``); holds at
-        most a few, for milliseconds; TTL refreshed by its beat; deleted once settled."""
+        recorded as unacknowledged (its reliable pop, ``tasks/worker/pop.py``), each for
+        milliseconds; at most its prefetch count plus one per list it consumes; TTL
+        refreshed by its beat; deleted once settled."""
         return f"{self.prefix}processing:{validate_incarnation(incarnation)}"
 
     def recovery_lock(self, incarnation: str) -> str:

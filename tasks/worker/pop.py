@@ -10,7 +10,7 @@ reply lost with its connection (a Redis restart, a network cut).
 Here a message only ever *moves*: from its queue into this node incarnation's
 processing list ``{prefix}processing:<incarnation>`` (``Keys.processing``), atomically in
 Redis, and from there into kombu's ``unacked`` hash (``QoS.append``: ``ZADD`` +
-``HSET`` + ``LREM`` in one ``MULTI``). A dead incarnation's processing list is put back
+``HSET`` + ``LREM`` in one script). A dead incarnation's processing list is put back
 on its queues by the survivor that settles it (``recovery/sweep.py``), uncounted (those
 messages never started); a live node puts back what a lost reply left there.
 
@@ -23,33 +23,37 @@ and no blocking wait that does not consume. Weighed:
 - a non-consuming wait (``BLMOVE q q``, keyspace notifications, client tracking): one
   list per connection anyway (or server configuration), and it wakes *every* idle node
   for each message (a thundering herd that costs commands per request);
-- one blocking ``BLMOVE`` per list, each on its own connection: exact and immediate,
-  but alone it takes one message per list whenever several have a backlog, beyond the
-  prefetch count (under load: every time).
+- one blocking ``BLMOVE`` per list, each on its own connection: exact and immediate
+  (Redis serves a message pushed to any list at once, to one node only), but when
+  several lists are busy it brings one message from each, beyond the prefetch room;
+- a non-blocking multi-list move in Lua: atomic, but it cannot wait.
 
-So two modes per consuming channel:
+So the last two, each where it fits, on each consuming channel:
 
-- **take** (something may be queued): the :data:`TAKE` script moves the first message of all the
-  channel's lists — in kombu's own order, priority then queue cycle — onto the
-  processing list, in one non-blocking ``EVALSHA`` on the channel's connection (where
-  kombu sent its BRPOP). Under load this is the only consuming command: one per message,
-  as BRPOP was;
-- **wait** (the last take found nothing): one :class:`Waiter` per list blocks on
+- **wait** — the last take found every list empty, or the prefetch has room for one
+  message from every list busy of late (1 s): one :class:`Waiter` per list blocks on
   ``BLMOVE <list> <processing> RIGHT LEFT <brpop_timeout>`` on a connection of its own,
-  driven by kombu's poller exactly like a channel's BRPOP. Redis serves the first
-  message pushed to any list at once, to one node only. The first delivery goes back to
-  take mode. A waiter's message that arrives when the node has no prefetch credit left
-  (or is no longer consuming that queue) is given back to the head of its list.
+  driven by kombu's poller exactly like a channel's BRPOP (and, like it, re-sent after
+  each message while the prefetch has room). A lane node under load stays here: one
+  BLMOVE per message, where kombu sent one BRPOP;
+- **take** — several lists busy and little room: the :data:`TAKE` script moves up to
+  the room's worth (at most :data:`MAX_TAKE`) from the first non-empty list, in
+  kombu's own order (priority, then queue cycle), in one non-blocking ``EVALSHA`` on
+  the channel's connection (where kombu sent its BRPOP).
 
-Redis commands per message (measured on a V3 node, lane + direct queue, ``INFO
-commandstats``, which counts a script's own calls too): the take's ``EVALSHA`` replaces
-the BRPOP and runs one ``LMOVE`` per list it tries (2 here: kombu's queue cycle puts the
-list just served last); one ``LREM`` joins kombu's ``MULTI`` — the same round trips,
-+3 commands per request under backlog (all Redis commands of a request, router-less
-``echo``: 30.9 → 34.0). After an idle wait, one more round trip: the ``EVALSHA`` take
-that finds the lists empty before the node waits again (+4 for requests sent one at a
-time: 34.0 → 37.9). While idle: one ``BLMOVE`` per list
-per ``brpop_timeout`` (1 s), where kombu sent one BRPOP.
+A message that arrives when the node has no room left (or no longer consumes that
+queue) is given back to the head of its list (rare: it takes a message on a list that
+was quiet, at the instant the room ran out). The move into ``unacked`` is one script,
+:data:`ACCEPT` (``ZADD`` + ``HSET`` + ``LREM``), in place of kombu's ``MULTI`` ``ZADD``
+``HSET`` ``EXEC``.
+
+Redis commands per request (``INFO commandstats``, which counts a script's own calls
+too; a V3 node, pool of 2, ``echo`` zero-hop, 200 requests): 29.98 under backlog
+(kombu's BRPOP: 30.36), 33.92 one at a time (34.01) — none added: ``BLMOVE`` replaces
+``BRPOP`` and ``EVALSHA`` + ``LREM`` replace ``MULTI`` + ``EXEC``. ``benchmarks`` (i),
+``--lane all`` node, 8 in flight: zero-hop 31.1 (main 31.9-35.2), router 47.6-48.1
+(53.6-55.2). While idle: one ``BLMOVE`` per list per ``brpop_timeout`` (1 s), where
+kombu sent one BRPOP for all.
 
 Limits, exactly: active only with our transport (``redis://`` broker URLs) and a
 processing list (worker nodes, ``create_app(node=True)``), on Redis ≥ 6.2 and without
@@ -64,7 +68,6 @@ until the process has exited and a survivor settles the incarnation (seconds).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from time import monotonic, time
 from typing import Any
@@ -75,33 +78,18 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from snakepool.tasks.worker.pop_scripts import ACCEPT, GIVE_BACK, SHA, TAKE, TAKE_62
 from snakepool.tasks.worker.pop_wait import Waiter
 
-__all__ = ["GIVE_BACK", "TAKE", "ReliableChannel"]
+__all__ = ["BUSY_SECONDS", "MAX_TAKE", "ReliableChannel"]
 
 log = logging.getLogger("snakepool.broker")
 
-#: Move the first message of KEYS[2..] (in that order) onto KEYS[1], the processing list:
-#: one LMOVE per list tried (the queue cycle puts the list just served last).
-TAKE = """
-for i = 2, #KEYS do
-  local item = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
-  if item then
-    return {KEYS[i], item}
-  end
-end
-return false
-"""
-#: Give a message back: off KEYS[1] (the processing list), onto the head of KEYS[2] (the
-#: right end, where consumers pop). 1 if moved, 0 if it was no longer there.
-GIVE_BACK = """
-if redis.call('LREM', KEYS[1], -1, ARGV[1]) > 0 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
-_TAKE_SHA = hashlib.sha1(TAKE.encode(), usedforsecurity=False).hexdigest()
+_FIRST_LMPOP = (7, 0)
+#: At most this many messages per take.
+MAX_TAKE = 8
+#: A list that brought a message this recently counts as busy (see ``taken``).
+BUSY_SECONDS = 1.0
 _FIRST_BLMOVE = (6, 2)
 
 
@@ -123,6 +111,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._reclaim_due = bool(self.processing_list)
         self._waiters: dict[str, Waiter] = {}
         self._taken_item: bytes | None = None
+        self._take = "take"
+        #: List → when it last brought a message (monotonic clock).
+        self._recent: dict[str, float] = {}
+        self._empty = False  # whether the last take found every list empty
 
     # --------------------------------------------------------------- the modes
 
@@ -145,8 +137,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 log.warning("Redis %s has no BLMOVE (6.2+): consuming with BRPOP (a message "
                             "taken as a node dies can be lost)", version)  # fmt: skip
                 return False
-            client.script_load(TAKE)
+            self._take = "take" if _version(version) >= _FIRST_LMPOP else "take_62"
+            self._load_scripts(client)
         return True
+
+    def _load_scripts(self, client: Any) -> None:
+        client.script_load(TAKE if self._take == "take" else TAKE_62)
+        client.script_load(ACCEPT)
 
     def _pop_keys(self) -> list[str]:
         """The lists to consume, in kombu's BRPOP order (priority, then queue cycle)."""
@@ -159,6 +156,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         if not self._reliable:
             super()._brpop_start(timeout)
             return
+        # Wait (a BLMOVE per list) when the last take found nothing, or while the
+        # prefetch has room for a message from every list busy of late: each BLMOVE then
+        # moves one message as BRPOP did. Else take (several lists busy, little room:
+        # waiters would bring more than the room, to be given back).
+        self._waiting = self._empty or self._room() >= self._busy()
         if self._waiting or self._reclaim_due or self._closing:
             return  # the waiters block; or a reclaim comes first
         keys = self._pop_keys()
@@ -166,7 +168,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             return
         connection = self.client.connection
         self._in_poll, self._brpop_sent_at = connection, monotonic()
-        connection.send_command("EVALSHA", _TAKE_SHA, len(keys) + 1, self.processing_list, *keys)
+        # As many as the prefetch has room for (BRPOP would take them one by one).
+        count = int(max(1, min(self._room(), MAX_TAKE)))
+        connection.send_command(
+            "EVALSHA", SHA[self._take], len(keys) + 1, self.processing_list, *keys, count
+        )
 
     def _brpop_read(self, **options: Any) -> bool:
         if not self._reliable:
@@ -181,13 +187,16 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 raise
             except redis.exceptions.NoScriptError:
                 with self.conn_or_acquire() as client:  # flushed (a Redis restart)
-                    client.script_load(TAKE)
+                    self._load_scripts(client)
                 raise kombu_redis.Empty() from None
             if not reply:
-                self._waiting = True  # all empty: block on each list
+                self._empty = True  # all empty: block on each list
                 raise kombu_redis.Empty()
-            source, item = reply
-            return self.taken(bytes_to_str(source), item)
+            source, *items = reply
+            delivered = [self.taken(bytes_to_str(source), item) for item in items]  # oldest first
+            if not any(delivered):
+                raise kombu_redis.Empty()
+            return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
@@ -222,16 +231,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
     def taken(self, source: str, item: bytes) -> bool:
         """A message is on the processing list, popped from ``source``: deliver it
         (kombu's ``_deliver``; :meth:`accept` records it), or give it back when this
-        channel has no credit left or no longer consumes its queue.
-
-        Raises:
-            Empty: it was given back (or could not be read: dropped, logged).
+        channel has no credit left or no longer consumes its queue. Whether delivered
+        (False: given back, or not kombu's JSON: dropped, logged).
         """
         queue = source.rsplit(self.sep, 1)[0]
         if self._closing or queue not in self.active_queues or not self.qos.can_consume():
             self._give_back(item, source)
-            raise kombu_redis.Empty()
-        self._waiting = False
+            return False
         try:
             payload = loads(bytes_to_str(item))
         except (ValueError, TypeError):
@@ -239,18 +245,31 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                       item[:200])  # fmt: skip
             with self.conn_or_acquire() as client:
                 client.lrem(self.processing_list, -1, item)
-            raise kombu_redis.Empty() from None
+            return False
         self._queue_cycle.rotate(queue)
         self._taken_item = item
         try:
             self.connection._deliver(payload, queue)
         finally:
             self._taken_item = None
+        self._recent[source], self._empty = monotonic(), False
         return True
+
+    def _busy(self) -> int:
+        """How many lists brought a message of late (at least 1)."""
+        now = monotonic()
+        return max(1, sum(1 for at in self._recent.values() if now - at < BUSY_SECONDS))
+
+    def _room(self) -> float:
+        """Messages this channel may still take within its prefetch count."""
+        qos = self.qos
+        if not qos.prefetch_count:
+            return float("inf")
+        return float(qos.prefetch_count - (len(qos._delivered) - len(qos._dirty)))
 
     def accept(self, message: Any, delivery_tag: str) -> bool:
         """Record the message being delivered as unacknowledged the way kombu does and
-        take it off the processing list, in one ``MULTI``; False when it did not come
+        take it off the processing list, in one script (:data:`ACCEPT`); False when it did not come
         through the reliable pop (kombu's own ``QoS.append`` then).
 
         Raises:
@@ -261,16 +280,15 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         if item is None:
             return False
         info = message.delivery_info
+        value = dumps([message._raw, info["exchange"], info["routing_key"]])
+        keys = (self.unacked_index_key, self.unacked_key, self.processing_list)
         try:
-            with self.conn_or_acquire() as client, client.pipeline() as pipe:
-                pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
-                pipe.hset(
-                    self.unacked_key,
-                    delivery_tag,
-                    dumps([message._raw, info["exchange"], info["routing_key"]]),
-                )
-                pipe.lrem(self.processing_list, -1, item)
-                pipe.execute()  # fmt: skip
+            with self.conn_or_acquire() as client:
+                try:
+                    client.evalsha(SHA["accept"], 3, *keys, delivery_tag, repr(time()), value,
+                                   item)  # fmt: skip
+                except redis.exceptions.NoScriptError:  # flushed (a Redis restart)
+                    client.eval(ACCEPT, 3, *keys, delivery_tag, repr(time()), value, item)
         except self.connection_errors:
             self.reclaim_later()
             raise

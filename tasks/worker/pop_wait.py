@@ -72,7 +72,9 @@ class Waiter:
             self._in_poll = None
         if item is None:
             raise kombu_redis.Empty()
-        return channel.taken(self.key, item)
+        if not channel.taken(self.key, item):
+            raise kombu_redis.Empty()
+        return True
 
     def _poll_error(self, type: str, **options: Any) -> None:
         self.read()

@@ -1,0 +1,70 @@
+"""The reliable pop's Lua scripts (how they are used: :mod:`~snakepool.tasks.worker.pop`).
+
+Every key a script touches is passed in ``KEYS`` (the processing list and the lists it
+consumes); each runs atomically, so a message is always on exactly one list or hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["ACCEPT", "GIVE_BACK", "SHA", "TAKE", "TAKE_62"]
+
+#: Move up to ARGV[1] messages of the first non-empty list of KEYS[2..] (in that order)
+#: onto KEYS[1], the processing list: one LMPOP, one LPUSH (Redis 7.0+). Returns
+#: {list, oldest message, …} or false.
+TAKE = """
+local args = {'LMPOP', #KEYS - 1}
+for i = 2, #KEYS do
+  args[#args + 1] = KEYS[i]
+end
+args[#args + 1] = 'RIGHT'
+args[#args + 1] = 'COUNT'
+args[#args + 1] = ARGV[1]
+local found = redis.call(unpack(args))
+if not found then
+  return false
+end
+redis.call('LPUSH', KEYS[1], unpack(found[2]))
+return {found[1], unpack(found[2])}
+"""
+#: The same for Redis 6.2 (no LMPOP): one LMOVE per list tried and per message moved.
+TAKE_62 = """
+for i = 2, #KEYS do
+  local item = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
+  if item then
+    local reply = {KEYS[i], item}
+    for _ = 2, tonumber(ARGV[1]) do
+      item = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
+      if not item then
+        break
+      end
+      reply[#reply + 1] = item
+    end
+    return reply
+  end
+end
+return false
+"""
+#: kombu's QoS.append (ZADD unacked_index, HSET unacked) and the message off the
+#: processing list, atomically: as many commands as kombu's MULTI ZADD HSET EXEC.
+#: KEYS: unacked_index, unacked, processing   ARGV: tag, receipt time, unacked value, item
+ACCEPT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('LREM', KEYS[3], -1, ARGV[4])
+return 1
+"""
+#: Give a message back: off KEYS[1] (the processing list), onto the head of KEYS[2] (the
+#: right end, where consumers pop). 1 if moved, 0 if it was no longer there.
+GIVE_BACK = """
+if redis.call('LREM', KEYS[1], -1, ARGV[1]) > 0 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+SHA = {
+    name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    for name, source in (("take", TAKE), ("take_62", TAKE_62), ("accept", ACCEPT))
+}
