@@ -48,12 +48,14 @@ was quiet, at the instant the room ran out). The move into ``unacked`` is one sc
 ``HSET`` ``EXEC``.
 
 Redis commands per request (``INFO commandstats``, which counts a script's own calls
-too; a V3 node, pool of 2, ``echo`` zero-hop, 200 requests): 29.98 under backlog
-(kombu's BRPOP: 30.36), 33.92 one at a time (34.01) — none added: ``BLMOVE`` replaces
-``BRPOP`` and ``EVALSHA`` + ``LREM`` replace ``MULTI`` + ``EXEC``. ``benchmarks`` (i),
-``--lane all`` node, 8 in flight: zero-hop 31.1 (main 31.9-35.2), router 47.6-48.1
-(53.6-55.2). While idle: one ``BLMOVE`` per list per ``brpop_timeout`` (1 s), where
-kombu sent one BRPOP for all.
+too): none added to the consuming path — ``BLMOVE`` replaces ``BRPOP``, and
+``EVALSHA`` + ``LREM`` replace ``MULTI`` + ``EXEC`` around kombu's ``ZADD`` + ``HSET``.
+Measured on a V3 node (pool of 2), ``echo`` zero-hop, 200 requests: 32.77 one at a time
+(kombu's BRPOP: 32.73), 30.11 under backlog (28.89; the difference is the lane-metrics
+batch flushes, which vary with a burst's pace). ``benchmarks`` (i), ``--lane all`` node,
+8 in flight: zero-hop 31.1 (before: 31.9-35.2), router 47.6-48.1 (53.6-55.2: batched
+takes). While idle: one ``BLMOVE`` per list per ``brpop_timeout`` (1 s), where kombu
+sent one BRPOP for all.
 
 Limits, exactly: active only with our transport (``redis://`` broker URLs) and a
 processing list (worker nodes, ``create_app(node=True)``), on Redis ≥ 6.2 and without
