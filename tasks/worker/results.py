@@ -92,6 +92,25 @@ class ResilientResultConsumer(CeleryResultConsumer):  # type: ignore[misc]
             return False
         return True
 
+    def _reconnect_pubsub(self) -> None:
+        """Celery's reconnect, then a second read of what is still awaited.
+
+        Celery reads every subscribed result and only then subscribes again: a result
+        stored in between (a task finishing just as Redis came back) was neither read
+        nor published to this consumer, and its ``get`` waited out its timeout — a
+        ``ResultTimeout`` for a request that had succeeded. Read once subscribed, a result
+        is either in this read or in a message that follows it (a duplicate of one
+        already taken is harmless: Celery keeps the first).
+        """
+        super()._reconnect_pubsub()
+        with self._locked():
+            keys = sorted(self.subscribed_to - self._pending_unsubscribe)
+            if not keys:
+                return
+            for meta in self.backend.client.mget(keys):
+                if meta:
+                    self.on_state_change(self._decode_result(meta), None)
+
     def on_wait_for_pending(self, result: Any, **kwargs: Any) -> None:
         """A ``get`` begins by reading the stored result; with Redis away that read is
         skipped (it used to raise a redis ``ConnectionError`` into ``get``): the wait

@@ -10,6 +10,7 @@ redis-server the test stops and starts (the end-to-end run is tests/chaos).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -79,6 +80,49 @@ def test_a_waiter_gets_results_stored_during_and_after_an_outage(server: RedisPr
         assert [r.get(timeout=10) for r in (before, during, after)] == [
             {"n": 1}, {"n": 2}, {"n": 3},
         ]  # fmt: skip
+    finally:
+        client.close()
+        node.close()
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+def test_a_result_stored_between_the_reread_and_the_resubscribe_still_arrives(
+    server: RedisProcess,
+) -> None:
+    """Celery's reconnect reads the awaited results, then subscribes: a result stored in
+    that gap (here, exactly there) was missed and its ``get`` timed out."""
+    settings = load_settings(redis_url=server.url)
+    client, node = create_app(settings), create_app(settings, node=True)
+    try:
+        waited = client.send_task("x.y", task_id=uuid.uuid4().hex)
+        outcome: list[object] = []
+
+        def wait() -> None:
+            try:
+                outcome.append(waited.get(timeout=8))
+            except Exception as exc:  # the assertion below names it
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()  # reads nothing stored, then waits for the published result
+        consumer = client.backend.result_consumer
+        deadline = time.monotonic() + 5
+        while consumer._get_key_for_task(waited.id) not in consumer.subscribed_to:
+            assert time.monotonic() < deadline, "the waiter never subscribed"
+            time.sleep(0.01)
+        make_pubsub = consumer.backend.client.pubsub
+
+        def store_then_subscribe(**kwargs: object) -> object:
+            node.backend.store_result(waited.id, {"n": 7}, "SUCCESS")  # after the read
+            return make_pubsub(**kwargs)
+
+        consumer.backend.client.pubsub = store_then_subscribe
+        try:
+            consumer._reconnect_pubsub()  # what a lost connection makes the waiter do
+        finally:
+            consumer.backend.client.pubsub = make_pubsub
+        waiter.join(timeout=15)
+        assert outcome == [{"n": 7}]
     finally:
         client.close()
         node.close()
