@@ -29,7 +29,7 @@ redis-server:
 
 test: $(STAMP) redis-server
 	$(PY) -m compileall -q snakepool config pool sessions tasks tests > /dev/null || true
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 2 --dist loadfile
 
 # The chaos tests at full scale (`make test` runs a short version of each), with reports.
 chaos: $(STAMP) redis-server

@@ -46,7 +46,7 @@ def app() -> Iterator[Celery]:
 def _once_task(app: Celery, body: Any = None) -> tuple[Any, list[str]]:
     runs: list[str] = []
 
-    @app.task(bind=True, base=DeliveredOnce, name="test.once")
+    @app.task(bind=True, base=DeliveredOnce, name="test.once", shared=False)  # this app only
     def once(self: Any, value: Any) -> Any:
         runs.append(self.request.id)  # the worker's request, not a bare one
         if body is not None:
