@@ -93,6 +93,12 @@ MAX_TAKE = 8
 #: A list that brought a message this recently counts as busy (see ``taken``).
 BUSY_SECONDS = 1.0
 _FIRST_BLMOVE = (6, 2)
+#: Redis failing under a delivery (the message stays on the processing list, put back
+#: later), as opposed to a message kombu cannot read (dropped).
+_REDIS_TROUBLE = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    redis.exceptions.ResponseError, OSError,
+)  # fmt: skip
 
 
 class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
@@ -113,6 +119,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._reclaim_due = bool(self.processing_list)
         self._waiters: dict[str, Waiter] = {}
         self._taken_item: bytes | None = None
+        self._accepted = False  # whether accept() recorded the message being delivered
         self._take = "take"
         #: List → when it last brought a message (monotonic clock).
         self._recent: dict[str, float] = {}
@@ -249,9 +256,20 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 client.lrem(self.processing_list, -1, item)
             return False
         self._queue_cycle.rotate(queue)
-        self._taken_item = item
+        self._taken_item, self._accepted = item, False
         try:
             self.connection._deliver(payload, queue)
+        except Exception as exc:
+            # Raised before :meth:`accept` recorded it: kombu could not make a message of
+            # it (JSON, not kombu's shape). Raised on, it stopped the node, and the next
+            # node to take it after the sweep put it back.
+            if self._accepted or isinstance(exc, _REDIS_TROUBLE):
+                raise
+            log.error("dropping a message that is not kombu's from %s (%r): %r", source,
+                      exc, item[:200])  # fmt: skip
+            with self.conn_or_acquire() as client:
+                client.lrem(self.processing_list, -1, item)
+            return False
         finally:
             self._taken_item = None
         self._recent[source], self._empty = monotonic(), False
@@ -294,6 +312,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         except self.connection_errors:
             self.reclaim_later()
             raise
+        self._accepted = True
         return True
 
     def _give_back(self, item: bytes, source: str) -> None:

@@ -76,7 +76,10 @@ class Delivery:
         message = json.loads(entry)
         if not isinstance(message, dict) or not isinstance(message.get("headers"), dict):
             raise ValueError("not a kombu message")
-        info = message.get("properties", {}).get("delivery_info", {})
+        info = message.get("properties", {})
+        info = info.get("delivery_info", {}) if isinstance(info, dict) else None
+        if not isinstance(info, dict):
+            raise ValueError("not a kombu message: no delivery_info")
         return cls(entry, message, str(info.get("exchange") or ""),
                    str(info.get("routing_key") or ""))  # fmt: skip
 
