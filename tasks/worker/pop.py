@@ -255,7 +255,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             return False
         try:
             payload = loads(bytes_to_str(item))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # nested too deeply: RecursionError
             log.error("dropping a message that is not kombu's JSON from %s: %r", source,
                       item[:200])  # fmt: skip
             with self.conn_or_acquire() as client:
@@ -341,7 +341,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             for item in items:  # newest first: the oldest ends at the head of its list
                 try:
                     home = self._home(item)
-                except (ValueError, TypeError, KeyError):
+                except (ValueError, TypeError, KeyError, RecursionError):
                     log.error("dropping an unreadable message: %r", item[:200])
                     client.lrem(self.processing_list, -1, item)
                     continue

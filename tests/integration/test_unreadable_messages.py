@@ -254,6 +254,7 @@ _KOMBU_PROPS = '"delivery_info": {"exchange": "", "routing_key": "v3"}'
 #: list; the sweep put the kombu-looking ones back, to stop the next node.
 NOT_KOMBU = {
     "a-list": b"[1, 2]",
+    "nested-100000": b"[" * 100_000 + b"]" * 100_000,  # RecursionError
     "an-object": b'{"a": 1}',
     "a-number": b"123",
     "properties-an-int": b'{"properties": 5}',

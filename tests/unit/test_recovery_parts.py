@@ -228,6 +228,7 @@ def test_a_queued_message_knows_where_it_was_sent(exchange: str, routing_key: st
         # these raised AttributeError, which stopped the sweep of every dead incarnation
         b'{"headers": {}, "properties": 5}',
         b'{"headers": {}, "properties": {"delivery_info": []}}',
+        b"[" * 100_000 + b"]" * 100_000,  # RecursionError, also stopping every sweep
     ],
 )  # fmt: skip
 def test_a_queued_message_that_is_not_kombus_is_refused(raw: bytes) -> None:
