@@ -45,7 +45,9 @@ A message that arrives when the node has no room left (or no longer consumes tha
 queue) is given back to the head of its list (rare: it takes a message on a list that
 was quiet, at the instant the room ran out). The move into ``unacked`` is one script,
 :data:`ACCEPT` (``ZADD`` + ``HSET`` + ``LREM``), in place of kombu's ``MULTI`` ``ZADD``
-``HSET`` ``EXEC``.
+``HSET`` ``EXEC``; when its reply is lost it may have run, so the next reclaim also moves
+the message from ``unacked`` back to its queue (:data:`RESTORE`), where it would
+otherwise wait ``VISIBILITY_TIMEOUT`` delivered nowhere.
 
 Redis commands per request (``INFO commandstats``, which counts a script's own calls
 too): none added to the consuming path — ``BLMOVE`` replaces ``BRPOP``, and
@@ -72,7 +74,7 @@ from __future__ import annotations
 
 import logging
 from time import monotonic, time
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 from kombu.exceptions import InconsistencyError
@@ -80,7 +82,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from snakepool.tasks.worker.pop_scripts import ACCEPT, GIVE_BACK, SHA, TAKE, TAKE_62
+from snakepool.tasks.worker.pop_scripts import ACCEPT, GIVE_BACK, RESTORE, SHA, TAKE, TAKE_62
 from snakepool.tasks.worker.pop_wait import Waiter
 
 __all__ = ["BUSY_SECONDS", "MAX_TAKE", "ReliableChannel"]
@@ -93,6 +95,12 @@ MAX_TAKE = 8
 #: A list that brought a message this recently counts as busy (see ``taken``).
 BUSY_SECONDS = 1.0
 _FIRST_BLMOVE = (6, 2)
+#: Redis failing under a delivery (the message stays on the processing list, put back
+#: later), as opposed to a message kombu cannot read (dropped).
+_REDIS_TROUBLE = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    redis.exceptions.ResponseError, OSError,
+)  # fmt: skip
 
 
 class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
@@ -103,6 +111,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
     """
 
     processing_list: str | None = None
+    #: Processing list → delivery tag → message, for each ACCEPT whose reply was lost
+    #: (it may have run: then the message is in ``unacked``, delivered nowhere). Kept
+    #: per process, not per channel: Celery reconnects with a new channel.
+    _unsure: ClassVar[dict[str, dict[str, bytes]]] = {}
     from_transport_options = (*kombu_redis.Channel.from_transport_options, "processing_list")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -113,6 +125,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._reclaim_due = bool(self.processing_list)
         self._waiters: dict[str, Waiter] = {}
         self._taken_item: bytes | None = None
+        self._accepted = False  # whether accept() recorded the message being delivered
         self._take = "take"
         #: List → when it last brought a message (monotonic clock).
         self._recent: dict[str, float] = {}
@@ -242,16 +255,27 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             return False
         try:
             payload = loads(bytes_to_str(item))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # nested too deeply: RecursionError
             log.error("dropping a message that is not kombu's JSON from %s: %r", source,
                       item[:200])  # fmt: skip
             with self.conn_or_acquire() as client:
                 client.lrem(self.processing_list, -1, item)
             return False
         self._queue_cycle.rotate(queue)
-        self._taken_item = item
+        self._taken_item, self._accepted = item, False
         try:
             self.connection._deliver(payload, queue)
+        except Exception as exc:
+            # Raised before :meth:`accept` recorded it: kombu could not make a message of
+            # it (JSON, not kombu's shape). Raised on, it stopped the node, and the next
+            # node to take it after the sweep put it back.
+            if self._accepted or isinstance(exc, _REDIS_TROUBLE):
+                raise
+            log.error("dropping a message that is not kombu's from %s (%r): %r", source,
+                      exc, item[:200])  # fmt: skip
+            with self.conn_or_acquire() as client:
+                client.lrem(self.processing_list, -1, item)
+            return False
         finally:
             self._taken_item = None
         self._recent[source], self._empty = monotonic(), False
@@ -292,8 +316,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 except redis.exceptions.NoScriptError:  # flushed (a Redis restart)
                     client.eval(ACCEPT, 3, *keys, delivery_tag, repr(time()), value, item)
         except self.connection_errors:
+            self._unsure.setdefault(str(self.processing_list), {})[delivery_tag] = item
             self.reclaim_later()
             raise
+        self._accepted = True
         return True
 
     def _give_back(self, item: bytes, source: str) -> None:
@@ -315,11 +341,16 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             for item in items:  # newest first: the oldest ends at the head of its list
                 try:
                     home = self._home(item)
-                except (ValueError, TypeError, KeyError):
+                except (ValueError, TypeError, KeyError, RecursionError):
                     log.error("dropping an unreadable message: %r", item[:200])
                     client.lrem(self.processing_list, -1, item)
                     continue
                 client.eval(GIVE_BACK, 2, self.processing_list, home, item)
+            unsure = self._unsure.get(str(self.processing_list), {})
+            for tag, item in list(unsure.items()):
+                keys = (self.unacked_key, self.unacked_index_key, self._home(item))
+                items.extend([item] * client.eval(RESTORE, 3, *keys, tag, item))
+                del unsure[tag]
         if items:
             log.warning("%d message(s) whose reply was lost put back on their queues",
                         len(items))  # fmt: skip

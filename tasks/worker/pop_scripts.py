@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["ACCEPT", "GIVE_BACK", "SHA", "TAKE", "TAKE_62"]
+__all__ = ["ACCEPT", "GIVE_BACK", "RESTORE", "SHA", "TAKE", "TAKE_62"]
 
 #: Move up to ARGV[1] messages of the first non-empty list of KEYS[2..] (in that order)
 #: onto KEYS[1], the processing list: one LMPOP, one LPUSH (Redis 7.0+). Returns
@@ -60,6 +60,17 @@ return 1
 GIVE_BACK = """
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) > 0 then
   redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+#: An ACCEPT whose reply was lost may have run: if KEYS[1] (unacked) holds ARGV[1] (its
+#: delivery tag), out of it and its index KEYS[2], and ARGV[2] (the message as taken)
+#: back onto the head of KEYS[3], its list. 1 if moved, 0 if the ACCEPT never ran.
+RESTORE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('RPUSH', KEYS[3], ARGV[2])
   return 1
 end
 return 0

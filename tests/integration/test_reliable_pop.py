@@ -24,6 +24,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from snakepool.config.keys import Keys
 from snakepool.tasks.client import Client
+from snakepool.tasks.worker.pop_scripts import SHA
 from tests.integration.cluster import NodeProcess
 from tests.integration.node_chaos import ResultWatch, chaos_cluster, wait_for
 
@@ -227,3 +228,33 @@ def test_a_request_popped_by_a_node_as_it_dies_is_answered_by_another(
     finally:
         watch.close()
         client.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_message_whose_accept_reply_was_lost_goes_back_to_its_queue(
+    redis_url: str, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ACCEPT ran (the message in ``unacked``, off the processing list) but its reply was
+    lost with the connection: the node never delivered it. It sat in ``unacked`` until
+    ``VISIBILITY_TIMEOUT`` (an hour): nobody settles a live node's unknown message."""
+    _publish(redis_url, "q1", {"accept": "lost"})
+    real, lost = redis.Redis.evalsha, []
+
+    def evalsha(self: redis.Redis, sha: str, *args: Any) -> Any:
+        reply = real(self, sha, *args)
+        if sha == SHA["accept"] and not lost:
+            lost.append(args)
+            raise redis.ConnectionError("the reply was lost with the connection")
+        return reply
+
+    monkeypatch.setattr(redis.Redis, "evalsha", evalsha)
+    with _connection(redis_url) as connection:
+        got = Received(connection)
+        deadline = time.monotonic() + 10
+        while not got.bodies and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError, redis.ConnectionError):
+                connection.drain_events(timeout=0.2)
+        assert lost, "the accept never ran"
+        assert got.bodies == [{"accept": "lost"}]
+        assert broker.hlen("unacked") == 0  # acknowledged: nothing left for an hour
+        assert broker.llen(Keys().processing(INCARNATION)) == 0

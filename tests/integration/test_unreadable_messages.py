@@ -244,3 +244,37 @@ def test_any_integer_is_exact_through_a_node_or_a_typed_error(
         else:
             with pytest.raises(CommandFailed, match=r"result\['n'\]: integer of more than 4300"):
                 client.execute("give", spec, timeout=30)
+
+
+# --------------------------------------- items pushed by hand onto a lane's list
+
+_KOMBU_PROPS = '"delivery_info": {"exchange": "", "routing_key": "v3"}'
+#: JSON a node's reliable pop takes off a lane's list but kombu cannot make a message
+#: of: each stopped the node ("Unrecoverable error"), the item left on its processing
+#: list; the sweep put the kombu-looking ones back, to stop the next node.
+NOT_KOMBU = {
+    "a-list": b"[1, 2]",
+    "nested-100000": b"[" * 100_000 + b"]" * 100_000,  # RecursionError
+    "an-object": b'{"a": 1}',
+    "a-number": b"123",
+    "properties-an-int": b'{"properties": 5}',
+    "no-delivery-tag": b'{"body": "x", "headers": {}, "properties": {'
+    + _KOMBU_PROPS.encode()
+    + b"}}",
+    "delivery-info-null": b'{"body": "eyJ4IjoxfQ==", "headers": {}, "properties": '
+    b'{"body_encoding": "base64", "delivery_tag": "t", "delivery_info": null}}',
+    "delivery-tag-a-list": b'{"body": "eyJ4IjoxfQ==", "headers": {}, "properties": '
+    b'{"body_encoding": "base64", "delivery_tag": ["t"], ' + _KOMBU_PROPS.encode() + b"}}",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_KOMBU))
+def test_an_item_that_is_not_kombus_on_a_lane_list_is_dropped_and_the_node_lives(
+    client: Client, kind: str
+) -> None:
+    client.redis.lpush("v3", NOT_KOMBU[kind])
+    _settled_after(client, "v3")  # FIFO: the item was taken first, by the only node
+    assert client.execute("echo", {"after": kind}, timeout=30) == {"after": kind}
+    processing = client.redis.keys("snakepool:processing:*")
+    assert [client.redis.llen(key) for key in processing] == [0] * len(processing)
+    assert client.redis.llen("v3") == 0

@@ -221,7 +221,16 @@ def test_a_queued_message_knows_where_it_was_sent(exchange: str, routing_key: st
     assert delivery.raw.encode() == raw  # unpop.lua removes it by these exact bytes
 
 
-@pytest.mark.parametrize("raw", [b"", b"[]", b'{"headers": 1}', b"\xff"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"", b"[]", b'{"headers": 1}', b"\xff",
+        # these raised AttributeError, which stopped the sweep of every dead incarnation
+        b'{"headers": {}, "properties": 5}',
+        b'{"headers": {}, "properties": {"delivery_info": []}}',
+        b"[" * 100_000 + b"]" * 100_000,  # RecursionError, also stopping every sweep
+    ],
+)  # fmt: skip
 def test_a_queued_message_that_is_not_kombus_is_refused(raw: bytes) -> None:
     with pytest.raises((ValueError, TypeError)):
         Delivery.from_message(raw)

@@ -59,7 +59,7 @@ class Delivery:
             ValueError: it is not kombu's ``[message, exchange, routing_key]`` JSON.
         """
         entry = text(raw)
-        message, exchange, routing_key = json.loads(entry)
+        message, exchange, routing_key = _loads(entry)
         if not isinstance(message, dict) or not isinstance(message.get("headers"), dict):
             raise ValueError("not a kombu message")
         return cls(entry, message, str(exchange or ""), str(routing_key or ""))
@@ -73,10 +73,13 @@ class Delivery:
             ValueError: it is not a kombu message.
         """
         entry = text(raw)
-        message = json.loads(entry)
+        message = _loads(entry)
         if not isinstance(message, dict) or not isinstance(message.get("headers"), dict):
             raise ValueError("not a kombu message")
-        info = message.get("properties", {}).get("delivery_info", {})
+        info = message.get("properties", {})
+        info = info.get("delivery_info", {}) if isinstance(info, dict) else None
+        if not isinstance(info, dict):
+            raise ValueError("not a kombu message: no delivery_info")
         return cls(entry, message, str(info.get("exchange") or ""),
                    str(info.get("routing_key") or ""))  # fmt: skip
 
@@ -109,7 +112,7 @@ class Delivery:
             if self.message.get("properties", {}).get("body_encoding") == "base64":
                 body = base64.b64decode(body)
             args, kwargs, _embed = json.loads(body)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             return None, None
         return args, kwargs
 
@@ -207,3 +210,12 @@ class BrokerRedis:
     def close(self) -> None:
         """Release the connection."""
         self._connection.release()
+
+
+def _loads(entry: str) -> Any:
+    """JSON, or ValueError (also for nesting too deep for the decoder: RecursionError,
+    which stopped every sweep)."""
+    try:
+        return json.loads(entry)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
