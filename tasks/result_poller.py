@@ -43,6 +43,8 @@ class ResultPoller:
         self._task: asyncio.Task[None] | None = None
         #: Why the last poll failed, while Redis is unreachable (else None).
         self.unreachable: PoolUnavailable | None = None
+        #: Set by :meth:`close`: the polling task ends at its next step.
+        self._closed = False
 
     async def wait(self, task_id: str, timeout: float) -> dict[str, Any]:
         """The task's ready meta-data (``status``, ``result``: an exception on failure)."""
@@ -76,11 +78,12 @@ class ResultPoller:
 
     async def _run(self) -> None:
         pause = POLL_FIRST
-        while True:
+        while not self._closed:
             if not self._pending:
                 self._wake.clear()
                 await self._wake.wait()
                 pause = POLL_FIRST
+                continue  # closed meanwhile, or a waiter came: look again
             task_ids = list(self._pending)
             try:
                 raw = await self._blocking(self._fetch, task_ids)
@@ -116,12 +119,21 @@ class ResultPoller:
                 pause = POLL_FIRST
 
     async def close(self, error: Callable[[], BaseException]) -> None:
-        """Stop polling; every waiter still waiting gets ``error()`` at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop polling; every waiter still waiting gets ``error()`` at once.
+
+        The polling task is cancelled *and* told to stop: on Python 3.11 a cancellation
+        that meets ``wait_for``'s own timeout can be swallowed (fixed in 3.12), and a
+        poller that missed it went on to wait for the next waiter for ever, holding
+        ``close`` (and ``AsyncClient.aclose``) with it.
+        """
+        self._closed = True
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            self._wake.set()
+            await asyncio.wait({task}, timeout=0.1)
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved: a poll that failed on the way out says no more
         for futures in self._pending.values():
             for future in futures:
                 if not future.done():

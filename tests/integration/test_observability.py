@@ -157,7 +157,9 @@ def test_metrics_match_the_traffic_sent(node: NodeProcess) -> None:
         assert value(samples, "snakepool_rollout_state", state="complete") == 1
         assert value(samples, "snakepool_rollout_state", state="rolling") == 0
         assert value(samples, "snakepool_breaker_open", lane="v3") == 0
-        assert value(samples, "snakepool_dead_letters") == 3
+        # The three added here, and any an earlier test left in this worker's Redis.
+        held = client.redis.zcard(client.keys.dead_letter_index)
+        assert held >= 3 and value(samples, "snakepool_dead_letters") == held
         info = [labels for name, labels in samples if name == "snakepool_node_info"]
         assert dict(info[0])["lanes"] == "router,v3,v2compat"
 
