@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +141,21 @@ class Cluster:
             except psutil.Error:
                 continue
         return found
+
+
+@contextmanager
+def three_lanes(cluster: Cluster, suffix: str) -> Iterator[Cluster]:
+    """``cluster`` with a router, a V3 and a V2-compat node (named ``router-<suffix>``,
+    ``v3-<suffix>``, ``v2-<suffix>``), started together; stopped on the way out, failing
+    if any process is left behind."""
+    try:
+        starting = [
+            cluster.start(lane, f"{prefix}-{suffix}", wait=False)
+            for lane, prefix in (("router", "router"), ("v3", "v3"), ("v2compat", "v2"))
+        ]
+        for node in starting:
+            cluster.wait_ready(node)
+        yield cluster
+    finally:
+        leftovers = cluster.stop()
+    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"

@@ -22,7 +22,7 @@ from snakepool.tasks.client import Client
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.worker.app import LANE_TASKS, ROUTE_TASK, ROUTER_QUEUE
 from snakepool.tasks.worker.options import SHADOW_HEADER
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, three_lanes
 
 # The module's cluster starts (and at the end stops) three nodes inside the first and
 # last tests' budgets.
@@ -46,17 +46,8 @@ def cluster(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         pool_size=1,
     )
     cluster.env["SNAKEPOOL_ENABLE_CHAOS"] = "1"
-    try:
-        starting = [
-            cluster.start(lane, name, wait=False)
-            for lane, name in (("router", "router-s"), ("v3", "v3-s"), ("v2compat", "v2-s"))
-        ]
-        for node in starting:
-            cluster.wait_ready(node)
-        yield cluster
-    finally:
-        leftovers = cluster.stop()
-    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
+    with three_lanes(cluster, "s") as running:
+        yield running
 
 
 @pytest.fixture

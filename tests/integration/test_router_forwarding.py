@@ -25,7 +25,7 @@ from snakepool.errors import CommandFailed, InvalidArguments, SessionNotFound, U
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker.app import LANE_TASKS, ROUTE_TASK, ROUTER_QUEUE
 from snakepool.tasks.worker.options import shadow_task_id
-from tests.integration.cluster import Cluster, NodeProcess
+from tests.integration.cluster import Cluster, NodeProcess, three_lanes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -39,17 +39,8 @@ def cluster(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         pool_size=2,
     )
     cluster.env["SNAKEPOOL_ENABLE_CHAOS"] = "1"
-    try:
-        starting = [
-            cluster.start(lane, name, wait=False)
-            for lane, name in (("router", "router-f"), ("v3", "v3-f"), ("v2compat", "v2-f"))
-        ]
-        for node in starting:
-            cluster.wait_ready(node)
-        yield cluster
-    finally:
-        leftovers = cluster.stop()
-    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
+    with three_lanes(cluster, "f") as running:
+        yield running
 
 
 def node(cluster: Cluster, name: str) -> NodeProcess:
