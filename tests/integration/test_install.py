@@ -111,6 +111,23 @@ def test_old_top_level_names_are_not_importable(wheel_venv: Path, tmp_path: Path
     assert found["prod"] == 8
 
 
+def test_the_wheel_holds_one_package_its_data_and_its_type_marker(wheel_venv: Path) -> None:
+    (record,) = (wheel_venv / "lib").glob("python3*/site-packages/snakepool-*.dist-info/RECORD")
+    installed = {line.split(",")[0] for line in record.read_text().splitlines() if line}
+    top = {name.split("/")[0] for name in installed if not name.startswith("../")}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"snakepool"}
+    # Every data file of the product's folders ships (Lua scripts, presets, demo answers),
+    # and py.typed: mypy users of `from snakepool import Client` get our annotations.
+    data = {
+        f"snakepool/{path.relative_to(ROOT).as_posix()}"
+        for package in ("config", "pool", "sessions", "tasks")
+        for path in (ROOT / package).rglob("*")
+        if path.is_file() and path.suffix in (".lua", ".json", ".toml")
+    }
+    assert len(data) > 15
+    assert data | {"snakepool/py.typed"} <= installed
+
+
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     app = tmp_path / "app"
@@ -174,6 +191,17 @@ def test_an_app_with_its_own_tasks_and_config_uses_snakepool(
             "local": {"result": 42},
             "remote": {"result": 14},
         }
+        # Celery's own command line, by the documented app path, from the app's folder.
+        celery = [str(wheel_venv / "bin" / "python"), "-m", "celery"]
+        inspect = ["-A", "snakepool.tasks.worker.celery_app", "inspect", "ping", "--timeout", "10"]
+        pinged = _run(
+            [*celery, *inspect, "-d", f"{name}@{socket.gethostname()}"],
+            cwd=app_dir,
+            env=env,
+            timeout=60,
+        )
+        assert pinged.returncode == 0, pinged.stdout + pinged.stderr
+        assert "pong" in pinged.stdout
     finally:
         node.send_signal(signal.SIGTERM)
         try:
