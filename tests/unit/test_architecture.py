@@ -12,6 +12,7 @@ by deferring an import is still a circle in the architecture. Imports under
 from __future__ import annotations
 
 import ast
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,11 +159,68 @@ def test_interpreter_side_imports_only_itself_and_the_error_tree(module: str) ->
     bad = sorted(
         i
         for i in GRAPH[module]
-        if _ours(i)
-        and not _within(i, "snakepool.pool.interpreter")
-        and i not in ("snakepool.errors", "snakepool.pool")
+        if _ours(i) and not _within(i, "snakepool.pool.interpreter") and i != "snakepool.errors"
     )
     assert bad == []
+
+
+def _eager_imports(path: Path) -> set[str]:
+    """What a module imports when it is imported: module level only (not in functions)."""
+    names: set[str] = set()
+    tree = ast.parse(path.read_text(), str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            # Only absolute imports in these two packages; ``from snakepool import errors``
+            # imports the module snakepool.errors.
+            source = node.module or ""
+            for alias in node.names:
+                candidate = f"{source}.{alias.name}"
+                names.add(candidate if candidate in MODULES else source)
+    return names
+
+
+@pytest.mark.parametrize("package", ["snakepool", "snakepool.pool"])
+def test_the_packages_every_interpreter_passes_through_import_only_the_error_tree(
+    package: str,
+) -> None:
+    # Importing snakepool.pool.interpreter runs these two __init__ modules first, in every
+    # interpreter, maybe under another Python that has msgpack only: their module-level
+    # imports must stay the error tree and the stdlib (the rest is loaded lazily).
+    assert _eager_imports(MODULES[package]) <= {"__future__", "typing", "snakepool.errors"}
+
+
+#: The repository's folders, importable only as snakepool.<name> once installed.
+_OLD_TOP_LEVEL = PACKAGES
+
+
+def _old_name_imports(path: Path) -> list[str]:
+    """Imports of ``config``, ``pool``, … by their old top-level names, and strings that
+    name one of our modules that way (``"pool.interpreter.builtin"``: an adapter path, a
+    ``-m`` module, an ``import_module`` argument)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            modules = [node.module or ""]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            dotted = "." in node.value and f"snakepool.{node.value}" in MODULES
+            modules = [node.value] if dotted else []
+        else:
+            continue
+        old = [m for m in modules if m.split(".")[0] in _OLD_TOP_LEVEL]
+        found += [f"{path.relative_to(ROOT)}:{node.lineno}: {m}" for m in old]
+    return found
+
+
+def test_no_code_imports_the_old_top_level_names() -> None:
+    # In the repository `import pool` still works (the folder is on sys.path when run from
+    # the root), so such an import passes every test here and fails only once installed.
+    files = [*MODULES.values(), *sorted((ROOT / "tests").rglob("*.py"))]
+    files += sorted((ROOT / "benchmarks").rglob("*.py"))
+    assert [hit for path in files for hit in _old_name_imports(path)] == []
 
 
 @pytest.mark.parametrize(
@@ -204,3 +262,13 @@ def test_every_package_states_its_public_api(package: str) -> None:
         and any(getattr(t, "id", None) == "__all__" for t in node.targets)
         for node in tree.body
     ), f"{package} has no __all__"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.endswith("__main__")))
+def test_every_name_in_all_exists(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SNAKEPOOL_ENABLE_CHAOS", "1")  # the chaos adapter refuses otherwise
+    loaded = importlib.import_module(module)
+    public = getattr(loaded, "__all__", [])
+    assert len(set(public)) == len(public), f"{module}.__all__ repeats a name"
+    missing = [name for name in public if not hasattr(loaded, name)]
+    assert missing == [], f"{module}.__all__ names what it does not have"
