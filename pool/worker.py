@@ -271,8 +271,12 @@ class Interpreter:
 def _remote_error(value: Any, command: str) -> errors.SnakepoolError:
     if not isinstance(value, dict):
         return errors.CommandFailed(f"{command!r} failed: {value!r}")
-    cls = _REMOTE_ERRORS.get(str(value.get("type")), errors.CommandFailed)
+    reported = str(value.get("type"))
+    cls = _REMOTE_ERRORS.get(reported, errors.CommandFailed)
     data = {k: v for k, v in value.items() if k not in ("type", "message", "traceback")}
+    if cls is errors.CommandFailed and reported != "CommandFailed":
+        # A class the interpreter may not report (QueueFull, the root, …): say which it was.
+        data.setdefault("remote_type", reported)
     if "traceback" in value:
         data["remote_traceback"] = value["traceback"]
     data["command"] = command

@@ -87,6 +87,20 @@ def _error(kind: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"type": kind, "message": message, **extra}
 
 
+def _error_reply(exc: SnakepoolError) -> dict[str, Any]:
+    """``exc`` as the parent will rebuild it: the nearest class of the error tree.
+
+    An adapter's own subclass (``class BadQuestion(InvalidArguments)``) is unknown to
+    the parent: it is reported as the tree's class it derives from — a client error stays
+    a client error — with its own name in ``remote_type``.
+    """
+    known = next(c for c in type(exc).__mro__ if c.__module__ == SnakepoolError.__module__)
+    reply = {**exc.data, "type": known.__name__, "message": exc.message}
+    if known is not type(exc):
+        reply.setdefault("remote_type", type(exc).__name__)
+    return reply
+
+
 def _run(table: CommandTable, command: str, args: dict[str, Any]) -> tuple[bool, Any]:
     handler = table.handlers.get(command)
     if handler is None:
@@ -101,7 +115,7 @@ def _run(table: CommandTable, command: str, args: dict[str, Any]) -> tuple[bool,
     try:
         return True, handler(args)
     except SnakepoolError as exc:  # raised on purpose: same class, same data on the other side
-        return False, {**exc.data, "type": type(exc).__name__, "message": exc.message}
+        return False, _error_reply(exc)
     except Exception as exc:
         return False, _error(
             "CommandFailed",
