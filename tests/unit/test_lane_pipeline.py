@@ -8,6 +8,7 @@ server error by its type; caller options are only ``timeout``.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -186,6 +187,47 @@ def test_any_step_failing_anywhere_leaves_the_outcome_as_the_command_made_it(
         assert (outcome.result, outcome.error) == ({"value": 42}, None)
     else:
         assert type(outcome.error) is (WorkerCrashed if behaviour == "typed" else KeyError)
+
+
+def test_a_failing_guard_refuses_the_request_and_never_runs_it_unchecked(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BrokenCheck(LaneStep):
+        guard = True
+
+        def before(self, call: LaneCall) -> SnakepoolError | None:
+            raise RuntimeError("validation bug")
+
+    ran: list[LaneCall] = []
+    call = LaneCall(node=node, lane="v3", command="x", args={}, session_id=None, options={})
+    outcome = Pipeline([LaneStep(), BrokenCheck(), Explodes("before")]).run(call, ran.append)
+    assert ran == []
+    assert outcome.refused and type(outcome.error) is SnakepoolError
+    assert outcome.error.step == "BrokenCheck" and not outcome.error.is_client_error
+    assert any("BrokenCheck.before failed" in r.getMessage() for r in caplog.records)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("where", ["command", "session_id", "timeout"])
+def test_a_value_too_deep_to_describe_is_refused_not_run(node: Node, where: str) -> None:
+    """Validation used to fail with RecursionError while describing the value in its
+    refusal; the pipeline took that as "no opinion" and ran the request unchecked."""
+    pool = node.pool
+    assert isinstance(pool, StandInPool)
+    deep = _nested(sys.getrecursionlimit() + 50)
+    command = deep if where == "command" else "ping"
+    session_id = deep if where == "session_id" else None
+    options = {"timeout": deep} if where == "timeout" else {}
+    with pytest.raises(InvalidArguments, match="nested too deeply"):
+        run_lane(node, "v3", request(), command, None, session_id, options)
+    assert pool.calls == []
+    assert (counts(node)["client_errors"], counts(node)["errors"]) == (1, 0)
 
 
 def test_hooks_run_in_order_before_and_in_reverse_after(node: Node) -> None:

@@ -15,7 +15,9 @@ so a request flows validate → run → retries → metrics → shadow → V2 cl
 The rule the runner enforces: **a step's failure never changes the request's outcome**.
 Whatever a hook raises is logged (with the step and hook named) and treated as "no
 opinion"; only the documented return values of :class:`LaneStep` hooks act — a
-refusal from ``before``, a back-off from ``after``.
+refusal from ``before``, a back-off from ``after``. The one exception is a guard
+(:attr:`LaneStep.guard`, the validation): "no opinion" there would run a request nobody
+checked, so a guard that fails refuses the request (a server error naming the step).
 """
 
 from __future__ import annotations
@@ -82,7 +84,19 @@ class Pipeline:
 
     def _before(self, call: LaneCall) -> SnakepoolError | None:
         for step in self.steps:
-            refusal = self._hook(step, "before", call)
+            refusal: object  # what the hook returned: only an error refuses
+            if step.guard:
+                try:
+                    refusal = step.before(call)
+                except Exception as exc:
+                    name = type(step).__name__
+                    log.exception("lane step %s.before failed; the request is refused", name)
+                    return SnakepoolError(
+                        f"lane step {name} failed ({type(exc).__name__}); the request was not run",
+                        step=name,
+                    )
+            else:
+                refusal = self._hook(step, "before", call)
             if refusal is None:
                 continue
             if isinstance(refusal, SnakepoolError):

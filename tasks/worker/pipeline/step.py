@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from snakepool.errors import SnakepoolError
 from snakepool.tasks.worker.node import Node
@@ -81,8 +81,14 @@ class LaneStep:
     """A step of the lane pipeline; every hook is a no-op here.
 
     Hooks must not raise: the pipeline logs whatever they raise and carries on as if the
-    hook had returned None, so an observer's failure never changes an outcome.
+    hook had returned None, so an observer's failure never changes an outcome — except
+    for a :attr:`guard`, whose ``before`` failing refuses the request.
     """
+
+    #: A step that checks what may run (validation). Its ``before`` failing must never
+    #: let an unchecked request through: the request is refused with a
+    #: :class:`~snakepool.errors.SnakepoolError` (the step's fault, not the caller's).
+    guard: ClassVar[bool] = False
 
     def before(self, call: LaneCall) -> SnakepoolError | None:
         """Called before the command runs, in pipeline order.

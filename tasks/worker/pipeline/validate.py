@@ -19,10 +19,26 @@ __all__ = ["Validate"]
 
 
 class Validate(LaneStep):
-    """Checks the request and fills in ``call.args`` (a dict) and ``call.timeout``."""
+    """Checks the request and fills in ``call.args`` (a dict) and ``call.timeout``.
+
+    A guard: if it fails, the request is refused, never run unchecked.
+    """
+
+    guard = True
 
     def before(self, call: LaneCall) -> SnakepoolError | None:
         """None when the request may run, else the InvalidArguments refusing it."""
+        try:
+            return self._check(call)
+        except RecursionError:
+            # A value nested so deeply that describing it (its repr in the refusal)
+            # overflows the stack here, though it was decoded: the caller's doing.
+            return InvalidArguments(
+                "the request's command, session id or options are nested too deeply"
+            )
+
+    @staticmethod
+    def _check(call: LaneCall) -> SnakepoolError | None:
         try:
             # A full match of COMMAND_NAME: the name reaches logs, metrics and flags, so
             # 60 000 characters of it never get past here.
