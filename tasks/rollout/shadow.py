@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from snakepool.config.flags import RolloutFlags
+from snakepool.config.ids import describe
 from snakepool.config.keys import DEFAULT_PREFIX, Keys
 from snakepool.config.limits import SHADOW_COMMAND_CHARS
 from snakepool.errors import InvalidArguments
@@ -112,7 +113,7 @@ class ShadowRecorder:
                 neither ``primary`` nor ``shadow``.
         """
         if not is_pair_id(request_id) or role not in ("primary", "shadow"):
-            raise InvalidArguments(f"not a shadow pair: {str(request_id)[:40]!r}, {role!r}")
+            raise InvalidArguments(f"not a shadow pair: {describe(request_id)}, {describe(role)}")
         outcome = compact_outcome(outcome, ignored_keys=self.comparator.ignored_keys)
         command = command[:SHADOW_COMMAND_CHARS]
         payload = json.dumps({"lane": lane, "command": command, **outcome}, default=str)

@@ -32,6 +32,7 @@ import redis
 from celery import shared_task
 from celery.exceptions import Reject
 
+from snakepool.config.ids import describe
 from snakepool.errors import InvalidArguments, PoolUnavailable, ProgramNotFound, SessionNotFound
 from snakepool.pool.interpreter.programs import ProgramDefinition
 from snakepool.tasks.worker.app import LANE_TASKS
@@ -59,7 +60,7 @@ _PROGRAM_COMMANDS = ("execute_program", "get_program_info", "delete_program")
 def _program_id(args: dict[str, Any]) -> str:
     program_id = args.get("program_id")
     if not isinstance(program_id, str):
-        raise InvalidArguments(f"'program_id' is required, got {program_id!r}")
+        raise InvalidArguments(f"'program_id' is required, got {describe(program_id)}")
     return program_id
 
 

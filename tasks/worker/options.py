@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from snakepool.config.ids import describe
 from snakepool.config.keys import SESSION_ID, validate_session_id
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.rollout.shadow import is_pair_id
@@ -66,7 +67,7 @@ def checked_session_id(session_id: object) -> str:
     valid = validate_session_id(session_id)
     if SESSION_ID.fullmatch(valid) is None:
         raise InvalidArguments(
-            f"invalid session id {valid[:40]!r}: use 1-128 characters of A-Z a-z 0-9 _ . : -"
+            f"invalid session id {describe(valid)}: use 1-128 characters of A-Z a-z 0-9 _ . : -"
         )
     return valid
 
@@ -115,7 +116,7 @@ class LaneOptions:
         ):
             raise InvalidArguments(
                 f"option 'timeout' must be a number of seconds above 0 and at most "
-                f"{max_timeout:g}, not {str(timeout)[:40]!r}"
+                f"{max_timeout:g}, not {describe(timeout)}"
             )
         return cls(timeout=float(timeout))
 

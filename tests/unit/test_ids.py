@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import string
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 
 from snakepool.config.flags import FlagStore, RolloutFlags
 from snakepool.config.ids import (
+    DESCRIBE_CHARS,
+    describe,
     validate_command_name,
     validate_node_name,
     validate_program_id,
@@ -233,3 +236,16 @@ def test_an_id_is_accepted_iff_it_fully_matches(value: str) -> None:
         overridden = False
     assert overridden == expected, value
     client.close()
+
+
+def test_describe_quotes_briefly_and_never_renders_a_container() -> None:
+    deep: object = 1
+    for _ in range(sys.getrecursionlimit() + 50):
+        deep = [deep]
+    assert describe("x" * 100) == repr("x" * DESCRIBE_CHARS)
+    assert (describe(None), describe(True), describe(2.5), describe(-7)) == (
+        "None", "True", "2.5", "-7",
+    )  # fmt: skip
+    assert describe(10**5000) == "an int of 16610 bits"  # str() would raise ValueError
+    assert describe(deep) == "a list"  # str() would raise RecursionError
+    assert describe({"k": list(range(10**5))}) == "a dict"

@@ -214,18 +214,27 @@ def _nested(depth: int) -> Any:
     return value
 
 
-@pytest.mark.parametrize("where", ["command", "session_id", "timeout"])
-def test_a_value_too_deep_to_describe_is_refused_not_run(node: Node, where: str) -> None:
-    """Validation used to fail with RecursionError while describing the value in its
-    refusal; the pipeline took that as "no opinion" and ran the request unchecked."""
+@pytest.mark.parametrize("shape", ["deep", "wide"])
+@pytest.mark.parametrize("where", ["command", "session_id", "timeout", "program_id"])
+def test_a_hostile_value_is_refused_briefly_never_run(node: Node, where: str, shape: str) -> None:
+    """Validation used to fail with RecursionError quoting a deeply nested value in its
+    refusal; the pipeline took that as "no opinion" and ran the request unchecked. A wide
+    one was quoted whole: megabytes of error message, in the logs and the stored result."""
     pool = node.pool
     assert isinstance(pool, StandInPool)
-    deep = _nested(sys.getrecursionlimit() + 50)
-    command = deep if where == "command" else "ping"
-    session_id = deep if where == "session_id" else None
-    options = {"timeout": deep} if where == "timeout" else {}
-    with pytest.raises(InvalidArguments, match="nested too deeply"):
-        run_lane(node, "v3", request(), command, None, session_id, options)
+    value = _nested(sys.getrecursionlimit() + 50) if shape == "deep" else list(range(10**5))
+    session_id = node.store.create(ttl=60) if where == "program_id" else None
+    call = {"command": "ping", "args": None, "session_id": session_id, "options": {}}
+    if where == "program_id":
+        call.update(command="execute_program", args={"program_id": value})
+    elif where == "timeout":
+        call["options"] = {"timeout": value}
+    else:
+        call[where] = value
+    with pytest.raises(InvalidArguments) as refused:
+        run_lane(node, "v3", request(), call["command"], call["args"], call["session_id"],
+                 call["options"])  # fmt: skip
+    assert len(str(refused.value)) < 200
     assert pool.calls == []
     assert (counts(node)["client_errors"], counts(node)["errors"]) == (1, 0)
 
