@@ -7,6 +7,8 @@
 caller sends is ``other``, so no caller can grow the series without bound.
 ``snakepool_request_duration_seconds{lane}`` — the whole request, retries included.
 ``snakepool_shadow_comparisons_total{lane, result}`` — shadow pairs this node compared.
+``snakepool_lane_step_failures_total{lane, step}`` — a pipeline step that raised (a Redis
+error recording metrics or a shadow outcome, a bug): logged, the outcome unchanged.
 
 :class:`PoolEvents` counts interpreter starts (``snakepool_interpreter_starts_total``)
 from the pool's own observer hooks.
@@ -83,6 +85,13 @@ class RequestMetrics(LaneObserver):
             registry=registry,
         )
 
+        self.step_failures = Counter(
+            "snakepool_lane_step_failures",
+            "Lane pipeline steps that raised, by lane and step (logged; outcomes unchanged).",
+            ("lane", "step"),
+            registry=registry,
+        )
+
     def command_label(self, command: str) -> str:
         """``command`` if the adapter declares it, else :data:`OTHER_COMMAND`."""
         if not self._commands:
@@ -100,6 +109,10 @@ class RequestMetrics(LaneObserver):
     def on_shadow(self, lane: str, command: str, matched: bool) -> None:
         """Count one comparison."""
         self.shadow.labels(lane, "matched" if matched else "mismatched").inc()
+
+    def on_step_failure(self, lane: str, step: str) -> None:
+        """Count one failure of a pipeline step."""
+        self.step_failures.labels(lane, step).inc()
 
 
 class PoolEvents(PoolObserver):

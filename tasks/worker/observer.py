@@ -28,6 +28,9 @@ class LaneObserver:
     def on_shadow(self, lane: str, command: str, matched: bool) -> None:
         """This node completed a shadow pair (the second outcome arrived here) and compared."""
 
+    def on_step_failure(self, lane: str, step: str) -> None:
+        """A step of the lane pipeline raised (logged; the request's outcome stood)."""
+
     def safely(self, hook: str, *args: Any) -> None:
         """Call ``hook`` and log (never raise) what it raises."""
         try:

@@ -28,6 +28,7 @@ from snakepool.errors import (
 from snakepool.tasks.rollout.shadow import outcome_of
 from snakepool.tasks.worker.lanes import run_lane
 from snakepool.tasks.worker.node import Node
+from snakepool.tasks.worker.observer import LaneObserver
 from snakepool.tasks.worker.options import SHADOW_HEADER, ShadowTag
 from snakepool.tasks.worker.pipeline import LaneCall, LaneStep, Outcome, Pipeline
 from snakepool.tasks.worker.pipeline import retries as retries_module
@@ -94,6 +95,16 @@ def break_metrics(node: Node, lane: str = "v3") -> None:
 # ------------------------------------------------------------------ observability
 
 
+class StepFailures(LaneObserver):
+    """Records what the pipeline reports of its failing steps."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str]] = []
+
+    def on_step_failure(self, lane: str, step: str) -> None:
+        self.failed.append((lane, step))
+
+
 @pytest.mark.parametrize(
     ("command", "expected"),
     [("ping", {"pong": True}), ("fail", CommandFailed), ("bug", RuntimeError)],
@@ -109,6 +120,21 @@ def test_a_redis_error_while_recording_metrics_never_changes_the_outcome(
             run(node, command)
     failed = [r for r in caplog.records if "RecordMetrics.after failed" in r.getMessage()]
     assert failed and failed[0].exc_info and failed[0].exc_info[0] is redis.ResponseError
+
+
+def test_every_failing_step_is_counted_by_lane_and_step(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*_: Any, **__: Any) -> None:
+        raise redis.ConnectionError("Redis down")
+
+    node.observer = seen = StepFailures()
+    break_metrics(node)  # read after the result: RecordMetrics.after's deferred work
+    monkeypatch.setattr(node.shadows, "record", down)  # the shadow copy records at once
+    assert run(node, "ping") == {"pong": True}
+    shadow_copy = request(ShadowTag("shadow", PAIR).task_id, {"role": "shadow", "pair": PAIR})
+    assert run(node, "ping", lane="v2compat", req=shadow_copy) is None
+    assert seen.failed == [("v3", "RecordMetrics"), ("v2compat", "RecordShadow")]
 
 
 def test_an_unreachable_metrics_redis_never_changes_the_outcome(

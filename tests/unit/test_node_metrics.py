@@ -75,6 +75,7 @@ def test_requests_are_counted_with_a_bounded_command_label(node: Node) -> None:
     observer.on_request("v3", "anything-a-caller-invents", 0.01, InvalidArguments("x"))
     observer.on_request("v2compat", "ping", 0.02, CommandFailed("y"))
     observer.on_shadow("v3", "ping", False)
+    observer.on_step_failure("v3", "RecordMetrics")
     found = samples(exporter)
 
     def count(lane: str, command: str, outcome: str, error_type: str) -> float:
@@ -91,6 +92,8 @@ def test_requests_are_counted_with_a_bounded_command_label(node: Node) -> None:
         frozenset({("lane", "v3"), ("result", "mismatched")}),
     )
     assert found[key] == 1
+    step = frozenset({("lane", "v3"), ("step", "RecordMetrics")})
+    assert found[("snakepool_lane_step_failures_total", step)] == 1
 
 
 @settings(max_examples=30, deadline=None)

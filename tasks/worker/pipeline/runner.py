@@ -91,6 +91,7 @@ class Pipeline:
                 except Exception as exc:
                     name = type(step).__name__
                     log.exception("lane step %s.before failed; the request is refused", name)
+                    call.node.observer.safely("on_step_failure", call.lane, name)
                     return SnakepoolError(
                         f"lane step {name} failed ({type(exc).__name__}); the request was not run",
                         step=name,
@@ -117,6 +118,8 @@ class Pipeline:
                 job()
             except Exception:
                 log.exception("lane step %s failed; the request's outcome stands", name)
+                step = name.split(".")[0]
+                call.node.observer.safely("on_step_failure", call.lane, step)
 
     @staticmethod
     def _attempt(call: LaneCall, command: Run) -> Outcome:
@@ -126,13 +129,13 @@ class Pipeline:
             return Outcome(error=exc)
 
     @staticmethod
-    def _hook(step: LaneStep, hook: str, *args: Any) -> Any:
+    def _hook(step: LaneStep, hook: str, call: LaneCall, *args: Any) -> Any:
+        name = type(step).__name__
         try:
-            return getattr(step, hook)(*args)
+            return getattr(step, hook)(call, *args)
         except Exception:
-            log.exception(
-                "lane step %s.%s failed; the request's outcome stands", type(step).__name__, hook
-            )
+            log.exception("lane step %s.%s failed; the request's outcome stands", name, hook)
+            call.node.observer.safely("on_step_failure", call.lane, name)
             return None
 
 
