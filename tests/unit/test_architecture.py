@@ -272,3 +272,31 @@ def test_every_name_in_all_exists(module: str, monkeypatch: pytest.MonkeyPatch) 
     assert len(set(public)) == len(public), f"{module}.__all__ repeats a name"
     missing = [name for name in public if not hasattr(loaded, name)]
     assert missing == [], f"{module}.__all__ names what it does not have"
+
+
+#: Private names of the stdlib that are its public API.
+_PUBLIC_PRIVATES = {"_exit", "_getframe", "_replace", "_asdict", "_fields", "_make"}
+
+
+def _foreign_private_members(path: Path) -> list[str]:
+    """``other._name`` anywhere but on ``self``, ``cls`` or ``super()``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+            continue
+        if node.attr.startswith("__") or node.attr in _PUBLIC_PRIVATES:
+            continue
+        owner = ast.unparse(node.value)
+        if owner not in ("self", "cls", "super()"):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {owner}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "package", ["snakepool.pool", "snakepool.config", "snakepool.sessions", "snakepool.errors"]
+)
+def test_no_module_touches_another_objects_private_members(package: str) -> None:
+    # The pool's state has one owner (PoolState) with a narrow, locked interface: the
+    # supervisor and the Pool call it and never reach into it (nor into each other).
+    files = [p for m, p in MODULES.items() if _within(m, package)]
+    assert [hit for path in files for hit in _foreign_private_members(path)] == []
