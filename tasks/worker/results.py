@@ -57,6 +57,11 @@ log = logging.getLogger("snakepool.results")
 
 #: Seconds between two attempts to reconnect a result consumer whose Redis is away.
 RECONNECT_EVERY = 0.5
+#: Where the error classes lived before everything moved under ``snakepool`` (issue 7).
+#: A node of that layout (in a rolling deploy) stores its errors under these names, as do
+#: results still in Redis: rebuilt as found, they would be Celery's stand-in classes
+#: (``celery.exceptions.InvalidArguments``), no longer a ``SnakepoolError``.
+_OLD_ERROR_MODULES = frozenset({"pool.errors", "pool.interpreter.programs"})
 
 
 class ResilientResultConsumer(CeleryResultConsumer):  # type: ignore[misc]
@@ -139,7 +144,15 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
 
     def exception_to_python(self, exc: Any) -> Any:
         """A stored outcome as an exception: a raw redis/kombu/socket one (stored by a
-        node that did not type it) comes back typed, the rebuilt raw one as its cause."""
+        node that did not type it) comes back typed, the rebuilt raw one as its cause;
+        one of the error tree stored under its module's name before the one import
+        package (``pool.errors``) comes back as the same class of :mod:`snakepool.errors`."""
+        if (
+            isinstance(exc, dict)
+            and exc.get("exc_module") in _OLD_ERROR_MODULES
+            and exc.get("exc_type") in errors.__all__
+        ):
+            exc = {**exc, "exc_module": errors.__name__}
         rebuilt = super().exception_to_python(exc)
         typed = typed_error(rebuilt, "the request's node") if rebuilt is not None else None
         if typed is None:

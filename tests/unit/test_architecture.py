@@ -195,12 +195,28 @@ def test_the_packages_every_interpreter_passes_through_import_only_the_error_tre
 _OLD_TOP_LEVEL = PACKAGES
 
 
+def _targets(statement: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
+    return statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+
+
 def _old_name_imports(path: Path) -> list[str]:
     """Imports of ``config``, ``pool``, … by their old top-level names, and strings that
     name one of our modules that way (``"pool.interpreter.builtin"``: an adapter path, a
     ``-m`` module, an ``import_module`` argument)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    # A module-level constant named _OLD_* records the old layout on purpose (to read
+    # what a node of that layout stored): its strings are exempt, nothing else.
+    exempt = {
+        id(constant)
+        for statement in tree.body
+        if isinstance(statement, ast.Assign | ast.AnnAssign)
+        and any(getattr(t, "id", "").startswith("_OLD_") for t in _targets(statement))
+        for constant in ast.walk(statement)
+    }
+    for node in ast.walk(tree):
+        if id(node) in exempt:
+            continue
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and not node.level:

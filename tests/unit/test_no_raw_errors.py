@@ -27,6 +27,7 @@ from celery.app.trace import build_tracer
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import DecodeError, OperationalError
 
+from snakepool import errors
 from snakepool.config import load_settings
 from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import Keys
@@ -172,6 +173,28 @@ def test_a_raw_error_stored_by_an_older_node_is_read_back_typed(nowhere: str) ->
         ours = {"exc_type": "PoolUnavailable", "exc_module": "snakepool.errors",
                 "exc_message": ["stopped", {"reason": "stopping"}]}  # fmt: skip
         assert app.backend.exception_to_python(ours).data == {"reason": "stopping"}
+    finally:
+        app.close()
+
+
+#: Where the error classes lived before issue 7 (the names a node of that layout stored).
+_OLD_ERROR_MODULES = ("pool.errors", "pool.interpreter.programs")
+
+
+@pytest.mark.parametrize("module", _OLD_ERROR_MODULES)
+def test_an_error_stored_under_the_old_module_names_is_read_back_as_ours(
+    nowhere: str, module: str
+) -> None:
+    """Issue 7 moved the error tree from ``pool.errors`` to ``snakepool.errors``: what a
+    node of the old layout stored (a rolling deploy, results still in Redis) used to come
+    back as Celery's stand-in ``celery.exceptions.InvalidArguments``, not a SnakepoolError."""
+    app = create_app(load_settings(redis_url=nowhere))
+    try:
+        stored = {"exc_type": "InvalidArguments", "exc_module": module,
+                  "exc_message": ["bad args", {"field": "q"}]}  # fmt: skip
+        rebuilt = app.backend.exception_to_python(stored)
+        assert type(rebuilt) is errors.InvalidArguments
+        assert (rebuilt.message, rebuilt.field) == ("bad args", "q")
     finally:
         app.close()
 
