@@ -61,7 +61,7 @@ RECONNECT_EVERY = 0.5
 #: A node of that layout (in a rolling deploy) stores its errors under these names, as do
 #: results still in Redis: rebuilt as found, they would be Celery's stand-in classes
 #: (``celery.exceptions.InvalidArguments``), no longer a ``SnakepoolError``.
-_OLD_ERROR_MODULES = frozenset({"pool.errors", "pool.interpreter.programs"})
+_OLD_ERROR_MODULES = frozenset({"pool.errors", "pool.interpreter.adapter"})
 
 
 class ResilientResultConsumer(CeleryResultConsumer):  # type: ignore[misc]

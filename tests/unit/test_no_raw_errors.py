@@ -178,7 +178,7 @@ def test_a_raw_error_stored_by_an_older_node_is_read_back_typed(nowhere: str) ->
 
 
 #: Where the error classes lived before issue 7 (the names a node of that layout stored).
-_OLD_ERROR_MODULES = ("pool.errors", "pool.interpreter.programs")
+_OLD_ERROR_MODULES = ("pool.errors", "pool.interpreter.adapter")
 
 
 @pytest.mark.parametrize("module", _OLD_ERROR_MODULES)
