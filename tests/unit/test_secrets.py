@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import string
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -77,23 +76,19 @@ _MEGABYTE_SHAPES = [
 ]
 
 
+# Linear, not quadratic: no time is asserted (speed belongs to benchmarks). A quadratic
+# redaction of a megabyte is ~10**12 steps, hours, so the test's timeout is what fails.
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("unit", _MEGABYTE_SHAPES)
-def test_a_megabyte_of_any_shape_redacts_in_well_under_a_second(unit: str) -> None:
+def test_a_megabyte_of_any_shape_redacts_in_linear_time(unit: str) -> None:
     text = unit * (1_000_000 // len(unit))
-    started = time.perf_counter()
-    redacted = redact_text(text)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"{elapsed:.2f} s for 1 MB of {unit!r}"
-    assert redacted == _reference_redact(text)
+    assert redact_text(text) == _reference_redact(text)
 
 
 @pytest.mark.timeout(60)
-def test_a_megabyte_long_password_is_masked_in_well_under_a_second() -> None:
+def test_a_megabyte_long_password_is_masked_in_linear_time() -> None:
     secret = "p" * 1_000_000
-    started = time.perf_counter()
     redacted = redact_text(f"redis://ada:{secret}@host/0 and more")
-    assert time.perf_counter() - started < 1.0
     assert redacted == f"redis://ada:{MASK}@host/0 and more"
 
 
