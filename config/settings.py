@@ -48,6 +48,7 @@ from snakepool.config.sources import (
     check_names,
     read_layers,
 )
+from snakepool.config.value_types import check_file_types, check_keyword_types
 from snakepool.errors import ConfigError
 
 __all__ = [
@@ -287,6 +288,9 @@ def load_settings(**overrides: Any) -> Settings:
             (as its env var, or its file and line), or contradicting values.
     """
     layers: Layers = read_layers(overrides, Settings.model_fields)
+    annotations = {name: f.annotation for name, f in Settings.model_fields.items()}
+    check_keyword_types(overrides, annotations)
+    check_file_types(layers, annotations)
     try:
         with named_as_written(layers.origins):  # contradictions name the TOML key and file
             return Settings(**overrides)
@@ -314,6 +318,7 @@ def load_pool_settings(**values: Any) -> PoolSettings:
     if "size" in values and "pool_size" not in values:  # as ``Pool(size=...)`` spells it
         values["pool_size"] = values.pop("size")
     check_names(values, [*PoolSettings.model_fields, "size"], what="pool setting")
+    check_keyword_types(values, {n: f.annotation for n, f in PoolSettings.model_fields.items()})
     try:
         return PoolSettings(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
