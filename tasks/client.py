@@ -69,19 +69,20 @@ from snakepool.tasks.worker.node import live_nodes
 from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 from snakepool.tasks.worker.unreachable import UNREACHABLE, typed_methods
 
-__all__ = ["Client", "V2Api", "operator_name"]
+__all__ = ["LIVE_CLIENTS", "Client", "V2Api", "operator_name"]
 
 _ROUTINGS = ("router", "direct")
 #: What a request that could not be sent raises from kombu and redis-py.
 _UNREACHABLE: tuple[type[BaseException], ...] = (redis.RedisError, *UNREACHABLE)
-#: Every open client, so that a forked child can reopen them (gunicorn ``--preload``).
-_LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+#: Every open client (sync or async), so that a forked child can reopen them
+#: (gunicorn ``--preload``): each has an ``_after_fork()``.
+LIVE_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()
 #: What a child inherited from its parent: kept alive, so it is never closed here.
 _INHERITED: list[tuple[Any, Any]] = []
 
 
 def _reopen_clients_after_fork() -> None:
-    for client in list(_LIVE_CLIENTS):
+    for client in list(LIVE_CLIENTS):
         client._after_fork()
 
 
@@ -127,7 +128,7 @@ class Client:
         self.keys = Keys(settings.key_prefix)
         self._open()
         self.v2 = V2Api(self)
-        _LIVE_CLIENTS.add(self)
+        LIVE_CLIENTS.add(self)
 
     def _open(self) -> None:
         """Connections and the state guarded by locks: built here, and anew after a fork."""
@@ -383,6 +384,6 @@ class Client:
 
     def close(self) -> None:
         """Release connections."""
-        _LIVE_CLIENTS.discard(self)
+        LIVE_CLIENTS.discard(self)
         self.redis.close()
         self.app.close()
