@@ -166,3 +166,20 @@ def test_a_result_too_deep_for_json_is_command_failed(client: Client, percent: i
     while isinstance(deepest, list):
         deepest, depth = deepest[0] if deepest else None, depth + 1
     assert depth == 256
+
+
+@pytest.mark.parametrize("percent", [0, 100], ids=["v2compat", "v3"])
+def test_a_demo_value_plain_json_cannot_store_is_invalid_arguments(
+    client: Client, percent: int
+) -> None:
+    """Celery's JSON carries bytes; the SessionStore's JSON does not (before: a raw
+    TypeError from json.dumps, after the interpreter already held the program)."""
+    _route_all_to(client, percent)
+    sid = client.create_session(ttl=300)
+    demos = [{"question": b"\xff", "answer": "x"}]
+    with pytest.raises(InvalidArguments, match=r"program\['demos'\]\[0\]\['question'\]: bytes"):
+        client.execute(
+            "create_program", {"id": "b", **QA, "demos": demos}, session_id=sid, timeout=WAIT
+        )
+    with pytest.raises(ProgramNotFound):
+        _run(client, sid, "b", question="q")
