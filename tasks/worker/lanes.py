@@ -9,9 +9,16 @@ they differ in where session state lives:
   can serve any request (interpreters cache compiled programs by content hash).
 - **V2-compat** keeps V2 semantics: a session is bound to one node (the router sends its
   requests to that node's worker-direct queue) and to one interpreter there (pool
-  affinity), which holds its programs in memory. Every program is also written to the
-  SessionStore; an interpreter that does not know a program (the session moved, its
-  node or interpreter died) gets it rebuilt from there.
+  affinity), which holds its programs in memory. Every program is written to the
+  SessionStore first (a definition the store refuses is never held), and the store stays
+  the truth: each program command sends the stored definition's content hash, so an
+  interpreter whose copy is older (the session replaced or deleted it on V3, then was
+  rolled back here) or missing (the session moved, its node or interpreter died) gets it
+  rebuilt from the store — or ``ProgramNotFound`` when the store has none.
+
+Requests without a session keep nothing in an interpreter on either lane (transient):
+anonymous callers share interpreters, and one must never see, replace or delete what
+another created.
 
 Around the run, every request goes through the lane pipeline
 (:mod:`snakepool.tasks.worker.pipeline`): validate → run → retries → metrics → shadow →
