@@ -191,3 +191,20 @@ def test_every_change_through_the_client_needs_a_reason(reason: object) -> None:
         assert made.flags.history(10) == []
     finally:
         made.close()
+
+
+@pytest.mark.parametrize("kind", ["string", "hash", "list"])
+def test_a_change_that_cannot_be_audited_changes_nothing(client: redis.Redis, kind: str) -> None:
+    """Review 8: with the audit key holding another type, MULTI applied the flags and
+    failed the XADD — the caller was told the change failed, the change stood, unaudited."""
+    store = FlagStore(client)
+    before = store.set_percent(25, who="t", why="before")
+    client.delete(KEYS.audit)
+    {"string": lambda: client.set(KEYS.audit, "x"),
+     "hash": lambda: client.hset(KEYS.audit, "a", "b"),
+     "list": lambda: client.rpush(KEYS.audit, "x")}[kind]()  # fmt: skip
+    with pytest.raises(ConfigError, match=f"the audit trail {KEYS.audit} holds a {kind}"):
+        store.rollback(who="ops", why="the audit key is broken")
+    assert store.read() == before and store.version() == before.version  # nothing changed
+    client.delete(KEYS.audit)
+    assert store.rollback(who="ops", why="fixed").version == before.version + 1
