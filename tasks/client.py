@@ -362,8 +362,11 @@ class Client:
         """
         if not isinstance(enabled, bool):
             raise InvalidArguments(f"enabled must be True or False, not {enabled!r:.40}")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
-            raise InvalidArguments(f"shadow rate must be a number from 0 to 1, not {rate!r:.40}")
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1
+        ):  # compared, not formatted first: f"{2**1024:g}" raised OverflowError
+            shown = f"an int of {rate.bit_length()} bits" if isinstance(rate, int) else repr(rate)
+            raise InvalidArguments(f"shadow rate must be a number from 0 to 1, not {shown:.40}")
 
         def change(flags: RolloutFlags) -> RolloutFlags:
             return replace(flags, shadow=enabled, shadow_rate=flags.shadow_rate if rate is None

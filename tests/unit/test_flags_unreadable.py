@@ -144,6 +144,7 @@ def test_a_direct_client_gets_a_config_error_and_a_router_client_still_sends() -
 
 _ANY_VALUE = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 200), st.floats(allow_nan=True),
+    st.integers(2**1024, 10**400),  # past a float: math.isfinite raised OverflowError
     st.text(max_size=8), st.lists(st.one_of(st.integers(0, 100), st.text(max_size=5)), max_size=3),
     st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
 )  # fmt: skip
@@ -172,6 +173,10 @@ def test_shadow_must_be_turned_on_or_off_with_a_bool() -> None:
     try:
         with pytest.raises(InvalidArguments, match="enabled must be True or False"):
             made.set_shadow("no")  # type: ignore[arg-type]
+        # Review 8: 2**1024 was a raw OverflowError (formatting the audit reason).
+        for rate in (2**1024, -1, 1.5, float("nan"), "0.5"):
+            with pytest.raises(InvalidArguments, match="shadow rate must be a number from 0"):
+                made.set_shadow(True, rate)  # type: ignore[arg-type]
         assert made.rollout_state()["version"] == 0
     finally:
         made.close()

@@ -10,6 +10,8 @@ never counted against the lane.
 
 from __future__ import annotations
 
+import logging
+
 from snakepool.config.ids import validate_command_name
 from snakepool.errors import InvalidArguments, SnakepoolError
 from snakepool.tasks.worker.options import LaneOptions, checked_session_id
@@ -17,12 +19,27 @@ from snakepool.tasks.worker.pipeline.step import LaneCall, LaneStep
 
 __all__ = ["Validate"]
 
+log = logging.getLogger("snakepool.lanes")
+
 
 class Validate(LaneStep):
     """Checks the request and fills in ``call.args`` (a dict) and ``call.timeout``."""
 
     def before(self, call: LaneCall) -> SnakepoolError | None:
-        """None when the request may run, else the InvalidArguments refusing it."""
+        """None when the request may run, else the InvalidArguments refusing it.
+
+        Fails closed: the runner treats a hook's exception as "no opinion", which here
+        would run a request nobody checked — so whatever else the checks raise refuses it.
+        """
+        try:
+            return self._check(call)
+        except Exception as exc:
+            log.exception("checking a %.80r request failed; it is refused", call.command)
+            return InvalidArguments(
+                f"the request could not be checked ({type(exc).__name__}); it was not run"
+            )
+
+    def _check(self, call: LaneCall) -> SnakepoolError | None:
         try:
             # A full match of COMMAND_NAME: the name reaches logs, metrics and flags, so
             # 60 000 characters of it never get past here.
