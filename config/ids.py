@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from snakepool.config.timeouts import shown
 from snakepool.errors import InvalidArguments
 
 __all__ = [
@@ -67,7 +68,9 @@ def is_valid(pattern: re.Pattern[str], value: object) -> bool:
 
 
 def _refuse(what: str, value: object, accepts: str) -> InvalidArguments:
-    return InvalidArguments(f"invalid {what} {str(value)[:40]!r}: use {accepts}")
+    # Never str() of what was passed: an int of 5000 digits raises ValueError there.
+    given = repr(value[:40]) if isinstance(value, str) else shown(value)
+    return InvalidArguments(f"invalid {what} {given}: use {accepts}")
 
 
 def validate_session_id(session_id: object) -> str:

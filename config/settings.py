@@ -48,6 +48,7 @@ from snakepool.config.sources import (
     check_names,
     read_layers,
 )
+from snakepool.config.timeouts import shown as quoted
 from snakepool.config.value_types import check_file_types, check_keyword_types
 from snakepool.errors import ConfigError
 
@@ -267,8 +268,8 @@ def _describe(exc: ValidationError, origins: dict[str, str]) -> str:
         given = error.get("input")
         if isinstance(given, dict) or field in _URL_FIELDS:
             shown = f" (got {redact_url(given)!r})" if isinstance(given, str) else ""
-        else:
-            shown = f" (got {given!r})"
+        else:  # never repr() of an int of 5000 digits: it raises ValueError
+            shown = f" (got {given!r})" if not isinstance(given, int) else f" (got {quoted(given)})"
         problems.append(f"{name}: {error['msg']}{shown}")
     return "invalid settings: " + "; ".join(problems)
 

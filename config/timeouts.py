@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from snakepool.errors import InvalidArguments
 
-__all__ = ["MAX_TIMEOUT_SECONDS", "checked_timeout"]
+__all__ = ["MAX_TIMEOUT_SECONDS", "checked_timeout", "shown"]
 
 #: The longest timeout accepted, in seconds (one day: the ceiling of the
 #: ``REQUEST_TIMEOUT`` and ``RESULT_TIMEOUT`` settings).
@@ -39,13 +39,18 @@ def checked_timeout(
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= maximum:
         return float(value)
     raise InvalidArguments(
-        f"{what} must be a number of seconds above 0 and at most {maximum:g}, not {_shown(value)}",
+        f"{what} must be a number of seconds above 0 and at most {maximum:g}, not {shown(value)}",
         option=what,
     )
 
 
-def _shown(value: object) -> str:
-    """A short, safe rendering of what was passed (``repr`` of a huge int raises)."""
+def shown(value: object) -> str:
+    """A short, safe rendering of what a caller passed, for an error message.
+
+    ``repr`` of an int of more than 4300 digits raises ``ValueError`` (Python's int/str
+    conversion limit), so a message quoting one would replace the refusal with a raw
+    error: an int past 64 bits is shown by its size.
+    """
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
         return f"an int of {value.bit_length()} bits"
     text = repr(value) if isinstance(value, int | float | str) else type(value).__name__

@@ -24,7 +24,7 @@ from kombu.exceptions import EncodeError
 
 from snakepool import errors
 from snakepool.config.json_values import json_problem
-from snakepool.config.timeouts import checked_timeout
+from snakepool.config.timeouts import checked_timeout, shown
 from snakepool.tasks.worker.results import ResultTimeout, result_timeout
 
 __all__ = [
@@ -78,6 +78,8 @@ def checked_flags_wait(version: object, timeout: object) -> float:
     """
     if isinstance(version, bool) or not isinstance(version, int):
         raise errors.InvalidArguments(f"version must be an int, not {type(version).__name__}")
+    if not 0 <= version < 2**63:  # what Redis's INCR counts up to
+        raise errors.InvalidArguments(f"version must be from 0 to 2**63 - 1, not {shown(version)}")
     return checked_timeout(timeout)
 
 
@@ -94,5 +96,7 @@ def checked_threads(max_threads: object, default: int, most: int) -> int:
             f"max_threads must be a whole number of threads, not {type(max_threads).__name__}"
         )
     if not 1 <= max_threads <= most:
-        raise errors.InvalidArguments(f"max_threads must be from 1 to {most}, not {max_threads}")
+        raise errors.InvalidArguments(
+            f"max_threads must be from 1 to {most}, not {shown(max_threads)}"
+        )
     return max_threads
