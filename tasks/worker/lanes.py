@@ -75,6 +75,14 @@ log = logging.getLogger("snakepool.lanes")
 _PROGRAM_COMMANDS = ("execute_program", "get_program_info", "delete_program")
 
 
+def _inline(command: str, args: dict[str, Any]) -> bool:
+    """Whether the request names its program inline (``execute_program`` and
+    ``get_program_info`` may); ``delete_program`` always means the session's program —
+    with an inline ``program`` beside the id it once deleted only the interpreter's
+    copy on V2-compat (the store kept it: it came back) and nothing on V3."""
+    return command != "delete_program" and args.get("program") is not None
+
+
 def _program_id(args: dict[str, Any]) -> str:
     program_id = args.get("program_id")
     if not isinstance(program_id, str):
@@ -163,7 +171,7 @@ def execute_v3(  # noqa: PLR0911 - one return per command family reads best
         return _create(node, session_id, args, timeout=timeout, transient=True)
     if command == "list_programs":
         return _list_programs(node, session_id)
-    if command in _PROGRAM_COMMANDS and args.get("program") is None:
+    if command in _PROGRAM_COMMANDS and not _inline(command, args):
         program_id = _program_id(args)
         definition = _stored(node, session_id, program_id)
         if command == "execute_program":
@@ -209,7 +217,7 @@ def execute_v2compat(
         return _create(node, session_id, args, **call)
     if command == "list_programs":
         return _list_programs(node, session_id)
-    if command in _PROGRAM_COMMANDS and args.get("program") is None:
+    if command in _PROGRAM_COMMANDS and not _inline(command, args):
         program_id = _program_id(args)
         # The store is the truth: the session may have replaced or deleted the program
         # on V3 since this interpreter took it (a rollback brings it back here).

@@ -183,3 +183,20 @@ def test_a_demo_value_plain_json_cannot_store_is_invalid_arguments(
         )
     with pytest.raises(ProgramNotFound):
         _run(client, sid, "b", question="q")
+
+
+@pytest.mark.parametrize("percent", [0, 100], ids=["v2compat", "v3"])
+def test_delete_program_with_an_inline_program_deletes_the_sessions_one(
+    client: Client, percent: int
+) -> None:
+    """Before: V2-compat answered ``{"deleted": "qa"}`` having dropped only the
+    interpreter's copy (the store kept it, so it came back); V3 said ProgramNotFound."""
+    _route_all_to(client, percent)
+    sid = client.create_session(ttl=300)
+    client.execute("create_program", {"id": "qa", **QA}, session_id=sid, timeout=WAIT)
+    args = {"program_id": "qa", "program": SUMMARY}
+    deleted = client.execute("delete_program", args, session_id=sid, timeout=WAIT)
+    assert deleted == {"deleted": "qa"}
+    assert client.execute("list_programs", session_id=sid, timeout=WAIT) == {"programs": []}
+    with pytest.raises(ProgramNotFound):
+        _run(client, sid, "qa", question="gone?")
