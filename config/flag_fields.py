@@ -28,7 +28,8 @@ def _is_int(value: object) -> bool:
 def _is_number(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    return math.isfinite(value)
+    # An int is finite; math.isfinite(2**1024) would raise OverflowError instead.
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _is_texts(value: object) -> bool:

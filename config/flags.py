@@ -139,10 +139,11 @@ class FlagStore:
         while True:
             with self.client.pipeline() as pipe:
                 try:
-                    watched = [self.keys.rollout, *(fence.keys if fence else [])]
+                    watched = [self.keys.rollout, self.keys.audit, *(fence.keys if fence else [])]
                     pipe.watch(*watched)  # type: ignore[no-untyped-call]
                     if fence is not None:
                         fence.check(pipe)  # raises StaleFence: nothing written
+                    _check_audit_trail(pipe, self.keys.audit)  # before anything is written
                     noted = details
                     try:
                         old = self._decode(_get(pipe, self.keys.rollout))
@@ -360,3 +361,24 @@ def _stored_version(client: Any, key: str) -> int:
         return int(_get(client, key) or 0)
     except (ValueError, ConfigError):
         return 0
+
+
+def _check_audit_trail(pipe: Any, key: str) -> None:
+    """Refuse a change that could not be audited, before anything is written.
+
+    Redis runs the rest of a ``MULTI`` when one command fails: with ``key`` holding
+    anything but a stream, the flags changed, the ``XADD`` failed, and the caller was told
+    the change had failed — a change applied, unaudited, reported as not made.
+
+    Raises:
+        ConfigError: ``key`` holds another type (nothing was changed).
+    """
+    kind = pipe.type(key)
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if kind not in ("stream", "none"):
+        raise ConfigError(
+            f"the audit trail {key} holds a {kind}, not a stream: nothing was changed "
+            "(every change is audited); rename or delete that key, then try again",
+            setting="KEY_PREFIX",
+            key=key,
+        )

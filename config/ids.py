@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 
+from snakepool.config.quoting import describe
 from snakepool.errors import InvalidArguments
 
 __all__ = [
     "COMMAND_NAME",
     "CONTROL_CHARACTER",
-    "DESCRIBE_CHARS",
     "DOTTED_PATH",
     "INCARNATION",
     "KEY_PREFIX",
@@ -28,7 +28,6 @@ __all__ = [
     "PROGRAM_ID",
     "REQUEST_ID",
     "SESSION_ID",
-    "describe",
     "is_valid",
     "validate_command_name",
     "validate_incarnation",
@@ -66,31 +65,6 @@ _ALPHABET = "1-128 characters of A-Z a-z 0-9 _ . : -"
 def is_valid(pattern: re.Pattern[str], value: object) -> bool:
     """Whether ``value`` is a string that ``pattern`` matches from start to end."""
     return isinstance(value, str) and pattern.fullmatch(value) is not None
-
-
-#: Characters of a caller's value an error message quotes.
-DESCRIBE_CHARS = 40
-
-
-def describe(value: object, limit: int = DESCRIBE_CHARS) -> str:
-    """A short, safe quote of a value a caller sent, for an error message.
-
-    A string or number is quoted (cut to ``limit`` characters); anything else is named by
-    its type only: turning a container into text costs its whole size (a megabyte list
-    would be copied into the error, the logs and the stored result) and, nested deeply
-    enough, overflows the stack.
-    """
-    if isinstance(value, str):
-        return repr(value[:limit])
-    if value is None or isinstance(value, bool | float):
-        return repr(value)
-    if isinstance(value, int):  # str() of a huge int is slow, past 4300 digits an error
-        return (
-            repr(value)
-            if value.bit_length() <= 3 * limit
-            else f"an int of {value.bit_length()} bits"
-        )
-    return f"a {type(value).__name__}"
 
 
 def _refuse(what: str, value: object, accepts: str) -> InvalidArguments:

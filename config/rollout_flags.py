@@ -13,6 +13,7 @@ from snakepool.config.flag_fields import check_stored_flags
 from snakepool.config.ids import COMMAND_NAME, SESSION_ID, is_valid
 from snakepool.config.keys import LANES
 from snakepool.config.limits import MAX_OVERRIDES, MAX_SCHEDULE_STEPS, MAX_V3_COMMANDS
+from snakepool.config.quoting import describe
 from snakepool.errors import InvalidArguments
 
 __all__ = ["DEFAULT_SCHEDULE", "RolloutFlags", "next_step", "step_below"]
@@ -81,7 +82,7 @@ class RolloutFlags:
         if isinstance(self.percent, bool) or not isinstance(self.percent, int):
             raise InvalidArguments("percent must be a whole number from 0 to 100")
         if not 0 <= self.percent <= 100:
-            raise InvalidArguments(f"percent must be from 0 to 100, not {self.percent}")
+            raise InvalidArguments(f"percent must be from 0 to 100, not {describe(self.percent)}")
         try:  # what is written must read back: a reader refuses any field of a wrong type
             check_stored_flags(self.to_dict())
         except (ValueError, TypeError) as exc:  # TypeError: to_dict() on a wrong type

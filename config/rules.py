@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from snakepool.config.limits import MAX_PROGRAM_BYTES, REDIS_MAX_BULK_BYTES
 from snakepool.config.secrets import redact_url
@@ -54,6 +54,8 @@ BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel", "fakeredis")
 MIN_SYSTEM_MESSAGE_BYTES = 2 * MAX_PROGRAM_BYTES
 
 _EMBEDDED = "fakeredis"
+#: The ``?parameters`` of a ``rediss://`` URL that both kombu and redis-py take (TLS).
+_TLS_QUERY = frozenset({"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"})
 _DATABASE = re.compile(r"/?[0-9]*")
 #: Setting → how the user wrote it, while :func:`named_as_written` is in force.
 _ORIGINS: ContextVar[Mapping[str, str] | None] = ContextVar("snakepool_origins", default=None)
@@ -100,7 +102,36 @@ def _scheme(url: str, allowed: Sequence[str]) -> str:
     return scheme
 
 
-def _check_redis_form(url: str) -> None:
+def _query_refusal(url: str, *, broker: bool) -> str | None:
+    """Why ``url``'s ``?parameters`` cannot be used, or None.
+
+    redis-py takes its own connection parameters from a URL (and passes any other
+    name on, to fail at the first connection); kombu's Connection, which reads the
+    broker URL, takes none but the TLS ones of ``rediss://`` and fails on any other with a
+    raw ``TypeError``. ``password`` / ``username`` belong in the URL's user part.
+    """
+    import redis
+
+    names = [name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)]
+    tls = _TLS_QUERY if url.lower().startswith("rediss://") else frozenset()
+    allowed = tls if broker else tls | frozenset(redis.connection.URL_QUERY_ARGUMENT_PARSERS)
+    for name in names:
+        if name in ("password", "username"):
+            return (
+                f"the {name} must be in the URL's user part (before the host and an @), "
+                "not in its ?parameters"
+            )
+        if name not in allowed:
+            where = (
+                "the Celery broker (kombu) takes no ?parameters but the TLS ones of rediss://"
+                if broker
+                else "redis-py does not know it"
+            )
+            return f"unknown URL parameter {name[:40]!r}: {where}"
+    return None
+
+
+def _check_redis_form(url: str, *, broker: bool = False) -> None:
     import redis
 
     try:
@@ -109,6 +140,9 @@ def _check_redis_form(url: str) -> None:
         raise ValueError(f"not a valid Redis URL: {exc}") from None
     if not _DATABASE.fullmatch(urlsplit(url).path):
         raise ValueError("the database must be a number, as in redis://host:6379/0")
+    refusal = _query_refusal(url, broker=broker)
+    if refusal is not None:
+        raise ValueError(refusal)
 
 
 def check_redis_url(url: str) -> str:
@@ -131,7 +165,7 @@ def check_broker_url(url: str) -> str:
             are the Redis transport's), or a malformed ``redis://`` URL.
     """
     if _scheme(url, BROKER_SCHEMES) in ("redis", "rediss"):
-        _check_redis_form(url)
+        _check_redis_form(url, broker=True)
     return url
 
 
@@ -197,7 +231,25 @@ def system_contradictions(settings: Settings) -> list[Contradiction]:
         ))  # fmt: skip
     found.extend(_message_size(settings.max_message_bytes))
     found.extend(_same_world(settings.redis_url, settings.broker_url))
+    found.extend(_broker_query(settings.redis_url, settings.broker_url))
     return found
+
+
+def _broker_query(redis_url: str, broker_url: str | None) -> list[Contradiction]:
+    """``REDIS_URL`` with redis-py ``?parameters`` that, as the default broker, kombu refuses."""
+    if broker_url not in (None, redis_url) or not redis_url.lower().startswith(
+        ("redis://", "rediss://")
+    ):
+        return []  # a BROKER_URL of its own was checked on its own
+    refusal = _query_refusal(redis_url, broker=True)
+    if refusal is None:
+        return []
+    return [Contradiction(
+        "BROKER_URL",
+        f"{setting_name('redis_url')} ({redact_url(redis_url)}) is also the broker's URL "
+        f"while {setting_name('broker_url')} is unset, and as the broker's: {refusal}; set "
+        f"{setting_name('broker_url')} to the URL without them",
+    )]  # fmt: skip
 
 
 def _message_size(size: int) -> list[Contradiction]:

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from snakepool.config.ids import DOTTED_PATH, KEY_PREFIX, is_valid
 from snakepool.config.limits import MAX_DELIVERY_HISTORY, MAX_SESSION_TTL, METRICS_WINDOW_SECONDS
 from snakepool.config.operations import OperationSettings
+from snakepool.config.quoting import describe as quoted
 from snakepool.config.rules import (
     check_broker_url,
     check_redis_url,
@@ -48,6 +49,7 @@ from snakepool.config.sources import (
     check_names,
     read_layers,
 )
+from snakepool.config.value_types import check_file_types, check_keyword_types
 from snakepool.errors import ConfigError
 
 __all__ = [
@@ -266,8 +268,8 @@ def _describe(exc: ValidationError, origins: dict[str, str]) -> str:
         given = error.get("input")
         if isinstance(given, dict) or field in _URL_FIELDS:
             shown = f" (got {redact_url(given)!r})" if isinstance(given, str) else ""
-        else:
-            shown = f" (got {given!r})"
+        else:  # never repr() of an int of 5000 digits: it raises ValueError
+            shown = f" (got {given!r})" if not isinstance(given, int) else f" (got {quoted(given)})"
         problems.append(f"{name}: {error['msg']}{shown}")
     return "invalid settings: " + "; ".join(problems)
 
@@ -287,6 +289,9 @@ def load_settings(**overrides: Any) -> Settings:
             (as its env var, or its file and line), or contradicting values.
     """
     layers: Layers = read_layers(overrides, Settings.model_fields)
+    annotations = {name: f.annotation for name, f in Settings.model_fields.items()}
+    check_keyword_types(overrides, annotations)
+    check_file_types(layers, annotations)
     try:
         with named_as_written(layers.origins):  # contradictions name the TOML key and file
             return Settings(**overrides)
@@ -314,6 +319,7 @@ def load_pool_settings(**values: Any) -> PoolSettings:
     if "size" in values and "pool_size" not in values:  # as ``Pool(size=...)`` spells it
         values["pool_size"] = values.pop("size")
     check_names(values, [*PoolSettings.model_fields, "size"], what="pool setting")
+    check_keyword_types(values, {n: f.annotation for n, f in PoolSettings.model_fields.items()})
     try:
         return PoolSettings(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:

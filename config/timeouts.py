@@ -11,6 +11,7 @@ caller, an interpreter recycled for nothing.
 
 from __future__ import annotations
 
+from snakepool.config.quoting import describe
 from snakepool.errors import InvalidArguments
 
 __all__ = ["MAX_TIMEOUT_SECONDS", "checked_timeout"]
@@ -39,14 +40,7 @@ def checked_timeout(
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= maximum:
         return float(value)
     raise InvalidArguments(
-        f"{what} must be a number of seconds above 0 and at most {maximum:g}, not {_shown(value)}",
+        f"{what} must be a number of seconds above 0 and at most {maximum:g}, "
+        f"not {describe(value)}",
         option=what,
     )
-
-
-def _shown(value: object) -> str:
-    """A short, safe rendering of what was passed (``repr`` of a huge int raises)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an int of {value.bit_length()} bits"
-    text = repr(value) if isinstance(value, int | float | str) else type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -48,7 +48,7 @@ from snakepool.pool.interpreter_path import interpreter_import_root
 from snakepool.pool.ownership import Ownership
 from snakepool.pool.queue import Ticket
 from snakepool.pool.registry import ProcessRegistry, default_registry_dir
-from snakepool.pool.request import encode_request
+from snakepool.pool.request import check_scope, encode_request
 from snakepool.pool.state import Phase, PoolState
 from snakepool.pool.supervisor import Supervisor
 from snakepool.pool.worker import Broken, Interpreter
@@ -212,7 +212,8 @@ class Pool:
                 copy; the stateless V3 lane).
 
         Raises:
-            InvalidArguments: a bad command name, timeout (not a finite number in
+            InvalidArguments: a bad command name, affinity (not a str), session id (not
+                1-128 characters of ``[A-Za-z0-9_.:-]``), timeout (not a finite number in
                 ``(0, 86400]``) or args (a value the wire cannot carry, an integer of more
                 than 4300 digits, a non-str key, too deep), or rejected by the command —
                 all but the last found before anything is sent.
@@ -233,6 +234,7 @@ class Pool:
         try:
             # Checked before anything is sent: inf or "5" would fail only after the run.
             timeout = self.settings.request_timeout if timeout is None else checked_timeout(timeout)
+            check_scope(affinity, session)
             rid = next(self._request_ids)
             framed = encode_request(
                 rid,

@@ -21,9 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from snakepool import errors
+from snakepool.config.ids import validate_session_id
 from snakepool.pool.interpreter import wire
 
-__all__ = ["MAX_NESTING", "encode_request"]
+__all__ = ["MAX_NESTING", "check_scope", "encode_request", "nested_too_deep"]
 
 #: Deepest nesting of dicts/lists in a request's args. Deep enough for any real JSON
 #: document; shallow enough that code walking a value recursively (commands, Celery's
@@ -134,3 +135,41 @@ def _path(trail: _Trail, *, limit: int | None = None) -> str:
     shown = keys if limit is None or len(keys) <= limit else keys[:limit]
     text = "args" + "".join(f"[{key!r}]" for key in shown)
     return text if shown is keys else f"{text}... ({len(keys)} levels)"
+
+
+def nested_too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether ``value`` holds dicts/lists nested more than ``limit`` deep (iteratively).
+
+    For results: the pipe carries up to 1000 levels, but a result that goes on as JSON
+    (Celery's result backend encodes it recursively) must stay as shallow as the args
+    a request may carry.
+    """
+    if type(value) in _SCALARS or not isinstance(value, _CONTAINERS):
+        return False
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend(
+            (child, depth + 1)
+            for child in children
+            if type(child) not in _SCALARS and isinstance(child, _CONTAINERS)
+        )
+    return False
+
+
+def check_scope(affinity: object, session: object) -> None:
+    """Refuse an affinity key that is not a string, a session id that is not one.
+
+    Raises:
+        InvalidArguments: naming which (a session id keys interpreter state, so it is
+            checked whole, like every id: ``"abc\\n"`` is not ``"abc"``).
+    """
+    if affinity is not None and not isinstance(affinity, str):
+        raise errors.InvalidArguments(
+            f"affinity must be a string or None, not {type(affinity).__name__}"
+        )
+    if session is not None:
+        validate_session_id(session)

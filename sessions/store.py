@@ -221,12 +221,16 @@ class SessionStore:
 
         Raises:
             SessionNotFound: no such session.
-            InvalidArguments: a malformed id, a definition over ``MAX_PROGRAM_BYTES``, or
+            InvalidArguments: a malformed id, a definition plain JSON cannot carry
+                (bytes in a demo: naming the value), one over ``MAX_PROGRAM_BYTES``, or
                 a new program for a session that already holds
                 ``MAX_PROGRAMS_PER_SESSION``.
         """
         validate_session_id(session_id)
         validate_program_id(program_id)
+        # A value Celery's JSON carries but plain JSON does not (bytes in a demo) must be
+        # the caller's InvalidArguments, not a raw TypeError from json.dumps.
+        check_json(definition, "program")
         encoded = json.dumps(definition, sort_keys=True)
         if len(encoded) > MAX_PROGRAM_BYTES:
             raise InvalidArguments(f"program definition larger than {MAX_PROGRAM_BYTES} bytes")

@@ -45,9 +45,9 @@ from celery.result import AsyncResult
 
 from snakepool.config import Settings
 from snakepool.config.timeouts import checked_timeout
-from snakepool.errors import InvalidArguments, PoolUnavailable
-from snakepool.tasks.client import Client
-from snakepool.tasks.client_errors import checked_flags_wait
+from snakepool.errors import PoolUnavailable
+from snakepool.tasks.client import LIVE_CLIENTS, Client
+from snakepool.tasks.client_errors import checked_flags_wait, checked_threads
 from snakepool.tasks.result_poller import ResultPoller
 from snakepool.tasks.worker.node import live_nodes
 from snakepool.tasks.worker.unreachable import typed_errors
@@ -88,7 +88,7 @@ class AsyncClient:
         settings: Settings | None = None,
         max_threads: int | None = DEFAULT_THREADS,
     ) -> None:
-        threads = _checked_threads(max_threads)  # before anything connects
+        threads = self._threads = checked_threads(max_threads, DEFAULT_THREADS, MAX_THREADS)
         self.sync = Client(redis_url, broker_url, routing, settings=settings)
         self.settings = self.sync.settings
         self.routing = routing
@@ -99,6 +99,14 @@ class AsyncClient:
         self._poller: ResultPoller | None = None
         self._closed = False
         self.v2 = AsyncV2Api(self)
+        LIVE_CLIENTS.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (gunicorn ``--preload``): the parent's threads do not exist
+        here, so its executor would queue every call for ever; its poller and backends
+        are the parent's (never closed here: they share the parent's sockets)."""
+        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="snakepool-async")
+        self._backends, self._poller = {}, None
 
     @property
     def closed(self) -> bool:
@@ -281,6 +289,7 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        LIVE_CLIENTS.discard(self)
         if self._poller is not None:
             await self._poller.close(_closed_error)
             self._poller = None
@@ -312,18 +321,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _checked_threads(max_threads: object) -> int:
-    if max_threads is None:
-        return DEFAULT_THREADS
-    if isinstance(max_threads, bool) or not isinstance(max_threads, int):
-        raise InvalidArguments(
-            f"max_threads must be a whole number of threads, not {type(max_threads).__name__}"
-        )
-    if not 1 <= max_threads <= MAX_THREADS:
-        raise InvalidArguments(f"max_threads must be from 1 to {MAX_THREADS}, not {max_threads}")
-    return max_threads
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -47,6 +47,7 @@ from snakepool.config import Settings, load_settings
 from snakepool.config.flags import FlagCache, FlagStore, RolloutFlags
 from snakepool.config.ids import validate_command_name
 from snakepool.config.keys import Keys
+from snakepool.config.quoting import describe
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
@@ -69,19 +70,20 @@ from snakepool.tasks.worker.node import live_nodes
 from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 from snakepool.tasks.worker.unreachable import UNREACHABLE, typed_methods
 
-__all__ = ["Client", "V2Api", "operator_name"]
+__all__ = ["LIVE_CLIENTS", "Client", "V2Api", "operator_name"]
 
 _ROUTINGS = ("router", "direct")
 #: What a request that could not be sent raises from kombu and redis-py.
 _UNREACHABLE: tuple[type[BaseException], ...] = (redis.RedisError, *UNREACHABLE)
-#: Every open client, so that a forked child can reopen them (gunicorn ``--preload``).
-_LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+#: Every open client (sync or async), so that a forked child can reopen them
+#: (gunicorn ``--preload``): each has an ``_after_fork()``.
+LIVE_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()
 #: What a child inherited from its parent: kept alive, so it is never closed here.
 _INHERITED: list[tuple[Any, Any]] = []
 
 
 def _reopen_clients_after_fork() -> None:
-    for client in list(_LIVE_CLIENTS):
+    for client in list(LIVE_CLIENTS):
         client._after_fork()
 
 
@@ -127,7 +129,7 @@ class Client:
         self.keys = Keys(settings.key_prefix)
         self._open()
         self.v2 = V2Api(self)
-        _LIVE_CLIENTS.add(self)
+        LIVE_CLIENTS.add(self)
 
     def _open(self) -> None:
         """Connections and the state guarded by locks: built here, and anew after a fork."""
@@ -360,9 +362,13 @@ class Client:
                 0 to 1 (nothing is written).
         """
         if not isinstance(enabled, bool):
-            raise InvalidArguments(f"enabled must be True or False, not {enabled!r:.40}")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
-            raise InvalidArguments(f"shadow rate must be a number from 0 to 1, not {rate!r:.40}")
+            raise InvalidArguments(f"enabled must be True or False, not {describe(enabled)}")
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1
+        ):  # compared, not formatted first: f"{2**1024:g}" raised OverflowError
+            raise InvalidArguments(
+                f"shadow rate must be a number from 0 to 1, not {describe(rate)}"
+            )
 
         def change(flags: RolloutFlags) -> RolloutFlags:
             return replace(flags, shadow=enabled, shadow_rate=flags.shadow_rate if rate is None
@@ -383,6 +389,6 @@ class Client:
 
     def close(self) -> None:
         """Release connections."""
-        _LIVE_CLIENTS.discard(self)
+        LIVE_CLIENTS.discard(self)
         self.redis.close()
         self.app.close()

@@ -24,10 +24,13 @@ from kombu.exceptions import EncodeError
 
 from snakepool import errors
 from snakepool.config.json_values import json_problem
+from snakepool.config.quoting import describe
 from snakepool.config.timeouts import checked_timeout
 from snakepool.tasks.worker.results import ResultTimeout, result_timeout
 
-__all__ = ["ResultTimeout", "checked_flags_wait", "result_timeout", "unsendable_args"]
+__all__ = [
+    "ResultTimeout", "checked_flags_wait", "checked_threads", "result_timeout", "unsendable_args",
+]  # fmt: skip
 
 #: Types Celery's JSON (kombu) encodes besides plain JSON's, as tagged objects.
 KOMBU_TYPES = (bytes, datetime.datetime, datetime.date, datetime.time, Decimal, uuid.UUID)
@@ -76,4 +79,27 @@ def checked_flags_wait(version: object, timeout: object) -> float:
     """
     if isinstance(version, bool) or not isinstance(version, int):
         raise errors.InvalidArguments(f"version must be an int, not {type(version).__name__}")
+    if not 0 <= version < 2**63:  # what Redis's INCR counts up to
+        raise errors.InvalidArguments(
+            f"version must be from 0 to 2**63 - 1, not {describe(version)}"
+        )
     return checked_timeout(timeout)
+
+
+def checked_threads(max_threads: object, default: int, most: int) -> int:
+    """``max_threads`` (None: ``default``) if a whole number from 1 to ``most``.
+
+    Raises:
+        InvalidArguments: anything else.
+    """
+    if max_threads is None:
+        return default
+    if isinstance(max_threads, bool) or not isinstance(max_threads, int):
+        raise errors.InvalidArguments(
+            f"max_threads must be a whole number of threads, not {type(max_threads).__name__}"
+        )
+    if not 1 <= max_threads <= most:
+        raise errors.InvalidArguments(
+            f"max_threads must be from 1 to {most}, not {describe(max_threads)}"
+        )
+    return max_threads

@@ -178,12 +178,35 @@ def _lm_for(inputs: dict[str, Any], outputs: dict[str, Any]) -> Any:
 
 
 def _held(args: dict[str, Any]) -> tuple[str, ProgramDefinition]:
+    """The session's held program ``program_id``.
+
+    ``program_hash`` (optional) is the content hash the caller knows as current (the
+    V2-compat lane sends the SessionStore's): a held definition with another hash is
+    stale — replaced or deleted elsewhere — and is not run.
+
+    Raises:
+        ProgramNotFound: none held, or a stale one.
+    """
     program_id = validate_program_id(args.get("program_id"))
+    expected = args.get("program_hash")
+    if expected is not None and not isinstance(expected, str):
+        raise InvalidArguments("'program_hash' must be a string (a program's content hash)")
     session = current_session()
     definition = _state.programs.get(session, program_id)
     if definition is None:
         where = f" of session {session!r}" if session is not None else ""
-        raise ProgramNotFound(f"no program {program_id!r}{where} in this interpreter")
+        hint = (
+            ": a request outside a session keeps no programs (create it in a session, "
+            "or send the definition inline as 'program')"
+            if session is None and is_transient()
+            else ""
+        )
+        raise ProgramNotFound(f"no program {program_id!r}{where} in this interpreter{hint}")
+    if expected is not None and definition.content_hash != expected:
+        raise ProgramNotFound(
+            f"program {program_id!r} held here is not the current one (hash "
+            f"{definition.content_hash[:12]}, expected {expected[:12]})"
+        )
     return program_id, definition
 
 

@@ -13,14 +13,19 @@ traffic is ever shed *to* a lane nobody serves.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
+
+import redis
 
 from snakepool.config import Settings
 from snakepool.tasks.rollout.liveness import LaneLiveness, other_lane
 from snakepool.tasks.rollout.metrics import LaneMetrics
 
 __all__ = ["BreakerPolicy", "CircuitBreaker"]
+
+log = logging.getLogger("snakepool.breaker")
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,14 @@ class CircuitBreaker:
             return
         self._checked = now
         for lane in ("v3", "v2compat"):
-            window = self.metrics.window(lane, self.policy.window_seconds)
+            try:
+                window = self.metrics.window(lane, self.policy.window_seconds)
+            except (redis.RedisError, ValueError) as exc:
+                # Observability must never change an outcome: metrics that cannot be read
+                # (Redis away, a key holding what we did not write) leave the breaker as it
+                # was, rather than failing the request being routed or the heartbeat.
+                log.warning("lane %s metrics not read (%s); its breaker stays as it was", lane, exc)
+                continue
             requests, failed = window["requests"], window["errors"]
             if requests >= self.policy.min_requests and failed / requests >= self.policy.error_rate:
                 self._open_until[lane] = now + self.policy.cooldown_seconds

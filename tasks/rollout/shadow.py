@@ -18,9 +18,9 @@ from typing import Any
 import redis
 
 from snakepool.config.flags import RolloutFlags
-from snakepool.config.ids import describe
 from snakepool.config.keys import DEFAULT_PREFIX, Keys
 from snakepool.config.limits import SHADOW_COMMAND_CHARS
+from snakepool.config.quoting import describe
 from snakepool.errors import InvalidArguments
 from snakepool.sessions.scripts import lua
 from snakepool.sessions.shadow_records import compact_outcome, mismatch_entry

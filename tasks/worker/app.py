@@ -27,6 +27,7 @@ Redis restarts (issue 9 item 6) are ridden out on both sides:
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from typing import Any
 
@@ -35,6 +36,7 @@ from kombu import Queue
 
 from snakepool.config import Settings
 from snakepool.config.keys import Keys
+from snakepool.errors import InvalidArguments
 from snakepool.sessions.connection import EMBEDDED_SCHEME
 from snakepool.tasks.worker.broker import transport_for
 from snakepool.tasks.worker.results import SnakepoolCelery, backend_url
@@ -73,6 +75,10 @@ NODE_PUBLISH_RETRY = {
 }  # fmt: skip
 
 
+#: Each task class's signature (read once), to check a message's arguments against it.
+_SIGNATURES: dict[type, inspect.Signature] = {}
+
+
 class SnakepoolTask(Task):  # type: ignore[misc]
     """The base of every snakepool task: Redis or the broker unreachable is a typed
     ``PoolUnavailable`` (``reason="unreachable"``), any other redis or kombu error a
@@ -95,7 +101,33 @@ class SnakepoolTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with typed_errors(f"task {self.name}"):
+            self._check_call(args, kwargs)
             return self._run_call(*args, **kwargs)
+
+    def _check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Refuse a message whose arguments do not fit the task's signature.
+
+        A message sent around the client (``send_task`` with no ``command``, a fourth
+        positional argument, ``command`` given twice) would otherwise fail with a raw
+        ``TypeError`` from Python's call; it is the sender's mistake, so it is
+        ``InvalidArguments``, like any other bad value a message carries.
+
+        Raises:
+            InvalidArguments: naming the task and what did not fit.
+        """
+        signature = _SIGNATURES.get(type(self))
+        if signature is None:
+            plain = inspect.signature(self.run)  # shown without annotations in errors
+            signature = _SIGNATURES[type(self)] = plain.replace(
+                parameters=[p.replace(annotation=p.empty) for p in plain.parameters.values()],
+                return_annotation=plain.empty,
+            )
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(
+                f"task {self.name}: the message's arguments do not fit {signature}: {exc}"[:500]
+            ) from None
 
     def _run_call(self, *args: Any, **kwargs: Any) -> Any:
         """What one call of the task runs (Celery's own call: request pushed, ``run``)."""

@@ -9,9 +9,16 @@ they differ in where session state lives:
   can serve any request (interpreters cache compiled programs by content hash).
 - **V2-compat** keeps V2 semantics: a session is bound to one node (the router sends its
   requests to that node's worker-direct queue) and to one interpreter there (pool
-  affinity), which holds its programs in memory. Every program is also written to the
-  SessionStore; an interpreter that does not know a program (the session moved, its
-  node or interpreter died) gets it rebuilt from there.
+  affinity), which holds its programs in memory. Every program is written to the
+  SessionStore first (a definition the store refuses is never held), and the store stays
+  the truth: each program command sends the stored definition's content hash, so an
+  interpreter whose copy is older (the session replaced or deleted it on V3, then was
+  rolled back here) or missing (the session moved, its node or interpreter died) gets it
+  rebuilt from the store — or ``ProgramNotFound`` when the store has none.
+
+Requests without a session keep nothing in an interpreter on either lane (transient):
+anonymous callers share interpreters, and one must never see, replace or delete what
+another created.
 
 Around the run, every request goes through the lane pipeline
 (:mod:`snakepool.tasks.worker.pipeline`): validate → run → retries → metrics → shadow →
@@ -25,6 +32,8 @@ acknowledged: another node runs it (see :class:`~snakepool.tasks.worker.node.Nod
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -32,9 +41,17 @@ import redis
 from celery import shared_task
 from celery.exceptions import Reject
 
-from snakepool.config.ids import describe
-from snakepool.errors import InvalidArguments, PoolUnavailable, ProgramNotFound, SessionNotFound
+from snakepool.config.quoting import describe
+from snakepool.errors import (
+    CommandFailed,
+    InvalidArguments,
+    PoolUnavailable,
+    ProgramNotFound,
+    SessionNotFound,
+    SnakepoolError,
+)
 from snakepool.pool.interpreter.programs import ProgramDefinition
+from snakepool.pool.request import MAX_NESTING, nested_too_deep
 from snakepool.tasks.worker.app import LANE_TASKS
 from snakepool.tasks.worker.logs import CLIENT_ERRORS
 from snakepool.tasks.worker.node import Node, NodeStopping, current_node
@@ -53,8 +70,18 @@ __all__ = [
     "v3_execute",
 ]
 
+log = logging.getLogger("snakepool.lanes")
+
 #: Commands whose ``program_id`` refers to a session's program.
 _PROGRAM_COMMANDS = ("execute_program", "get_program_info", "delete_program")
+
+
+def _inline(command: str, args: dict[str, Any]) -> bool:
+    """Whether the request names its program inline (``execute_program`` and
+    ``get_program_info`` may); ``delete_program`` always means the session's program —
+    with an inline ``program`` beside the id it once deleted only the interpreter's
+    copy on V2-compat (the store kept it: it came back) and nothing on V3."""
+    return command != "delete_program" and args.get("program") is not None
 
 
 def _program_id(args: dict[str, Any]) -> str:
@@ -85,11 +112,35 @@ def _list_programs(node: Node, session_id: str) -> dict[str, Any]:
 
 
 def _create(node: Node, session_id: str, args: dict[str, Any], **call: Any) -> Any:
-    assert node.pool is not None
-    result = node.pool.execute("create_program", args, **call)  # validates and compiles
+    """Validate and compile (keeping nothing), store, then — V2 — hold it in the interpreter.
+
+    The store comes before the interpreter: a definition the store refuses (too large,
+    too many programs) or cannot take (Redis away) must not be left held in the
+    interpreter, where ``execute_program`` would run a program the caller was told was
+    not created and ``list_programs`` does not show.
+    """
+    pool = node.pool
+    assert pool is not None
+    hold = not call.get("transient", False)
+    result = pool.execute("create_program", args, **{**call, "transient": True})
     definition = ProgramDefinition.from_args(args).to_dict()
     node.store.put_program(session_id, result["program_id"], definition)
+    if hold:
+        # Compiled already (cached by content hash): this only records it for the session.
+        try:
+            pool.execute("create_program", {**definition, "id": result["program_id"]}, **call)
+        except SnakepoolError as exc:
+            # Stored: the next request rebuilds it from the store (ProgramNotFound), once
+            # no older copy of it is left held here.
+            log.warning("program %r stored but not held: %s", result["program_id"], exc)
+            _forget_held(pool, result["program_id"], call)
     return result
+
+
+def _forget_held(pool: Any, program_id: str, call: dict[str, Any]) -> None:
+    """Drop the interpreter's copy of a program (best effort: it may hold none)."""
+    with contextlib.suppress(SnakepoolError):
+        pool.execute("delete_program", {"program_id": program_id}, **call)
 
 
 def _stored(node: Node, session_id: str, program_id: str) -> dict[str, Any]:
@@ -121,7 +172,7 @@ def execute_v3(  # noqa: PLR0911 - one return per command family reads best
         return _create(node, session_id, args, timeout=timeout, transient=True)
     if command == "list_programs":
         return _list_programs(node, session_id)
-    if command in _PROGRAM_COMMANDS and args.get("program") is None:
+    if command in _PROGRAM_COMMANDS and not _inline(command, args):
         program_id = _program_id(args)
         definition = _stored(node, session_id, program_id)
         if command == "execute_program":
@@ -154,7 +205,9 @@ def execute_v2compat(
     pool = node.pool
     assert pool is not None
     if session_id is None:
-        return pool.execute(command, args, timeout=timeout, transient=shadow)
+        # Outside a session nothing is kept: anonymous callers share interpreters, and
+        # one must never see, replace or delete what another created.
+        return pool.execute(command, args, timeout=timeout, transient=True)
     _open_session(node, session_id)
     if not shadow and node.store.binding(session_id) != node.name:
         node.store.bind(session_id, node.name)  # first use, or its node is gone
@@ -165,18 +218,27 @@ def execute_v2compat(
         return _create(node, session_id, args, **call)
     if command == "list_programs":
         return _list_programs(node, session_id)
-    if command in _PROGRAM_COMMANDS and args.get("program") is None:
+    if command in _PROGRAM_COMMANDS and not _inline(command, args):
         program_id = _program_id(args)
+        # The store is the truth: the session may have replaced or deleted the program
+        # on V3 since this interpreter took it (a rollback brings it back here).
+        definition = node.store.get_program(session_id, program_id)
+        if definition is None:
+            if not shadow:
+                _forget_held(pool, program_id, call)
+            raise ProgramNotFound(f"no program {program_id!r} in session {session_id!r}")
+        current = ProgramDefinition.from_args(definition).content_hash
+        checked = {**args, "program_hash": current}
         try:
-            result = pool.execute(command, args, **call)
+            result = pool.execute(command, checked, **call)
         except ProgramNotFound:
-            # This interpreter never saw it (new binding): rebuild it from the store; a
-            # shadow copy rebuilds nothing, it runs the stored definition inline.
-            definition = _stored(node, session_id, program_id)
+            # This interpreter never saw it (new binding) or holds an older definition:
+            # rebuild it from the store; a shadow copy rebuilds nothing, it runs the
+            # stored definition inline.
             if shadow:
                 return pool.execute(command, {**args, "program": definition}, **call)
             pool.execute("create_program", {**definition, "id": program_id}, **call)
-            result = pool.execute(command, args, **call)
+            result = pool.execute(command, checked, **call)
         if command == "delete_program":
             node.store.delete_program(session_id, program_id)
         return result
@@ -190,7 +252,7 @@ def _run(execute: Callable[..., Any]) -> Callable[[LaneCall], Any]:
             # A retry is a new start: on a stopping node it goes back to the broker.
             raise NodeStopping(f"node {node.name} is stopping; retrying elsewhere")
         try:
-            return execute(
+            result = execute(
                 node, call.command, call.args, call.session_id, call.timeout,
                 shadow=call.is_shadow_copy,
             )  # fmt: skip
@@ -201,6 +263,16 @@ def _run(execute: Callable[..., Any]) -> Callable[[LaneCall], Any]:
             if node.refused_by_shutdown(exc):
                 raise NodeStopping(f"node {node.name} is stopping: {exc}") from None
             raise
+        if nested_too_deep(result):
+            # Celery's JSON result backend would fail to store it (RecursionError),
+            # leaving the caller a raw encoding error instead of the command's outcome.
+            raise CommandFailed(
+                f"the result of {call.command!r} is nested more than {MAX_NESTING} levels "
+                "deep: a lane's result travels as JSON and cannot be that deep",
+                remote_type="ResultTooDeep",
+                max_nesting=MAX_NESTING,
+            )
+        return result
 
     return run
 

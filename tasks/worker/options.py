@@ -19,13 +19,13 @@ Two kinds of options, kept apart so a caller can never set the second:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from snakepool.config.ids import describe
 from snakepool.config.keys import SESSION_ID, validate_session_id
+from snakepool.config.quoting import describe
+from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.rollout.shadow import is_pair_id
 
@@ -108,17 +108,10 @@ class LaneOptions:
         timeout = options.get("timeout")
         if timeout is None:
             return cls()
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or not 0 < timeout <= max_timeout
-        ):
-            raise InvalidArguments(
-                f"option 'timeout' must be a number of seconds above 0 and at most "
-                f"{max_timeout:g}, not {describe(timeout)}"
-            )
-        return cls(timeout=float(timeout))
+        # Compared, never converted first: an int past a float's range (10**400, which
+        # JSON carries) made math.isfinite raise OverflowError, and the lane's
+        # validation then let the request through with the default timeout.
+        return cls(timeout=checked_timeout(timeout, what="option 'timeout'", maximum=max_timeout))
 
     def to_kwargs(self) -> dict[str, Any]:
         """The options as task keyword arguments (only those set)."""

@@ -24,6 +24,8 @@ _RESULTS = {
     "tuple_key": lambda: {(1, 2): "x"},
     "surrogate": lambda: {"text": "ok \ud800"},
     "too_deep": lambda: _nested(5000),
+    "deep_for_json": lambda: _nested(900),  # crosses the pipe; too deep for a lane's JSON
+    "deepest_for_json": lambda: _nested(255),  # 256 levels: the most a lane result has
     "unpacker_limit": lambda: _nested(1023),  # packs, but msgpack cannot unpack it
     "big_int": lambda: {"n": 3**500, "m": -(2**64)},
     "most_digits": lambda: {"n": 10**4300 - 1, "m": -(10**4300 - 1)},  # 4300 digits: exact

@@ -8,6 +8,7 @@ can be read by its sibling or the parent, and its caller waits in vain.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from snakepool.tasks.async_client import AsyncClient
 from snakepool.tasks.client import Client
 from tests.integration.cluster import Cluster
 
@@ -87,3 +89,48 @@ def test_children_forked_after_the_client_get_their_own_results(
         assert sorted(answers.values()) == [REQUESTS] * CHILDREN
     finally:
         client.close()
+
+
+async def _async_requests(client: AsyncClient, tag: str) -> int:
+    right = 0
+    for i in range(REQUESTS):
+        payload = {"tag": tag, "i": i}
+        right += await client.execute("echo", payload, timeout=20) == payload
+    return right
+
+
+@pytest.mark.timeout(120)
+def test_an_async_client_used_before_the_fork_works_in_each_child(node: Cluster) -> None:
+    """Review 8: its thread pool's threads stay in the parent; a child's calls were queued
+    for them for ever (every await hung, its own timeout never came)."""
+    client = AsyncClient(redis_url=node.redis_url)
+    assert asyncio.run(client.execute("ping", timeout=30))["pong"] is True  # threads running
+    children: dict[int, int] = {}
+    for n in range(CHILDREN):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: no pytest machinery from here on
+            os.close(read_fd)
+            code = 1
+            try:
+                done = asyncio.run(asyncio.wait_for(_async_requests(client, f"child-{n}"), 60))
+                os.write(write_fd, str(done).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        children[pid] = read_fd
+    answers = []
+    for pid, fd in children.items():
+        ready, _, _ = select.select([fd], [], [], 90)
+        answers.append(int(os.read(fd, 32) or b"-1") if ready else -1)
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert answers == [REQUESTS] * CHILDREN
+    assert asyncio.run(_async_requests(client, "parent")) == REQUESTS
+
+    async def close() -> None:
+        await client.aclose()
+
+    asyncio.run(close())

@@ -129,3 +129,49 @@ def test_the_setting_reaches_the_interpreters_environment(
     assert disabled.child_env()["SNAKEPOOL_ALLOW_ADMIN_COMMANDS"] == "0"
     enabled.stop()
     disabled.stop()
+
+
+def test_a_held_program_with_another_hash_than_the_current_is_not_run(
+    make_pool: PoolFactory,
+) -> None:
+    """Review 8: the V2-compat lane sends the store's hash; a stale copy is ProgramNotFound
+    (the lane then rebuilds it from the store), never run."""
+    pool = make_pool(size=1, adapter=ADAPTER)
+    held = pool.execute("create_program", QA, session="A")
+    current = pool.execute("create_program", SUMMARY, session="B")["hash"]  # B's, elsewhere
+    run = {"program_id": "qa", "inputs": {"question": "x"}}
+    assert set(pool.execute("execute_program", {**run, "program_hash": held["hash"]},
+                            session="A")) == {"answer"}  # fmt: skip
+    for command, args in [
+        ("execute_program", run),
+        ("get_program_info", {"program_id": "qa"}),
+        ("delete_program", {"program_id": "qa"}),
+    ]:
+        with pytest.raises(ProgramNotFound, match="not the current one"):
+            pool.execute(command, {**args, "program_hash": current}, session="A")
+    with pytest.raises(InvalidArguments, match="'program_hash' must be a string"):
+        pool.execute("execute_program", {**run, "program_hash": 7}, session="A")
+    assert pool.execute("dspy_status")["programs"] == 2  # nothing deleted by the refusals
+
+
+@pytest.mark.parametrize(
+    ("scope", "message"),
+    [
+        ({"session": "abc\n"}, r"invalid session id 'abc\\n'"),
+        ({"session": ""}, "invalid session id ''"),
+        ({"session": "a" * 129}, "invalid session id"),
+        ({"session": "\uff41bc"}, "invalid session id"),  # fullwidth a
+        ({"affinity": ["A"]}, "affinity must be a string or None, not list"),
+    ],
+    ids=["newline", "empty", "129", "fullwidth", "affinity-list"],
+)
+def test_a_scope_that_is_not_an_id_is_invalid_arguments(
+    make_pool: PoolFactory, scope: dict[str, object], message: str
+) -> None:
+    """Review 8: ``Pool.execute`` checked neither (a list affinity was a raw TypeError;
+    ``"abc\\n"`` and ``"abc"`` were two sessions)."""
+    pool = make_pool(size=1)
+    with pytest.raises(InvalidArguments, match=message):
+        pool.execute("ping", **scope)  # type: ignore[arg-type]
+    stats = pool.stats()
+    assert stats["idle"] == stats["size"] == 1 and pool.execute("ping")["pong"] is True

@@ -144,6 +144,7 @@ def test_a_direct_client_gets_a_config_error_and_a_router_client_still_sends() -
 
 _ANY_VALUE = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 200), st.floats(allow_nan=True),
+    st.integers(2**1024, 10**400),  # past a float: math.isfinite raised OverflowError
     st.text(max_size=8), st.lists(st.one_of(st.integers(0, 100), st.text(max_size=5)), max_size=3),
     st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
 )  # fmt: skip
@@ -172,6 +173,10 @@ def test_shadow_must_be_turned_on_or_off_with_a_bool() -> None:
     try:
         with pytest.raises(InvalidArguments, match="enabled must be True or False"):
             made.set_shadow("no")  # type: ignore[arg-type]
+        # Review 8: 2**1024 was a raw OverflowError (formatting the audit reason).
+        for rate in (2**1024, -1, 1.5, float("nan"), "0.5"):
+            with pytest.raises(InvalidArguments, match="shadow rate must be a number from 0"):
+                made.set_shadow(True, rate)  # type: ignore[arg-type]
         assert made.rollout_state()["version"] == 0
     finally:
         made.close()
@@ -191,3 +196,20 @@ def test_every_change_through_the_client_needs_a_reason(reason: object) -> None:
         assert made.flags.history(10) == []
     finally:
         made.close()
+
+
+@pytest.mark.parametrize("kind", ["string", "hash", "list"])
+def test_a_change_that_cannot_be_audited_changes_nothing(client: redis.Redis, kind: str) -> None:
+    """Review 8: with the audit key holding another type, MULTI applied the flags and
+    failed the XADD — the caller was told the change failed, the change stood, unaudited."""
+    store = FlagStore(client)
+    before = store.set_percent(25, who="t", why="before")
+    client.delete(KEYS.audit)
+    {"string": lambda: client.set(KEYS.audit, "x"),
+     "hash": lambda: client.hset(KEYS.audit, "a", "b"),
+     "list": lambda: client.rpush(KEYS.audit, "x")}[kind]()  # fmt: skip
+    with pytest.raises(ConfigError, match=f"the audit trail {KEYS.audit} holds a {kind}"):
+        store.rollback(who="ops", why="the audit key is broken")
+    assert store.read() == before and store.version() == before.version  # nothing changed
+    client.delete(KEYS.audit)
+    assert store.rollback(who="ops", why="fixed").version == before.version + 1

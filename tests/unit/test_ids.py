@@ -20,8 +20,6 @@ from hypothesis import strategies as st
 
 from snakepool.config.flags import FlagStore, RolloutFlags
 from snakepool.config.ids import (
-    DESCRIBE_CHARS,
-    describe,
     validate_command_name,
     validate_node_name,
     validate_program_id,
@@ -29,6 +27,7 @@ from snakepool.config.ids import (
     validate_session_id,
 )
 from snakepool.config.keys import Keys
+from snakepool.config.quoting import DESCRIBE_CHARS, describe
 from snakepool.errors import ConfigError, InvalidArguments
 from snakepool.pool.interpreter import programs
 from snakepool.sessions import SessionStore

@@ -56,6 +56,7 @@ def test_a_positive_bounded_timeout_is_accepted_as_seconds(timeout: float) -> No
     timeout=st.floats(max_value=0.0)
     | st.floats(min_value=MAX_TIMEOUT_SECONDS, exclude_min=True)
     | st.sampled_from([math.nan, math.inf, -math.inf, True, False, "5", [5], {"s": 5}])
+    | st.integers(min_value=2**1024, max_value=10**4299)  # past a float: OverflowError
 )
 def test_any_other_timeout_is_invalid_arguments(timeout: Any) -> None:
     with pytest.raises(InvalidArguments, match="timeout"):

@@ -333,12 +333,29 @@ def test_timeout_is_the_only_option_and_is_bounded_by_request_timeout(node: Node
     assert isinstance(pool, StandInPool)
     assert run(node, "ping", timeout=2) == {"pong": True}
     assert pool.calls[-1][2] == 2.0
-    for bad in (0, -1, 31, float("nan"), float("inf"), True, "5"):
+    for bad in (0, -1, 31, float("nan"), float("inf"), True, "5", 10**400, -(2**1024)):
         with pytest.raises(InvalidArguments, match="timeout"):
             run(node, "ping", timeout=bad)
     with pytest.raises(InvalidArguments, match="unknown option"):
         run(node, "ping", shadow_role="shadow")
-    assert len(pool.calls) == 1
+    assert len(pool.calls) == 1  # review 8: timeout=10**400 ran (OverflowError: no opinion)
+
+
+def test_validation_that_fails_refuses_the_request(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 8: the runner takes a hook's exception as "no opinion"; for Validate that
+    ran the request unchecked. It fails closed."""
+    pool = node.pool
+    assert isinstance(pool, StandInPool)
+
+    def broken(session_id: object) -> str:
+        raise RuntimeError("a bug in a check")
+
+    monkeypatch.setattr("snakepool.tasks.worker.pipeline.validate.checked_session_id", broken)
+    with pytest.raises(InvalidArguments, match=r"could not be checked \(RuntimeError\)"):
+        run_lane(node, "v3", request(), "ping", {}, "session-1", {})
+    assert pool.calls == []
 
 
 def test_caller_options_never_touch_shadow_keys(node: Node) -> None:

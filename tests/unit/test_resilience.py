@@ -57,3 +57,29 @@ def test_client_errors_do_not_open_the_breaker() -> None:
     for _ in range(20):
         metrics.record("v3", 0.001, errors.InvalidArguments("x"))
     assert not breaker.is_open("v3")
+
+
+@pytest.mark.parametrize("garbage", ["string", "bad-count"])
+def test_metrics_the_breaker_cannot_read_leave_it_as_it_was(garbage: str) -> None:
+    """Review 8: a lane window key holding what we did not write (WRONGTYPE, a count that
+    is not a number) raised out of ``route``: the zero-hop client's request failed as
+    ``PoolUnavailable`` and the node's heartbeat was not written."""
+    client = fakeredis.FakeRedis()
+    metrics = LaneMetrics(client, prefix="t:")
+    breaker = CircuitBreaker(
+        metrics, BreakerPolicy(min_requests=10, check_every=0, cooldown_seconds=60)
+    )
+    for _ in range(10):
+        metrics.record("v3", 0.001, errors.WorkerCrashed("x"))
+    assert breaker.route("v3") == "v2compat"  # open
+    second = int(metrics.clock())
+    for lane in ("v3", "v2compat"):
+        key = metrics.keys.lane_window(lane, second)
+        client.delete(key)
+        if garbage == "string":
+            client.set(key, "not a hash")
+        else:
+            client.hset(key, mapping={"requests": "many", "errors": "0"})
+    assert breaker.route("v3") == "v2compat"  # still open: the state it had
+    assert breaker.route("v2compat") == "v2compat"
+    assert breaker.shedding() == {"v3": "breaker open"}

@@ -10,12 +10,16 @@ never counted against the lane.
 
 from __future__ import annotations
 
+import logging
+
 from snakepool.config.ids import validate_command_name
 from snakepool.errors import InvalidArguments, SnakepoolError
 from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 from snakepool.tasks.worker.pipeline.step import LaneCall, LaneStep
 
 __all__ = ["Validate"]
+
+log = logging.getLogger("snakepool.lanes")
 
 
 class Validate(LaneStep):
@@ -27,7 +31,11 @@ class Validate(LaneStep):
     guard = True
 
     def before(self, call: LaneCall) -> SnakepoolError | None:
-        """None when the request may run, else the InvalidArguments refusing it."""
+        """None when the request may run, else the InvalidArguments refusing it.
+
+        Fails closed: the runner treats a hook's exception as "no opinion", which here
+        would run a request nobody checked — so whatever else the checks raise refuses it.
+        """
         try:
             return self._check(call)
         except RecursionError:
@@ -35,6 +43,11 @@ class Validate(LaneStep):
             # overflows the stack here, though it was decoded: the caller's doing.
             return InvalidArguments(
                 "the request's command, session id or options are nested too deeply"
+            )
+        except Exception as exc:
+            log.exception("checking a %.80r request failed; it is refused", call.command)
+            return InvalidArguments(
+                f"the request could not be checked ({type(exc).__name__}); it was not run"
             )
 
     @staticmethod
