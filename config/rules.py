@@ -222,6 +222,14 @@ def system_contradictions(settings: Settings) -> list[Contradiction]:
             f"{named['request_timeout']} ({request:g} s): clients would stop waiting for "
             "requests that are still allowed to run",
         ))  # fmt: skip
+    elif settings.result_timeout <= queue + request:
+        found.append(Contradiction(
+            "RESULT_TIMEOUT",
+            f"{named['result_timeout']} ({settings.result_timeout:g} s) must be greater than "
+            f"{named['queue_timeout']} + {named['request_timeout']} ({queue:g} + {request:g} "
+            f"= {queue + request:g} s): a request may wait that long for an interpreter and "
+            "then run, and would succeed after its caller was told ResultTimeout",
+        ))  # fmt: skip
     if settings.rollout_bake_seconds < settings.rollout_window:
         found.append(Contradiction(
             "ROLLOUT_BAKE_SECONDS",

@@ -126,6 +126,7 @@ def test_shutdown_grace_lets_a_request_finish(monkeypatch: pytest.MonkeyPatch) -
     assert load_settings().shutdown_grace == 30
     monkeypatch.delenv("SNAKEPOOL_SHUTDOWN_GRACE")
     monkeypatch.setenv("SNAKEPOOL_REQUEST_TIMEOUT", "50")
+    monkeypatch.setenv("SNAKEPOOL_RESULT_TIMEOUT", "90")  # > QUEUE_TIMEOUT + 50
     assert load_settings().shutdown_grace == 55  # unset: REQUEST_TIMEOUT + 5 s
 
 
@@ -137,6 +138,26 @@ def test_clients_wait_longer_than_a_request_may_run() -> None:
         "still allowed to run"
     )
     assert error.setting == "RESULT_TIMEOUT"
+
+
+def test_clients_wait_longer_than_a_request_may_wait_and_run() -> None:
+    # Found in review: 60 s of waiting against 100 s of queue + 30 s of run was accepted,
+    # and a request could succeed after its caller was told ResultTimeout.
+    error = config_error(QUEUE_TIMEOUT="100", REQUEST_TIMEOUT="30", RESULT_TIMEOUT="60",
+                         VISIBILITY_TIMEOUT="3600")  # fmt: skip
+    assert str(error) == (
+        "contradicting settings: SNAKEPOOL_RESULT_TIMEOUT (60 s) must be greater than "
+        "SNAKEPOOL_QUEUE_TIMEOUT + SNAKEPOOL_REQUEST_TIMEOUT (100 + 30 = 130 s): a request "
+        "may wait that long for an interpreter and then run, and would succeed after its "
+        "caller was told ResultTimeout"
+    )
+    assert error.setting == "RESULT_TIMEOUT"
+    assert (
+        config_error(QUEUE_TIMEOUT="30", REQUEST_TIMEOUT="30", RESULT_TIMEOUT="60").setting
+        == "RESULT_TIMEOUT"
+    )  # equal is not enough: the hops to and from the node take time
+    load_settings(redis_url="redis://localhost/0", queue_timeout=29, request_timeout=30,
+                  result_timeout=60)  # fmt: skip
 
 
 def test_every_contradiction_is_listed_the_first_is_the_setting() -> None:
