@@ -146,7 +146,7 @@ def _use_redis(redis_url: str, launcher: Launcher) -> None:
         click.ClickException: no Redis answers at a remote URL, or the local port is taken
             by something snakepool cannot use (named, with what it answered).
     """
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     from snakepool.sessions import redis_answers
     from snakepool.tasks.local.port_probe import what_answers
@@ -168,10 +168,15 @@ def _use_redis(redis_url: str, launcher: Launcher) -> None:
             "cannot use it and up cannot start a Redis there: free the port, or set "
             "SNAKEPOOL_REDIS_URL to a Redis it can use"
         )
-    launcher.start_redis(port)
+    # The URL's credentials, percent-decoded as redis-py reads them: the Redis up starts
+    # asks for the password every process of the stack will send.
+    password = unquote(url.password) if url.password else None
+    username = unquote(url.username) if url.username else None
+    launcher.start_redis(port, username=username, password=password)
     console.print(
         f"Redis: none answered at {shown_url}: started redis-server on port {port} "
-        "(no persistence: its data goes when up stops)"
+        f"({'password required, ' if password else ''}no persistence: its data goes when "
+        "up stops)"
     )
 
 

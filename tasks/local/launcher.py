@@ -56,6 +56,8 @@ class ManagedProcess:
     #: How it was started (what :meth:`Launcher.restart` runs again).
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: Configuration written to its standard input (redis-server's password: never argv).
+    stdin_text: str | None = None
 
     def exit_description(self) -> str:
         """How it ended: ``killed by SIGKILL``, ``exit code 1`` (None: still running)."""
@@ -94,13 +96,20 @@ class Launcher:
         self.processes: list[ManagedProcess] = []
 
     def _spawn(
-        self, role: str, name: str, argv: list[str], *, env: dict[str, str] | None = None
+        self,
+        role: str,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        stdin_text: str | None = None,
     ) -> ManagedProcess:
         log = self.logdir / f"{name}.log" if self.logdir else None
         output = log.open("wb") if log else None
         try:
             process = subprocess.Popen(
                 argv,
+                stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 env={**self.env, **(env or {})},
@@ -112,7 +121,13 @@ class Launcher:
         finally:
             if output:
                 output.close()
-        managed = ManagedProcess(role, name, process, log, argv=argv, env=env or {})
+        if stdin_text is not None and process.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.write(stdin_text.encode())
+            process.stdin.close()
+        managed = ManagedProcess(
+            role, name, process, log, argv=argv, env=env or {}, stdin_text=stdin_text
+        )
         self.processes.append(managed)
         return managed
 
@@ -127,25 +142,39 @@ class Launcher:
             raise InvalidArguments(f"{managed.name} is not an exited process of this launcher")
         index = self.processes.index(managed)
         self.processes.remove(managed)
-        again = self._spawn(managed.role, managed.name, managed.argv, env=managed.env)
+        again = self._spawn(
+            managed.role, managed.name, managed.argv, env=managed.env, stdin_text=managed.stdin_text
+        )
         self.processes.remove(again)
         self.processes.insert(index, again)
         again.metrics_port, again.hostname = managed.metrics_port, managed.hostname
         return again
 
-    def start_redis(self, port: int) -> ManagedProcess:
-        """A throwaway redis-server on ``port`` (no persistence)."""
+    def start_redis(
+        self, port: int, *, username: str | None = None, password: str | None = None
+    ) -> ManagedProcess:
+        """A throwaway redis-server on ``port`` (no persistence), requiring ``password``
+        (for ``username``, else the default user) when one is given.
+
+        The password reaches redis-server as configuration on its standard input
+        (``redis-server -``), never on its command line, which every local user can read.
+        """
         binary = shutil.which("redis-server")
         if binary is None:
             raise ConfigError(
                 "no Redis answers and redis-server is not installed", setting="REDIS_URL"
             )
+        config = _auth_config(username, password)
         managed = self._spawn("redis", "redis", [
-            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        ])  # fmt: skip
+            binary, *(["-"] if config else []),
+            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        ], stdin_text=config)  # fmt: skip
         # Timeouts: what answers on the port must never hold this loop (up checks the
         # port first, but another process may take it in between).
-        client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
+        client = redis.Redis(
+            port=port, username=username or None, password=password,
+            socket_connect_timeout=1, socket_timeout=1,
+        )  # fmt: skip
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(redis.RedisError):
@@ -261,3 +290,22 @@ def child_env(**settings: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({f"SNAKEPOOL_{k.upper()}": v for k, v in settings.items()})
     return env
+
+
+def _quoted(value: str) -> str:
+    """``value`` as one double-quoted redis.conf argument (every byte but [A-Za-z0-9] as
+    ``\\xHH``, so no quote, space, backslash or newline can end or split it)."""
+    escaped = (
+        chr(b) if chr(b).isascii() and chr(b).isalnum() else f"\\x{b:02x}" for b in value.encode()
+    )
+    return '"' + "".join(escaped) + '"'
+
+
+def _auth_config(username: str | None, password: str | None) -> str | None:
+    """redis.conf lines making the server ask for ``password`` (None: no password)."""
+    if not password:
+        return None
+    if username in (None, "", "default"):
+        return f"requirepass {_quoted(password)}\n"
+    user = f"user {_quoted(username)} on {_quoted('>' + password)} ~* &* +@all"
+    return f"user default off\n{user}\n"
