@@ -46,6 +46,7 @@ from celery.result import AsyncResult
 from snakepool.config import Settings
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import InvalidArguments, PoolUnavailable
+from snakepool.tasks import after_fork
 from snakepool.tasks.client import Client
 from snakepool.tasks.client_errors import checked_flags_wait
 from snakepool.tasks.result_poller import ResultPoller
@@ -88,7 +89,7 @@ class AsyncClient:
         settings: Settings | None = None,
         max_threads: int | None = DEFAULT_THREADS,
     ) -> None:
-        threads = _checked_threads(max_threads)  # before anything connects
+        self._threads = threads = _checked_threads(max_threads)  # before anything connects
         self.sync = Client(redis_url, broker_url, routing, settings=settings)
         self.settings = self.sync.settings
         self.routing = routing
@@ -99,6 +100,13 @@ class AsyncClient:
         self._poller: ResultPoller | None = None
         self._closed = False
         self.v2 = AsyncV2Api(self)
+        after_fork.renew_after_fork(self)  # gunicorn --preload: see tasks.after_fork
+
+    def _after_fork(self) -> None:
+        """In a forked child: threads, poller and backends of its own (see tasks.after_fork)."""
+        after_fork.keep_inherited(self._executor, self._poller, dict(self._backends))
+        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="snakepool-async")
+        self._poller, self._backends = None, {}
 
     @property
     def closed(self) -> bool:
@@ -301,6 +309,7 @@ class AsyncClient:
         await released
 
     def _release(self) -> None:
+        after_fork.forget(self)
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.sync.close()
         for backend in self._backends.values():

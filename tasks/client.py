@@ -31,10 +31,8 @@ sent too; a result that does not arrive in time is
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
-import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -50,6 +48,7 @@ from snakepool.config.keys import Keys
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
+from snakepool.tasks import after_fork
 from snakepool.tasks.client_errors import checked_flags_wait, result_timeout, unsendable_args
 from snakepool.tasks.operator import operator_name
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
@@ -74,18 +73,6 @@ __all__ = ["Client", "V2Api", "operator_name"]
 _ROUTINGS = ("router", "direct")
 #: What a request that could not be sent raises from kombu and redis-py.
 _UNREACHABLE: tuple[type[BaseException], ...] = (redis.RedisError, *UNREACHABLE)
-#: Every open client, so that a forked child can reopen them (gunicorn ``--preload``).
-_LIVE_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
-#: What a child inherited from its parent: kept alive, so it is never closed here.
-_INHERITED: list[tuple[Any, Any]] = []
-
-
-def _reopen_clients_after_fork() -> None:
-    for client in list(_LIVE_CLIENTS):
-        client._after_fork()
-
-
-os.register_at_fork(after_in_child=_reopen_clients_after_fork)
 
 
 @typed_methods
@@ -127,7 +114,7 @@ class Client:
         self.keys = Keys(settings.key_prefix)
         self._open()
         self.v2 = V2Api(self)
-        _LIVE_CLIENTS.add(self)
+        after_fork.renew_after_fork(self)  # gunicorn --preload: see tasks.after_fork
 
     def _open(self) -> None:
         """Connections and the state guarded by locks: built here, and anew after a fork."""
@@ -158,7 +145,7 @@ class Client:
         first), and a lock held by a parent thread at the fork stays held for ever here.
         The old objects are kept, never closed: closing would shut the parent's sockets.
         """
-        _INHERITED.append((self.app, self.redis))
+        after_fork.keep_inherited(self.app, self.redis)
         self._open()
 
     # ------------------------------------------------------------------ requests
@@ -383,6 +370,6 @@ class Client:
 
     def close(self) -> None:
         """Release connections."""
-        _LIVE_CLIENTS.discard(self)
+        after_fork.forget(self)
         self.redis.close()
         self.app.close()

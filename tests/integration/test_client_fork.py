@@ -8,14 +8,18 @@ can be read by its sibling or the parent, and its caller waits in vain.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import os
 import select
 import time
 from collections.abc import Iterator
+from multiprocessing.queues import Queue
 from pathlib import Path
 
 import pytest
 
+from snakepool.tasks.async_client import AsyncClient
 from snakepool.tasks.client import Client
 from tests.integration.cluster import Cluster
 
@@ -87,3 +91,51 @@ def test_children_forked_after_the_client_get_their_own_results(
         assert sorted(answers.values()) == [REQUESTS] * CHILDREN
     finally:
         client.close()
+
+
+async def _async_requests(client: AsyncClient, tag: str) -> int:
+    """How many of REQUESTS concurrent echo calls came back with their own payload."""
+
+    async def one(i: int) -> bool:
+        payload = {"tag": tag, "i": i}
+        return bool(await client.execute("echo", payload, timeout=20) == payload)
+
+    done = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(REQUESTS))), 40)
+    return sum(done)
+
+
+def _async_child(client: AsyncClient, tag: str, answers: Queue[tuple[str, int]]) -> None:
+    try:
+        right = asyncio.run(_async_requests(client, tag))
+    except BaseException as exc:  # reported as 0 right answers, the reason shown
+        print(f"{tag}: {exc!r}", flush=True)
+        right = 0
+    answers.put((tag, right))
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("routing", ["router", "direct"])
+def test_an_async_client_used_before_fork_serves_parent_and_children(
+    node: Cluster, routing: str
+) -> None:
+    # Before the fix the children's calls waited for ever: the inherited thread pool
+    # counted the parent's threads as idle and never started one of its own.
+    client = AsyncClient(redis_url=node.redis_url, routing=routing)
+    try:
+        assert asyncio.run(_async_requests(client, "before")) == REQUESTS
+        context = multiprocessing.get_context("fork")
+        answers: Queue[tuple[str, int]] = context.Queue()
+        children = [
+            context.Process(target=_async_child, args=(client, f"child-{n}", answers))
+            for n in range(CHILDREN)
+        ]
+        for child in children:
+            child.start()
+        assert asyncio.run(_async_requests(client, "parent")) == REQUESTS
+        got = dict(answers.get(timeout=90) for _ in children)
+        for child in children:
+            child.join(30)
+            assert child.exitcode == 0
+        assert got == {f"child-{n}": REQUESTS for n in range(CHILDREN)}
+    finally:
+        asyncio.run(client.aclose())
