@@ -12,8 +12,11 @@ because of what other callers did before:
   evicted first, bounded by count and by estimated bytes. It never refuses: it is only
   a cache (the stateless V3 lane sends definitions inline and relies on it).
 
-Sizes are estimates (``len`` of the definition's canonical JSON, plus a fixed cost per
-compiled program measured with tracemalloc on DSPy 3: ~24 KiB for a ChainOfThought).
+Sizes are estimates: what the definition's objects take in memory
+(:attr:`~snakepool.pool.interpreter.programs.ProgramDefinition.memory_bytes`, not the
+length of its JSON, which a demo of many small values exceeds 25 times), plus a fixed
+cost per compiled program measured with tracemalloc on DSPy 3: ~24 KiB for a
+ChainOfThought.
 """
 
 from __future__ import annotations
