@@ -241,7 +241,7 @@ class Template:
         the session of one of its interpreters (one that cleared its environment): it
         died without doing so."""
         kill_marked(lambda marker: marker == self.marker, since=self._created)
-        kill_sessions(self._interpreters)
+        kill_sessions(dict(self._interpreters))  # a copy: events() may add meanwhile
         self._interpreters.clear()
 
     def _close_output(self) -> None:
