@@ -18,6 +18,7 @@ import psutil
 import pytest
 import redis
 
+from snakepool.pool import Pool
 from snakepool.tasks.client import Client
 from snakepool.tasks.local.launcher import Launcher
 from snakepool.tasks.worker.broker_url import kombu_url
@@ -139,3 +140,26 @@ def test_a_password_given_as_a_query_parameter_works_and_stays_hidden(
 )
 def test_kombu_url_moves_query_credentials_into_the_user_part(url: str, expected: str) -> None:
     assert kombu_url(url) == expected
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_interpreters_never_get_the_redis_or_broker_url(
+    registry_dir: str, start_method: str
+) -> None:
+    """An interpreter talks to its pool only: code it runs cannot read the password."""
+    url = f"redis://:{SECRET}@127.0.0.1:6399/0"
+    env = {**os.environ, "SNAKEPOOL_REDIS_URL": url, "snakepool_broker_url": url, "KEEP": "1"}
+    pool = Pool(size=1, env=env, registry_dir=registry_dir, start_method=start_method)
+    pool.start()
+    try:
+        interpreter = psutil.Process(pool.interpreter_pids()[0])
+        for process in (interpreter, interpreter.parent()):  # and the template
+            assert process is not None
+            seen = process.environ()
+            assert seen["KEEP"] == "1"
+            assert not {"SNAKEPOOL_REDIS_URL", "snakepool_broker_url"} & set(seen)
+            assert SECRET not in "".join(seen.values())
+        assert pool.execute("ping")["pong"] is True
+    finally:
+        pool.stop(grace=2)
