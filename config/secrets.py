@@ -34,9 +34,11 @@ MASK = "***"
 #:   lookbehind), never at every letter of a long word;
 #: - the user part stops at the first ``:``, ``/``, ``@`` or space, so it cannot run
 #:   into the next URL (whose ``://`` holds a ``:`` and a ``/``);
-#: - the password stops at ``@``, at a space, or at the next ``://`` (``:`` not
-#:   followed by ``//``, written as an unrolled loop whose two branches cannot both
-#:   match at one place, so it never backtracks between them).
+#: - the password stops at its last ``@`` (one followed by no other ``@`` before a
+#:   space or ``/``), at a space, or at the next ``://``; each character is matched by
+#:   exactly one of three branches (not ``@``/``:``; ``:`` not followed by ``//``; ``@``
+#:   with another ``@`` ahead), so they never backtrack between them, and an ``@``'s
+#:   lookahead reads only up to the next ``@``.
 #:
 #: So the text the attempts starting at two different ``://`` read overlaps by at most
 #: one ``://``: every character is read a bounded number of times, whatever the text
@@ -46,7 +48,11 @@ MASK = "***"
 _USERINFO = re.compile(
     r"(?<=[A-Za-z0-9+.-])"  # the last character of a scheme
     r"(?P<head>://[^:/@\s]*:)"  # ://user:
-    r"(?P<secret>[^@\s:]*(?::(?!//)[^@\s:]*)*)"  # the password, up to @ (no "://" in it)
+    # The password, up to its last @ (no "://" in it). An "@" is part of it when another
+    # "@" follows before a space or "/": redis-py reads redis://:p@ss@host as password
+    # "p@ss" (the host starts after the last @), so masking up to the first @ left "ss".
+    # Each lookahead reads only up to the next @, so the text is still read linearly.
+    r"(?P<secret>(?:[^@\s:]|:(?!//)|@(?=[^@\s/]*@))*)"
     r"@"
 )
 #: ``?password=…`` / ``&password=…`` (the name in any ASCII case). Each attempt reads a

@@ -11,19 +11,27 @@ process they start without replacing their environment.
 A marker is random per template, so finding it cannot hit a process that is not ours
 (pid reuse cannot forge an environment); a creation time no older than the run is
 checked as well.
+
+A process started with an environment of its own (``subprocess.Popen(..., env={})``)
+carries no marker. If it stayed in its interpreter's session (it did not ``setsid``),
+it is found by that: every interpreter leads its own session, so its pid is the session
+id of everything it started (:func:`kill_sessions`). What both cleared its environment
+and left the session is beyond reach once the template is dead (while it lives, the
+template adopts and kills it as its subreaper).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import psutil
 
-__all__ = ["MARKER_ENV", "kill_marked", "new_marker", "run_of"]
+__all__ = ["MARKER_ENV", "kill_marked", "kill_sessions", "new_marker", "run_of"]
 
 log = logging.getLogger("snakepool.pool.orphans")
 
@@ -61,6 +69,34 @@ def _marked(match: Callable[[str], bool], since: float) -> list[psutil.Process]:
     return found
 
 
+def _in_sessions(leaders: Mapping[int, float]) -> list[psutil.Process]:
+    """Live processes in the session of one of ``leaders`` (pid → psutil create time),
+    created no earlier than that leader."""
+    # A leader's pid alive as another process means its session is gone: a pid stays
+    # taken while any process of the session it names exists, so none of ours is left.
+    gone = {pid for pid, created in leaders.items() if _other_process(pid, created)}
+    found = []
+    for process in psutil.process_iter(["create_time"]):
+        try:
+            sid = os.getsid(process.pid)
+            if sid not in leaders or sid in gone:
+                continue
+            if process.info["create_time"] < leaders[sid] - _CREATE_TIME_TOLERANCE:
+                continue
+            if process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (OSError, psutil.Error):
+            continue  # gone meanwhile
+    return found
+
+
+def _other_process(pid: int, created: float) -> bool:
+    try:
+        return bool(abs(psutil.Process(pid).create_time() - created) > _CREATE_TIME_TOLERANCE)
+    except psutil.Error:
+        return False
+
+
 def _running(process: psutil.Process) -> bool:
     try:
         return bool(process.status() != psutil.STATUS_ZOMBIE)
@@ -88,10 +124,37 @@ def kill_marked(match: Callable[[str], bool], *, since: float) -> list[int]:
     Returns:
         The pids killed. The calling process is never among them.
     """
+    killed = _kill_found(lambda: _marked(match, since))
+    if killed:
+        log.warning("killed %d process(es) left behind by a dead template: %s", len(killed), killed)
+    return killed
+
+
+def kill_sessions(leaders: Mapping[int, float]) -> list[int]:
+    """SIGKILL every process left in the session of a dead interpreter.
+
+    Call it right after the interpreters died with their template (the pool notices
+    within a second): an interpreter's pid stays its session's id, and taken, while
+    anything it started is left in that session, so no other process can hold it then.
+
+    Args:
+        leaders: The interpreters, pid → psutil create time; only processes created
+            after their leader are considered.
+
+    Returns:
+        The pids killed. The calling process is never among them.
+    """
+    killed = _kill_found(lambda: _in_sessions(leaders))
+    if killed:
+        log.warning("killed %d process(es) left in interpreters' sessions: %s", len(killed), killed)
+    return killed
+
+
+def _kill_found(find: Callable[[], list[psutil.Process]]) -> list[int]:
     killed: list[int] = []
     me = psutil.Process().pid
     for _ in range(_KILL_ROUNDS):
-        victims = [p for p in _marked(match, since) if p.pid != me and p.pid not in killed]
+        victims = [p for p in find() if p.pid != me and p.pid not in killed]
         if not victims:
             break
         for process in victims:
@@ -99,6 +162,4 @@ def kill_marked(match: Callable[[str], bool], *, since: float) -> list[int]:
                 process.kill()
                 killed.append(process.pid)
         _wait_dead(victims, _ROUND_WAIT_SECONDS)
-    if killed:
-        log.warning("killed %d process(es) left behind by a dead template: %s", len(killed), killed)
     return killed

@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -43,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Self
 from snakepool import errors
 from snakepool.config.settings import PoolSettings, load_pool_settings
 from snakepool.config.timeouts import checked_timeout
+from snakepool.pool.environment import interpreter_env
 from snakepool.pool.hooks import PoolObserver
-from snakepool.pool.interpreter_path import interpreter_import_root
 from snakepool.pool.ownership import Ownership
 from snakepool.pool.queue import Ticket
 from snakepool.pool.registry import ProcessRegistry, default_registry_dir
@@ -361,40 +360,7 @@ class Pool:
         }
 
     def child_env(self) -> dict[str, str]:
-        """The environment of the template and interpreters.
-
-        With the same Python as ours, ``PYTHONPATH`` is our ``sys.path``, so whatever
-        this process can import (a test's adapter, a script's directory) the
-        interpreters can too. With another Python, only the interpreter side of
-        snakepool (:func:`~snakepool.pool.interpreter_path.interpreter_import_root`) and
-        the working directory are added: another version's site-packages would not load.
-        """
-        env = dict(os.environ if self._env is None else self._env)
-        if _same_environment(self.settings.python, sys.executable):
-            paths = [os.path.abspath(p or os.curdir) for p in sys.path]
-        else:
-            paths = [interpreter_import_root(), os.getcwd()]
-        if given := env.get("PYTHONPATH"):  # the caller's own entries come first
-            paths = [*given.split(os.pathsep), *paths]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        if self.settings.enable_chaos:
-            env["SNAKEPOOL_ENABLE_CHAOS"] = "1"
-        # The setting decides, not whatever the parent's environment happens to hold.
-        env["SNAKEPOOL_ALLOW_ADMIN_COMMANDS"] = "1" if self.settings.allow_admin_commands else "0"
-        # Adapters read their own settings from the environment: they cannot import ours.
-        env["SNAKEPOOL_LM"] = self.settings.lm
-        if self.settings.lm_answers:
-            env["SNAKEPOOL_LM_ANSWERS"] = self.settings.lm_answers
-        else:
-            env.pop("SNAKEPOOL_LM_ANSWERS", None)
-        return env
-
-
-def _same_environment(python: str, ours: str) -> bool:
-    """Whether ``python`` runs in our environment: an executable of the same ``bin``.
-
-    Not ``realpath``: every virtual environment's ``python`` links to the same base
-    binary, yet each has its own site-packages.
-    """
-    found = shutil.which(python) or python
-    return os.path.dirname(os.path.abspath(found)) == os.path.dirname(os.path.abspath(ours))
+        """The environment of the template and interpreters
+        (:func:`~snakepool.pool.environment.interpreter_env`: ours, importing what we can,
+        the adapter's settings from ours, never the Redis and broker URLs)."""
+        return interpreter_env(self.settings, os.environ if self._env is None else self._env)

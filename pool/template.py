@@ -25,7 +25,7 @@ import msgpack
 import psutil
 
 from snakepool import errors
-from snakepool.pool.orphans import MARKER_ENV, kill_marked, new_marker
+from snakepool.pool.orphans import MARKER_ENV, kill_marked, kill_sessions, new_marker
 
 __all__ = ["Template"]
 
@@ -69,6 +69,8 @@ class Template:
         self._created = 0.0
         # Caller threads ask for kills while the supervisor thread spawns and stops.
         self._send_lock = threading.Lock()
+        #: Its live interpreters, pid → psutil create time (each leads a session).
+        self._interpreters: dict[int, float] = {}
 
     @property
     def pid(self) -> int | None:
@@ -194,7 +196,20 @@ class Template:
             if not data:
                 received.append({"op": "eof"})
                 return received
-            received.append(msgpack.unpackb(data, raw=False))
+            message = msgpack.unpackb(data, raw=False)
+            self._note(message)
+            received.append(message)
+
+    def _note(self, message: dict[str, Any]) -> None:
+        """Keep track of the live interpreters (for :meth:`_kill_leftovers`)."""
+        pid = message.get("pid")
+        if not isinstance(pid, int):
+            return
+        if message.get("op") == "spawned":
+            with contextlib.suppress(psutil.Error):
+                self._interpreters[pid] = psutil.Process(pid).create_time()
+        elif message.get("op") == "exited":
+            self._interpreters.pop(pid, None)
 
     def stop(self, timeout: float, *, keep_output: bool = False) -> int | None:
         """Ask the template to kill its interpreters and exit; reap it. Returns its status.
@@ -222,8 +237,12 @@ class Template:
         return status
 
     def _kill_leftovers(self) -> None:
-        """Kill every process carrying this template's marker (it died without doing so)."""
+        """Kill every process carrying this template's marker, and every process left in
+        the session of one of its interpreters (one that cleared its environment): it
+        died without doing so."""
         kill_marked(lambda marker: marker == self.marker, since=self._created)
+        kill_sessions(dict(self._interpreters))  # a copy: events() may add meanwhile
+        self._interpreters.clear()
 
     def _close_output(self) -> None:
         for fd in (self.out_fd, self.err_fd):

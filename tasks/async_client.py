@@ -46,7 +46,8 @@ from celery.result import AsyncResult
 from snakepool.config import Settings
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import PoolUnavailable
-from snakepool.tasks.client import LIVE_CLIENTS, Client
+from snakepool.tasks import after_fork
+from snakepool.tasks.client import Client
 from snakepool.tasks.client_errors import checked_flags_wait, checked_threads
 from snakepool.tasks.result_poller import ResultPoller
 from snakepool.tasks.worker.node import live_nodes
@@ -88,7 +89,7 @@ class AsyncClient:
         settings: Settings | None = None,
         max_threads: int | None = DEFAULT_THREADS,
     ) -> None:
-        threads = self._threads = checked_threads(max_threads, DEFAULT_THREADS, MAX_THREADS)
+        self._threads = threads = checked_threads(max_threads, DEFAULT_THREADS, MAX_THREADS)
         self.sync = Client(redis_url, broker_url, routing, settings=settings)
         self.settings = self.sync.settings
         self.routing = routing
@@ -99,14 +100,13 @@ class AsyncClient:
         self._poller: ResultPoller | None = None
         self._closed = False
         self.v2 = AsyncV2Api(self)
-        LIVE_CLIENTS.add(self)
+        after_fork.renew_after_fork(self)  # gunicorn --preload: see tasks.after_fork
 
     def _after_fork(self) -> None:
-        """In a forked child (gunicorn ``--preload``): the parent's threads do not exist
-        here, so its executor would queue every call for ever; its poller and backends
-        are the parent's (never closed here: they share the parent's sockets)."""
+        """In a forked child: threads, poller and backends of its own (see tasks.after_fork)."""
+        after_fork.keep_inherited(self._executor, self._poller, dict(self._backends))
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="snakepool-async")
-        self._backends, self._poller = {}, None
+        self._poller, self._backends = None, {}
 
     @property
     def closed(self) -> bool:
@@ -289,7 +289,7 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
-        LIVE_CLIENTS.discard(self)
+        after_fork.forget(self)
         if self._poller is not None:
             await self._poller.close(_closed_error)
             self._poller = None
@@ -310,6 +310,7 @@ class AsyncClient:
         await released
 
     def _release(self) -> None:
+        after_fork.forget(self)
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.sync.close()
         for backend in self._backends.values():

@@ -31,10 +31,8 @@ sent too; a result that does not arrive in time is
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
-import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -51,6 +49,7 @@ from snakepool.config.quoting import describe
 from snakepool.config.timeouts import checked_timeout
 from snakepool.errors import InvalidArguments, PoolUnavailable
 from snakepool.sessions import SessionStore, redis_from_url
+from snakepool.tasks import after_fork
 from snakepool.tasks.client_errors import checked_flags_wait, result_timeout, unsendable_args
 from snakepool.tasks.operator import operator_name
 from snakepool.tasks.rollout.breaker import BreakerPolicy, CircuitBreaker
@@ -70,24 +69,11 @@ from snakepool.tasks.worker.node import live_nodes
 from snakepool.tasks.worker.options import LaneOptions, checked_session_id
 from snakepool.tasks.worker.unreachable import UNREACHABLE, typed_methods
 
-__all__ = ["LIVE_CLIENTS", "Client", "V2Api", "operator_name"]
+__all__ = ["Client", "V2Api", "operator_name"]
 
 _ROUTINGS = ("router", "direct")
 #: What a request that could not be sent raises from kombu and redis-py.
 _UNREACHABLE: tuple[type[BaseException], ...] = (redis.RedisError, *UNREACHABLE)
-#: Every open client (sync or async), so that a forked child can reopen them
-#: (gunicorn ``--preload``): each has an ``_after_fork()``.
-LIVE_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()
-#: What a child inherited from its parent: kept alive, so it is never closed here.
-_INHERITED: list[tuple[Any, Any]] = []
-
-
-def _reopen_clients_after_fork() -> None:
-    for client in list(LIVE_CLIENTS):
-        client._after_fork()
-
-
-os.register_at_fork(after_in_child=_reopen_clients_after_fork)
 
 
 @typed_methods
@@ -129,7 +115,7 @@ class Client:
         self.keys = Keys(settings.key_prefix)
         self._open()
         self.v2 = V2Api(self)
-        LIVE_CLIENTS.add(self)
+        after_fork.renew_after_fork(self)  # gunicorn --preload: see tasks.after_fork
 
     def _open(self) -> None:
         """Connections and the state guarded by locks: built here, and anew after a fork."""
@@ -160,7 +146,7 @@ class Client:
         first), and a lock held by a parent thread at the fork stays held for ever here.
         The old objects are kept, never closed: closing would shut the parent's sockets.
         """
-        _INHERITED.append((self.app, self.redis))
+        after_fork.keep_inherited(self.app, self.redis)
         self._open()
 
     # ------------------------------------------------------------------ requests
@@ -389,6 +375,6 @@ class Client:
 
     def close(self) -> None:
         """Release connections."""
-        LIVE_CLIENTS.discard(self)
+        after_fork.forget(self)
         self.redis.close()
         self.app.close()

@@ -49,6 +49,7 @@ from snakepool.errors import ConfigError, InvalidArguments, ProgramNotFound
 from snakepool.pool.interpreter.context import current_session, is_transient
 from snakepool.pool.interpreter.core import get_stats, ping
 from snakepool.pool.interpreter.dspy_compiler import (
+    RUN_CONTEXT,
     ProgramCompiler,
     prediction_outputs,
     program_fields,
@@ -69,7 +70,7 @@ __all__ = [
 MAX_COMPILED = 256
 #: ... and their estimated bytes.
 MAX_COMPILED_BYTES = 32 * 1024 * 1024
-#: Estimated memory of one compiled program besides its definition's text (measured:
+#: Estimated memory of one compiled program besides its definition's objects (measured:
 #: ~24 KiB for a ChainOfThought on DSPy 3).
 COMPILED_OVERHEAD_BYTES = 32 * 1024
 #: Programs one interpreter holds for its sessions (created on it, V2 semantics) ...
@@ -78,11 +79,6 @@ MAX_PROGRAMS = 10_000
 MAX_PROGRAM_BYTES = 64 * 1024 * 1024
 
 _IMPORTED_IN_PID = os.getpid()  # differs from os.getpid() in a forked interpreter
-#: Every run of a program: no LM call history. DSPy keeps one globally and one per
-#: program, up to 10 000 entries each, which nobody reads in an interpreter; kept, it
-#: grew the heap and made each ``execute_program`` slower the longer the interpreter had
-#: served (0.41 ms per call at first, 0.81 ms after 1 600 calls, measured with DummyLM).
-_NO_HISTORY = {"disable_history": True}
 #: The keys ``configure_lm`` takes.
 _LM_KEYS = frozenset({"lm", "answers"})
 
@@ -136,7 +132,7 @@ def _warm_up() -> None:
         return
     try:
         program = dspy.Predict(dspy.Signature("question -> answer"))
-        with dspy.context(lm=DummyLM({"": {"answer": "warm"}}), **_NO_HISTORY):
+        with dspy.context(lm=DummyLM({"": {"answer": "warm"}}), **RUN_CONTEXT):
             program(question="warm-up")
         reserved_field_names(dspy, "predict")  # read from DSPy once, before the fork
     except Exception as exc:  # a warm-up must never stop the adapter from loading
@@ -240,7 +236,7 @@ def create_program(args: dict[str, Any]) -> dict[str, Any]:
     if program_id is None:
         program_id = f"prog-{os.urandom(6).hex()}"
     if not is_transient():
-        size = len(definition.canonical) + len(program_id)
+        size = definition.memory_bytes + len(program_id)
         _state.programs.put(current_session(), program_id, definition, size)
     return {key: described[key] for key in ("hash", "input_fields", "output_fields")} | {
         "program_id": program_id
@@ -279,7 +275,7 @@ def execute_program(args: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArguments(
             f"unknown input field(s) {', '.join(extra)} for {definition.signature!r}"
         )
-    with dspy.context(lm=_lm_for(inputs, output_fields), **_NO_HISTORY):
+    with dspy.context(lm=_lm_for(inputs, output_fields), **RUN_CONTEXT):
         prediction = program(**inputs)
     return prediction_outputs(prediction, output_fields)
 

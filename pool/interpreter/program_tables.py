@@ -7,13 +7,18 @@ because of what other callers did before:
   by ``(session, program_id)`` so sessions sharing the interpreter never see each
   other's programs. When the table is full, the least recently used *other* sessions
   are forgotten (the V2-compat lane rebuilds a forgotten program from the SessionStore
-  on ``ProgramNotFound``); only one session filling it on its own is refused.
+  on ``ProgramNotFound``); only one session filling it on its own is refused. Programs
+  created outside any session (V2's anonymous programs) share one scope, which forgets
+  its oldest instead: no anonymous caller is refused for what others created.
 - :class:`CompiledCache` — compiled programs keyed by content hash, least recently used
   evicted first, bounded by count and by estimated bytes. It never refuses: it is only
   a cache (the stateless V3 lane sends definitions inline and relies on it).
 
-Sizes are estimates (``len`` of the definition's canonical JSON, plus a fixed cost per
-compiled program measured with tracemalloc on DSPy 3: ~24 KiB for a ChainOfThought).
+Sizes are estimates: what the definition's objects take in memory
+(:attr:`~snakepool.pool.interpreter.programs.ProgramDefinition.memory_bytes`, not the
+length of its JSON, which a demo of many small values exceeds 25 times), plus a fixed
+cost per compiled program measured with tracemalloc on DSPy 3: ~24 KiB for a
+ChainOfThought.
 """
 
 from __future__ import annotations
@@ -113,6 +118,8 @@ class HeldPrograms(Generic[T]):
         programs = self._sessions.setdefault(session, {})
         self._sessions.move_to_end(session)
         previous = programs.get(program_id)
+        if session is None and size <= self.max_bytes:
+            self._make_room_outside_sessions(program_id, size)
         own_count = len(programs) + (previous is None)
         own_bytes = sum(s for _, s in programs.values()) - (previous[1] if previous else 0) + size
         if own_count > self.max_programs or own_bytes > self.max_bytes:
@@ -133,6 +140,21 @@ class HeldPrograms(Generic[T]):
             oldest = next(iter(self._sessions))  # never ``session``: it was just used
             for evicted in list(self._sessions[oldest]):
                 self._drop(oldest, evicted)
+
+    def _make_room_outside_sessions(self, program_id: str, size: int) -> None:
+        """Forget the oldest programs created outside any session until ``program_id``
+        fits: that scope is every anonymous caller's, none of whom can delete another's,
+        so refusing would refuse them all for what one did (10 000 anonymous creates
+        refused every later one until the interpreter was recycled)."""
+        programs = self._sessions[None]
+        others = [pid for pid in programs if pid != program_id]  # oldest first
+        held = sum(programs[pid][1] for pid in others)
+        while others and (len(others) + 1 > self.max_programs or held + size > self.max_bytes):
+            oldest = others.pop(0)
+            held -= programs[oldest][1]
+            self._drop(None, oldest)
+        self._sessions.setdefault(None, programs)  # _drop removes an emptied scope
+        self._sessions.move_to_end(None)
 
     def delete(self, session: str | None, program_id: str) -> bool:
         """Forget ``session``'s ``program_id``; False if it held none."""

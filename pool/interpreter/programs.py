@@ -22,6 +22,7 @@ import hashlib
 import json
 import keyword
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +34,7 @@ __all__ = [
     "MODULES",
     "PROGRAM_ID",
     "ProgramDefinition",
+    "deep_sizeof",
     "signature_field_names",
     "validate_program_id",
 ]
@@ -107,10 +109,40 @@ class ProgramDefinition:
         # default=repr: demos may hold what crossed the wire but JSON lacks (bytes).
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=repr)
 
+    @cached_property
+    def memory_bytes(self) -> int:
+        """What the definition's objects take in this interpreter (``sys.getsizeof`` of each).
+
+        Not the length of its JSON: a demo of many small values costs far more as Python
+        objects (``[{}, {}, …]``: 3 bytes of JSON, 72 of memory per element), and a
+        table bounded by JSON length held 25 times its limit.
+        """
+        return deep_sizeof(self.to_dict())
+
     @property
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON form: equal definitions, equal hashes."""
         return hashlib.sha256(self.canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def deep_sizeof(value: Any) -> int:
+    """``sys.getsizeof`` of ``value`` and of every object inside its dicts, lists and
+    tuples, each object counted once; iterative, so any depth is fine."""
+    seen: set[int] = set()
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
 
 
 def validate_program_id(value: Any) -> str:

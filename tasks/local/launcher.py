@@ -22,6 +22,7 @@ import redis
 
 from snakepool.config.keys import Keys
 from snakepool.errors import ConfigError, InvalidArguments, PoolUnavailable
+from snakepool.tasks.worker.broker_url import kombu_url
 
 __all__ = ["STOP_MARGIN", "Launcher", "ManagedProcess", "stop_grace_for"]
 
@@ -228,7 +229,8 @@ class Launcher:
         # The URL (it may hold a password) goes in the environment, not on the command
         # line, where every user of the machine can read it.
         argv = [sys.executable, "-m", "celery", "flower", "--address=127.0.0.1", f"--port={port}"]
-        return self._spawn("flower", "flower", argv, env={"CELERY_BROKER_URL": broker_url})
+        env = {"CELERY_BROKER_URL": kombu_url(broker_url)}  # ?password= as kombu reads it
+        return self._spawn("flower", "flower", argv, env=env)
 
     def wait_nodes(
         self, client: redis.Redis, keys: Keys, timeout: float = NODE_START_TIMEOUT

@@ -39,6 +39,7 @@ from snakepool.config.keys import Keys
 from snakepool.errors import InvalidArguments
 from snakepool.sessions.connection import EMBEDDED_SCHEME
 from snakepool.tasks.worker.broker import transport_for
+from snakepool.tasks.worker.broker_url import kombu_url
 from snakepool.tasks.worker.results import SnakepoolCelery, backend_url
 from snakepool.tasks.worker.unreachable import typed_errors
 
@@ -152,7 +153,7 @@ def create_app(settings: Settings, *, name: str = "snakepool", node: bool = Fals
             list the reliable pop moves messages through: ``tasks/worker/pop.py``);
             False for a client (refuse quickly what cannot be sent).
     """
-    broker = settings.broker_url or settings.redis_url
+    broker = kombu_url(settings.broker_url or settings.redis_url)
     transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
     # One run of a node (recovery names its in-flight record and processing list so).
     incarnation = uuid.uuid4().hex if node else None

@@ -17,6 +17,7 @@ import psutil
 import redis
 
 from snakepool.config.keys import Keys
+from snakepool.tasks.worker.broker_url import kombu_url
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Marks every process a cluster starts (checked for leftovers when the cluster stops).
@@ -96,7 +97,7 @@ class Cluster:
         # The consumer starts after the bootstep: wait until it answers a ping.
         from celery import Celery
 
-        app = Celery(broker=self.redis_url)
+        app = Celery(broker=kombu_url(self.redis_url))  # ?password= as kombu reads it
         try:
             while not app.control.ping(destination=[node.hostname], timeout=0.5):
                 if time.monotonic() > deadline:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import os
 import time
 import uuid
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kombu.utils.json import dumps as kombu_dumps
+from kombu.utils.json import loads as kombu_loads
 
 from snakepool.errors import SnakepoolError
 from snakepool.tasks.client import Client
@@ -135,6 +138,60 @@ def test_any_program_definition_is_created_or_refused(
         )  # fmt: skip
         assert isinstance(out, dict) and out
     _healthy(client)
+
+
+def _power_of_ten(digits: int) -> int:
+    return 10**digits if digits > 0 else -(10**-digits)
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+#: Values a hostile caller sends: lone surrogates, NaN and infinities, integers past
+#: 4300 digits, nesting past 256 levels, megabytes, non-string keys, tuples, sets, bytes.
+hostile_leaves = st.one_of(
+    st.text(st.characters(codec=None, exclude_categories=()), max_size=20),  # surrogates too
+    st.floats(),  # NaN, inf, -0.0
+    st.sampled_from([4299, -4300, 5000, 19]).map(_power_of_ten),  # of that many digits
+    st.binary(max_size=20),
+    st.sampled_from(["x" * (1 << 20), "\x00\u2028\ufeff", "y" * (17 << 20)]),
+)
+hostile_values = st.recursive(
+    hostile_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.frozensets(st.integers(), max_size=2)
+        | st.dictionaries(st.text(max_size=5) | st.integers() | st.booleans(), inner, max_size=4)
+        | st.integers(1, 400).map(_nested)
+    ),
+    max_leaves=8,
+)
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+@PROPERTIES
+@given(args=st.dictionaries(st.text(max_size=5), hostile_values, max_size=3))
+def test_hostile_args_give_their_value_or_a_typed_client_error_and_leave_the_pool_whole(
+    client: Client, args: dict[str, Any]
+) -> None:
+    try:
+        result = client.execute("echo", args, timeout=60)
+    except SnakepoolError as exc:
+        assert type(exc).__name__ in CLIENT_ERRORS, exc  # never a server error
+    else:  # what Celery's JSON made of the args, NaN and all
+        assert _as_json(result) == _as_json(kombu_loads(kombu_dumps(args)))
+    _healthy(client)
+    (node,) = live_nodes(client.redis, client.keys)
+    pool = node["pool"]
+    assert pool["idle"] + pool["busy"] + pool["starting"] == pool["size"], pool
 
 
 def test_after_all_that_the_pool_accounts_for_every_interpreter(client: Client) -> None:

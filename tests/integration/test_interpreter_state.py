@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from snakepool.errors import InvalidArguments, ProgramNotFound, UnknownCommand
+from snakepool.pool import Pool
 from snakepool.pool.interpreter.dspy_programs import MAX_COMPILED
 from tests.integration.conftest import PoolFactory
 
@@ -87,6 +88,52 @@ def test_v3_creates_beyond_the_cache_all_succeed_and_hold_nothing(make_pool: Poo
     assert status["compiled"] <= MAX_COMPILED and status["compiled"] == MAX_COMPILED
     assert status["compiled_bytes"] <= status["compiled_limits"]["bytes"]
     assert status["programs"] == 0  # nothing held
+
+
+MIB = 1 << 20
+
+
+def _rss(pool: Pool) -> int:
+    return int(pool.execute("get_stats")["rss_bytes"])
+
+
+@pytest.mark.timeout(180)
+def test_v3_creates_of_big_programs_keep_interpreter_memory_bounded(make_pool: PoolFactory) -> None:
+    """The compiled cache is bounded by what programs take in memory, not by their JSON,
+    and nothing else keeps a program alive once the cache let it go.
+
+    Each definition's demo is 300 000 empty objects: 0.9 MB of JSON, ~20 MiB of Python
+    objects. Before, the cache counted twice the JSON and DSPy's global trace kept every
+    program ever run: 8 creates grew the interpreter by ~190 MiB.
+    """
+    pool = make_pool(size=1, adapter=ADAPTER)
+    before = _rss(pool)
+    for n in range(8):
+        demo = {"question": [{} for _ in range(300_000)], "answer": f"a{n}"}
+        definition = {"signature": "question -> answer", "demos": [demo]}
+        created = pool.execute("create_program", definition, transient=True, timeout=60)
+        assert created["input_fields"] == ["question"]  # every create succeeds
+    status = pool.execute("dspy_status")
+    assert status["compiled_bytes"] <= status["compiled_limits"]["bytes"]
+    assert status["compiled"] <= 1  # ~20 MiB each: at most one fits in 32 MiB
+    grown = (_rss(pool) - before) / MIB
+    assert grown < 80, f"the interpreter grew by {grown:.0f} MiB"
+
+
+@pytest.mark.timeout(120)
+def test_running_a_program_keeps_nothing_of_the_run(make_pool: PoolFactory) -> None:
+    """DSPy's trace (every call's predictor, inputs and prediction, 10 000 kept) is off:
+    300 runs with 200 KB of input each grew an interpreter by ~60 MiB before."""
+    pool = make_pool(size=1, adapter=ADAPTER)
+    pool.execute("create_program", QA)
+    run = {"program_id": "qa", "inputs": {"question": "warm"}}
+    pool.execute("execute_program", run)
+    before = _rss(pool)
+    for n in range(300):
+        run = {"program_id": "qa", "inputs": {"question": f"{n}:" + "x" * 200_000}}
+        assert set(pool.execute("execute_program", run)) == {"answer"}
+    grown = (_rss(pool) - before) / MIB
+    assert grown < 20, f"the interpreter grew by {grown:.0f} MiB"
 
 
 def test_admin_commands_are_off_by_default(

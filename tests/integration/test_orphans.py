@@ -24,6 +24,7 @@ import pytest
 
 from snakepool.errors import RequestTimeout, WorkerCrashed
 from snakepool.pool import Pool
+from snakepool.pool.orphans import kill_sessions
 from tests.integration.conftest import PoolFactory
 
 pytestmark = pytest.mark.chaos
@@ -269,3 +270,75 @@ def test_sweep_kills_what_a_dead_runs_interpreters_left(
         assert all(alive(pid) for pid in sleepers)  # orphans of init now
         make_pool(size=1, adapter=CHAOS, enable_chaos=True)  # start() sweeps the registry
         wait_gone(sleepers, timeout=2)
+
+
+MAKERS = "tests.adapters.orphan_makers"
+#: Every way user code can start something (tests/adapters/orphan_makers.py) ...
+HOWS = ("popen", "session", "daemon", "fork", "ignore_term", "new_group", "bare_env")
+#: ... and every way its interpreter can end.
+ENDS = ("timeout", "crash", "recycle", "health", "stop", "template_kill")
+
+
+def _started(pid_file: Path) -> list[int]:
+    wait_for(pid_file.exists)
+    return [int(pid) for pid in pid_file.read_text().split()]
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("end", ENDS)
+@pytest.mark.parametrize("how", HOWS)
+def test_whatever_an_interpreter_started_dies_with_it(
+    make_pool: PoolFactory, tmp_path: Path, how: str, end: str
+) -> None:
+    """Each way of starting a process, each way of ending: the very pids are gone.
+
+    ``bare_env`` (a child with an empty environment: no marker) after the template's
+    SIGKILL was left running with parent 1; it is now found by its session.
+    """
+    settings: dict[str, object] = {"size": 1, "adapter": MAKERS}
+    if end == "timeout":
+        settings["request_timeout"] = 1
+    if end == "recycle":
+        settings["max_requests_per_worker"] = 1
+    if end == "health":
+        settings.update(health_check_interval=0.2, request_timeout=0.5)
+    pool = make_pool(**settings)
+    interpreter = pool.interpreter_pids()[0]
+    template = psutil.Process(interpreter).ppid()
+    pid_file = tmp_path / "pids"
+    args = {"how": how, "pid_file": str(pid_file)}
+    if end in ("timeout", "crash"):
+        with pytest.raises(RequestTimeout if end == "timeout" else WorkerCrashed):
+            pool.execute("start", {**args, "then": "hang" if end == "timeout" else "exit"})
+    else:
+        pool.execute("start", args)
+    started = _started(pid_file)
+    if end == "health":
+        os.kill(interpreter, signal.SIGSTOP)  # alive, but answers no ping
+    elif end == "stop":
+        pool.stop(grace=1)
+    elif end == "template_kill":
+        os.kill(template, signal.SIGKILL)
+    try:
+        wait_gone(started, timeout=10)
+    finally:
+        if alive(interpreter):
+            os.kill(interpreter, signal.SIGCONT)
+
+
+@pytest.mark.timeout(30)
+def test_a_session_is_killed_only_while_its_leader_pid_is_not_someone_elses() -> None:
+    script = "import subprocess, sys, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+    leader = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        wait_for(lambda: len(psutil.Process(leader.pid).children()) == 1)
+        member = psutil.Process(leader.pid).children()[0].pid
+        created = psutil.Process(leader.pid).create_time()
+        # The pid now names another process than the leader we knew: a stranger's session.
+        assert kill_sessions({leader.pid: created - 60}) == []
+        assert alive(leader.pid) and alive(member)
+        assert sorted(kill_sessions({leader.pid: created})) == sorted([leader.pid, member])
+        wait_gone([leader.pid, member])
+    finally:
+        leader.kill()
+        leader.wait(5)

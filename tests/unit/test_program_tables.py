@@ -90,6 +90,23 @@ def test_one_session_alone_over_the_limit_is_refused() -> None:
     assert held.items("B") == [] and held.sessions == 1 and held.count == 2
 
 
+def test_programs_outside_sessions_forget_their_oldest_and_are_never_refused() -> None:
+    """Anonymous callers share one scope: none is refused for what the others created."""
+    held: HeldPrograms[int] = HeldPrograms(max_programs=3, max_bytes=100)
+    for n in range(10):
+        held.put(None, f"p{n}", n, 10)  # refused from the 4th on before
+    assert [pid for pid, _ in held.items(None)] == ["p7", "p8", "p9"]
+    held.put(None, "p8", 88, 10)  # a replacement forgets nothing
+    assert held.count == 3 and held.get(None, "p7") == 7
+    held.put(None, "big", 0, 91)  # bytes too: the oldest go until it fits
+    assert [pid for pid, _ in held.items(None)] == ["big"] and held.nbytes == 91
+    with pytest.raises(InvalidArguments, match="bytes"):
+        held.put(None, "huge", 0, 101)  # larger than the whole table
+    held.put("A", "a", 1, 10)  # a session's programs still count with them
+    held.put(None, "small", 2, 5)
+    assert held.count <= 3 and held.nbytes <= 100 and held.get("A", "a") == 1
+
+
 @pytest.mark.parametrize("bad", ["qa\n", "qa ", "", "x" * 129, "q/a", 7, None])
 def test_program_ids_match_as_a_whole(bad: object) -> None:
     with pytest.raises(InvalidArguments, match="'program_id' must be"):

@@ -62,6 +62,8 @@ def test_the_log_formatter_masks_arguments_and_tracebacks() -> None:
 #: Texts of 1 MB that a redaction starting a match anywhere (and scanning to the end of
 #: the text each time) takes quadratic time on: hours, where linear takes milliseconds.
 _MEGABYTE_SHAPES = [
+    "a://:@@",  # an @ that another follows: each lookahead reads to the next @ only
+    "@",
     "x",  # the review's command name: 60 000 of these froze a node for 16 s
     "a1",
     "a://:",  # a URL head again and again, never an @
@@ -95,6 +97,14 @@ def test_a_megabyte_long_password_is_masked_in_linear_time() -> None:
 _SCHEME_CHARS = frozenset(string.ascii_letters + string.digits + "+.-")
 
 
+def _last_at(text: str, k: int) -> bool:
+    """Whether the @ at ``k`` is followed by no other @ before a space or a /."""
+    m = k + 1
+    while m < len(text) and text[m] not in "@/" and not text[m].isspace():
+        m += 1
+    return not (m < len(text) and text[m] == "@")
+
+
 def _reference_redact(text: str) -> str:
     """What :func:`redact_text` does, written as the plainest loop (quadratic at worst:
     fine for test-sized texts)."""
@@ -109,11 +119,11 @@ def _reference_redact(text: str) -> str:
                 k = j + 1
                 while (
                     k < n
-                    and text[k] != "@"
+                    and not (text[k] == "@" and _last_at(text, k))
                     and not text[k].isspace()
                     and not text.startswith("://", k)
                 ):
-                    k += 1  # the password
+                    k += 1  # the password, up to its last @
                 if k < n and text[k] == "@":
                     out.append(text[i : j + 1] + MASK + "@")
                     i = k + 1
@@ -158,4 +168,15 @@ def test_the_reference_masks_what_it_should() -> None:
     )
     assert _reference_redact("...redis://:pw@h") == f"...redis://:{MASK}@h"
     assert _reference_redact("1redis://:pw@h") == f"1redis://:{MASK}@h"
+    assert _reference_redact("redis://:p@ss@h/0 x@y") == f"redis://:{MASK}@h/0 x@y"
+
+
+@pytest.mark.parametrize("password", ["p@ss", "@lead", "trail@", "a@b@c", "Zq9@Xy:é%1"])
+def test_a_password_with_a_raw_at_is_masked_whole(password: str) -> None:
+    # redis-py reads the password up to the last @ (it connects with it): mask all of it.
+    url = f"redis://:{password}@cache:6379/0"
+    assert redact_url(url) == f"redis://:{MASK}@cache:6379/0"
+    text = f"cannot reach {url} (refused) nor {url}"
+    masked = f"redis://:{MASK}@cache:6379/0"
+    assert redact_text(text) == f"cannot reach {masked} (refused) nor {masked}"
     assert _reference_redact("://:pw@h") == "://:pw@h"  # no scheme: not a URL
