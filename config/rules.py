@@ -108,7 +108,9 @@ def _query_refusal(url: str, *, broker: bool) -> str | None:
     redis-py takes its own connection parameters from a URL (and passes any other
     name on, to fail at the first connection); kombu's Connection, which reads the
     broker URL, takes none but the TLS ones of ``rediss://`` and fails on any other with a
-    raw ``TypeError``. ``password`` / ``username`` belong in the URL's user part.
+    raw ``TypeError``. ``password`` / ``username`` are taken by both: redis-py reads them,
+    and :func:`~snakepool.tasks.worker.broker_url.kombu_url` moves them into the user part
+    before kombu sees the URL.
     """
     import redis
 
@@ -116,12 +118,7 @@ def _query_refusal(url: str, *, broker: bool) -> str | None:
     tls = _TLS_QUERY if url.lower().startswith("rediss://") else frozenset()
     allowed = tls if broker else tls | frozenset(redis.connection.URL_QUERY_ARGUMENT_PARSERS)
     for name in names:
-        if name in ("password", "username"):
-            return (
-                f"the {name} must be in the URL's user part (before the host and an @), "
-                "not in its ?parameters"
-            )
-        if name not in allowed:
+        if name not in allowed and name not in ("password", "username"):
             where = (
                 "the Celery broker (kombu) takes no ?parameters but the TLS ones of rediss://"
                 if broker
