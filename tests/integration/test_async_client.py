@@ -19,11 +19,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180
 
 #: Ten more requests sleep this long in their interpreters: a client that waited for a
 #: result on the loop would hold it at least this long, ten times.
-SLOW_REQUEST = 0.4
+SLOW_REQUEST = 0.8
 #: Longest the loop may fall behind, below SLOW_REQUEST. What a non-blocking client
 #: still costs is GIL hand-offs with its threads and, on this shared 2-core machine, the
-#: OS scheduling us out (measured: up to ~0.1 s under a load average of 4).
-MAX_LOOP_LAG = 0.25
+#: OS scheduling us out (measured: up to ~0.1 s under a load average of 4, 0.31 s once
+#: with benchmarks running beside the suite).
+MAX_LOOP_LAG = 0.5
 TICK = 0.005
 
 

@@ -63,7 +63,7 @@ def test_queued_requests_fail_at_once_when_the_pool_stops(make_pool: PoolFactory
 def test_a_warm_shutdown_requeues_what_waits_for_an_interpreter(registry_dir: str) -> None:
     settings = load_settings(
         redis_url=f"fakeredis://{uuid.uuid4().hex}", pool_size=1, registry_dir=registry_dir,
-        queue_timeout=QUEUE_TIMEOUT, startup_timeout=30,
+        queue_timeout=QUEUE_TIMEOUT, startup_timeout=30, result_timeout=90,
     )  # fmt: skip
     node = Node(settings, name="drain@test", lanes=("v3",))
     node.pool = Pool.from_settings(settings)

@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 
 from snakepool.pool.interpreter.adapter import load_adapter
@@ -40,6 +42,9 @@ def test_missing_and_non_adapters() -> None:
 
 def test_chaos_refuses_without_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SNAKEPOOL_ENABLE_CHAOS", raising=False)
+    # The guard runs at import: a test that imported the module (with the setting) before
+    # this one, in the same process, must not hide it.
+    monkeypatch.delitem(sys.modules, "snakepool.pool.interpreter.chaos", raising=False)
     with pytest.raises(ImportError, match="SNAKEPOOL_ENABLE_CHAOS=1"):
         load_adapter("snakepool.pool.interpreter.chaos")
 
