@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
-from snakepool.errors import SnakepoolError
+from snakepool.errors import InvalidArguments, SnakepoolError
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker.node import live_nodes
 from tests.integration.cluster import Cluster
@@ -196,8 +196,10 @@ def test_hostile_args_give_their_value_or_a_typed_client_error_and_leave_the_poo
 
 def test_after_all_that_the_pool_accounts_for_every_interpreter(client: Client) -> None:
     # Values that reach the node's pool and are refused there, then the books.
+    # kombu's JSON carries these (tagged), so they reach the node: a typed client error
+    # naming the value there, never a raw TypeError nor an interpreter left busy.
     for bad in (datetime.date(2026, 11, 30), decimal.Decimal("1.5"), uuid.UUID(int=7)):
-        with pytest.raises(SnakepoolError):
+        with pytest.raises(InvalidArguments, match=rf"args\['when'\]: {type(bad).__name__} is not"):
             client.execute("echo", {"when": bad}, timeout=30)
     assert client.execute("echo", {"n": 100000000000000000000}, timeout=30) == {
         "n": 100000000000000000000
