@@ -30,20 +30,6 @@ EXIT_STATUS_WAIT_SECONDS = 1.0
 #: Lines of an interpreter's recent output kept for error messages.
 RECENT_OUTPUT_LINES = 30
 
-# Error types an interpreter may report: anything else is treated as CommandFailed.
-_REMOTE_ERRORS: dict[str, type[errors.SnakepoolError]] = {
-    cls.__name__: cls
-    for cls in (
-        errors.UnknownCommand,
-        errors.InvalidArguments,
-        errors.CommandFailed,
-        errors.PayloadTooLarge,
-        errors.ProgramNotFound,
-        errors.SessionNotFound,
-        errors.ConfigError,
-    )
-}
-
 
 class State(enum.Enum):
     """Where an interpreter is in its life."""
@@ -272,12 +258,17 @@ def _remote_error(value: Any, command: str) -> errors.SnakepoolError:
     if not isinstance(value, dict):
         return errors.CommandFailed(f"{command!r} failed: {value!r}")
     reported = str(value.get("type"))
-    cls = _REMOTE_ERRORS.get(reported, errors.CommandFailed)
-    data = {k: v for k, v in value.items() if k not in ("type", "message", "traceback")}
+    cls = errors.error_class(reported) or errors.CommandFailed
+    fields = value.get("data")
+    if isinstance(fields, dict):  # an error of the tree, raised on purpose: its own fields
+        data = {str(k): v for k, v in fields.items()}
+        if "remote_type" in value:
+            data["remote_type"] = value["remote_type"]
+    else:  # the interpreter's own report (UnknownCommand, a plain exception, ...)
+        data = {k: v for k, v in value.items() if k not in ("type", "message", "traceback")}
     if cls is errors.CommandFailed and reported != "CommandFailed":
-        # A class the interpreter may not report (QueueFull, the root, …): say which it was.
-        data.setdefault("remote_type", reported)
+        data.setdefault("remote_type", reported)  # a name outside the tree: say which
     if "traceback" in value:
         data["remote_traceback"] = value["traceback"]
-    data["command"] = command
+    data.setdefault("command", command)  # a field the adapter named so is the adapter's
     return cls(str(value.get("message", "")), **data)

@@ -34,6 +34,7 @@ __all__ = [
     "StaleFence",
     "UnknownCommand",
     "WorkerCrashed",
+    "error_class",
     "error_from_dict",
 ]
 
@@ -253,6 +254,11 @@ _BY_NAME: dict[str, type[SnakepoolError]] = {
 
 def _rebuild(type_name: str, message: str, data: dict[str, Any]) -> SnakepoolError:
     return _BY_NAME.get(type_name, SnakepoolError)(message, **data)
+
+
+def error_class(name: str) -> type[SnakepoolError] | None:
+    """The class of the tree named ``name`` (``"QueueFull"``), or None for any other name."""
+    return _BY_NAME.get(name)
 
 
 def error_from_dict(payload: dict[str, Any]) -> SnakepoolError:

@@ -92,12 +92,15 @@ def _error_reply(exc: SnakepoolError) -> dict[str, Any]:
 
     An adapter's own subclass (``class BadQuestion(InvalidArguments)``) is unknown to
     the parent: it is reported as the tree's class it derives from — a client error stays
-    a client error — with its own name in ``remote_type``.
+    a client error — with its own name in ``remote_type``. Every class of the tree
+    arrives as itself (``QueueFull`` too: the adapter said so), with every field.
     """
     known = next(c for c in type(exc).__mro__ if c.__module__ == SnakepoolError.__module__)
-    reply = {**exc.data, "type": known.__name__, "message": exc.message}
+    # The fields travel apart from the reply's own keys: a field named ``type``,
+    # ``message`` or ``traceback`` is the adapter's, and arrives as it was raised.
+    reply: dict[str, Any] = {"type": known.__name__, "message": exc.message, "data": exc.data}
     if known is not type(exc):
-        reply.setdefault("remote_type", type(exc).__name__)
+        reply["remote_type"] = type(exc).__name__
     return reply
 
 

@@ -17,4 +17,14 @@ def raise_error(args: dict[str, Any]) -> None:
         raise BadQuestion("no question mark", field="question")
     if kind == "plain":
         raise ValueError("plain bug")
+    if kind.startswith("fields:"):  # fields named like the reply's own keys
+        raise errors.InvalidArguments(
+            "named alike",
+            type="str",
+            message="field",
+            traceback="none",
+            command="own",
+            data={"d": 1},
+            remote_type="own",
+        )
     raise getattr(errors, kind)(f"raised {kind}", program_id="qa", nested={"n": [1, 2]})
