@@ -79,6 +79,14 @@ def up(  # noqa: PLR0917 - click passes every option
     from snakepool.tasks.local.launcher import Launcher, child_env, stop_grace_for
 
     settings = settings_with(pool_size=pool_size)
+    clash = port_clash(
+        metrics_port=metrics_port,
+        nodes=1 + v3_nodes + v2_nodes,
+        flower_port=flower_port,
+        redis_url=settings.redis_url,
+    )
+    if clash is not None:
+        raise click.UsageError(clash)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -136,6 +144,42 @@ def _watch(launcher: Launcher, stop: threading.Event) -> None:
             restarts[managed.name] = [*recent, now]
             launcher.restart(managed)
             console.print(styled("exited:", "red"), f"{managed.name} ({how}); started again")
+
+
+def port_clash(*, metrics_port: int, nodes: int, flower_port: int, redis_url: str) -> str | None:
+    """What two of up's processes would both listen on, or None (checked before any starts).
+
+    The nodes' metrics take ``metrics_port`` and the ``nodes - 1`` ports after it; Flower
+    takes ``flower_port``; a local Redis its URL's port (0: that process has no port).
+    """
+    from urllib.parse import urlsplit
+
+    taken: dict[int, str] = {}
+    try:
+        url = urlsplit(redis_url)
+        if url.hostname in ("localhost", "127.0.0.1", "::1"):
+            taken[url.port or 6379] = f"REDIS_URL's port {url.port or 6379}"
+    except ValueError:
+        pass  # a URL the settings refused already
+    if flower_port:
+        if flower_port in taken:
+            return f"--flower-port {flower_port} is {taken[flower_port]}"
+        taken[flower_port] = f"--flower-port {flower_port}"
+    if not metrics_port:
+        return None
+    last = metrics_port + nodes - 1
+    if last > 65535:
+        return (
+            f"--metrics-port {metrics_port} with {nodes} processes needs ports up to {last}, "
+            "past 65535: choose a lower --metrics-port"
+        )
+    for port in range(metrics_port, last + 1):
+        if port in taken:
+            return (
+                f"--metrics-port {metrics_port} gives its {nodes} processes ports "
+                f"{metrics_port}-{last}, and {port} is {taken[port]}: choose ports apart"
+            )
+    return None
 
 
 def _use_redis(redis_url: str, launcher: Launcher) -> None:
