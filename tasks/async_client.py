@@ -50,6 +50,7 @@ from snakepool.tasks import after_fork
 from snakepool.tasks.client import Client
 from snakepool.tasks.client_errors import checked_flags_wait, checked_threads
 from snakepool.tasks.result_poller import ResultPoller
+from snakepool.tasks.v2_api import anonymous_options
 from snakepool.tasks.worker.node import live_nodes
 from snakepool.tasks.worker.unreachable import typed_errors
 
@@ -369,7 +370,7 @@ class AsyncV2Api:
         self._client = client
 
     async def execute_in_session(
-        self, session_id: str, command: str, args: dict[str, Any] | None = None
+        self, session_id: str, command: str, args: dict[str, Any] | None = None, **options: Any
     ) -> Any:
         """V2's ``execute_in_session``; use ``AsyncClient.execute(..., session_id=...)``."""
         warnings.warn(
@@ -377,13 +378,15 @@ class AsyncV2Api:
             DeprecationWarning,
             stacklevel=2,
         )
-        return await self._client.execute(command, args, session_id=session_id)
+        return await self._client.execute(command, args, session_id=session_id, **options)
 
-    async def execute_anonymous(self, command: str, args: dict[str, Any] | None = None) -> Any:
-        """V2's ``execute_anonymous``; use ``AsyncClient.execute``."""
+    async def execute_anonymous(
+        self, command: str, args: dict[str, Any] | None = None, **options: Any
+    ) -> Any:
+        """V2's ``execute_anonymous``; use ``AsyncClient.execute`` (``options`` as there)."""
         warnings.warn(
             "client.v2.execute_anonymous is deprecated; use AsyncClient.execute",
             DeprecationWarning,
             stacklevel=2,
         )
-        return await self._client.execute(command, args)
+        return await self._client.execute(command, args, **anonymous_options(options))
