@@ -201,8 +201,7 @@ def _not_a_file(path: str) -> str:
 
 
 def _key_lines(text: str) -> dict[str, int]:
-    """Top-level key (or table) name → the first line (1-based) it appears on (each
-    key as written and in lower case)."""
+    """Top-level key (or table) name, as written, → the first line (1-based) it is on."""
     lines: dict[str, int] = {}
     in_multiline: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -211,14 +210,22 @@ def _key_lines(text: str) -> dict[str, int]:
                 in_multiline = None
             continue
         if match := _KEY_AT_LINE_START.match(line):
-            key = match["key"].strip("\"'")
-            lines.setdefault(key, number)  # as written, and in lower case (lookups by name)
-            lines.setdefault(key.lower(), number)
+            lines.setdefault(match["key"].strip("\"'"), number)
         for quote in ('"""', "'''"):
             if line.count(quote) % 2 == 1:
                 in_multiline = quote
                 break
     return lines
+
+
+def _where(path: str, key: str, lines: dict[str, int]) -> str:
+    """``path:line`` of ``key`` (``path`` alone when its line is unknown). A key not found
+    as written (a quoted key with escapes) is looked up in lower case, never the other
+    way round: ``Pool_Size = 3`` then ``pool_size = 4`` are each on their own line."""
+    at_line = lines.get(key)
+    if at_line is None:
+        at_line = next((n for k, n in lines.items() if k.lower() == key.lower()), None)
+    return f"{path}:{at_line}" if at_line is not None else path
 
 
 def read_toml(path: str, fields: Iterable[str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -256,8 +263,7 @@ def read_toml(path: str, fields: Iterable[str]) -> tuple[dict[str, Any], dict[st
     unknown: list[str] = []
     for key, value in parsed.items():
         name = key.lower()
-        at_line = lines[key] if key in lines else lines.get(name)
-        where = f"{path}:{at_line}" if at_line is not None else path
+        where = _where(path, key, lines)
         if name in known:
             if name in values and values[name] != value:
                 raise _config_error(
@@ -273,7 +279,7 @@ def read_toml(path: str, fields: Iterable[str]) -> tuple[dict[str, Any], dict[st
     if unknown:
         problems = []
         for key in unknown:
-            where = f"{path}:{lines[key.lower()]}" if key.lower() in lines else path
+            where = _where(path, key, lines)
             if key.upper() in NOT_SETTINGS:
                 problems.append(
                     f"{where}: {key!r} is read from the environment only "

@@ -88,6 +88,12 @@ def test_toml_keys_differing_in_case_with_different_values_are_an_error(
     assert caught.value.setting == "POOL_SIZE"
     _toml(tmp_path, monkeypatch, "pool_size = 3\nPool_Size = 3\n")
     assert load_settings().pool_size == 3
+    # Each key's own line, whichever case comes first (the lower-case one was given the
+    # line of the first spelling: 'path:1: ... and path:1: ...').
+    path = _toml(tmp_path, monkeypatch, "Pool_Size = 3\n\npool_size = 4\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.message.startswith(f"{path}:1: Pool_Size = 3 and {path}:3: pool_size = 4")
 
 
 # ------------------------------------- contradictions: named where they were written
