@@ -43,3 +43,8 @@ def __getattr__(name: str) -> Any:
 
         return Pool
     raise AttributeError(f"module 'snakepool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazily loaded names too (dir() did not list Client, AsyncClient or Pool).
+    return sorted({*globals(), *__all__})
