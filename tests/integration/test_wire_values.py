@@ -100,7 +100,7 @@ def test_what_crosses_as_is(make_pool: PoolFactory) -> None:
         ("unpacker_limit", "result could not be decoded: nested deeper than 1000"),
         ("too_many_digits", r"result\['n'\]: integer of more than 4300 digits"),
         ("too_many_digits_key", r"result\['k'\] key: integer of more than 4300 digits"),
-        ("error_with_date", r"cannot send the error back: error\['when'\]: date"),
+        ("error_with_date", r"cannot send the error back: error\['data'\]\['when'\]: date"),
     ],
 )
 def test_results_that_cannot_cross_are_command_failed(
