@@ -102,11 +102,17 @@ class SnakepoolTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with typed_errors(f"task {self.name}"):
-            self._check_call(args, kwargs)
-            return self._run_call(*args, **kwargs)
+            try:
+                return self._run_call(*args, **kwargs)
+            except TypeError:
+                # Only now: Python's own call has already checked the arguments, so the
+                # signature is read again only to tell the sender's mistake apart.
+                self._check_call(args, kwargs)
+                raise
 
     def _check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Refuse a message whose arguments do not fit the task's signature.
+        """Refuse a message whose arguments do not fit the task's signature (after a
+        ``TypeError``: one that fits lets the command's own ``TypeError`` through).
 
         A message sent around the client (``send_task`` with no ``command``, a fourth
         positional argument, ``command`` given twice) would otherwise fail with a raw
