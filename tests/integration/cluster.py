@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,9 @@ from pathlib import Path
 import psutil
 import redis
 
+from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import Keys
+from snakepool.tasks.client import Client
 from snakepool.tasks.worker.broker_url import kombu_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,11 +147,20 @@ class Cluster:
 
 
 @contextmanager
+def stopped_after(cluster: Cluster) -> Iterator[Cluster]:
+    """``cluster``, stopped on the way out; fails if any of its processes is left behind."""
+    try:
+        yield cluster
+    finally:
+        leftovers = cluster.stop()
+    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
+
+
+@contextmanager
 def three_lanes(cluster: Cluster, suffix: str) -> Iterator[Cluster]:
     """``cluster`` with a router, a V3 and a V2-compat node (named ``router-<suffix>``,
-    ``v3-<suffix>``, ``v2-<suffix>``), started together; stopped on the way out, failing
-    if any process is left behind."""
-    try:
+    ``v3-<suffix>``, ``v2-<suffix>``), started together (see :func:`stopped_after`)."""
+    with stopped_after(cluster):
         starting = [
             cluster.start(lane, f"{prefix}-{suffix}", wait=False)
             for lane, prefix in (("router", "router"), ("v3", "v3"), ("v2compat", "v2"))
@@ -157,6 +168,33 @@ def three_lanes(cluster: Cluster, suffix: str) -> Iterator[Cluster]:
         for node in starting:
             cluster.wait_ready(node)
         yield cluster
-    finally:
-        leftovers = cluster.stop()
-    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
+
+
+@contextmanager
+def one_node(cluster: Cluster, name: str) -> Iterator[Cluster]:
+    """``cluster`` with one node serving every lane (``--lane all``), named
+    ``<name>-<pid>`` (see :func:`stopped_after`)."""
+    with stopped_after(cluster):
+        cluster.start("all", f"{name}-{os.getpid()}")
+        yield cluster
+
+
+@contextmanager
+def one_node_client(cluster: Cluster, name: str) -> Iterator[Client]:
+    """A :class:`Client` of ``cluster``'s Redis while :func:`one_node` runs."""
+    with one_node(cluster, name):
+        client = Client(redis_url=cluster.redis_url)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def change_flags(client: Client, change: Callable[[RolloutFlags], RolloutFlags]) -> None:
+    """Apply ``change`` to the rollout flags and wait until every node has seen it."""
+    client.wait_for_flags(client.flags.update(change, who="test", why="test").version)
+
+
+def set_percent(client: Client, percent: int) -> None:
+    """Set the rollout percentage and wait until every node has seen it."""
+    client.wait_for_flags(client.set_rollout(percent, f"test {percent}")["version"])

@@ -8,15 +8,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from snakepool.config.flags import RolloutFlags
+import pytest
+
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker.node import live_nodes
-from tests.integration.cluster import CLUSTER_MARKER, ROOT, Cluster
+from tests.integration.cluster import CLUSTER_MARKER, ROOT, Cluster, stopped_after
 
-__all__ = ["change_flags", "five_nodes", "run_cli", "set_percent", "wait_for_closed_breakers"]
+__all__ = ["five_nodes", "run_cli", "wait_for_closed_breakers"]
 
 
 @contextlib.contextmanager
@@ -24,11 +25,9 @@ def five_nodes(redis_server: str, directory: Path) -> Iterator[Cluster]:
     """Started, ready, and at the end stopped with nothing left behind (asserted)."""
     cluster = Cluster(redis_server, directory, adapter="tests.adapters.cluster")
     # Zero-hop clients in this process route too: the same short breaker windows.
-    saved = {
-        k: os.environ.get(k) for k in ("SNAKEPOOL_BREAKER_WINDOW", "SNAKEPOOL_BREAKER_COOLDOWN")
-    }
-    os.environ.update(SNAKEPOOL_BREAKER_WINDOW="2", SNAKEPOOL_BREAKER_COOLDOWN="1")
-    try:
+    with pytest.MonkeyPatch.context() as patch, stopped_after(cluster):
+        patch.setenv("SNAKEPOOL_BREAKER_WINDOW", "2")
+        patch.setenv("SNAKEPOOL_BREAKER_COOLDOWN", "1")
         starting = [
             cluster.start(lane, name, wait=False)
             for lane, name in (("router", "router-1"), ("v3", "v3-a"), ("v3", "v3-b"),
@@ -37,22 +36,6 @@ def five_nodes(redis_server: str, directory: Path) -> Iterator[Cluster]:
         for node in starting:
             cluster.wait_ready(node)
         yield cluster
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        leftovers = cluster.stop()
-    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
-
-
-def change_flags(client: Client, change: Callable[[RolloutFlags], RolloutFlags]) -> None:
-    client.wait_for_flags(client.flags.update(change, who="test", why="test").version)
-
-
-def set_percent(client: Client, percent: int) -> None:
-    client.wait_for_flags(client.set_rollout(percent, f"test {percent}")["version"])
 
 
 def wait_for_closed_breakers(client: Client, timeout: float = 15.0) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from snakepool.tasks.async_client import AsyncClient
 from snakepool.tasks.client import Client
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, one_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,12 +34,8 @@ def node(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     cluster = Cluster(
         redis_server, tmp_path_factory.mktemp("fork"), adapter="snakepool.pool.interpreter.builtin"
     )
-    try:
-        cluster.start("all", f"fork-{os.getpid()}")
-        yield cluster
-    finally:
-        leftovers = cluster.stop()
-    assert leftovers == []
+    with one_node(cluster, "fork") as started:
+        yield started
 
 
 def _requests(client: Client, tag: str) -> int:

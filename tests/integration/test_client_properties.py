@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from kombu.utils.json import loads as kombu_loads
 from snakepool.errors import InvalidArguments, SnakepoolError
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker.node import live_nodes
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, one_node_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,15 +60,9 @@ broker_values = st.one_of(
 def client(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     adapter = "snakepool.pool.interpreter.builtin"
     cluster = Cluster(redis_server, tmp_path_factory.mktemp("props"), adapter=adapter, pool_size=1)
-    client = Client(redis_url=redis_server)
-    try:
-        cluster.start("all", f"props-{os.getpid()}")
+    with one_node_client(cluster, "props") as client:
         client.set_rollout(50, "properties on both lanes")
         yield client
-    finally:
-        client.close()
-        leftovers = cluster.stop()
-    assert leftovers == []
 
 
 def _healthy(client: Client) -> None:

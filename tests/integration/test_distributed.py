@@ -23,14 +23,8 @@ from snakepool.errors import CommandFailed, InvalidArguments, SessionNotFound, U
 from snakepool.tasks.client import Client
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from tests.conftest import free_port
-from tests.integration.cluster import Cluster
-from tests.integration.distributed_cluster import (
-    change_flags,
-    five_nodes,
-    run_cli,
-    set_percent,
-    wait_for_closed_breakers,
-)
+from tests.integration.cluster import Cluster, change_flags, set_percent
+from tests.integration.distributed_cluster import five_nodes, run_cli, wait_for_closed_breakers
 
 pytest.importorskip("dspy")
 # The module's cluster starts (and at the end stops) five nodes inside the first and last

@@ -17,7 +17,6 @@ after each test the node still answers and its pool accounts for every interpret
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from snakepool.errors import CommandFailed, InvalidArguments, ProgramNotFound
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker.app import LANE_TASKS, ROUTE_TASK, ROUTER_QUEUE
 from snakepool.tasks.worker.node import live_nodes
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, one_node_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -44,14 +43,8 @@ def client(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         redis_server, tmp_path_factory.mktemp("hostile"), adapter="tests.adapters.hostile",
         pool_size=1,
     )  # fmt: skip
-    client = Client(redis_url=redis_server)
-    try:
-        cluster.start("all", f"hostile-{os.getpid()}")
+    with one_node_client(cluster, "hostile") as client:
         yield client
-    finally:
-        client.close()
-        leftovers = cluster.stop()
-    assert leftovers == []
 
 
 @pytest.fixture(autouse=True)

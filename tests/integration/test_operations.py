@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from snakepool.tasks.cli import main
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker.node_facts import snakepool_version
 from snakepool.tasks.worker.retirement import v2compat_backlog
-from tests.integration.cluster import ROOT, Cluster
+from tests.integration.cluster import ROOT, Cluster, change_flags, set_percent, three_lanes
 
 pytest.importorskip("dspy")
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -40,25 +40,8 @@ ADAPTER = "tests.adapters.cluster"
 @pytest.fixture(scope="module")
 def cluster(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(redis_server, tmp_path_factory.mktemp("ops"), adapter=ADAPTER, pool_size=1)
-    try:
-        starting = [
-            cluster.start(lane, name, wait=False)
-            for lane, name in (("router", "ops-router"), ("v3", "ops-v3"), ("v2compat", "ops-v2"))
-        ]
-        for node in starting:
-            cluster.wait_ready(node)
-        yield cluster
-    finally:
-        leftovers = cluster.stop()
-    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
-
-
-def change_flags(client: Client, change: Callable[[RolloutFlags], RolloutFlags]) -> None:
-    client.wait_for_flags(client.flags.update(change, who="test", why="test").version)
-
-
-def set_percent(client: Client, percent: int) -> None:
-    client.wait_for_flags(client.set_rollout(percent, f"test {percent}")["version"])
+    with three_lanes(cluster, "ops") as started:
+        yield started
 
 
 @pytest.fixture
@@ -107,7 +90,7 @@ def test_check_passes_on_a_healthy_stack(client: Client, cluster: Cluster) -> No
         "settings", "redis", "flags", "adapter", "router", "v3", "v2compat", "versions",
     ]  # fmt: skip
     assert all(item["ok"] for item in items.values()), items
-    assert "ops-v3@" in items["v3"]["detail"] and "ops-v2@" in items["v2compat"]["detail"]
+    assert "v3-ops@" in items["v3"]["detail"] and "v2-ops@" in items["v2compat"]["detail"]
     assert items["adapter"]["detail"].startswith(ADAPTER)
     assert f"3 node(s) on {snakepool_version()}" in items["versions"]["detail"]
     table = snakepool(cluster, "check", columns=80)
@@ -175,9 +158,9 @@ def test_report_json_matches_the_traffic_sent(client: Client, cluster: Cluster) 
     )  # fmt: skip
     assert abs(last["at"] - time.time()) < 120
     nodes = {n["name"].split("@")[0]: n for n in report["nodes"]}
-    assert {nodes[n]["interpreters"] for n in ("ops-v3", "ops-v2")} == {1}
-    assert all(nodes[n]["rss_bytes"] > 1_000_000 for n in ("ops-v3", "ops-v2"))
-    assert nodes["ops-router"]["interpreters"] == 0
+    assert {nodes[n]["interpreters"] for n in ("v3-ops", "v2-ops")} == {1}
+    assert all(nodes[n]["rss_bytes"] > 1_000_000 for n in ("v3-ops", "v2-ops"))
+    assert nodes["router-ops"]["interpreters"] == 0
     assert {n["version"] for n in report["nodes"]} == {snakepool_version()}
     assert report["rollout"]["percent"] == 0 and report["rollout"]["paused"] is True
     text = snakepool(cluster, "report", columns=80)
@@ -356,4 +339,4 @@ def test_without_a_v3_consumer_check_and_call_name_v3(
         assert as_user.returncode == 2 and "no live node serves v3" in flat(as_user.stdout)
         assert [broker.llen(q) for q in ("router", "v3", "v2compat")] == [0, 0, 0]
     finally:
-        cluster.wait_ready(cluster.start("v3", "ops-v3", wait=False))
+        cluster.wait_ready(cluster.start("v3", "v3-ops", wait=False))

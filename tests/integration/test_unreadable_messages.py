@@ -9,7 +9,6 @@ serving the router and both lanes, one interpreter, for the module.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +23,7 @@ from snakepool.config.flags import RolloutFlags
 from snakepool.errors import CommandFailed, InvalidArguments
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker.app import LANE_TASKS, ROUTE_TASK, ROUTER_QUEUE
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, one_node_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -41,14 +40,8 @@ DESTINATIONS = {
 def client(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     workdir = tmp_path_factory.mktemp("unreadable")
     cluster = Cluster(redis_server, workdir, adapter="tests.adapters.results", pool_size=1)
-    client = Client(redis_url=redis_server)
-    try:
-        cluster.start("all", f"unreadable-{os.getpid()}")
+    with one_node_client(cluster, "unreadable") as client:
         yield client
-    finally:
-        client.close()
-        leftovers = cluster.stop()
-    assert leftovers == [], f"processes left behind by the cluster: {leftovers}"
 
 
 def _route_everything_to(client: Client, lane: str) -> None:

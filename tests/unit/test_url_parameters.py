@@ -7,16 +7,7 @@ from __future__ import annotations
 import pytest
 
 from snakepool.config import load_settings
-from snakepool.errors import ConfigError
-
-
-def config_error(**env: str) -> ConfigError:
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(f"SNAKEPOOL_{name}", value)
-        with pytest.raises(ConfigError) as caught:
-            load_settings()
-    return caught.value
+from tests.unit.test_settings import config_error
 
 
 @pytest.mark.parametrize(
