@@ -168,7 +168,9 @@ def create_app(settings: Settings, *, name: str = "snakepool", node: bool = Fals
         # blocks on each list with a connection of its own (tasks/worker/pop.py).
         transport_options["priority_steps"] = [0]
         if incarnation is not None:
-            transport_options["processing_list"] = Keys(settings.key_prefix).processing(incarnation)
+            keys = Keys(settings.key_prefix)
+            transport_options["processing_list"] = keys.processing(incarnation)
+            transport_options["inflight_record"] = keys.inflight(incarnation)
     if broker.startswith(EMBEDDED_SCHEME):
         broker = "memory://localhost/"
         transport_options["polling_interval"] = 0.005  # in-process: polling is nearly free

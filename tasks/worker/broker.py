@@ -93,6 +93,16 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
                         delivery_tag, exc)  # fmt: skip
             virtual.QoS.append(self, message, delivery_tag)
 
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """kombu's removal from ``unacked`` and its index (in the ``MULTI`` of an ack, a
+        reject or a restore), plus the message's entry in this node's in-flight record,
+        which the reliable pop's ``ACCEPT`` wrote (``tasks/worker/recovery/inflight.py``):
+        the record leaves Redis in the same transaction as the message leaves ``unacked``,
+        for no command of the record's own."""
+        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        record = self.channel.inflight_record
+        return pipe.hdel(record, delivery_tag) if record else pipe
+
     def restore_unacked(self, client: Any = None) -> None:
         """Requeue every unacknowledged message (a lost connection, a shutdown); with
         Redis away, requeue the ones not running here in the background once it answers.

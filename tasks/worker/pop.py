@@ -19,14 +19,12 @@ while a node consumes several: its lane *and* its own worker-direct queue
 ``<node>.dq2`` at least (``--lane all``: four). Redis has no blocking multi-list move
 and no blocking wait that does not consume. Weighed:
 
-- round-robin ``BLMOVE`` with short timeouts: delays every list but the current one;
-- a non-consuming wait (``BLMOVE q q``, keyspace notifications, client tracking): one
-  list per connection anyway (or server configuration), and it wakes *every* idle node
-  for each message (a thundering herd that costs commands per request);
-- one blocking ``BLMOVE`` per list, each on its own connection: exact and immediate
-  (Redis serves a message pushed to any list at once, to one node only), but when
-  several lists are busy it brings one message from each, beyond the prefetch room;
-- a non-blocking multi-list move in Lua: atomic, but it cannot wait.
+round-robin ``BLMOVE`` with short timeouts (delays every list but the current one); a
+non-consuming wait (``BLMOVE q q``, keyspace notifications, client tracking: one list per
+connection anyway, and it wakes *every* idle node for each message); one blocking
+``BLMOVE`` per list, each on its own connection (exact and immediate, but with several
+lists busy it brings one message from each, beyond the prefetch room); a non-blocking
+multi-list move in Lua (atomic, but it cannot wait).
 
 So the last two, each where it fits, on each consuming channel:
 
@@ -50,14 +48,10 @@ the message from ``unacked`` back to its queue (:data:`RESTORE`), where it would
 otherwise wait ``VISIBILITY_TIMEOUT`` delivered nowhere.
 
 Redis commands per request (``INFO commandstats``, which counts a script's own calls
-too): none added to the consuming path — ``BLMOVE`` replaces ``BRPOP``, and
-``EVALSHA`` + ``LREM`` replace ``MULTI`` + ``EXEC`` around kombu's ``ZADD`` + ``HSET``.
-Measured on a V3 node (pool of 2), ``echo`` zero-hop, 200 requests: 32.77 one at a time
-(kombu's BRPOP: 32.73), 30.11 under backlog (28.89; the difference is the lane-metrics
-batch flushes, which vary with a burst's pace). ``benchmarks`` (i), ``--lane all`` node,
-8 in flight: zero-hop 31.1 (before: 31.9-35.2), router 47.6-48.1 (53.6-55.2: batched
-takes). While idle: one ``BLMOVE`` per list per ``brpop_timeout`` (1 s), where kombu
-sent one BRPOP for all.
+too): ``BLMOVE`` replaces ``BRPOP``; ``EVALSHA`` + ``LREM`` (+ ``ZSCORE`` + ``HSET``: the
+in-flight entry) replace ``MULTI`` + ``EXEC``, and the record's own writes on receipt.
+While idle: one ``BLMOVE`` per list per ``brpop_timeout`` (1 s), where kombu sent one
+BRPOP for all.
 
 Limits, exactly: active only with our transport (``redis://`` broker URLs) and a
 processing list (worker nodes, ``create_app(node=True)``), on Redis ≥ 6.2 and without
@@ -82,19 +76,18 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from snakepool.tasks.worker.pop_scripts import ACCEPT, GIVE_BACK, RESTORE, SHA, TAKE, TAKE_62
+from snakepool.tasks.worker import pop_scripts as scripts
+from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE, entry_fields
 from snakepool.tasks.worker.pop_wait import Waiter
 
 __all__ = ["BUSY_SECONDS", "MAX_TAKE", "ReliableChannel"]
 
 log = logging.getLogger("snakepool.broker")
 
-_FIRST_LMPOP = (7, 0)
 #: At most this many messages per take.
 MAX_TAKE = 8
 #: A list that brought a message this recently counts as busy (see ``taken``).
 BUSY_SECONDS = 1.0
-_FIRST_BLMOVE = (6, 2)
 #: Redis failing under a delivery (the message stays on the processing list, put back
 #: later), as opposed to a message kombu cannot read (dropped).
 _REDIS_TROUBLE = (
@@ -106,16 +99,23 @@ _REDIS_TROUBLE = (
 class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
     """kombu's Redis channel consuming through the reliable pop (module docstring).
 
-    Transport option ``processing_list``: this node incarnation's processing list (None:
-    kombu's BRPOP).
+    Transport options ``processing_list``: this node incarnation's processing list (None:
+    kombu's BRPOP); ``inflight_record``: its in-flight record, which ``ACCEPT`` writes
+    each message's entry to (``tasks/worker/recovery/inflight.py``; None: the record
+    writes it on ``task_received``).
     """
 
     processing_list: str | None = None
+    inflight_record: str | None = None
     #: Processing list → delivery tag → message, for each ACCEPT whose reply was lost
     #: (it may have run: then the message is in ``unacked``, delivered nowhere). Kept
     #: per process, not per channel: Celery reconnects with a new channel.
     _unsure: ClassVar[dict[str, dict[str, bytes]]] = {}
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, "processing_list")
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "processing_list",
+        "inflight_record",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,17 +148,17 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             return False
         with self.conn_or_acquire() as client:
             version = str(client.info("server").get("redis_version", "0"))
-            if _version(version) < _FIRST_BLMOVE:
+            if not scripts.has_blmove(version):
                 log.warning("Redis %s has no BLMOVE (6.2+): consuming with BRPOP (a message "
                             "taken as a node dies can be lost)", version)  # fmt: skip
                 return False
-            self._take = "take" if _version(version) >= _FIRST_LMPOP else "take_62"
+            self._take = scripts.take_script(version)
             self._load_scripts(client)
         return True
 
     def _load_scripts(self, client: Any) -> None:
-        client.script_load(TAKE if self._take == "take" else TAKE_62)
-        client.script_load(ACCEPT)
+        client.script_load(scripts.TAKE if self._take == "take" else scripts.TAKE_62)
+        client.script_load(scripts.ACCEPT)
 
     def _pop_keys(self) -> list[str]:
         """The lists to consume, in kombu's BRPOP order (priority, then queue cycle)."""
@@ -186,7 +186,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         # As many as the prefetch has room for (BRPOP would take them one by one).
         count = int(max(1, min(self._room(), MAX_TAKE)))
         connection.send_command(
-            "EVALSHA", SHA[self._take], len(keys) + 1, self.processing_list, *keys, count
+            "EVALSHA", scripts.SHA[self._take], len(keys) + 1, self.processing_list, *keys, count
         )
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -294,9 +294,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         return float(qos.prefetch_count - (len(qos._delivered) - len(qos._dirty)))
 
     def accept(self, message: Any, delivery_tag: str) -> bool:
-        """Record the message being delivered as unacknowledged the way kombu does and
-        take it off the processing list, in one script (:data:`ACCEPT`); False when it did not come
-        through the reliable pop (kombu's own ``QoS.append`` then).
+        """Record the message being delivered as unacknowledged the way kombu does, take
+        it off the processing list and, with ``inflight_record``, write its in-flight
+        entry (its score then left in ``delivery_info[ACCEPTED_SCORE]``), in one script
+        (:data:`ACCEPT`); False when it did not come through the reliable pop (kombu's
+        own ``QoS.append`` then).
 
         Raises:
             redis.ConnectionError: Redis is away: it stays on the processing list, to be
@@ -307,25 +309,33 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             return False
         info = message.delivery_info
         value = dumps([message._raw, info["exchange"], info["routing_key"]])
-        keys = (self.unacked_index_key, self.unacked_key, self.processing_list)
+        keys: tuple[Any, ...] = (self.unacked_index_key, self.unacked_key, self.processing_list)
+        now = time()
+        args: tuple[Any, ...] = (delivery_tag, repr(now), value, item)
+        if self.inflight_record:
+            headers = message.headers or {}
+            keys += (self.inflight_record,)
+            args += (entry_fields(str(headers.get("id")), str(headers.get("task")),
+                                  str(info["routing_key"]), now),)  # fmt: skip
         try:
             with self.conn_or_acquire() as client:
                 try:
-                    client.evalsha(SHA["accept"], 3, *keys, delivery_tag, repr(time()), value,
-                                   item)  # fmt: skip
+                    score = client.evalsha(scripts.SHA["accept"], len(keys), *keys, *args)
                 except redis.exceptions.NoScriptError:  # flushed (a Redis restart)
-                    client.eval(ACCEPT, 3, *keys, delivery_tag, repr(time()), value, item)
+                    score = client.eval(scripts.ACCEPT, len(keys), *keys, *args)
         except self.connection_errors:
             self._unsure.setdefault(str(self.processing_list), {})[delivery_tag] = item
             self.reclaim_later()
             raise
+        if self.inflight_record:
+            info[ACCEPTED_SCORE] = bytes_to_str(score)
         self._accepted = True
         return True
 
     def _give_back(self, item: bytes, source: str) -> None:
         try:
             with self.conn_or_acquire() as client:
-                client.eval(GIVE_BACK, 2, self.processing_list, source, item)
+                client.eval(scripts.GIVE_BACK, 2, self.processing_list, source, item)
         except self.connection_errors:
             self.reclaim_later()
 
@@ -345,11 +355,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                     log.error("dropping an unreadable message: %r", item[:200])
                     client.lrem(self.processing_list, -1, item)
                     continue
-                client.eval(GIVE_BACK, 2, self.processing_list, home, item)
+                client.eval(scripts.GIVE_BACK, 2, self.processing_list, home, item)
             unsure = self._unsure.get(str(self.processing_list), {})
             for tag, item in list(unsure.items()):
-                keys = (self.unacked_key, self.unacked_index_key, self._home(item))
-                items.extend([item] * client.eval(RESTORE, 3, *keys, tag, item))
+                keys: tuple[Any, ...] = (self.unacked_key, self.unacked_index_key, self._home(item))
+                if self.inflight_record:
+                    keys += (self.inflight_record,)
+                items.extend([item] * client.eval(scripts.RESTORE, len(keys), *keys, tag, item))
                 del unsure[tag]
         if items:
             log.warning("%d message(s) whose reply was lost put back on their queues",
@@ -382,10 +394,3 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._closing = True
         super().close()
         self._waiters.clear()
-
-
-def _version(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(".")[:2])
-    except ValueError:
-        return (0,)

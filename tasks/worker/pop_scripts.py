@@ -8,7 +8,30 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["ACCEPT", "GIVE_BACK", "RESTORE", "SHA", "TAKE", "TAKE_62"]
+__all__ = ["ACCEPT", "GIVE_BACK", "RESTORE", "SHA", "TAKE", "TAKE_62", "has_blmove", "take_script"]
+
+_FIRST_LMPOP = (7, 0)
+_FIRST_BLMOVE = (6, 2)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
+def has_blmove(redis_version: str) -> bool:
+    """Whether a Redis of this version (``INFO server``'s ``redis_version``) has
+    ``BLMOVE``/``LMOVE`` (6.2+), which the reliable pop needs."""
+    return _version(redis_version) >= _FIRST_BLMOVE
+
+
+def take_script(redis_version: str) -> str:
+    """The name (a key of :data:`SHA`) of the take script this Redis runs: ``take``
+    (``LMPOP``, 7.0+) or ``take_62``."""
+    return "take" if _version(redis_version) >= _FIRST_LMPOP else "take_62"
+
 
 #: Move up to ARGV[1] messages of the first non-empty list of KEYS[2..] (in that order)
 #: onto KEYS[1], the processing list: one LMPOP, one LPUSH (Redis 7.0+). Returns
@@ -47,12 +70,21 @@ end
 return false
 """
 #: kombu's QoS.append (ZADD unacked_index, HSET unacked) and the message off the
-#: processing list, atomically: as many commands as kombu's MULTI ZADD HSET EXEC.
-#: KEYS: unacked_index, unacked, processing   ARGV: tag, receipt time, unacked value, item
+#: processing list, atomically: as many commands as kombu's MULTI ZADD HSET EXEC. With a
+#: fourth key, the node's in-flight record, also its entry ("<score> <json>", the score
+#: as Redis keeps it: what recovery compares), so the record costs no command of its own.
+#: KEYS: unacked_index, unacked, processing[, inflight record]
+#: ARGV: tag, receipt time, unacked value, item[, entry JSON]
+#: Returns 1, or with the record the score.
 ACCEPT = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('LREM', KEYS[3], -1, ARGV[4])
+if KEYS[4] then
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[4], ARGV[1], score .. ' ' .. ARGV[5])
+  return score
+end
 return 1
 """
 #: Give a message back: off KEYS[1] (the processing list), onto the head of KEYS[2] (the
@@ -65,11 +97,15 @@ end
 return 0
 """
 #: An ACCEPT whose reply was lost may have run: if KEYS[1] (unacked) holds ARGV[1] (its
-#: delivery tag), out of it and its index KEYS[2], and ARGV[2] (the message as taken)
-#: back onto the head of KEYS[3], its list. 1 if moved, 0 if the ACCEPT never ran.
+#: delivery tag), out of it and its index KEYS[2] (and the in-flight record KEYS[4], if
+#: given), and ARGV[2] (the message as taken) back onto the head of KEYS[3], its list.
+#: 1 if moved, 0 if the ACCEPT never ran.
 RESTORE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   redis.call('ZREM', KEYS[2], ARGV[1])
+  if KEYS[4] then
+    redis.call('HDEL', KEYS[4], ARGV[1])
+  end
   redis.call('RPUSH', KEYS[3], ARGV[2])
   return 1
 end

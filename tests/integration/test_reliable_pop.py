@@ -24,6 +24,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from snakepool.config.keys import Keys
 from snakepool.tasks.client import Client
+from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE, InflightEntry
 from snakepool.tasks.worker.pop_scripts import SHA
 from tests.integration.cluster import NodeProcess
 from tests.integration.node_chaos import ResultWatch, chaos_cluster, wait_for
@@ -34,12 +35,13 @@ TRANSPORT = "snakepool.tasks.worker.broker:Transport"
 INCARNATION = "ab" * 16
 
 
-def _connection(redis_url: str, incarnation: str = INCARNATION) -> Connection:
-    return Connection(
-        redis_url, transport=TRANSPORT,
-        transport_options={"priority_steps": [0],
-                           "processing_list": Keys().processing(incarnation)},
-    )  # fmt: skip
+def _connection(
+    redis_url: str, incarnation: str = INCARNATION, *, record: bool = False
+) -> Connection:
+    options = {"priority_steps": [0], "processing_list": Keys().processing(incarnation)}
+    if record:  # as a node's app sets it (create_app(node=True))
+        options["inflight_record"] = Keys().inflight(incarnation)
+    return Connection(redis_url, transport=TRANSPORT, transport_options=options)
 
 
 @pytest.fixture
@@ -231,8 +233,9 @@ def test_a_request_popped_by_a_node_as_it_dies_is_answered_by_another(
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("record", [False, True])
 def test_a_message_whose_accept_reply_was_lost_goes_back_to_its_queue(
-    redis_url: str, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch, record: bool
 ) -> None:
     """ACCEPT ran (the message in ``unacked``, off the processing list) but its reply was
     lost with the connection: the node never delivered it. It sat in ``unacked`` until
@@ -248,7 +251,7 @@ def test_a_message_whose_accept_reply_was_lost_goes_back_to_its_queue(
         return reply
 
     monkeypatch.setattr(redis.Redis, "evalsha", evalsha)
-    with _connection(redis_url) as connection:
+    with _connection(redis_url, record=record) as connection:
         got = Received(connection)
         deadline = time.monotonic() + 10
         while not got.bodies and time.monotonic() < deadline:
@@ -258,3 +261,42 @@ def test_a_message_whose_accept_reply_was_lost_goes_back_to_its_queue(
         assert got.bodies == [{"accept": "lost"}]
         assert broker.hlen("unacked") == 0  # acknowledged: nothing left for an hour
         assert broker.llen(Keys().processing(INCARNATION)) == 0
+        # The entry ACCEPT wrote went with the restore (and the redelivery's with its ack).
+        assert broker.hlen(Keys().inflight(INCARNATION)) == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("settle", ["ack", "requeue", "reject"])
+def test_accept_writes_the_in_flight_entry_and_the_ack_removes_it(
+    redis_url: str, broker: redis.Redis, settle: str
+) -> None:
+    """The node's in-flight entry is written by the script that makes the message
+    unacknowledged, with the very score recovery compares, and leaves Redis in the
+    transaction that acknowledges, requeues or rejects it: no command of its own."""
+    with Connection(redis_url) as connection:
+        Producer(connection).publish(
+            {"n": 1}, exchange="q1", routing_key="q1", declare=QUEUES,
+            headers={"id": "task-1", "task": "snakepool.v3.execute"},
+        )  # fmt: skip
+    record = Keys().inflight(INCARNATION)
+    with _connection(redis_url, record=True) as connection:
+        got = Received(connection, ack=False)
+        held: list[Any] = []
+        got.consumer.on_message = None
+        got.consumer.callbacks = [lambda body, message: held.append(message)]
+        _drain(connection, lambda: bool(held), 10)
+        message = held[0]
+        tag = message.delivery_tag
+        score = broker.zscore("unacked_index", tag)
+        entry = InflightEntry.decode(broker.hget(record, tag) or b"")
+        assert float(entry.score) == score
+        assert message.delivery_info[ACCEPTED_SCORE] == entry.score
+        assert (entry.task_id, entry.task, entry.queue) == ("task-1", "snakepool.v3.execute", "q1")
+        assert entry.started is None and abs(entry.received - time.time()) < 60
+        if settle == "ack":
+            message.ack()
+        else:
+            message.reject(requeue=settle == "requeue")
+        assert broker.hlen(record) == 0
+        assert broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0
+        assert broker.llen("q1") == (1 if settle == "requeue" else 0)

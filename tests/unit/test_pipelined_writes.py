@@ -104,3 +104,25 @@ def test_a_message_no_longer_unacked_is_not_held() -> None:
     record.started("tag-2")
     assert record.held() == {}
     assert client.hget(record.key, "tag-2") is None
+
+
+def test_an_entry_accept_wrote_costs_the_record_only_its_started_write() -> None:
+    """The reliable pop's ACCEPT wrote the entry and the ack removes it: ``received``
+    and ``finished`` send nothing; ``started`` keeps the score ACCEPT wrote."""
+    client = fakeredis.FakeRedis()
+    record = InflightRecord(client, Keys("t:"), node="n@h", unacked_index_key="unacked_index")
+    written = '1234.5 {"task_id":"id-3","task":"t","queue":"v3","received":1,"started":null}'
+    client.hset(record.key, "tag-3", written)  # as ACCEPT leaves it
+    sent: list[tuple[Any, ...]] = []
+    real_send = record._writes.send
+    record._writes.send = lambda *c, **k: (sent.append(c), real_send(*c, **k))  # type: ignore[method-assign]
+    record.received("tag-3", task_id="id-3", task="t", queue="v3", score="1234.5")
+    assert sent == [] and record.held()["tag-3"].score == "1234.5"
+    record.started("tag-3")
+    assert [c[0] for c in sent] == ["HSET"]
+    entry = client.hget(record.key, "tag-3")
+    assert entry is not None and entry.startswith(b"1234.5 {") and b'"started":null' not in entry
+    record.finished("tag-3")
+    assert [c[0] for c in sent] == ["HSET"]  # no HDEL: the ack's MULTI removes it
+    assert record.held() == {}
+    assert client.hget(record.key, "tag-3") == entry

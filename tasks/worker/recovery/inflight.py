@@ -5,20 +5,28 @@ messages wait there for ``VISIBILITY_TIMEOUT`` (an hour by default). Each node t
 keeps its own record, one hash per *incarnation* (one run of a node: a node restarted
 under the same name is another one)::
 
-    task_received  (consumer thread)  record.lua  HSET inflight:<inc> <tag> "<score> <json>"
-    task_prerun    (worker thread)                HSET … the same, now with "started"
-    task_postrun   (worker thread)                HDEL inflight:<inc> <tag>
-                   (these three on a connection of their own, sent without waiting for
-                   the reply: :mod:`~snakepool.tasks.worker.recovery.pipelined`)
-    every second   (recovery thread)  beat.lua    ZADD inflight <now + HEARTBEAT_TTL> <inc>
-                                                  (and the TTL of processing:<inc>)
-    every 10 s                        prune.lua   drop what kombu no longer holds as ours
+    consumer thread  the reliable pop's   ZADD unacked_index, HSET unacked, LREM processing,
+                     ACCEPT script        HSET inflight:<inc> <tag> "<score> <json>"
+    task_prerun      (worker thread)      HSET … the same, now with "started"
+    the ack          (kombu's MULTI)      ZREM unacked_index, HDEL unacked,
+                                          HDEL inflight:<inc> <tag>   (``broker.QoS``)
+    every second     (recovery thread)    beat.lua: ZADD inflight <now + HEARTBEAT_TTL> <inc>
+                                          (and the TTL of processing:<inc>)
+    every 10 s                            prune.lua: drop what kombu no longer holds as ours
+
+So a message enters the record in the same script that makes it unacknowledged, and
+leaves it in the same transaction that acknowledges (or requeues) it: the record costs
+one command per request of its own, the "started" write, sent on a connection of its
+own without waiting for the reply (:mod:`~snakepool.tasks.worker.recovery.pipelined`).
+A message that did not come through the reliable pop (kombu's BRPOP: old Redis,
+``global_keyprefix``) is recorded on ``task_received`` by ``record.lua`` and removed on
+``task_postrun`` by an ``HDEL``, both sent the same way.
 
 ``<score>`` is the message's ``unacked_index`` score for this delivery (kombu's receipt
 time), copied inside Redis: a survivor moves a message only while that score is still
 the same, so it never takes a later delivery of it on another node. Bounded: one entry
-per message held (at most the prefetch count; entries for messages acknowledged without
-a ``task_postrun``, such as revoked ones, go at the next prune); the hash's TTL is
+per message held (at most the prefetch count; an entry whose acknowledgement never came
+goes at the next prune once kombu no longer holds the message); the hash's TTL is
 ``VISIBILITY_TIMEOUT``, refreshed by the beat, after which kombu restores anyway.
 
 Recording is observation: it never changes a request's outcome. A Redis error is logged;
@@ -27,18 +35,18 @@ should the node then die, that message comes back only after ``VISIBILITY_TIMEOU
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import redis
 
 from snakepool.config.keys import Keys
 from snakepool.errors import InvalidArguments
+from snakepool.tasks.worker.inflight_entry import InflightEntry
 from snakepool.tasks.worker.node import HEARTBEAT_TTL
 from snakepool.tasks.worker.recovery.broker import text
 from snakepool.tasks.worker.recovery.pipelined import OnReply, Pipelined
@@ -52,52 +60,6 @@ log = logging.getLogger("snakepool.recovery")
 PRUNE_EVERY = 10
 #: The hash field naming the node (every other field is a delivery tag).
 NODE_FIELD = "~node"
-
-
-@dataclass(frozen=True)
-class InflightEntry:
-    """One message a node holds: which request, and since when (its own clock).
-
-    Attributes:
-        score: kombu's ``unacked_index`` score of this delivery, as Redis wrote it.
-        started: When a thread began running it (None: received, still waiting).
-    """
-
-    score: str
-    task_id: str
-    task: str
-    queue: str
-    received: float
-    started: float | None = None
-
-    def encode(self) -> str:
-        """The hash value: ``"<score> <json>"`` (the score first, for the Lua scripts)."""
-        fields = {  # not dataclasses.asdict, which deep-copies: this is per request
-            "task_id": self.task_id, "task": self.task, "queue": self.queue,
-            "received": self.received, "started": self.started,
-        }  # fmt: skip
-        return f"{self.score} {json.dumps(fields, separators=(',', ':'))}"
-
-    @classmethod
-    def decode(cls, value: str | bytes) -> InflightEntry:
-        """Parse a hash value written by :meth:`encode` (or by ``record.lua``).
-
-        Raises:
-            ValueError: it is not one.
-        """
-        score, _, rest = text(value).partition(" ")
-        fields = json.loads(rest)
-        if not isinstance(fields, dict):
-            raise ValueError("not an in-flight entry")
-        started = fields.get("started")
-        return cls(
-            score=score,
-            task_id=str(fields.get("task_id", "")),
-            task=str(fields.get("task", "")),
-            queue=str(fields.get("queue", "")),
-            received=float(fields.get("received", 0.0)),
-            started=None if started is None else float(started),
-        )
 
 
 class InflightRecord:
@@ -140,18 +102,29 @@ class InflightRecord:
         self._record = client.register_script(lua("record"))
         self._beat = client.register_script(lua("beat"))
         self._prune = client.register_script(lua("prune"))
-        #: received / started / finished: written without waiting for their replies.
+        #: started (and received / finished without ACCEPT): not waiting for replies.
         self._writes = Pipelined(client)
 
     # ---------------------------------------------------------- message events
 
-    def received(self, tag: str, *, task_id: str, task: str, queue: str) -> None:
+    def received(
+        self, tag: str, *, task_id: str, task: str, queue: str, score: str | None = None
+    ) -> None:
         """The consumer took the message ``tag`` (kombu has just put it in unacked).
 
-        Sent without waiting (see :mod:`~snakepool.tasks.worker.recovery.pipelined`): the
-        message goes to a worker thread at once; the reply is read by the next event.
+        Args:
+            score: Its ``unacked_index`` score when the reliable pop's ``ACCEPT`` has
+                already written its entry (``message.delivery_info[ACCEPTED_SCORE]``):
+                nothing is sent, and its acknowledgement removes it. None: recorded here
+                by ``record.lua``, sent without waiting (see
+                :mod:`~snakepool.tasks.worker.recovery.pipelined`): the message goes to a
+                worker thread at once; the reply is read by the next event.
         """
         entry = InflightEntry("", task_id, task, queue, time.time())
+        if score is not None:
+            with self._lock:
+                self._held[tag] = replace(entry, score=score, removed_by_ack=True)
+            return
         keys = [self.key, self._unacked_index]
         args = [tag, entry.encode().partition(" ")[2]]
 
@@ -174,7 +147,8 @@ class InflightRecord:
         """A thread begins running the message ``tag``: its death now counts against it.
 
         Written to Redis before the task runs (sent, not waited for)."""
-        self._settle()  # the reply of its ``received``: its entry and score
+        if tag not in self._held:
+            self._settle()  # the reply of its ``record.lua``: its entry and score
         with self._lock:
             entry = self._held.get(tag)
             if entry is None:
@@ -184,11 +158,12 @@ class InflightRecord:
 
     def finished(self, tag: str) -> None:
         """The message ``tag`` is done (acknowledged right after, or revoked)."""
-        self._settle()
+        if tag not in self._held:
+            self._settle()
         with self._lock:
             held = self._held.pop(tag, None)
             self._lock.notify_all()
-        if held is None:
+        if held is None or held.removed_by_ack:
             return
         self._send("finished", tag, "HDEL", self.key, tag)  # if lost, the next prune drops it
 

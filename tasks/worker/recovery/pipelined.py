@@ -1,9 +1,9 @@
 """Commands sent on a connection of their own without waiting; replies read later, in order.
 
-The in-flight record writes three commands per request (received, started, finished).
-Waiting for each reply put two Redis round trips on every request's path (one in the
-consumer thread before the message is handed to a worker thread, one before the task
-runs). Here a command is written to the socket and the caller goes on; its reply is read
+The in-flight record writes "started" for every request (and, for a message that did
+not come through the reliable pop, "received" and "finished" too). Waiting for each
+reply put Redis round trips on every request's path (one before the task runs, one in
+the consumer thread before the message is handed to a worker thread). Here a command is written to the socket and the caller goes on; its reply is read
 by whoever comes next — the next :meth:`Pipelined.send` reads the replies that have
 arrived by then, :meth:`Pipelined.settle` all of them (waiting) — and handed to the
 callback given with the command.

@@ -34,6 +34,7 @@ from celery import Celery, bootsteps, signals
 
 from snakepool.config.keys import Keys
 from snakepool.sessions import redis_from_url
+from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE
 from snakepool.tasks.worker.node import HEARTBEAT_SECONDS
 from snakepool.tasks.worker.recovery.bindings import release_own_bindings
 from snakepool.tasks.worker.recovery.broker import BrokerRedis
@@ -131,11 +132,12 @@ class RecoveryService:
     def _on_received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
         message = getattr(request, "message", None)
         tag = getattr(message, "delivery_tag", None)
-        if request is None or tag is None:
+        if message is None or request is None or tag is None:
             return
         self.record.received(
             str(tag), task_id=str(request.id), task=str(getattr(request, "type", request.name)),
             queue=str((request.delivery_info or {}).get("routing_key")),
+            score=(message.delivery_info or {}).get(ACCEPTED_SCORE),
         )  # fmt: skip
 
     def _on_prerun(self, sender: Any = None, task: Any = None, **_: Any) -> None:
