@@ -3,8 +3,8 @@
 The in-flight record writes "started" for every request (and, for a message that did
 not come through the reliable pop, "received" and "finished" too). Waiting for each
 reply put Redis round trips on every request's path (one before the task runs, one in
-the consumer thread before the message is handed to a worker thread). Here a command is written to the socket and the caller goes on; its reply is read
-by whoever comes next — the next :meth:`Pipelined.send` reads the replies that have
+the consumer thread before the message is handed to a worker thread). Here a command is
+written to the socket and the caller goes on; its reply is read by whoever comes next — the next :meth:`Pipelined.send` reads the replies that have
 arrived by then, :meth:`Pipelined.settle` all of them (waiting) — and handed to the
 callback given with the command.
 
