@@ -4,9 +4,10 @@ The in-flight record writes "started" for every request (and, for a message that
 not come through the reliable pop, "received" and "finished" too). Waiting for each
 reply put Redis round trips on every request's path (one before the task runs, one in
 the consumer thread before the message is handed to a worker thread). Here a command is
-written to the socket and the caller goes on; its reply is read by whoever comes next — the next :meth:`Pipelined.send` reads the replies that have
-arrived by then, :meth:`Pipelined.settle` all of them (waiting) — and handed to the
-callback given with the command.
+written to the socket and the caller goes on; its reply is read by whoever comes next —
+the next :meth:`Pipelined.send` reads the replies that have arrived by then,
+:meth:`Pipelined.settle` all of them (waiting) — and handed to the callback given with
+the command.
 
 Why the record stays as safe as before: Redis runs one connection's commands in the
 order it receives them, and a command written to the socket reaches Redis even if the
