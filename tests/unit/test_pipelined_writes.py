@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from snakepool.config.keys import Keys
 from snakepool.tasks.worker.recovery.inflight import InflightRecord
-from snakepool.tasks.worker.recovery.pipelined import Pipelined
+from snakepool.tasks.worker.recovery.pipelined import READ_AFTER, Pipelined
 
 
 @settings(max_examples=30, deadline=None)
@@ -46,14 +46,18 @@ def test_a_refused_command_is_its_callbacks_value_and_the_next_ones_still_arrive
     assert client.get("other") == b"1"
 
 
-def test_a_send_reads_the_replies_already_in() -> None:
+def test_a_send_reads_the_replies_already_in_once_enough_are_pending() -> None:
     client = fakeredis.FakeRedis()
     writes = Pipelined(client)
     seen: list[Any] = []
-    writes.send("SET", "a", "1", on_reply=seen.append)
-    writes.send("SET", "b", "2", on_reply=seen.append)  # fakeredis answers at once
-    assert len(seen) == 1  # the first reply, read by the second send
+    for i in range(READ_AFTER):
+        writes.send("SET", f"k{i}", "1", on_reply=seen.append)  # fakeredis answers at once
+    assert seen == [] and writes.pending == READ_AFTER  # no socket check per send
+    writes.send("SET", "last", "2", on_reply=seen.append)
+    assert len(seen) == READ_AFTER  # those in, read by that send, in order
     assert writes.pending == 1
+    writes.settle()
+    assert len(seen) == READ_AFTER + 1 and writes.pending == 0
 
 
 class _BrokenConnection:

@@ -5,7 +5,7 @@ not come through the reliable pop, "received" and "finished" too). Waiting for e
 reply put Redis round trips on every request's path (one before the task runs, one in
 the consumer thread before the message is handed to a worker thread). Here a command is
 written to the socket and the caller goes on; its reply is read by whoever comes next —
-the next :meth:`Pipelined.send` reads the replies that have arrived by then,
+a :meth:`Pipelined.send` once :data:`READ_AFTER` are pending reads those in by then,
 :meth:`Pipelined.settle` all of them (waiting) — and handed to the callback given with
 the command.
 
@@ -29,8 +29,13 @@ from typing import Any
 
 import redis
 
-__all__ = ["OnReply", "Pipelined"]
+__all__ = ["READ_AFTER", "OnReply", "Pipelined"]
 
+#: Replies left unread before a send reads those already in. Checking the socket costs
+#: three system calls (redis-py toggles it non-blocking and back); Redis's few bytes per
+#: reply wait in the socket's buffer meanwhile, and ``settle`` (the record's beat, every
+#: second) reads them all.
+READ_AFTER = 32
 #: What receives a command's reply: the reply, or the ``ResponseError`` Redis answered.
 OnReply = Callable[[Any], None]
 
@@ -58,7 +63,8 @@ class Pipelined:
             redis.RedisError: the connection failed (the replies pending are lost).
         """
         with self._lock:
-            self._read(wait=False)
+            if len(self._pending) >= READ_AFTER:
+                self._read(wait=False)
             if self._connection is None:
                 self._connection = self.client.connection_pool.get_connection()
             try:
