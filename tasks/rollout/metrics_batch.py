@@ -1,26 +1,30 @@
-"""Lane metrics off the request's path: sent ahead of the result, batched under load.
+"""Lane metrics off the request's path: stored with the result, batched under load.
 
 :class:`~snakepool.tasks.rollout.metrics.LaneMetrics` writes each request in its own
 pipeline (6-8 commands) and waits for the round trip, on the lane task's hot path. A
 worker node instead::
 
-    record() ── batch (counters, per-second windows, latencies) ──► send: ONE write on the
-      │          sent by the recording thread when the worker holds    node's own
-      │          no other request (``busy()`` false), or when the      connection, no wait
-      │          batch is FLUSH_AFTER_SECONDS old or MAX_BATCH long;
-      │          the tail of a burst by flush_if_due() (the heartbeat)
-      └─ collect(): read the replies, once the request's result is stored
+    record() ── batch (counters, per-second windows, latencies)
+      │   ├─ with_results (a node whose result backend is ours): the result store's own
+      │   │  MULTI takes the batch (take_commands), so the figures go in the same
+      │   │  transaction as the result — no command of their own on the wire
+      │   └─ else: ONE write on the node's own connection, no wait, when the worker holds
+      │      no other request (``busy()`` false) or the batch is FLUSH_AFTER_SECONDS old
+      │      or MAX_BATCH long; the tail of a burst by flush_if_due() (the heartbeat)
+      └─ collect(): once the result is stored, send what no result took (a shadow copy
+                    stores none) unless another is coming (busy), read the replies,
+                    raise a refusal
 
-Why a caller still reads the figures right after its result: Redis runs commands in
-one thread in the order they reach it, so what this node sent *before* storing the
-result is applied before the result is even published — and so before anything the
-caller sends once it has the result. The request no longer waits for that round trip,
-and a busy node writes many requests in one (at most every :data:`FLUSH_AFTER_SECONDS`,
-the tail within about a second): what ``status``, the breakers and the controller read
-is that fresh. A refused write is raised by :meth:`collect` (or by the next send, which
-reads earlier replies first), which the lane pipeline logs; the request's outcome
-stands, and those figures are lost, as a failed per-request write lost its own. Memory
-is bounded by :data:`MAX_BATCH` records.
+Why a caller still reads the figures right after its result: they are written in the
+transaction that stores it, or, sent on their own connection, before it — and Redis runs
+commands in one thread in the order they reach it, so they are applied before the result
+is even published, and so before anything the caller sends once it has the result. The
+request does not wait for a round trip of its own, and a busy node writes many requests
+at once: what ``status``, the breakers and the controller read is that fresh. A refused
+write is raised by :meth:`collect` (or by the next send, which reads earlier replies
+first), which the lane pipeline logs; the request's outcome stands (a refused figure
+never fails the result stored with it), and those figures are lost, as a failed
+per-request write lost its own. Memory is bounded by :data:`MAX_BATCH` records.
 """
 
 from __future__ import annotations
@@ -105,6 +109,10 @@ class BatchedLaneMetrics(LaneMetrics):
         self._expired: dict[str, set[int]] = {}
         self._connection: Any = None
         self._pending = 0
+        #: The result store takes the batch (:meth:`take_commands`); set by the node.
+        self.with_results = False
+        #: A refusal among the figures a result store sent (raised by :meth:`collect`).
+        self._refused: redis.RedisError | None = None
 
     def flush_if_due(self) -> None:
         """Write the batch if it is :data:`FLUSH_AFTER_SECONDS` old (the tail of a burst).
@@ -153,7 +161,7 @@ class BatchedLaneMetrics(LaneMetrics):
                 self._oldest = now
             self._records += 1
             due = self._records >= MAX_BATCH or now - self._oldest >= FLUSH_AFTER_SECONDS
-        if due or not self.busy():
+        if due or not (self.with_results or self.busy()):
             self.flush(collect=False)  # replies: collect(), after the result
 
     def flush(self, *, collect: bool = True) -> None:
@@ -179,13 +187,40 @@ class BatchedLaneMetrics(LaneMetrics):
             self.collect()
 
     def collect(self) -> None:
-        """Read the replies of what was sent; raise the first error among them.
+        """Once the result is stored: send what no result store took, read the replies of
+        what was sent, and raise the first error among them.
 
         Raises:
             redis.RedisError: a command was refused, or the connection failed.
         """
+        with self._lock:
+            left = self._records > 0 and self.with_results
+            aged = time.time() - self._oldest >= FLUSH_AFTER_SECONDS
+        if left and (aged or not self.busy()):  # else the next result store takes it
+            self.flush(collect=False)
         with self._io:
+            refused, self._refused = self._refused, None
             self._read_replies()
+        if refused is not None:
+            raise refused
+
+    def take_commands(self) -> list[tuple[object, ...]]:
+        """Empty the batch into the commands that add it to the figures, for a result
+        store to send in its own transaction (``ResilientRedisBackend``); [] when empty.
+        Call :meth:`refused` with any of them Redis refuses."""
+        with self._lock:
+            lanes, self._lanes, self._records = self._lanes, {}, 0
+        if not lanes:
+            return []
+        with self._io:
+            return self._commands(lanes)
+
+    def refused(self, error: redis.RedisError) -> None:
+        """Redis refused one of the commands :meth:`take_commands` gave: those figures
+        are lost, and :meth:`collect` raises ``error``."""
+        with self._io:
+            self._expired.clear()  # what failed may have created a window without TTL
+            self._refused = self._refused or error
 
     def _commands(self, lanes: dict[str, _LaneBatch]) -> list[tuple[object, ...]]:
         """Under ``_io``: the commands that add ``lanes`` to the figures in Redis."""

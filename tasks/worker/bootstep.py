@@ -25,6 +25,7 @@ from celery import Celery, bootsteps
 
 from snakepool.tasks.worker.node import Node
 from snakepool.tasks.worker.recovery.step import RecoveryStep
+from snakepool.tasks.worker.results import ResilientRedisBackend
 
 __all__ = ["NodeStep", "flat_info", "install"]
 
@@ -42,6 +43,9 @@ class NodeStep(bootsteps.StartStopStep):  # type: ignore[misc]
         """Start the node (interpreters ready before the consumer starts)."""
         app = worker.app
         self.node = Node(app.snakepool_settings, name=worker.hostname, lanes=app.snakepool_lanes)
+        if isinstance(app.backend, ResilientRedisBackend):  # the lane figures ride along
+            self.node.metrics.with_results = True
+            app.snakepool_result_rider = self.node.metrics
         self.node.start()
 
     def stop(self, worker: Any) -> None:

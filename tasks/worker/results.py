@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
+import redis
 from celery import Celery
 from celery.backends.redis import RedisBackend
 from celery.backends.redis import ResultConsumer as CeleryResultConsumer
@@ -46,6 +47,7 @@ __all__ = [
     "RECONNECT_EVERY",
     "ResilientRedisBackend",
     "ResilientResultConsumer",
+    "ResultRider",
     "ResultTimeout",
     "SnakepoolCelery",
     "SnakepoolResult",
@@ -137,10 +139,52 @@ class ResilientResultConsumer(CeleryResultConsumer):  # type: ignore[misc]
         super().drain_events(timeout=timeout)
 
 
+class ResultRider(Protocol):
+    """Commands to store in the same transaction as a result (a worker node's batched
+    lane metrics, ``BatchedLaneMetrics``), set as ``app.snakepool_result_rider``."""
+
+    def take_commands(self) -> list[tuple[object, ...]]:
+        """The commands to send now ([] when none), handed over: sent once."""
+
+    def refused(self, error: redis.RedisError) -> None:
+        """Redis refused one of them (the result itself was stored)."""
+
+
 class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
-    """Celery's Redis result backend with :class:`ResilientResultConsumer`."""
+    """Celery's Redis result backend with :class:`ResilientResultConsumer`, storing a
+    result and its node's :class:`ResultRider` commands in one ``MULTI``."""
 
     ResultConsumer = ResilientResultConsumer
+
+    def _set(self, key: str, value: Any, expires: int | None = None) -> None:
+        """Celery's ``SETEX`` + ``PUBLISH`` of a result, in a ``MULTI`` that also carries
+        what the app's rider has (a lane's figures: no round trip of their own, and in
+        Redis the moment the result is). A refused rider command never fails the store.
+
+        Raises:
+            redis.RedisError: the result could not be stored (Celery's retry policy).
+        """
+        rider: ResultRider | None = getattr(self.app, "snakepool_result_rider", None)
+        commands = rider.take_commands() if rider is not None else []
+        if rider is None or not commands:
+            super()._set(key, value, expires)
+            return
+        expires = self.expires if expires is None else expires
+        with self.client.pipeline() as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            if expires:
+                pipe.setex(key, expires, value)
+            else:
+                pipe.set(key, value)
+            pipe.publish(key, value)
+            replies = pipe.execute(raise_on_error=False)
+        for reply in replies[-2:]:  # the result's own
+            if isinstance(reply, Exception):
+                raise reply
+        refused = next((r for r in replies[:-2] if isinstance(r, redis.RedisError)), None)
+        if refused is not None:
+            rider.refused(refused)
 
     def exception_to_python(self, exc: Any) -> Any:
         """A stored outcome as an exception: a raw redis/kombu/socket one (stored by a
