@@ -117,6 +117,14 @@ class _State:
 
 _state = _State()
 
+if dspy is not None:
+    # A signature is a pydantic model class that DSPy reads fields from but never
+    # validates or serializes: building its validator and serializer at creation (every
+    # new program's compile) only cost time and memory. Deferred, pydantic builds them
+    # on first use, if ever. Measured on a forked interpreter's first program (compile +
+    # run): ~0.4 MB fewer pages copied from the template, ~1 ms less.
+    dspy.Signature.model_config["defer_build"] = True
+
 if dspy is not None and _state.lm_spec != "dummy":
     import litellm  # noqa: F401 - preloaded in the template: ~4 s no interpreter pays
 

@@ -353,3 +353,24 @@ def test_runs_keep_no_lm_history() -> None:
     program = dspy_programs._compile(dspy_programs._definition(request))
     assert len(base_lm.GLOBAL_HISTORY) == before
     assert all(len(p.history) == 0 for p in [program, *program.predictors()])
+
+
+def test_compiling_builds_no_pydantic_validator() -> None:
+    """A program's signature is a pydantic model DSPy never validates: its validator
+    and serializer are not built at compile (time, and pages copied from the template
+    in every interpreter); the program runs all the same, typed outputs included."""
+    from snakepool.pool.interpreter import dspy_programs
+
+    program = {
+        "signature": "text: str, n: int -> title, tags: list[str]",
+        "module": "chain_of_thought",
+    }
+    request = {
+        "program": {**program, "instructions": "Validator test."},
+        "inputs": {"text": "t", "n": 2},
+    }
+    result = dspy_programs.execute_program(request)
+    assert isinstance(result["tags"], list) and result["title"]
+    signature = dspy_programs._compile(dspy_programs._definition(request)).predictors()[0].signature
+    assert signature.__pydantic_complete__ is False
+    assert signature.model_json_schema()["properties"]  # built on first use, if ever
