@@ -55,6 +55,7 @@ from snakepool.pool.interpreter.dspy_compiler import (
     program_fields,
 )
 from snakepool.pool.interpreter.dspy_names import reserved_field_names
+from snakepool.pool.interpreter.dspy_tuning import tune
 from snakepool.pool.interpreter.dummy_answers import dummy_answers
 from snakepool.pool.interpreter.marks import command
 from snakepool.pool.interpreter.program_tables import HeldPrograms
@@ -118,12 +119,7 @@ class _State:
 _state = _State()
 
 if dspy is not None:
-    # A signature is a pydantic model class that DSPy reads fields from but never
-    # validates or serializes: building its validator and serializer at creation (every
-    # new program's compile) only cost time and memory. Deferred, pydantic builds them
-    # on first use, if ever. Measured on a forked interpreter's first program (compile +
-    # run): ~0.4 MB fewer pages copied from the template, ~1 ms less.
-    dspy.Signature.model_config["defer_build"] = True
+    tune(dspy)  # before the warm-up: what DSPy rebuilds per program, made once
 
 if dspy is not None and _state.lm_spec != "dummy":
     import litellm  # noqa: F401 - preloaded in the template: ~4 s no interpreter pays

@@ -364,13 +364,36 @@ def test_compiling_builds_no_pydantic_validator() -> None:
     program = {
         "signature": "text: str, n: int -> title, tags: list[str]",
         "module": "chain_of_thought",
+        "instructions": "Validator test.",
     }
-    request = {
-        "program": {**program, "instructions": "Validator test."},
-        "inputs": {"text": "t", "n": 2},
-    }
+    request = {"program": program, "inputs": {"text": "t", "n": 2}}
     result = dspy_programs.execute_program(request)
     assert isinstance(result["tags"], list) and result["title"]
     signature = dspy_programs._compile(dspy_programs._definition(request)).predictors()[0].signature
     assert signature.__pydantic_complete__ is False
     assert signature.model_json_schema()["properties"]  # built on first use, if ever
+
+
+def test_a_run_builds_no_type_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DSPy serializes every field value and validates every parsed output through a
+    ``pydantic.TypeAdapter`` of its type: built once per type, not on every run. (A
+    structured output type's JSON schema, written into the prompt, is still built by
+    DSPy on every run.)"""
+    import pydantic
+
+    from snakepool.pool.interpreter import dspy_programs
+
+    program = {"signature": "text: str, n: int -> title, count: int", "instructions": "TA."}
+    request = {"program": program, "inputs": {"text": "t", "n": 2}}
+    dspy_programs.execute_program(request)  # compiles; this run may build what is new
+    built: list[object] = []
+    original = pydantic.TypeAdapter.__init__
+
+    def counting(self: object, *args: object, **kwargs: object) -> None:
+        built.append(args[0] if args else None)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pydantic.TypeAdapter, "__init__", counting)
+    for _ in range(3):
+        assert isinstance(dspy_programs.execute_program(request)["count"], int)
+    assert built == []
