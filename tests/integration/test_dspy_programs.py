@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snakepool.errors import ConfigError, InvalidArguments, ProgramNotFound
+from snakepool.pool.interpreter.programs import ProgramDefinition
 from tests.integration.conftest import PoolFactory
 
 pytest.importorskip("dspy")
@@ -397,3 +399,33 @@ def test_a_run_builds_no_type_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(3):
         assert isinstance(dspy_programs.execute_program(request)["count"], int)
     assert built == []
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["question -> answer", "text: str, n: int -> title, tags: list[str]", "a, b,c -> d"],
+)
+def test_default_instructions_are_dspys_and_the_signature_is_built_once(
+    monkeypatch: pytest.MonkeyPatch, signature: str
+) -> None:
+    """Without instructions a program gets DSPy's default text, as ``dspy.Signature``
+    gives it; the signature class is built once (DSPy alone builds it twice)."""
+    import dspy
+    import dspy.signatures.signature as signatures
+
+    from snakepool.pool.interpreter import dspy_programs
+
+    expected = dspy.Signature(signature).instructions
+    built: list[str] = []
+    original = signatures.create_model
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(signatures, "create_model", counting)
+    program = dspy_programs._state.compiler._build(
+        ProgramDefinition.from_args({"signature": signature})
+    )
+    assert program.predictors()[0].signature.instructions == expected
+    assert len(built) == 1
