@@ -10,7 +10,7 @@ keyed by content hash (a changed definition is never served from a stale entry).
 
 from __future__ import annotations
 
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from snakepool.errors import InvalidArguments
@@ -106,7 +106,8 @@ class ProgramCompiler:
         self.cache.put(key, program, self.overhead_bytes + definition.memory_bytes)
         return program
 
-    def _check_names(self, definition: ProgramDefinition) -> None:
+    def _check_names(self, definition: ProgramDefinition) -> tuple[list[str], list[str]]:
+        """The definition's (input, output) field names, once checked."""
         inputs, outputs = signature_field_names(definition.signature)
         reserved = reserved_field_names(self.dspy, definition.module)
         for name in inputs + outputs:
@@ -115,12 +116,31 @@ class ProgramCompiler:
                     f"field {name!r} is a name DSPy reserves ({reserved[name]}); rename it",
                     field=name,
                 )
+        return inputs, outputs
+
+    def _instructions(
+        self, definition: ProgramDefinition, names: tuple[list[str], list[str]]
+    ) -> Any:
+        """The definition's instructions, else DSPy's default text for its fields.
+
+        Given none, DSPy builds the signature class twice: once only to read its field
+        names for that default. Worked out here from the names already checked, the
+        class (a pydantic model: most of a compile's time and memory) is built once.
+        Without DSPy's helper (another DSPy), None: DSPy works them out itself.
+        """
+        if definition.instructions is not None:
+            return definition.instructions
+        default = getattr(self.dspy.signatures.signature, "_default_instructions", None)
+        if default is None:
+            return None
+        return default(SimpleNamespace(input_fields=names[0], output_fields=names[1]))
 
     def _build(self, definition: ProgramDefinition) -> Any:
-        self._check_names(definition)
+        names = self._check_names(definition)
         dspy = self.dspy
         try:
-            signature = dspy.Signature(definition.signature, definition.instructions)
+            instructions = self._instructions(definition, names)
+            signature = dspy.Signature(definition.signature, instructions)
         except Exception as exc:  # DSPy raises ValueError/TypeError/SyntaxError for bad text
             raise InvalidArguments(f"malformed signature {definition.signature!r}: {exc}") from None
         program = getattr(dspy, MODULES[definition.module])(signature)

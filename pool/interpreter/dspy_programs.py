@@ -55,6 +55,7 @@ from snakepool.pool.interpreter.dspy_compiler import (
     program_fields,
 )
 from snakepool.pool.interpreter.dspy_names import reserved_field_names
+from snakepool.pool.interpreter.dspy_tuning import tune
 from snakepool.pool.interpreter.dummy_answers import dummy_answers
 from snakepool.pool.interpreter.marks import command
 from snakepool.pool.interpreter.program_tables import HeldPrograms
@@ -116,6 +117,9 @@ class _State:
 
 
 _state = _State()
+
+if dspy is not None:
+    tune(dspy)  # before the warm-up: what DSPy rebuilds per program, made once
 
 if dspy is not None and _state.lm_spec != "dummy":
     import litellm  # noqa: F401 - preloaded in the template: ~4 s no interpreter pays

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snakepool.errors import ConfigError, InvalidArguments, ProgramNotFound
+from snakepool.pool.interpreter.programs import ProgramDefinition
 from tests.integration.conftest import PoolFactory
 
 pytest.importorskip("dspy")
@@ -353,3 +355,77 @@ def test_runs_keep_no_lm_history() -> None:
     program = dspy_programs._compile(dspy_programs._definition(request))
     assert len(base_lm.GLOBAL_HISTORY) == before
     assert all(len(p.history) == 0 for p in [program, *program.predictors()])
+
+
+def test_compiling_builds_no_pydantic_validator() -> None:
+    """A program's signature is a pydantic model DSPy never validates: its validator
+    and serializer are not built at compile (time, and pages copied from the template
+    in every interpreter); the program runs all the same, typed outputs included."""
+    from snakepool.pool.interpreter import dspy_programs
+
+    program = {
+        "signature": "text: str, n: int -> title, tags: list[str]",
+        "module": "chain_of_thought",
+        "instructions": "Validator test.",
+    }
+    request = {"program": program, "inputs": {"text": "t", "n": 2}}
+    result = dspy_programs.execute_program(request)
+    assert isinstance(result["tags"], list) and result["title"]
+    signature = dspy_programs._compile(dspy_programs._definition(request)).predictors()[0].signature
+    assert signature.__pydantic_complete__ is False
+    assert signature.model_json_schema()["properties"]  # built on first use, if ever
+
+
+def test_a_run_builds_no_type_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DSPy serializes every field value and validates every parsed output through a
+    ``pydantic.TypeAdapter`` of its type: built once per type, not on every run. (A
+    structured output type's JSON schema, written into the prompt, is still built by
+    DSPy on every run.)"""
+    import pydantic
+
+    from snakepool.pool.interpreter import dspy_programs
+
+    program = {"signature": "text: str, n: int -> title, count: int", "instructions": "TA."}
+    request = {"program": program, "inputs": {"text": "t", "n": 2}}
+    dspy_programs.execute_program(request)  # compiles; this run may build what is new
+    built: list[object] = []
+    original = pydantic.TypeAdapter.__init__
+
+    def counting(self: object, *args: object, **kwargs: object) -> None:
+        built.append(args[0] if args else None)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pydantic.TypeAdapter, "__init__", counting)
+    for _ in range(3):
+        assert isinstance(dspy_programs.execute_program(request)["count"], int)
+    assert built == []
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["question -> answer", "text: str, n: int -> title, tags: list[str]", "a, b,c -> d"],
+)
+def test_default_instructions_are_dspys_and_the_signature_is_built_once(
+    monkeypatch: pytest.MonkeyPatch, signature: str
+) -> None:
+    """Without instructions a program gets DSPy's default text, as ``dspy.Signature``
+    gives it; the signature class is built once (DSPy alone builds it twice)."""
+    import dspy
+    import dspy.signatures.signature as signatures
+
+    from snakepool.pool.interpreter import dspy_programs
+
+    expected = dspy.Signature(signature).instructions
+    built: list[str] = []
+    original = signatures.create_model
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(signatures, "create_model", counting)
+    program = dspy_programs._state.compiler._build(
+        ProgramDefinition.from_args({"signature": signature})
+    )
+    assert program.predictors()[0].signature.instructions == expected
+    assert len(built) == 1
