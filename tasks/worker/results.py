@@ -157,7 +157,7 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
     ResultConsumer = ResilientResultConsumer
 
     def _set(self, key: str, value: Any, expires: int | None = None) -> None:
-        """Celery's ``SETEX`` + ``PUBLISH`` of a result, in a ``MULTI`` that also carries
+        """Celery's ``SET … EX`` + ``PUBLISH`` of a result, in a ``MULTI`` that also carries
         what the app's rider has (a lane's figures: no round trip of their own, and in
         Redis the moment the result is). A refused rider command never fails the store.
 
@@ -166,24 +166,18 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         """
         rider: ResultRider | None = getattr(self.app, "snakepool_result_rider", None)
         commands = rider.take_commands() if rider is not None else []
-        if rider is None or not commands:
-            super()._set(key, value, expires)
-            return
         expires = self.expires if expires is None else expires
         with self.client.pipeline() as pipe:
             for command in commands:
                 pipe.execute_command(*command)
-            if expires:
-                pipe.setex(key, expires, value)
-            else:
-                pipe.set(key, value)
+            pipe.set(key, value, ex=expires or None)
             pipe.publish(key, value)
             replies = pipe.execute(raise_on_error=False)
         for reply in replies[-2:]:  # the result's own
             if isinstance(reply, Exception):
                 raise reply
         refused = next((r for r in replies[:-2] if isinstance(r, redis.RedisError)), None)
-        if refused is not None:
+        if rider is not None and refused is not None:
             rider.refused(refused)
 
     def exception_to_python(self, exc: Any) -> Any:
