@@ -225,7 +225,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
 
     def waiters_due(self) -> list[Waiter]:
         """Called by :class:`Poller` on each poll: reclaim if due, then the waiters to
-        register (those not blocking yet send their BLMOVE)."""
+        register and start (one whose BLMOVE is pending is left alone: it is registered,
+        and a lost connection clears its pending state)."""
         if not self._reliable or self._closing:
             return []
         if self._reclaim_due:
@@ -238,8 +239,9 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 return []
         if not (self._waiting and self.qos.can_consume()):
             return []
-        return [self._waiters.get(k) or self._waiters.setdefault(k, Waiter(self, k))
-                for k in self._pop_keys()]  # fmt: skip
+        waiters = (self._waiters.get(k) or self._waiters.setdefault(k, Waiter(self, k))
+                   for k in self._pop_keys())  # fmt: skip
+        return [waiter for waiter in waiters if not waiter._in_poll]
 
     # -------------------------------------------------------------- messages
 
