@@ -7,7 +7,7 @@ under the same name is another one)::
 
     consumer thread  the reliable pop's   ZADD unacked_index, HSET unacked, LREM processing,
                      ACCEPT script        HSET inflight:<inc> <tag> "<score> <json>"
-    task_prerun      (worker thread)      HSET … the same, now with "started"
+    the task starts  (worker thread)      HSET … the same, now with "started"
     the ack          (kombu's MULTI)      ZREM unacked_index, HDEL unacked,
                                           HDEL inflight:<inc> <tag>   (``broker.QoS``)
     every second     (recovery thread)    beat.lua: ZADD inflight <now + HEARTBEAT_TTL> <inc>
@@ -19,8 +19,9 @@ leaves it in the same transaction that acknowledges (or requeues) it: the record
 one command per request of its own, the "started" write, sent on a connection of its
 own without waiting for the reply (:mod:`~snakepool.tasks.worker.recovery.pipelined`).
 A message that did not come through the reliable pop (kombu's BRPOP: old Redis,
-``global_keyprefix``) is recorded on ``task_received`` by ``record.lua`` and removed on
-``task_postrun`` by an ``HDEL``, both sent the same way.
+``global_keyprefix``) is recorded on ``task_received`` by ``record.lua`` and removed once
+it has run by an ``HDEL``, both sent the same way. (A thread starting and ending a task
+reaches the record through ``SnakepoolTask.__call__``: ``recovery/step.py``.)
 
 ``<score>`` is the message's ``unacked_index`` score for this delivery (kombu's receipt
 time), copied inside Redis: a survivor moves a message only while that score is still
@@ -153,7 +154,10 @@ class InflightRecord:
             entry = self._held.get(tag)
             if entry is None:
                 return
-            entry = self._held[tag] = replace(entry, started=time.time())
+            entry = self._held[tag] = InflightEntry(  # not replace(): this is per request
+                entry.score, entry.task_id, entry.task, entry.queue, entry.received,
+                time.time(), entry.removed_by_ack,
+            )  # fmt: skip
         self._send("started", tag, "HSET", self.key, tag, entry.encode())
 
     def finished(self, tag: str) -> None:

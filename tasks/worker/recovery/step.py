@@ -7,8 +7,9 @@ per node, each once a second::
     beat   this node's in-flight record is alive for HEARTBEAT_TTL more seconds
     sweep  settle dead nodes' messages, drain gone nodes' direct queues, report poison
 
-Celery's signals feed the record: ``task_received`` (the consumer took a message),
-``task_prerun`` (a thread starts it), ``task_postrun`` / ``task_revoked`` (done). On
+The record is fed by Celery's ``task_received`` signal (the consumer took a message),
+``SnakepoolTask``'s own call (a thread starts it, and it has run: cheaper than Celery's
+``task_prerun`` / ``task_postrun`` signals) and ``task_revoked`` (done). On
 ``worker_shutdown`` — sent once every bootstep has stopped, so the node's heartbeat is
 gone and no router sends it anything — the node removes its own worker-direct binding
 (:mod:`.bindings`); a survivor removes a dead node's.
@@ -82,8 +83,7 @@ class RecoveryService:
     def start(self) -> None:
         """Listen to Celery's task signals, beat once, start beating and sweeping."""
         signals.task_received.connect(self._on_received, weak=False, dispatch_uid=_UID)
-        signals.task_prerun.connect(self._on_prerun, weak=False, dispatch_uid=_UID)
-        signals.task_postrun.connect(self._on_done, weak=False, dispatch_uid=_UID)
+        self.app.snakepool_delivery_hooks = self  # task_started / task_done
         signals.task_revoked.connect(self._on_revoked, weak=False, dispatch_uid=_UID)
         signals.worker_shutdown.connect(self._on_shutdown, weak=False, dispatch_uid=_UID)
         self.beat()
@@ -140,16 +140,25 @@ class RecoveryService:
             score=(message.delivery_info or {}).get(ACCEPTED_SCORE),
         )  # fmt: skip
 
-    def _on_prerun(self, sender: Any = None, task: Any = None, **_: Any) -> None:
-        if (tag := _tag_of(task)) is not None:
-            self.record.started(tag)
+    def task_started(self, task: Any) -> None:
+        """A thread starts the task (``SnakepoolTask.__call__``): recorded as started.
+        Never raises (recording is observation)."""
+        try:
+            if (tag := _tag_of(task)) is not None:
+                self.record.started(tag)
+        except Exception:
+            log.exception("recording a task as started failed")
 
-    def _on_done(self, sender: Any = None, task: Any = None, **_: Any) -> None:
-        if (tag := _tag_of(task)) is not None:
-            self.record.finished(tag)
-            request = task.request
-            if (request.delivery_info or {}).get("redelivered"):
-                self.record.forget_deaths(str(request.id))
+    def task_done(self, task: Any) -> None:
+        """The task has run (``SnakepoolTask.__call__``, on every path). Never raises."""
+        try:
+            if (tag := _tag_of(task)) is not None:
+                self.record.finished(tag)
+                request = task.request
+                if (request.delivery_info or {}).get("redelivered"):
+                    self.record.forget_deaths(str(request.id))
+        except Exception:
+            log.exception("recording a task as done failed")
 
     def _on_shutdown(self, sender: Any = None, **_: Any) -> None:
         held = self.record.held()
