@@ -170,7 +170,7 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         with self.client.pipeline() as pipe:
             for command in commands:
                 pipe.execute_command(*command)
-            pipe.set(key, value, ex=expires or None)
+            pipe.set(key, value, ex=int(expires) if expires else None)  # Celery's may be float
             pipe.publish(key, value)
             replies = pipe.execute(raise_on_error=False)
         for reply in replies[-2:]:  # the result's own
