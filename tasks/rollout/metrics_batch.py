@@ -43,12 +43,16 @@ from snakepool.errors import SnakepoolError
 from snakepool.tasks.rollout import metrics as lane_metrics
 from snakepool.tasks.rollout.metrics import ERROR_TYPE_FIELD, LaneMetrics
 
-__all__ = ["FLUSH_AFTER_SECONDS", "MAX_BATCH", "BatchedLaneMetrics"]
+__all__ = ["FLUSH_AFTER_SECONDS", "MAX_BATCH", "TRIM_EVERY", "BatchedLaneMetrics"]
 
 #: Oldest a batched record gets before the next request that finishes writes the batch.
 FLUSH_AFTER_SECONDS = 0.2
 #: Records kept before the batch is written whatever its age (bounds memory).
 MAX_BATCH = 500
+#: Latency samples a node adds to a lane's set between two trims to ``LATENCY_CAP``
+#: (``ZREMRANGEBYRANK``: one command per batch saved). The set holds at most
+#: ``LATENCY_CAP`` + ``TRIM_EVERY`` per node writing to it (50 000 + 64 per node).
+TRIM_EVERY = 64
 #: Seconds of windows remembered as already having their TTL (a few suffice: records
 #: arrive in time order, give or take a thread switch).
 _EXPIRED_KEPT = 5
@@ -109,6 +113,8 @@ class BatchedLaneMetrics(LaneMetrics):
         self._expired: dict[str, set[int]] = {}
         self._connection: Any = None
         self._pending = 0
+        #: lane → latency samples this node added since it last trimmed the lane's set.
+        self._untrimmed: dict[str, int] = {}
         #: The result store takes the batch (:meth:`take_commands`); set by the node.
         self.with_results = False
         #: A refusal among the figures a result store sent (raised by :meth:`collect`).
@@ -247,7 +253,11 @@ class BatchedLaneMetrics(LaneMetrics):
             for finished, ms in batch.latencies[-cap:]:
                 scored += [finished, self._sample_ids.member(ms)]
             commands.append(("ZADD", latencies, *scored))
-            commands.append(("ZREMRANGEBYRANK", latencies, 0, -cap - 1))
+            added = self._untrimmed.get(lane, TRIM_EVERY) + len(scored) // 2
+            if added >= TRIM_EVERY:  # the first write of a lane trims too
+                commands.append(("ZREMRANGEBYRANK", latencies, 0, -cap - 1))
+                added = 0
+            self._untrimmed[lane] = added
         return commands
 
     def _send(self, commands: list[tuple[object, ...]]) -> None:

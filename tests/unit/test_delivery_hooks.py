@@ -39,7 +39,9 @@ def test_every_call_is_bracketed_by_started_and_done(fails: bool) -> None:
     app = _app_with(hooks)
     seen: list[tuple[str, str]] = []
 
-    @app.task(name="t.bracketed")
+    name = f"t.bracketed.{uuid.uuid4().hex}"
+
+    @app.task(name=name)
     def bracketed() -> int:
         seen.extend(hooks.calls)
         if fails:
@@ -51,8 +53,8 @@ def test_every_call_is_bracketed_by_started_and_done(fails: bool) -> None:
             bracketed()
     else:
         assert bracketed() == 7
-    assert seen == [("started", "t.bracketed")]  # before the body ran
-    assert hooks.calls == [("started", "t.bracketed"), ("done", "t.bracketed")]
+    assert seen == [("started", name)]  # before the body ran
+    assert hooks.calls == [("started", name), ("done", name)]
 
 
 class _BrokenRecord:
@@ -67,7 +69,7 @@ def test_the_recovery_hooks_never_raise_into_the_task(caplog: pytest.LogCaptureF
     service.record = _BrokenRecord()  # type: ignore[assignment]
     app = _app_with(service)
 
-    @app.task(name="t.recorded", bind=True)
+    @app.task(name=f"t.recorded.{uuid.uuid4().hex}", bind=True)
     def recorded(self: Task) -> str:
         return "ran"
 

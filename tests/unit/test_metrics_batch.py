@@ -154,3 +154,24 @@ def test_batched_figures_equal_per_request_figures(
         for percentile in ("p50_ms", "p95_ms", "p99_ms"):  # the same samples, maybe reordered
             assert got.pop(percentile) == want.pop(percentile)
         assert got == want
+
+
+def test_the_latency_set_is_trimmed_every_trim_every_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One ZREMRANGEBYRANK per TRIM_EVERY samples a node adds (and on its first write),
+    not per batch; the set never holds more than LATENCY_CAP + TRIM_EVERY samples."""
+    monkeypatch.setattr(metrics_batch.lane_metrics, "LATENCY_CAP", 10)
+    batched, _ = pair()
+    key = batched.keys.lane_latencies("v3")
+    for i in range(3 * metrics_batch.TRIM_EVERY):
+        batched.record("v3", 0.001 * (i + 1), None)  # written at once: nothing else runs
+        assert batched.client.zcard(key) <= 10 + metrics_batch.TRIM_EVERY
+    assert batched.client.zcard(key) >= 10
+    sent: list[str] = []
+    batched.with_results = True  # the batch now waits for a result store to take it
+    for _ in range(metrics_batch.TRIM_EVERY):
+        batched.record("v3", 0.001, None)
+        sent += [c[0] for c in batched.take_commands()]
+    assert sent.count("ZADD") == metrics_batch.TRIM_EVERY
+    assert sent.count("ZREMRANGEBYRANK") == 1
