@@ -211,11 +211,22 @@ class InflightRecord:
             self.prune()
 
     def prune(self) -> list[str]:
-        """Drop entries of messages kombu no longer holds for this delivery; their tags."""
-        dropped = [text(t) for t in self._prune(keys=[self.key, self._unacked_index])]
+        """Drop entries of messages kombu no longer holds for this delivery; their tags.
+
+        Also forgets the messages whose ``ACCEPT`` entry their acknowledgement removed
+        without a ``finished`` here (a revoke, a restore; never one started: its
+        ``task_postrun`` comes), which the script cannot see: tags listed before the
+        record is read, so one received meanwhile is never taken for gone.
+        """
         with self._lock:
-            for tag in dropped:
-                self._held.pop(tag, None)
+            unstarted = [t for t, e in self._held.items() if e.removed_by_ack and e.started is None]
+        dropped = [text(t) for t in self._prune(keys=[self.key, self._unacked_index])]
+        present = {text(t) for t in self.client.hkeys(self.key)} if unstarted else set()
+        with self._lock:
+            for tag in [*dropped, *(t for t in unstarted if t not in present)]:
+                held = self._held.get(tag)
+                if held is not None and (held.started is None or tag in dropped):
+                    del self._held[tag]
             self._lock.notify_all()
         return dropped
 
