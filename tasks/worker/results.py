@@ -162,7 +162,8 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         Redis the moment the result is). A refused rider command never fails the store.
 
         Raises:
-            redis.RedisError: the result could not be stored (Celery's retry policy).
+            redis.RedisError: the result could not be stored (Celery's retry policy); the
+                rider is told (``refused``): its commands are not sent again.
         """
         rider: ResultRider | None = getattr(self.app, "snakepool_result_rider", None)
         commands = rider.take_commands() if rider is not None else []
@@ -172,7 +173,12 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
                 pipe.execute_command(*command)
             pipe.set(key, value, ex=expires or None)
             pipe.publish(key, value)
-            replies = pipe.execute(raise_on_error=False)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except redis.RedisError as exc:  # Celery retries the result, not what rode
+                if rider is not None and commands:
+                    rider.refused(exc)  # lost (it may have run); its window TTLs redone
+                raise
         for reply in replies[-2:]:  # the result's own
             if isinstance(reply, Exception):
                 raise reply

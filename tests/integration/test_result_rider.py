@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -91,3 +92,35 @@ def test_what_no_result_takes_is_sent_at_collect_unless_a_result_is_coming(
     assert figures.summary("v2compat")["requests"] == (0 if busy else 1)
     app.backend.store_result(uuid.uuid4().hex, None, states.SUCCESS)
     assert figures.summary("v2compat")["requests"] == 1
+
+
+def test_figures_lost_with_a_failed_store_leave_no_window_without_its_ttl(
+    app: Celery, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's MULTI fails (Redis restarting) after the rider handed over a window's
+    EXPIRE; Celery stores the result on a retry. The next figures of that second must
+    give the window its TTL again, or the key lives for ever (DESIGN.md §8)."""
+    second = 1_800_000_000.0
+    metrics = BatchedLaneMetrics(client, busy=lambda: True, clock=lambda: second)
+    metrics.with_results, app.snakepool_result_rider = True, metrics
+    window = metrics.keys.lane_window("v3", int(second))
+    real, failed = redis.client.Pipeline.execute, list[bool]()
+
+    def execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
+        if not failed:
+            failed.append(True)
+            raise redis.ConnectionError("Redis restarting")
+        return real(pipe, raise_on_error=raise_on_error)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    metrics.record("v3", 0.01, None)
+    task_id = uuid.uuid4().hex
+    app.backend.store_result(task_id, 1, states.SUCCESS)  # fails once, stored on retry
+    assert failed and app.AsyncResult(task_id).result == 1
+    metrics.record("v3", 0.01, None)
+    app.backend.store_result(uuid.uuid4().hex, 2, states.SUCCESS)
+    assert client.hget(window, "requests") == b"1"  # the first figures were lost
+    assert client.ttl(window) > 0
+    with pytest.raises(redis.ConnectionError):
+        metrics.collect()  # which collect says, once
+    metrics.collect()
