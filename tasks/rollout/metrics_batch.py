@@ -16,7 +16,8 @@ worker node instead::
                     raise a refusal
 
 Why a caller still reads the figures right after its result: they are written in the
-transaction that stores it, or, sent on their own connection, before it — and Redis runs
+transaction that stores it, or before it (sent on their own connection, or in another
+thread's store, which a store whose figures it took waits for) — and Redis runs
 commands in one thread in the order they reach it, so they are applied before the result
 is even published, and so before anything the caller sends once it has the result. The
 request does not wait for a round trip of its own, and a busy node writes many requests

@@ -172,8 +172,9 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         if rider is None:
             self._store(key, value, expires, [])
             return
-        commands = rider.take_commands()
+        commands: list[tuple[object, ...]] = []
         try:
+            commands = rider.take_commands()
             replies = self._store(key, value, expires, commands)
         except redis.RedisError as exc:  # Celery retries the result, not what rode
             if commands:
