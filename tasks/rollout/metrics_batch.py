@@ -16,7 +16,8 @@ worker node instead::
                     raise a refusal
 
 Why a caller still reads the figures right after its result: they are written in the
-transaction that stores it, or, sent on their own connection, before it — and Redis runs
+transaction that stores it, or before it (sent on their own connection, or in another
+thread's store, which a store whose figures it took waits for) — and Redis runs
 commands in one thread in the order they reach it, so they are applied before the result
 is even published, and so before anything the caller sends once it has the result. The
 request does not wait for a round trip of its own, and a busy node writes many requests
@@ -43,7 +44,9 @@ from snakepool.errors import SnakepoolError
 from snakepool.tasks.rollout import metrics as lane_metrics
 from snakepool.tasks.rollout.metrics import ERROR_TYPE_FIELD, LaneMetrics
 
-__all__ = ["FLUSH_AFTER_SECONDS", "MAX_BATCH", "TRIM_EVERY", "BatchedLaneMetrics"]
+__all__ = [
+    "FLUSH_AFTER_SECONDS", "MAX_BATCH", "SEND_WAIT_SECONDS", "TRIM_EVERY", "BatchedLaneMetrics",
+]  # fmt: skip
 
 #: Oldest a batched record gets before the next request that finishes writes the batch.
 FLUSH_AFTER_SECONDS = 0.2
@@ -53,6 +56,8 @@ MAX_BATCH = 500
 #: (``ZREMRANGEBYRANK``: one command per batch saved). The set holds at most
 #: ``LATENCY_CAP`` + ``TRIM_EVERY`` per node writing to it (50 000 + 64 per node).
 TRIM_EVERY = 64
+#: Longest a result store waits for another thread's send that carries its figures.
+SEND_WAIT_SECONDS = 2.0
 #: Seconds of windows remembered as already having their TTL (a few suffice: records
 #: arrive in time order, give or take a thread switch).
 _EXPIRED_KEPT = 5
@@ -101,7 +106,13 @@ class BatchedLaneMetrics(LaneMetrics):
     ) -> None:
         super().__init__(client, prefix=prefix, clock=clock)
         self.busy = busy or (lambda: False)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        #: Each emptying of the batch is a send numbered by ``_generation`` (the number
+        #: the batch then held), in ``_unsent`` until it is out; ``_local.generation``
+        #: is the batch this thread last recorded into (see :meth:`take_commands`).
+        self._generation = 0
+        self._unsent: set[int] = set()
+        self._local = threading.local()
         self._lanes: dict[str, _LaneBatch] = {}
         self._records = 0
         self._oldest = 0.0
@@ -166,6 +177,7 @@ class BatchedLaneMetrics(LaneMetrics):
             if self._records == 0:
                 self._oldest = now
             self._records += 1
+            self._local.generation = self._generation
             due = self._records >= MAX_BATCH or now - self._oldest >= FLUSH_AFTER_SECONDS
         if due or not (self.with_results or self.busy()):
             self.flush(collect=False)  # replies: collect(), after the result
@@ -184,11 +196,13 @@ class BatchedLaneMetrics(LaneMetrics):
             redis.RedisError: Redis refused it (the batch is dropped), or an earlier
                 batch whose replies were read now.
         """
-        with self._lock:
-            lanes, self._lanes, self._records = self._lanes, {}, 0
+        lanes, send = self._take()
         if lanes:
-            with self._io:
-                self._send(self._commands(lanes))
+            try:
+                with self._io:
+                    self._send(self._commands(lanes))
+            finally:
+                self._sent(send)
         if collect:
             self.collect()
 
@@ -213,13 +227,45 @@ class BatchedLaneMetrics(LaneMetrics):
     def take_commands(self) -> list[tuple[object, ...]]:
         """Empty the batch into the commands that add it to the figures, for a result
         store to send in its own transaction (``ResilientRedisBackend``); [] when empty.
-        Call :meth:`refused` with any of them Redis refuses."""
-        with self._lock:
-            lanes, self._lanes, self._records = self._lanes, {}, 0
+        Call :meth:`sent` once that transaction is done (or failed), and :meth:`refused`
+        with any of them Redis refuses.
+
+        When another thread's send holds this thread's own figures (it emptied the batch
+        first) and is not out yet, this waits for it (at most :data:`SEND_WAIT_SECONDS`):
+        the result stored next is never out before the figures of its request.
+        """
+        lanes, self._local.send = self._take()
+        mine = getattr(self._local, "generation", None)
+        if mine is not None and mine != self._local.send:
+            with self._lock:
+                self._lock.wait_for(lambda: mine not in self._unsent, SEND_WAIT_SECONDS)
         if not lanes:
             return []
         with self._io:
             return self._commands(lanes)
+
+    def sent(self) -> None:
+        """The transaction that carried what :meth:`take_commands` gave this thread is
+        done (executed, refused or failed)."""
+        self._sent(getattr(self._local, "send", None))
+        self._local.send = None
+
+    def _take(self) -> tuple[dict[str, _LaneBatch], int | None]:
+        """Empty the batch: its lanes, and the number of this send (None: was empty)."""
+        with self._lock:
+            lanes, self._lanes, self._records = self._lanes, {}, 0
+            if not lanes:
+                return lanes, None
+            send, self._generation = self._generation, self._generation + 1
+            self._unsent.add(send)
+            return lanes, send
+
+    def _sent(self, send: int | None) -> None:
+        """Send ``send`` is out (or failed): wake the stores waiting for it."""
+        if send is not None:
+            with self._lock:
+                self._unsent.discard(send)
+                self._lock.notify_all()
 
     def refused(self, error: redis.RedisError) -> None:
         """Redis refused one of the commands :meth:`take_commands` gave: those figures

@@ -146,6 +146,9 @@ class ResultRider(Protocol):
     def take_commands(self) -> list[tuple[object, ...]]:
         """The commands to send now ([] when none), handed over: sent once."""
 
+    def sent(self) -> None:
+        """The transaction that carried them is done (executed, refused or failed)."""
+
     def refused(self, error: redis.RedisError) -> None:
         """Redis refused one of them (the result itself was stored)."""
 
@@ -162,23 +165,48 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         Redis the moment the result is). A refused rider command never fails the store.
 
         Raises:
-            redis.RedisError: the result could not be stored (Celery's retry policy).
+            redis.RedisError: the result could not be stored (Celery's retry policy); the
+                rider is told (``refused``): its commands are not sent again.
         """
         rider: ResultRider | None = getattr(self.app, "snakepool_result_rider", None)
-        commands = rider.take_commands() if rider is not None else []
+        if rider is None:
+            self._store(key, value, expires, [])
+            return
+        commands: list[tuple[object, ...]] = []
+        try:
+            commands = rider.take_commands()
+            replies = self._store(key, value, expires, commands)
+        except redis.RedisError as exc:  # Celery retries the result, not what rode
+            if commands:
+                rider.refused(exc)  # lost (it may have run); its window TTLs redone
+            raise
+        finally:
+            rider.sent()
+        refused = next((r for r in replies[:-2] if isinstance(r, redis.RedisError)), None)
+        if refused is not None:
+            rider.refused(refused)
+
+    def _store(
+        self, key: str, value: Any, expires: int | None, commands: list[tuple[object, ...]]
+    ) -> list[Any]:
+        """``commands``, then the result's ``SET`` and ``PUBLISH``, in one ``MULTI``; the
+        replies (a refused command's error in its place).
+
+        Raises:
+            redis.RedisError: the transaction failed, or the result's own commands were
+                refused.
+        """
         expires = self.expires if expires is None else expires
         with self.client.pipeline() as pipe:
             for command in commands:
                 pipe.execute_command(*command)
             pipe.set(key, value, ex=int(expires) if expires else None)  # Celery's may be float
             pipe.publish(key, value)
-            replies = pipe.execute(raise_on_error=False)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
         for reply in replies[-2:]:  # the result's own
             if isinstance(reply, Exception):
                 raise reply
-        refused = next((r for r in replies[:-2] if isinstance(r, redis.RedisError)), None)
-        if rider is not None and refused is not None:
-            rider.refused(refused)
+        return replies
 
     def exception_to_python(self, exc: Any) -> Any:
         """A stored outcome as an exception: a raw redis/kombu/socket one (stored by a

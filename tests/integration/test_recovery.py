@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 
 from snakepool.config.limits import DEAD_LETTER_TTL
 from snakepool.errors import DeadLettered
+from snakepool.tasks.worker import pop_scripts
+from snakepool.tasks.worker.inflight_entry import entry_fields
 from snakepool.tasks.worker.recovery import sweep as sweep_module
 from tests.integration.held import World, world
 from tests.integration.test_redis_bounds import _documented_patterns
@@ -167,6 +169,42 @@ def test_acknowledged_and_pruned_messages_are_not_restored(w: World) -> None:
     assert set(w.client.hkeys(node.key)) == {b"~node", held.encode()}
     node.finished(held)
     assert set(w.client.hkeys(node.key)) == {b"~node"} and node.held() == {}
+
+
+def test_a_message_accept_recorded_and_acknowledged_without_finishing_is_forgotten(
+    w: World,
+) -> None:
+    """The reliable pop's ACCEPT writes the entry and the ack's MULTI removes it; a
+    message acknowledged with no ``finished`` (revoked once received, say) is out of
+    Redis at once, so no prune script sees it: the node still forgot it for good."""
+    w.send("echo")
+    w.send("echo")
+    node = w.node()
+    tags = []
+    for _ in range(2):
+        raw = w.client.rpop("v3")
+        assert raw is not None
+        message = json.loads(raw)
+        info, tag = message["properties"]["delivery_info"], message["properties"]["delivery_tag"]
+        value = json.dumps([message, info["exchange"], info["routing_key"]])
+        w.client.lpush(node.processing, raw)
+        score = w.client.eval(
+            pop_scripts.ACCEPT, 4, w.broker.unacked_index_key, w.broker.unacked_key,
+            node.processing, node.key, tag, repr(time.time()), value, raw,
+            entry_fields(message["headers"]["id"], "snakepool.v3.execute", "v3", time.time()),
+        )  # fmt: skip
+        node.received(tag, task_id=message["headers"]["id"], task="snakepool.v3.execute",
+                      queue="v3", score=score.decode())  # fmt: skip
+        tags.append(tag)
+    revoked, running = tags
+    node.started(running)
+    with w.client.pipeline() as pipe:  # kombu's ack, with broker.QoS's HDEL
+        pipe.zrem(w.broker.unacked_index_key, revoked).hdel(w.broker.unacked_key, revoked)
+        pipe.hdel(node.key, revoked).execute()
+    assert node.prune() == []
+    assert set(node.held()) == {running}  # a started one waits for its task_postrun
+    node.finished(running)
+    assert node.held() == {}
 
 
 @pytest.mark.parametrize("threshold", [1, 2, 3])

@@ -215,11 +215,26 @@ class InflightRecord:
             self.prune()
 
     def prune(self) -> list[str]:
-        """Drop entries of messages kombu no longer holds for this delivery; their tags."""
+        """Drop entries of messages kombu no longer holds for this delivery; their tags.
+
+        Also forgets the messages whose ``ACCEPT`` entry their acknowledgement removed
+        without a ``finished`` here (a revoke, a restore; never one started: its
+        ``task_postrun`` comes), which the script cannot see: entries listed before the
+        record is read, each dropped only if it is still the very entry listed (not one
+        started, received meanwhile or delivered here again since).
+        """
+        with self._lock:
+            unstarted = {
+                t: e for t, e in self._held.items() if e.removed_by_ack and e.started is None
+            }
         dropped = [text(t) for t in self._prune(keys=[self.key, self._unacked_index])]
+        present = {text(t) for t in self.client.hkeys(self.key)} if unstarted else set()
         with self._lock:
             for tag in dropped:
                 self._held.pop(tag, None)
+            for tag, entry in unstarted.items():
+                if tag not in present and self._held.get(tag) is entry:
+                    del self._held[tag]
             self._lock.notify_all()
         return dropped
 

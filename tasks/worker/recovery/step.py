@@ -169,13 +169,21 @@ class RecoveryService:
         release_own_bindings(self.app, self.node)
 
     def _on_revoked(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        # Celery sends the request's Context here (no ``message``; the tag is among its
+        # properties), not the Request the consumer had.
         tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+        tag = _request_tag(request) if tag is None else str(tag)
         if tag is not None:
-            self.record.finished(str(tag))
+            self.record.finished(tag)
 
 
 def _tag_of(task: Any) -> str | None:
-    properties = getattr(getattr(task, "request", None), "properties", None)
+    return _request_tag(getattr(task, "request", None))
+
+
+def _request_tag(request: Any) -> str | None:
+    """The delivery tag among a task Context's ``properties`` (None: none there)."""
+    properties = getattr(request, "properties", None)
     tag = properties.get("delivery_tag") if isinstance(properties, dict) else None
     return None if tag is None else str(tag)
 
