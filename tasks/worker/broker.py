@@ -224,6 +224,11 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.cycle = Poller()
 
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """kombu's, with the event loop made known to the poller (``Poller.fds``)."""
+        self.cycle.hub = loop
+        super().register_with_event_loop(connection, loop)
+
 
 def transport_for(broker_url: str) -> str | None:
     """The ``broker_transport`` for ``broker_url``: this module's for ``redis://``, None

@@ -85,6 +85,31 @@ class Poller(kombu_redis.MultiChannelPoller):  # type: ignore[misc]
     reply is read even without prefetch credit (a message given back is better than
     one held unseen)."""
 
+    #: The worker's event loop (kombu's hub), set by the transport; None: none yet.
+    hub: Any = None
+
+    @property
+    def fds(self) -> dict[int, Any]:
+        """What kombu re-adds to its event loop on every tick: its own, but not the
+        sockets of waiters whose ``BLMOVE`` is pending and which the loop already reads.
+
+        kombu adds every registered socket again each tick (one ``epoll_ctl`` that fails
+        with ``EEXIST``, and the hub's bookkeeping: ~3 % of a ``--lane all`` node's time
+        with four waiters), which heals registrations its other paths dropped. A waiter's
+        needs no healing: kombu's ``_register`` puts its socket in epoll, and the only path
+        that takes it out, a lost connection, also clears its pending ``BLMOVE``
+        (``ReliableChannel._on_connection_disconnect``), so it is offered again; a socket
+        the loop dropped (``remove_reader``) is no longer among ``readers``.
+        """
+        fds: dict[int, Any] = super().fds
+        readers = getattr(self.hub, "readers", None)
+        if not readers:
+            return fds
+        return {
+            fd: found for fd, found in fds.items()
+            if not (fd in readers and isinstance(found[0], Waiter) and found[0]._in_poll)
+        }  # fmt: skip
+
     def on_poll_start(self) -> None:
         super().on_poll_start()
         for channel in tuple(self._channels):
