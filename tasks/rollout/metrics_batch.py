@@ -307,7 +307,10 @@ class BatchedLaneMetrics(LaneMetrics):
         return commands
 
     def _send(self, commands: list[tuple[object, ...]]) -> None:
-        """Under ``_io``: send ``commands`` without waiting for their replies."""
+        """Under ``_io``: send ``commands`` in one ``MULTI``/``EXEC``, without waiting for
+        the replies: a connection cut before Redis has the ``EXEC`` applies none of them
+        (one cut mid-batch applied a part: a shadow copy counted as a request)."""
+        commands = [("MULTI",), *commands, ("EXEC",)]
         earlier: redis.RedisError | None = None
         try:
             self._read_replies()  # an earlier batch's, so replies stay in step
@@ -331,9 +334,13 @@ class BatchedLaneMetrics(LaneMetrics):
             while self._pending:
                 self._pending -= 1
                 try:
-                    self._connection.read_response()
-                except redis.ResponseError as exc:
+                    reply = self._connection.read_response()
+                except redis.ResponseError as exc:  # EXECABORT: queued ones refused
                     refused = refused or exc
+                    continue
+                if isinstance(reply, list):  # EXEC's: a refused command's error in place
+                    inside = next((r for r in reply if isinstance(r, redis.ResponseError)), None)
+                    refused = refused or inside
         except Exception:
             self._reset()
             raise

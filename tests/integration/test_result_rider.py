@@ -176,3 +176,22 @@ def test_a_result_is_never_out_before_its_figures_taken_by_another_store(
     assert not any(seen_b_before_a), "B's result was out before its figures"
     assert figures.summary("v3")["requests"] == 2
     assert app.AsyncResult(b_id).result == "b" and app.AsyncResult(a_id).result == "a"
+
+
+def test_figures_no_result_takes_go_in_a_transaction_of_their_own(
+    app: Celery, client: redis.Redis
+) -> None:
+    """The side write (a shadow copy's figures): one MULTI/EXEC, so a connection cut
+    before the EXEC applies none of it; a refusal inside it is still raised."""
+    metrics = _rider(app, client, busy=False)
+    before = _commands(client)
+    metrics.record("v2compat", 0.02, None, shadow_copy=True)
+    metrics.collect()
+    after = _commands(client)
+    assert after["cmdstat_multi"] - before.get("cmdstat_multi", 0) == 1
+    assert after["cmdstat_exec"] - before.get("cmdstat_exec", 0) == 1
+    assert LaneMetrics(client).summary("v2compat")["shadow_copies"] == 1
+    client.set(metrics.keys.lane_metrics("v2compat"), "not a hash")
+    metrics.record("v2compat", 0.02, None, shadow_copy=True)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        metrics.collect()
