@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 TEST_RUN = uuid.uuid4().hex
 os.environ["SNAKEPOOL_TEST_RUN"] = TEST_RUN
@@ -122,12 +123,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def redis_url(redis_server: str) -> str:
     """The session's redis-server, flushed for this test."""
-    import redis
-
     client = redis.Redis.from_url(redis_server)
     client.flushall()
     client.close()
     return redis_server
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A redis-py client of the session's redis-server, flushed for this test."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture

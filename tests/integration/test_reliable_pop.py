@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,6 @@ def _connection(
     if record:  # as a node's app sets it (create_app(node=True))
         options["inflight_record"] = Keys().inflight(incarnation)
     return Connection(redis_url, transport=TRANSPORT, transport_options=options)
-
-
-@pytest.fixture
-def broker(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ("q1", "q2")]
@@ -97,7 +88,7 @@ def _idle(connection: Connection) -> None:
 
 @pytest.mark.timeout(30)
 def test_messages_move_through_the_processing_list_in_order_and_once(
-    redis_url: str, broker: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
     for i in range(5):
         _publish(redis_url, "q1", {"n": i})
@@ -108,20 +99,20 @@ def test_messages_move_through_the_processing_list_in_order_and_once(
         assert sorted(b["n"] for b in got.bodies) == [*range(5), *range(10, 15)]
         q1 = [b["n"] for b in got.bodies if b["n"] < 10]
         assert q1 == sorted(q1)  # each queue in its own order
-        assert broker.llen(Keys().processing(INCARNATION)) == 0
-        assert broker.llen("q1") == broker.llen("q2") == 0
-        assert broker.hlen("unacked") == 0  # all acknowledged
+        assert redis_client.llen(Keys().processing(INCARNATION)) == 0
+        assert redis_client.llen("q1") == redis_client.llen("q2") == 0
+        assert redis_client.hlen("unacked") == 0  # all acknowledged
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("queue", ["q1", "q2"])
 def test_an_idle_node_gets_a_message_on_any_of_its_queues_at_once(
-    redis_url: str, broker: redis.Redis, queue: str
+    redis_url: str, redis_client: redis.Redis, queue: str
 ) -> None:
     with _connection(redis_url) as connection:
         got = Received(connection)
         _idle(connection)  # the take finds nothing, the waiters block
-        blocked = [c for c in broker.client_list() if c["cmd"] == "blmove"]
+        blocked = [c for c in redis_client.client_list() if c["cmd"] == "blmove"]
         assert len(blocked) == 2, blocked  # one per list
         sent: list[float] = []
 
@@ -142,52 +133,52 @@ def test_an_idle_node_gets_a_message_on_any_of_its_queues_at_once(
 
 @pytest.mark.timeout(30)
 def test_a_message_beyond_the_prefetch_goes_back_to_the_head_of_its_queue(
-    redis_url: str, broker: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
     _publish(redis_url, "q1", {"n": 0})
     _publish(redis_url, "q2", {"n": 1})
-    messages = [broker.rpop("q1"), broker.rpop("q2")]
+    messages = [redis_client.rpop("q1"), redis_client.rpop("q2")]
     with _connection(redis_url) as connection:
         got = Received(connection, prefetch=1, ack=False)
         _idle(connection)
-        assert len([c for c in broker.client_list() if c["cmd"] == "blmove"]) == 2
+        assert len([c for c in redis_client.client_list() if c["cmd"] == "blmove"]) == 2
         # Both waiters are served at once (after EXEC); the node has credit for one.
-        with broker.pipeline(transaction=True) as pipe:
+        with redis_client.pipeline(transaction=True) as pipe:
             pipe.lpush("q1", messages[0])
             pipe.lpush("q2", messages[1])
             pipe.execute()
         _drain(connection, lambda: bool(got.bodies), 5)
         _idle(connection)  # reads the other reply: no credit, so it goes back
         assert len(got.bodies) == 1
-        assert broker.llen("q1") + broker.llen("q2") == 1
-        assert broker.llen(Keys().processing(INCARNATION)) == 0
-        assert broker.hlen("unacked") == 1
+        assert redis_client.llen("q1") + redis_client.llen("q2") == 1
+        assert redis_client.llen(Keys().processing(INCARNATION)) == 0
+        assert redis_client.hlen("unacked") == 1
 
 
 @pytest.mark.timeout(30)
 def test_what_a_lost_reply_left_on_the_processing_list_goes_back_to_its_queue(
-    redis_url: str, broker: redis.Redis
+    redis_url: str, redis_client: redis.Redis
 ) -> None:
     _publish(redis_url, "q2", {"lost": True})
     processing = Keys().processing(INCARNATION)
-    broker.lmove("q2", processing, "RIGHT", "LEFT")  # as a BLMOVE whose reply was lost
+    redis_client.lmove("q2", processing, "RIGHT", "LEFT")  # as a BLMOVE whose reply was lost
     with _connection(redis_url) as connection:
         got = Received(connection)
         _drain(connection, lambda: bool(got.bodies), 5)
         assert got.bodies == [{"lost": True}]
-        assert broker.llen(processing) == 0
+        assert redis_client.llen(processing) == 0
 
 
 # ------------------------------------------------------------ real nodes, frozen
 
 
-def _frozen_with_a_pending_pop(node: NodeProcess, broker: redis.Redis) -> None:
+def _frozen_with_a_pending_pop(node: NodeProcess, redis_client: redis.Redis) -> None:
     """SIGSTOP the node once Redis shows its blocking pop pending (the only node)."""
     for _ in range(50):
         os.kill(node.process.pid, signal.SIGSTOP)
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline:
-            if any(c["cmd"] in ("brpop", "blmove") for c in broker.client_list()):
+            if any(c["cmd"] in ("brpop", "blmove") for c in redis_client.client_list()):
                 return
             time.sleep(0.01)
         os.kill(node.process.pid, signal.SIGCONT)
@@ -207,11 +198,11 @@ def test_a_request_popped_by_a_node_as_it_dies_is_answered_by_another(
         with chaos_cluster(redis_url, tmp_path, ("v3", "v3-a")) as (cluster, started):
             client.wait_for_flags(client.set_rollout(100, "test")["version"])
             assert client.execute("calculate", {"expression": "1+1"}) == {"result": 2}
-            victim, broker = started[0], cluster.redis
+            victim, redis_client = started[0], cluster.redis
             for attempt in range(10):
-                _frozen_with_a_pending_pop(victim, broker)
+                _frozen_with_a_pending_pop(victim, redis_client)
                 pending = client.submit("calculate", {"expression": f"6*7+{attempt}"})
-                if broker.llen("v3") == 0:  # the frozen node's pop took it
+                if redis_client.llen("v3") == 0:  # the frozen node's pop took it
                     break
                 os.kill(victim.process.pid, signal.SIGCONT)  # its pop had just timed out
                 assert pending.get(timeout=30) == {"result": 42 + attempt}
@@ -235,7 +226,7 @@ def test_a_request_popped_by_a_node_as_it_dies_is_answered_by_another(
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("record", [False, True])
 def test_a_message_whose_accept_reply_was_lost_goes_back_to_its_queue(
-    redis_url: str, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch, record: bool
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, record: bool
 ) -> None:
     """ACCEPT ran (the message in ``unacked``, off the processing list) but its reply was
     lost with the connection: the node never delivered it. It sat in ``unacked`` until
@@ -259,16 +250,16 @@ def test_a_message_whose_accept_reply_was_lost_goes_back_to_its_queue(
                 connection.drain_events(timeout=0.2)
         assert lost, "the accept never ran"
         assert got.bodies == [{"accept": "lost"}]
-        assert broker.hlen("unacked") == 0  # acknowledged: nothing left for an hour
-        assert broker.llen(Keys().processing(INCARNATION)) == 0
+        assert redis_client.hlen("unacked") == 0  # acknowledged: nothing left for an hour
+        assert redis_client.llen(Keys().processing(INCARNATION)) == 0
         # The entry ACCEPT wrote went with the restore (and the redelivery's with its ack).
-        assert broker.hlen(Keys().inflight(INCARNATION)) == 0
+        assert redis_client.hlen(Keys().inflight(INCARNATION)) == 0
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("settle", ["ack", "requeue", "reject"])
 def test_accept_writes_the_in_flight_entry_and_the_ack_removes_it(
-    redis_url: str, broker: redis.Redis, settle: str
+    redis_url: str, redis_client: redis.Redis, settle: str
 ) -> None:
     """The node's in-flight entry is written by the script that makes the message
     unacknowledged, with the very score recovery compares, and leaves Redis in the
@@ -287,8 +278,8 @@ def test_accept_writes_the_in_flight_entry_and_the_ack_removes_it(
         _drain(connection, lambda: bool(held), 10)
         message = held[0]
         tag = message.delivery_tag
-        score = broker.zscore("unacked_index", tag)
-        entry = InflightEntry.decode(broker.hget(record, tag) or b"")
+        score = redis_client.zscore("unacked_index", tag)
+        entry = InflightEntry.decode(redis_client.hget(record, tag) or b"")
         assert float(entry.score) == score
         assert message.delivery_info[ACCEPTED_SCORE] == entry.score
         assert (entry.task_id, entry.task, entry.queue) == ("task-1", "snakepool.v3.execute", "q1")
@@ -297,6 +288,6 @@ def test_accept_writes_the_in_flight_entry_and_the_ack_removes_it(
             message.ack()
         else:
             message.reject(requeue=settle == "requeue")
-        assert broker.hlen(record) == 0
-        assert broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0
-        assert broker.llen("q1") == (1 if settle == "requeue" else 0)
+        assert redis_client.hlen(record) == 0
+        assert redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0
+        assert redis_client.llen("q1") == (1 if settle == "requeue" else 0)

@@ -121,11 +121,12 @@ class InflightRecord:
                 :mod:`~snakepool.tasks.worker.recovery.pipelined`): the message goes to a
                 worker thread at once; the reply is read by the next event.
         """
-        entry = InflightEntry("", task_id, task, queue, time.time())
-        if score is not None:
+        if score is not None:  # not replace(): this is per request
+            accepted = InflightEntry(score, task_id, task, queue, time.time(), None, True)
             with self._lock:
-                self._held[tag] = replace(entry, score=score, removed_by_ack=True)
+                self._held[tag] = accepted
             return
+        entry = InflightEntry("", task_id, task, queue, time.time())
         keys = [self.key, self._unacked_index]
         args = [tag, entry.encode().partition(" ")[2]]
 
@@ -219,9 +220,10 @@ class InflightRecord:
 
         Also forgets the messages whose ``ACCEPT`` entry their acknowledgement removed
         without a ``finished`` here (a revoke, a restore; never one started: its
-        ``task_postrun`` comes), which the script cannot see: entries listed before the
-        record is read, each dropped only if it is still the very entry listed (not one
-        started, received meanwhile or delivered here again since).
+        ``finished`` comes from ``SnakepoolTask.__call__``), which the script cannot
+        see: entries listed before the record is read, each dropped only if it is still
+        the very entry listed (not one started, received meanwhile or delivered here
+        again since).
         """
         with self._lock:
             unstarted = {
