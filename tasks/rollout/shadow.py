@@ -1,7 +1,9 @@
 """Shadow traffic: a sampled copy of read-only requests runs on the other lane.
 
 The router (or the zero-hop client) sends the copy fire-and-forget after deciding the
-primary lane, so the primary is never delayed or altered. Each lane task records its
+primary lane, so the primary is never delayed or altered; the copy goes out with the
+lowest priority, and nodes run it only when live traffic leaves room
+(:mod:`~snakepool.tasks.worker.pop_defer`). Each lane task records its
 outcome under the request id; the second to arrive gets both (one Lua script: the pair
 is compared exactly once) and the :class:`~snakepool.tasks.rollout.comparator.Comparator` decides.
 Mismatches, with both values and the differences, go to a capped list.

@@ -40,6 +40,7 @@ from snakepool.errors import InvalidArguments
 from snakepool.sessions.connection import EMBEDDED_SCHEME
 from snakepool.tasks.worker.broker import transport_for
 from snakepool.tasks.worker.broker_url import kombu_url
+from snakepool.tasks.worker.pop_defer import SHADOW_PRIORITY
 from snakepool.tasks.worker.results import SnakepoolCelery, backend_url
 from snakepool.tasks.worker.unreachable import typed_errors
 
@@ -185,9 +186,10 @@ def create_app(settings: Settings, *, name: str = "snakepool", node: bool = Fals
     # One run of a node (recovery names its in-flight record and processing list so).
     incarnation = uuid.uuid4().hex if node else None
     if transport_for(broker):
-        # One list per queue (nothing here publishes with a priority): the reliable pop
-        # blocks on each list with a connection of its own (tasks/worker/pop.py).
-        transport_options["priority_steps"] = [0]
+        # Two lists per queue: live messages, and shadow copies (priority 9), which
+        # nodes take only while live traffic leaves room (tasks/worker/pop_defer.py).
+        # The reliable pop blocks on each list with a connection of its own (pop.py).
+        transport_options["priority_steps"] = [0, SHADOW_PRIORITY]
         if incarnation is not None:
             keys = Keys(settings.key_prefix)
             transport_options["processing_list"] = keys.processing(incarnation)

@@ -93,6 +93,16 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
                         delivery_tag, exc)  # fmt: skip
             virtual.QoS.append(self, message, delivery_tag)
 
+    def ack(self, delivery_tag: str) -> None:
+        """kombu's ack; then the channel's shadow deferral hears the message settled."""
+        super().ack(delivery_tag)
+        self.channel.deferral.settled(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """kombu's reject; then the channel's shadow deferral hears the message settled."""
+        super().reject(delivery_tag, requeue=requeue)
+        self.channel.deferral.settled(delivery_tag)
+
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         """kombu's removal from ``unacked`` and its index (in the ``MULTI`` of an ack, a
         reject or a restore), plus the message's entry in this node's in-flight record,

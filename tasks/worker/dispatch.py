@@ -27,6 +27,7 @@ from snakepool.tasks.rollout.shadow import CommandCatalog, is_pair_id, should_sh
 from snakepool.tasks.worker.app import LANE_TASKS
 from snakepool.tasks.worker.node import node_alive
 from snakepool.tasks.worker.options import ShadowTag, checked_session_id, shadow_task_id
+from snakepool.tasks.worker.pop_defer import SHADOW_PRIORITY
 
 __all__ = ["choose", "destination", "lane_signature", "plan_shadow", "send_shadow"]
 
@@ -92,7 +93,9 @@ def send_shadow(  # noqa: PLR0917 - mirrors the task signature plus the request 
     try:
         lane_signature(
             app, other, command, args, session_id, options, other, shadow=copy
-        ).apply_async(ignore_result=True, task_id=shadow_task_id(request_id))
+        ).apply_async(
+            ignore_result=True, task_id=shadow_task_id(request_id), priority=SHADOW_PRIORITY
+        )
     except Exception:
         log.exception("sending a shadow copy of %.80r failed; the primary stands", command)
 

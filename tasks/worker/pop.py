@@ -15,18 +15,11 @@ on its queues by the survivor that settles it (``recovery/sweep.py``), uncounted
 messages never started); a live node puts back what a lost reply left there.
 
 Why this shape. ``BLMOVE`` (Redis ≥ 6.2) moves atomically but from ONE source list,
-while a node consumes several: its lane *and* its own worker-direct queue
-``<node>.dq2`` at least (``--lane all``: four). Redis has no blocking multi-list move
-and no blocking wait that does not consume. Weighed:
-
-round-robin ``BLMOVE`` with short timeouts (delays every list but the current one); a
-non-consuming wait (``BLMOVE q q``, keyspace notifications, client tracking: one list per
-connection anyway, and it wakes *every* idle node for each message); one blocking
-``BLMOVE`` per list, each on its own connection (exact and immediate, but with several
-lists busy it brings one message from each, beyond the prefetch room); a non-blocking
-multi-list move in Lua (atomic, but it cannot wait).
-
-So the last two, each where it fits, on each consuming channel:
+while a node consumes several (its lanes, its worker-direct queue ``<node>.dq2``, each
+with a list of shadow copies). Redis has no blocking multi-list move and no blocking
+wait that does not consume. Round-robin ``BLMOVE`` with short timeouts delays every list
+but one; a non-consuming wait (``BLMOVE q q``, keyspace notifications, client tracking)
+wakes *every* idle node for each message. Used, each where it fits:
 
 - **wait** — the last take found every list empty, or the prefetch has room for one
   message from every list busy of late (1 s): one :class:`Waiter` per list blocks on
@@ -38,6 +31,9 @@ So the last two, each where it fits, on each consuming channel:
   the room's worth (at most :data:`MAX_TAKE`) from the first non-empty list, in
   kombu's own order (priority, then queue cycle), in one non-blocking ``EVALSHA`` on
   the channel's connection (where kombu sent its BRPOP).
+
+The lists of shadow copies (priority 9) are offered only while live traffic leaves
+room (:class:`~snakepool.tasks.worker.pop_defer.Deferral`).
 
 A message that arrives when the node has no room left (or no longer consumes that
 queue) is given back to the head of its list (rare: it takes a message on a list that
@@ -57,8 +53,8 @@ Limits, exactly: active only with our transport (``redis://`` broker URLs) and a
 processing list (worker nodes, ``create_app(node=True)``), on Redis ≥ 6.2 and without
 kombu's ``global_keyprefix`` — otherwise kombu's BRPOP, with its loss window; one
 connection per consumed list (within kombu's ``max_connections`` per pool, 10, with the
-BRPOP and pub/sub ones: up to 8 lists — our nodes consume at most 4, with
-``priority_steps = [0]`` set by ``create_app``); one consuming channel per process at a
+BRPOP and pub/sub ones: up to 8 lists — our nodes consume at most 4 queues, two lists
+each with ``priority_steps = [0, 9]`` set by ``create_app``); one consuming channel per process at a
 time (Celery's consumer; another would only cause a duplicate delivery, never a loss);
 a message Redis serves to a waiter in the instant its channel closes stays on the list
 until the process has exited and a survivor settles the incarnation (seconds).
@@ -71,13 +67,14 @@ from time import monotonic, time
 from typing import Any, ClassVar
 
 import redis
-from kombu.exceptions import InconsistencyError
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from snakepool.tasks.worker import pop_scripts as scripts
 from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE, entry_fields
+from snakepool.tasks.worker.pop_defer import SHADOW_PRIORITY, Deferral, trim
+from snakepool.tasks.worker.pop_reclaim import reclaim
 from snakepool.tasks.worker.pop_wait import Waiter
 
 __all__ = ["BUSY_SECONDS", "MAX_TAKE", "ReliableChannel"]
@@ -130,6 +127,12 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         #: List → when it last brought a message (monotonic clock).
         self._recent: dict[str, float] = {}
         self._empty = False  # whether the last take found every list empty
+        #: When the lists of shadow copies may be read (tasks/worker/pop_defer.py).
+        self.deferral = Deferral(f"{self.sep}{SHADOW_PRIORITY}", self._hub)
+        self._taken_deferred = False
+
+    def _hub(self) -> Any:
+        return getattr(getattr(self.connection, "cycle", None), "hub", None)
 
     # --------------------------------------------------------------- the modes
 
@@ -160,10 +163,15 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         client.script_load(scripts.TAKE if self._take == "take" else scripts.TAKE_62)
         client.script_load(scripts.ACCEPT)
 
-    def _pop_keys(self) -> list[str]:
-        """The lists to consume, in kombu's BRPOP order (priority, then queue cycle)."""
+    def _all_keys(self) -> list[str]:
         queues = self._queue_cycle.consume(len(self.active_queues))
         return [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+
+    def _pop_keys(self) -> list[str]:
+        """The lists to consume now, in kombu's BRPOP order (priority, then queue cycle);
+        the deferred ones only while :class:`Deferral` opens them."""
+        keys, deferral = self._all_keys(), self.deferral
+        return keys if deferral.open() else [k for k in keys if not deferral.is_deferred(k)]
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         if self._reliable is None:
@@ -239,6 +247,12 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 return []
         if not (self._waiting and self.qos.can_consume()):
             return []
+        if self.deferral.trim_due():
+            try:
+                with self.conn_or_acquire() as client:
+                    trim(client, [k for k in self._all_keys() if self.deferral.is_deferred(k)])
+            except self.connection_errors as exc:
+                log.debug("trimming shadow copies postponed: %s", exc)
         waiters = (self._waiters.get(k) or self._waiters.setdefault(k, Waiter(self, k))
                    for k in self._pop_keys())  # fmt: skip
         return [waiter for waiter in waiters if not waiter._in_poll]
@@ -252,7 +266,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         (False: given back, or not kombu's JSON: dropped, logged).
         """
         queue = source.rsplit(self.sep, 1)[0]
-        if self._closing or queue not in self.active_queues or not self.qos.can_consume():
+        deferred = self.deferral.is_deferred(source)
+        if (
+            self._closing or queue not in self.active_queues or not self.qos.can_consume()
+            or (deferred and not self.deferral.open())
+        ):  # fmt: skip
             self._give_back(item, source)
             return False
         try:
@@ -264,7 +282,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 client.lrem(self.processing_list, -1, item)
             return False
         self._queue_cycle.rotate(queue)
-        self._taken_item, self._accepted = item, False
+        self._taken_item, self._accepted, self._taken_deferred = item, False, deferred
         try:
             self.connection._deliver(payload, queue)
         except Exception as exc:
@@ -332,6 +350,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         if self.inflight_record:
             info[ACCEPTED_SCORE] = bytes_to_str(score)
         self._accepted = True
+        self.deferral.taken(delivery_tag, deferred=self._taken_deferred)
         return True
 
     def _give_back(self, item: bytes, source: str) -> None:
@@ -348,39 +367,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             self._reclaim_due = True
 
     def _reclaim(self) -> None:
-        with self.conn_or_acquire() as client:
-            items = client.lrange(self.processing_list, 0, -1)
-            for item in items:  # newest first: the oldest ends at the head of its list
-                try:
-                    home = self._home(item)
-                except (ValueError, TypeError, KeyError, RecursionError):
-                    log.error("dropping an unreadable message: %r", item[:200])
-                    client.lrem(self.processing_list, -1, item)
-                    continue
-                client.eval(scripts.GIVE_BACK, 2, self.processing_list, home, item)
-            unsure = self._unsure.get(str(self.processing_list), {})
-            for tag, item in list(unsure.items()):
-                keys: tuple[Any, ...] = (self.unacked_key, self.unacked_index_key, self._home(item))
-                if self.inflight_record:
-                    keys += (self.inflight_record,)
-                items.extend([item] * client.eval(scripts.RESTORE, len(keys), *keys, tag, item))
-                del unsure[tag]
-        if items:
-            log.warning("%d message(s) whose reply was lost put back on their queues",
-                        len(items))  # fmt: skip
+        reclaim(self, self._unsure.get(str(self.processing_list), {}))
         self._reclaim_due = False
-
-    def _home(self, item: bytes) -> str:
-        """The list a message on the processing list came from (its exchange and routing
-        key, as kombu routes it)."""
-        payload = loads(bytes_to_str(item))
-        info = payload["properties"]["delivery_info"]
-        try:
-            queues = self._lookup(info["exchange"], info["routing_key"])
-        except (InconsistencyError, KeyError):
-            queues = []
-        queue = sorted(queues)[0] if queues else info["routing_key"]
-        return str(self._q_for_pri(queue, self._get_message_priority(payload, reverse=False)))
 
     def _on_connection_disconnect(self, connection: Any) -> None:
         if self._reliable and self._in_poll is connection:

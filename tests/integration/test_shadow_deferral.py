@@ -1,0 +1,198 @@
+"""Shadow copies yield to live traffic (``tasks/worker/pop_defer.py``) on a real
+redis-server: kombu consumers on our transport, and a real node.
+
+A copy is published with priority 9, onto its lane queue's own list; a node takes it
+only once no live message is in flight (and has not been for ``QUIET_SECONDS``), or when
+live traffic has kept it waiting ``STARVE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+from snakepool.config.keys import Keys
+from snakepool.tasks.client import Client
+from snakepool.tasks.worker import pop_defer
+from snakepool.tasks.worker.pop_defer import QUIET_SECONDS, SHADOW_PRIORITY
+from tests.integration.cluster import Cluster, one_node_client, set_percent
+from tests.integration.node_chaos import wait_for
+
+pytestmark = [pytest.mark.integration]
+
+TRANSPORT = "snakepool.tasks.worker.broker:Transport"
+PROCESSING = Keys().processing("cd" * 16)
+QUEUE = Queue("q1", Exchange("q1", type="direct"), routing_key="q1")
+SUFFIX = f"\x06\x16{SHADOW_PRIORITY}"  # kombu's list of priority 9 of a queue
+COPIES = f"q1{SUFFIX}"
+
+
+def _connection(redis_url: str) -> Connection:
+    options = {"priority_steps": [0, SHADOW_PRIORITY], "processing_list": PROCESSING}
+    return Connection(redis_url, transport=TRANSPORT, transport_options=options)
+
+
+def _publish(redis_url: str, body: dict[str, Any], *, copy: bool = False) -> None:
+    with Connection(redis_url) as connection:  # kombu's own transport, as a client
+        Producer(connection).publish(
+            body, exchange="q1", routing_key="q1", declare=[QUEUE],
+            priority=SHADOW_PRIORITY if copy else 0,
+        )  # fmt: skip
+
+
+class Received:
+    """A consumer that holds live messages until told and acks copies at once (unless
+    ``hold_copies``)."""
+
+    def __init__(self, connection: Connection, *, hold_copies: bool = False) -> None:
+        self.live: list[Any] = []
+        self.copies: list[tuple[float, Any]] = []
+        self.hold_copies = hold_copies
+        self.held: list[Any] = []
+        self.consumer = Consumer(connection.channel(), [QUEUE], callbacks=[self.on_message])
+        self.consumer.qos(prefetch_count=10)
+        self.consumer.consume()
+
+    def on_message(self, body: Any, message: Any) -> None:
+        if "copy" in body:
+            self.copies.append((time.monotonic(), body))
+            if not self.hold_copies:
+                message.ack()
+                return
+        else:
+            self.live.append(body)
+        self.held.append(message)
+
+
+def _drain(connection: Connection, seconds: float, until: Any = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (until and until()):
+        with contextlib.suppress(TimeoutError):
+            connection.drain_events(timeout=0.05)
+
+
+@pytest.mark.timeout(30)
+def test_a_copy_waits_while_a_live_message_runs_and_comes_once_it_is_done(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pop_defer, "STARVE_SECONDS", 30.0)
+    _publish(redis_url, {"n": 1})
+    with _connection(redis_url) as connection:
+        got = Received(connection)
+        _drain(connection, 5, lambda: got.live)
+        _publish(redis_url, {"copy": 1}, copy=True)
+        _drain(connection, 0.6)
+        assert got.copies == []  # the live message still runs
+        assert redis_client.llen(COPIES) == 1
+        assert redis_client.llen(PROCESSING) == 0  # not taken and held: still queued
+        done = time.monotonic()
+        got.held.pop().ack()
+        _drain(connection, 5, lambda: got.copies)
+        assert [body for _, body in got.copies] == [{"copy": 1}]
+        assert got.copies[0][0] - done >= QUIET_SECONDS
+        assert redis_client.llen(COPIES) == 0
+
+
+@pytest.mark.timeout(30)
+def test_an_idle_consumer_takes_copies_at_once_and_several_at_a_time(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A node that gets only copies (V2-compat while V3 has 100 %) runs them at full
+    concurrency: nothing live to yield to."""
+    with _connection(redis_url) as connection:
+        got = Received(connection, hold_copies=True)
+        _drain(connection, 0.3)
+        for n in range(3):
+            _publish(redis_url, {"copy": n}, copy=True)
+        _drain(connection, 5, lambda: len(got.copies) == 3)
+        assert sorted(body["copy"] for _, body in got.copies) == [0, 1, 2]
+        assert len(got.held) == 3  # all three in flight together
+        assert redis_client.hlen("unacked") == 3
+
+
+@pytest.mark.timeout(30)
+def test_a_busy_consumer_takes_one_copy_per_starve_period_and_trims_the_backlog(
+    redis_url: str,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    starve = 0.3
+    monkeypatch.setattr(pop_defer, "STARVE_SECONDS", starve)
+    monkeypatch.setattr(pop_defer, "BACKLOG_CAP", 5)
+    for n in range(20):
+        _publish(redis_url, {"copy": n}, copy=True)
+    _publish(redis_url, {"n": 1})
+    caplog.set_level(logging.WARNING, logger="snakepool.broker")
+    with _connection(redis_url) as connection:
+        got = Received(connection)
+        # The live message first (priority 0 before 9), then copies only by starvation.
+        _drain(connection, 5, lambda: got.live)
+        started = time.monotonic()
+        _drain(connection, 3 * starve + 0.2)
+        taken = [body["copy"] for _, body in got.copies]
+        # Trimmed to the newest 5 (15..19), then taken oldest first, one per period.
+        assert 1 <= len(taken) <= 4 and taken == list(range(15, 15 + len(taken)))
+        assert got.copies[0][0] - started >= starve - 0.05
+        gaps = [b[0] - a[0] for a, b in zip(got.copies, got.copies[1:], strict=False)]
+        assert all(gap >= starve - 0.05 for gap in gaps), gaps
+        assert redis_client.llen(COPIES) == 5 - len(taken)
+        assert "15 shadow copies dropped" in caplog.text
+        got.held.pop().ack()
+
+
+@pytest.mark.timeout(120)
+def test_on_a_node_each_copy_runs_after_its_primary_and_all_are_compared(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """``--lane all``: primaries on V3, their copies on V2-compat, in the same node. Each
+    copy starts only after its primary has ended, and once the requests stop every pair
+    is compared promptly (the node wakes itself when it goes quiet)."""
+    cluster = Cluster(redis_url, tmp_path, adapter="tests.adapters.clock", pool_size=2)
+    with one_node_client(cluster, "defer") as client:
+        set_percent(client, 100)
+        client.wait_for_flags(client.set_shadow(True, 1.0)["version"])
+        before = client.shadows.counts()["compared"]
+        for _ in range(4):
+            client.execute("span", {"seconds": 0.1})
+        last = time.monotonic()
+        wait_for(lambda: client.shadows.counts()["compared"] == before + 4, 20, "4 comparisons")
+        # 4 x 0.1 s, one at a time: not one per STARVE_SECONDS or per BLMOVE timeout (1 s)
+        assert time.monotonic() - last < 2.5
+        pairs = [m for m in client.shadows.mismatches(50) if m["command"] == "span"][:4]
+        assert len(pairs) == 4, client.shadows.counts()  # the times differ: all mismatch
+        for pair in pairs:
+            primary, copy = pair["primary"], pair["shadow"]
+            assert (primary["lane"], copy["lane"]) == ("v3", "v2compat")
+            assert copy["value"]["started"] >= primary["value"]["ended"], pair
+        client.set_shadow(False)
+
+
+def _client_lists(client: Client) -> dict[str, int]:
+    return {key: int(client.redis.llen(key)) for key in ("v3", "v2compat", f"v2compat{SUFFIX}")}
+
+
+@pytest.mark.timeout(60)
+def test_a_client_publishes_the_copy_on_the_lane_queue_s_list_of_priority_9(
+    redis_url: str,
+) -> None:
+    """No node runs: what the client sent stays where it put it."""
+    client = Client(redis_url=redis_url, routing="direct")
+    try:
+        # What a node publishes of its commands (shadowing copies only read-only ones).
+        client.redis.hset(Keys().commands, "ping", json.dumps({"read_only": True}))
+        client.set_shadow(True, 1.0)
+        client.set_rollout(100, "test: copies go to V2-compat")  # seen after the shadow flag
+        wait_for(lambda: client.decide("ping") == "v3", 5, "the client to see 100 % V3")
+        client.submit("ping")
+        assert _client_lists(client) == {"v3": 1, "v2compat": 0, f"v2compat{SUFFIX}": 1}
+    finally:
+        client.close()
