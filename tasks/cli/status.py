@@ -52,9 +52,11 @@ def status(as_json: bool) -> None:
     for lane, why in data.get("shedding", {}).items():
         console.print(f"[red]lane {lane}[/] {why}")
     shadow = data["shadow"]
+    waiting = ", ".join(f"{lane} {cell(n)}" for lane, n in data.get("shadow_queued", {}).items())
     console.print(
         f"shadow {'on' if data['rollout']['shadow'] else 'off'}: {shadow['compared']} compared, "
-        f"{shadow['matched']} matched, {shadow['mismatched']} mismatched"
+        f"{shadow['matched']} matched, {shadow['mismatched']} mismatched; copies waiting for "
+        f"room: {waiting}"
     )
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "SHADOW_PRIORITY",
     "STARVE_SECONDS",
     "Deferral",
+    "deferred_list",
 ]
 
 log = logging.getLogger("snakepool.broker")
@@ -62,6 +63,16 @@ STARVE_SECONDS = 1.0
 #: Copies kept per deferred list (trimmed, oldest first, at most every TRIM_SECONDS).
 BACKLOG_CAP = 10_000
 TRIM_SECONDS = 10.0
+
+#: kombu's Redis transport names a queue's list of priority P ``<queue><sep><P>``.
+KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def deferred_list(queue: str) -> str:
+    """The Redis list holding ``queue``'s shadow copies (``v2compat`` →
+    ``v2compat\x06\x169``)."""
+    return f"{queue}{KOMBU_PRIORITY_SEP}{SHADOW_PRIORITY}"
+
 
 #: Keep the newest ARGV[1] of KEYS[1] (kombu pushes on the left, consumers take from the
 #: right: the oldest); returns how many were dropped.

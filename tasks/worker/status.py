@@ -13,6 +13,7 @@ from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.shadow import ShadowRecorder
 from snakepool.tasks.worker.app import LANE_QUEUES, ROUTER_QUEUE
 from snakepool.tasks.worker.node import live_nodes
+from snakepool.tasks.worker.pop_defer import deferred_list
 
 __all__ = ["collect_status"]
 
@@ -29,6 +30,7 @@ def collect_status(client: redis.Redis, broker: redis.Redis | None, prefix: str)
     """Everything ``status`` shows, as JSON-able data.
 
     Shape: ``{"nodes": [{"name", "lanes", "pool": {...}}], "queues": {name: depth},
+    "shadow_queued": {lane: shadow copies waiting to run there},
     "lanes": {"v3": {..., "live_nodes", "serving"}, "v2compat": {...}},
     "shedding": {lane: why}, "rollout": {"percent", "version", ...}}``. A lane with no
     live node has ``serving: false`` and, while the other lane has one, appears in
@@ -42,6 +44,10 @@ def collect_status(client: redis.Redis, broker: redis.Redis | None, prefix: str)
     return {
         "nodes": nodes,
         "queues": {q: _queue_depth(broker, q) if broker is not None else None for q in queues},
+        "shadow_queued": {
+            lane: _queue_depth(broker, deferred_list(lane)) if broker is not None else None
+            for lane in LANE_QUEUES
+        },
         "lanes": {
             lane: {
                 **metrics.summary(lane),

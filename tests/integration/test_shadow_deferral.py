@@ -22,7 +22,8 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from snakepool.config.keys import Keys
 from snakepool.tasks.client import Client
 from snakepool.tasks.worker import pop_defer
-from snakepool.tasks.worker.pop_defer import QUIET_SECONDS, SHADOW_PRIORITY
+from snakepool.tasks.worker.pop_defer import QUIET_SECONDS, SHADOW_PRIORITY, deferred_list
+from snakepool.tasks.worker.status import collect_status
 from tests.integration.cluster import Cluster, one_node_client, set_percent
 from tests.integration.node_chaos import wait_for
 
@@ -31,8 +32,7 @@ pytestmark = [pytest.mark.integration]
 TRANSPORT = "snakepool.tasks.worker.broker:Transport"
 PROCESSING = Keys().processing("cd" * 16)
 QUEUE = Queue("q1", Exchange("q1", type="direct"), routing_key="q1")
-SUFFIX = f"\x06\x16{SHADOW_PRIORITY}"  # kombu's list of priority 9 of a queue
-COPIES = f"q1{SUFFIX}"
+COPIES = deferred_list("q1")  # kombu's list of priority 9 of q1
 
 
 def _connection(redis_url: str) -> Connection:
@@ -177,7 +177,8 @@ def test_on_a_node_each_copy_runs_after_its_primary_and_all_are_compared(
 
 
 def _client_lists(client: Client) -> dict[str, int]:
-    return {key: int(client.redis.llen(key)) for key in ("v3", "v2compat", f"v2compat{SUFFIX}")}
+    keys = ("v3", "v2compat", deferred_list("v2compat"))
+    return {key: int(client.redis.llen(key)) for key in keys}
 
 
 @pytest.mark.timeout(60)
@@ -193,6 +194,10 @@ def test_a_client_publishes_the_copy_on_the_lane_queue_s_list_of_priority_9(
         client.set_rollout(100, "test: copies go to V2-compat")  # seen after the shadow flag
         wait_for(lambda: client.decide("ping") == "v3", 5, "the client to see 100 % V3")
         client.submit("ping")
-        assert _client_lists(client) == {"v3": 1, "v2compat": 0, f"v2compat{SUFFIX}": 1}
+        assert _client_lists(client) == {"v3": 1, "v2compat": 0, deferred_list("v2compat"): 1}
+        status = collect_status(client.redis, client.redis, Keys().prefix)
+        assert (status["queues"], status["shadow_queued"]) == (
+            {"router": 0, "v3": 1, "v2compat": 0}, {"v3": 0, "v2compat": 1},
+        )  # fmt: skip
     finally:
         client.close()
