@@ -167,6 +167,7 @@ def _shadow_rounds(client: Client, call: Call, rounds: int, per_round: int) -> d
     samples: dict[str, list[float]] = {"off": [], "on": []}
     medians: dict[str, list[float]] = {"off": [], "on": []}
     before = client.shadows.counts()["compared"]
+    waiting: list[int] = []  # copies not yet compared as each "on" round ends
     try:
         for index in range(rounds):
             for mode in ("off", "on") if index % 2 == 0 else ("on", "off"):
@@ -176,6 +177,9 @@ def _shadow_rounds(client: Client, call: Call, rounds: int, per_round: int) -> d
                 timed = _timed(call, per_round)
                 samples[mode] += timed
                 medians[mode].append(summarize(timed).median)
+                if mode == "on":
+                    sent = len(medians["on"]) * (per_round + 3)
+                    waiting.append(sent - (client.shadows.counts()["compared"] - before))
     finally:
         client.set_shadow(False)
     expected = rounds * (per_round + 3)
@@ -185,7 +189,8 @@ def _shadow_rounds(client: Client, call: Call, rounds: int, per_round: int) -> d
         f"{expected} shadow comparisons",
     )
     compared = client.shadows.counts()["compared"] - before
-    return {"samples": samples, "round_medians": medians, "compared": compared}
+    return {"samples": samples, "round_medians": medians, "compared": compared,
+            "waiting_at_round_end": waiting, "per_round_sent": per_round + 3}  # fmt: skip
 
 
 def _throughput_rounds(

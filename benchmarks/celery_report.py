@@ -84,7 +84,10 @@ def _shadow(shadow: dict[str, Any]) -> list[Figure]:
     return [
         _ratio("i.shadow_ratio", "(i) zero-hop primary latency, shadow on / off",
                on.median / off.median, per_round,
-               f"rate 1.0: every ping also ran on v2compat ({shadow['compared']} pairs compared)"),
+               f"rate 1.0: every ping also ran on v2compat ({shadow['compared']} pairs "
+               f"compared; copies still waiting as an on round ended: "
+               f"{'/'.join(str(n) for n in shadow.get('waiting_at_round_end', []))} of "
+               f"{shadow['per_round_sent']} sent)"),
         _ms("i.shadow_off_ms", "    shadow off", off, f"{len(off.samples)} requests"),
         _ms("i.shadow_on_ms", "    shadow on (rate 1.0)", on, f"{len(on.samples)} requests"),
     ]  # fmt: skip
@@ -181,6 +184,7 @@ def report(
             "shadow": {
                 "round_median_s": shadow["round_medians"],
                 "compared": shadow["compared"],
+                "waiting_at_round_end": shadow["waiting_at_round_end"],
                 "latency_s": {m: summarize(s).as_dict() for m, s in shadow["samples"].items()},
             },
             "throughput": {

@@ -170,11 +170,6 @@ class Deferral:
         else:
             hub.call_soon(self._recheck_later)  # thread-safe: wakes the loop
 
-    def forget(self) -> None:
-        """Every message went back (a lost connection): nothing is in flight."""
-        self._live.clear()
-        self._copies.clear()
-
     def _recheck_later(self) -> None:
         # Event-loop thread: the timer's expiry is a tick, which offers the lists again.
         hub = self._hub()
