@@ -196,3 +196,36 @@ def test_a_client_publishes_the_copy_on_the_lane_queue_s_list_of_priority_9(
         assert _client_lists(client) == {"v3": 1, "v2compat": 0, f"v2compat{SUFFIX}": 1}
     finally:
         client.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_consumer_of_five_queues_gets_its_messages_within_kombu_s_max_connections(
+    redis_url: str,
+) -> None:
+    """Each consumed list has a waiter with a connection of its own; with a list of
+    copies per queue, a ``--lane all`` node (4 queues: 8 waiters, beside the channel's
+    BRPOP and pub/sub connections) was at kombu's ``max_connections`` (10), and one more
+    queue (``celery control add_consumer``, a button in Flower) left the node
+    reconnecting for ever on ``MaxConnectionsError``."""
+    queues = [Queue(f"m{n}", Exchange(f"m{n}", type="direct"), routing_key=f"m{n}")
+              for n in range(5)]  # fmt: skip
+    with _connection(redis_url) as connection:
+        assert connection.transport_options.get("max_connections", 10) == 10
+        got: list[Any] = []
+
+        def on_message(body: Any, message: Any) -> None:
+            got.append(body)
+            message.ack()
+
+        consumer = Consumer(connection.channel(), queues, callbacks=[on_message])
+        consumer.qos(prefetch_count=10)
+        consumer.consume()
+        _drain(connection, 0.3)
+        with Connection(redis_url) as publisher:
+            for n, queue in enumerate(queues):
+                Producer(publisher).publish(
+                    {"n": n}, exchange=queue.exchange, routing_key=queue.routing_key,
+                    declare=[queue],
+                )  # fmt: skip
+        _drain(connection, 5, lambda: len(got) == 5)
+        assert sorted(body["n"] for body in got) == list(range(5))
