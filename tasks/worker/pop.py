@@ -246,14 +246,14 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             except self.connection_errors as exc:
                 log.debug("reclaim postponed: %s", exc)
                 return []
-        if not (self._waiting and self.qos.can_consume()):
-            return []
-        if self.deferral.trim_due():
+        if self.deferral.trim_due():  # waiting or taking, with prefetch room or not
             try:
                 with self.conn_or_acquire() as client:
                     trim(client, [k for k in self._all_keys() if self.deferral.is_deferred(k)])
             except self.connection_errors as exc:
                 log.debug("trimming shadow copies postponed: %s", exc)
+        if not (self._waiting and self.qos.can_consume()):
+            return []
         waiters = (self._waiter(key) for key in self._pop_keys())
         return [waiter for waiter in waiters if not waiter._in_poll]
 

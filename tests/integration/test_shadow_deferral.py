@@ -229,3 +229,34 @@ def test_a_consumer_of_five_queues_gets_its_messages_within_kombu_s_max_connecti
                 )  # fmt: skip
         _drain(connection, 5, lambda: len(got) == 5)
         assert sorted(body["n"] for body in got) == list(range(5))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["take", "full"])
+def test_a_starving_channel_trims_the_copies_whether_taking_or_full(
+    mode: str, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backlog is capped when live traffic starves the copies. The trim was checked
+    only while the channel waited with prefetch room, so a node taking batches (several
+    lists busy, little room: a ``--lane all`` node, V2-compat with sessions) or with its
+    prefetch full of live messages, as an overloaded node is, never trimmed."""
+    monkeypatch.setattr(pop_defer, "BACKLOG_CAP", 5)
+    for n in range(8):
+        _publish(redis_url, {"copy": n}, copy=True)
+    with _connection(redis_url) as connection:
+        channel = connection.channel()
+        channel._reliable = channel._check_reliable()
+        channel._active_queues.append(QUEUE.name)  # consuming q1, as basic_consume does
+        channel._queue_cycle.update(channel._active_queues)
+        deferral = channel.deferral
+        deferral.taken("live-1", deferred=False)  # a live message has run for a while
+        deferral._closed_at -= 2 * pop_defer.STARVE_SECONDS
+        assert deferral.starving(time.monotonic())
+        if mode == "take":
+            channel._waiting = False
+        else:
+            channel._waiting = True
+            monkeypatch.setattr(channel.qos, "can_consume", lambda: False)
+        channel.waiters_due()
+        assert redis_client.llen(COPIES) == 5
+        channel.close()
