@@ -94,14 +94,20 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
-        """kombu's ack; then the channel's shadow deferral hears the message settled."""
-        super().ack(delivery_tag)
-        self.channel.deferral.settled(delivery_tag)
+        """kombu's ack; then the channel's shadow deferral hears the message settled (even
+        when the ack raised: the message no longer runs here)."""
+        try:
+            super().ack(delivery_tag)
+        finally:
+            self.channel.deferral.settled(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        """kombu's reject; then the channel's shadow deferral hears the message settled."""
-        super().reject(delivery_tag, requeue=requeue)
-        self.channel.deferral.settled(delivery_tag)
+        """kombu's reject; then the channel's shadow deferral hears the message settled
+        (even when the reject raised)."""
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        finally:
+            self.channel.deferral.settled(delivery_tag)
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         """kombu's removal from ``unacked`` and its index (in the ``MULTI`` of an ack, a

@@ -52,9 +52,10 @@ BRPOP for all.
 Limits, exactly: active only with our transport (``redis://`` broker URLs) and a
 processing list (worker nodes, ``create_app(node=True)``), on Redis ≥ 6.2 and without
 kombu's ``global_keyprefix`` — otherwise kombu's BRPOP, with its loss window; one
-connection per consumed list (within kombu's ``max_connections`` per pool, 10, with the
-BRPOP and pub/sub ones: up to 8 lists — our nodes consume at most 4 queues, two lists
-each with ``priority_steps = [0, 9]`` set by ``create_app``); one consuming channel per process at a
+connection per consumed list (our nodes consume at most 4 queues, two lists each with
+``priority_steps = [0, 9]`` set by ``create_app``, more with ``add_consumer``: these
+connections come on top of kombu's ``max_connections``, 10, which still bounds the
+channel's own); one consuming channel per process at a
 time (Celery's consumer; another would only cause a duplicate delivery, never a loss);
 a message Redis serves to a waiter in the instant its channel closes stays on the list
 until the process has exited and a survivor settles the incarnation (seconds).
@@ -245,17 +246,31 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             except self.connection_errors as exc:
                 log.debug("reclaim postponed: %s", exc)
                 return []
-        if not (self._waiting and self.qos.can_consume()):
-            return []
-        if self.deferral.trim_due():
+        if self.deferral.trim_due():  # waiting or taking, with prefetch room or not
             try:
                 with self.conn_or_acquire() as client:
                     trim(client, [k for k in self._all_keys() if self.deferral.is_deferred(k)])
             except self.connection_errors as exc:
                 log.debug("trimming shadow copies postponed: %s", exc)
-        waiters = (self._waiters.get(k) or self._waiters.setdefault(k, Waiter(self, k))
-                   for k in self._pop_keys())  # fmt: skip
+        if not (self._waiting and self.qos.can_consume()):
+            return []
+        waiters = (self._waiter(key) for key in self._pop_keys())
         return [waiter for waiter in waiters if not waiter._in_poll]
+
+    def _waiter(self, key: str) -> Waiter:
+        """``key``'s waiter. Its connection comes from the channel's async pool, on top
+        of kombu's ``max_connections``, which keeps counting the channel's own (BRPOP,
+        pub/sub): a node consuming two lists per queue, more queues (``add_consumer``)
+        than the limit has room for would otherwise reconnect for ever on
+        ``MaxConnectionsError``."""
+        waiter = self._waiters.get(key)
+        if waiter is None:
+            pool = self.async_pool
+            pool.max_connections = max(
+                pool.max_connections, self.max_connections + len(self._waiters) + 1
+            )
+            waiter = self._waiters[key] = Waiter(self, key)
+        return waiter
 
     # -------------------------------------------------------------- messages
 

@@ -201,3 +201,67 @@ def test_a_client_publishes_the_copy_on_the_lane_queue_s_list_of_priority_9(
         )  # fmt: skip
     finally:
         client.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_consumer_of_five_queues_gets_its_messages_within_kombu_s_max_connections(
+    redis_url: str,
+) -> None:
+    """Each consumed list has a waiter with a connection of its own; with a list of
+    copies per queue, a ``--lane all`` node (4 queues: 8 waiters, beside the channel's
+    BRPOP and pub/sub connections) was at kombu's ``max_connections`` (10), and one more
+    queue (``celery control add_consumer``, a button in Flower) left the node
+    reconnecting for ever on ``MaxConnectionsError``."""
+    queues = [Queue(f"m{n}", Exchange(f"m{n}", type="direct"), routing_key=f"m{n}")
+              for n in range(5)]  # fmt: skip
+    with _connection(redis_url) as connection:
+        assert connection.transport_options.get("max_connections", 10) == 10
+        got: list[Any] = []
+
+        def on_message(body: Any, message: Any) -> None:
+            got.append(body)
+            message.ack()
+
+        consumer = Consumer(connection.channel(), queues, callbacks=[on_message])
+        consumer.qos(prefetch_count=10)
+        consumer.consume()
+        _drain(connection, 0.3)
+        with Connection(redis_url) as publisher:
+            for n, queue in enumerate(queues):
+                Producer(publisher).publish(
+                    {"n": n}, exchange=queue.exchange, routing_key=queue.routing_key,
+                    declare=[queue],
+                )  # fmt: skip
+        _drain(connection, 5, lambda: len(got) == 5)
+        assert sorted(body["n"] for body in got) == list(range(5))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["take", "full"])
+def test_a_starving_channel_trims_the_copies_whether_taking_or_full(
+    mode: str, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backlog is capped when live traffic starves the copies. The trim was checked
+    only while the channel waited with prefetch room, so a node taking batches (several
+    lists busy, little room: a ``--lane all`` node, V2-compat with sessions) or with its
+    prefetch full of live messages, as an overloaded node is, never trimmed."""
+    monkeypatch.setattr(pop_defer, "BACKLOG_CAP", 5)
+    for n in range(8):
+        _publish(redis_url, {"copy": n}, copy=True)
+    with _connection(redis_url) as connection:
+        channel = connection.channel()
+        channel._reliable = channel._check_reliable()
+        channel._active_queues.append(QUEUE.name)  # consuming q1, as basic_consume does
+        channel._queue_cycle.update(channel._active_queues)
+        deferral = channel.deferral
+        deferral.taken("live-1", deferred=False)  # a live message has run for a while
+        deferral._closed_at -= 2 * pop_defer.STARVE_SECONDS
+        assert deferral.starving(time.monotonic())
+        if mode == "take":
+            channel._waiting = False
+        else:
+            channel._waiting = True
+            monkeypatch.setattr(channel.qos, "can_consume", lambda: False)
+        channel.waiters_due()
+        assert redis_client.llen(COPIES) == 5
+        channel.close()

@@ -221,3 +221,35 @@ def test_an_ack_on_the_event_loop_sets_the_timer_in_that_tick_and_one_elsewhere_
     assert (len(elsewhere.soon), elsewhere.later) == (1, [])
     elsewhere.run_soon()
     assert elsewhere.later == [QUIET_SECONDS]
+
+
+@pytest.mark.parametrize("settle", ["ack", "reject"])
+def test_a_live_message_whose_ack_fails_still_settles_in_the_deferral(
+    settle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ack or reject that raises (Redis away, a READONLY replica after a failover)
+    still ends the message's run here: left among the live ones, it kept the lists of
+    copies closed for the channel's whole life (one copy per STARVE_SECONDS at best)."""
+    import redis
+    from kombu.transport import redis as kombu_redis
+
+    from snakepool.tasks.worker.broker import QoS
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise redis.ConnectionError("Redis away")
+
+    monkeypatch.setattr(kombu_redis.QoS, settle, fail)
+    deferral, clock = _deferral()
+
+    class Channel:
+        do_restore = False  # kombu's finalizer reads it when the QoS is collected
+
+    channel = Channel()
+    channel.deferral = deferral  # type: ignore[attr-defined]
+    qos = QoS(channel, prefetch_count=2)
+    deferral.taken("live-1", deferred=False)
+    assert not deferral.open()
+    with pytest.raises(redis.ConnectionError):
+        getattr(qos, settle)("live-1")
+    clock.now += QUIET_SECONDS
+    assert deferral.open()
