@@ -94,10 +94,18 @@ def send_shadow(  # noqa: PLR0917 - mirrors the task signature plus the request 
         lane_signature(
             app, other, command, args, session_id, options, other, shadow=copy
         ).apply_async(
-            ignore_result=True, task_id=shadow_task_id(request_id), priority=SHADOW_PRIORITY
+            ignore_result=True, task_id=shadow_task_id(request_id), **_deferred(session_id)
         )
     except Exception:
         log.exception("sending a shadow copy of %.80r failed; the primary stands", command)
+
+
+def _deferred(session_id: str | None) -> dict[str, Any]:
+    """The copy's publish options: the priority of the copies nodes defer until live
+    traffic leaves room (``pop_defer.py``) — unless it reads a session. A session's copy
+    deferred past the session's next write would see that write and report a false
+    mismatch, so it goes at live priority and runs beside its primary, as it always did."""
+    return {"priority": SHADOW_PRIORITY} if session_id is None else {}
 
 
 def plan_shadow(

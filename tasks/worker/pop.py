@@ -43,20 +43,17 @@ was quiet, at the instant the room ran out). The move into ``unacked`` is one sc
 the message from ``unacked`` back to its queue (:data:`RESTORE`), where it would
 otherwise wait ``VISIBILITY_TIMEOUT`` delivered nowhere.
 
-Redis commands per request (``INFO commandstats``, which counts a script's own calls
-too): ``BLMOVE`` replaces ``BRPOP``; ``EVALSHA`` + ``LREM`` (+ ``ZSCORE`` + ``HSET``: the
-in-flight entry) replace ``MULTI`` + ``EXEC``, and the record's own writes on receipt.
-While idle: one ``BLMOVE`` per list per ``brpop_timeout`` (1 s), where kombu sent one
-BRPOP for all.
+Redis commands per request: ``BLMOVE`` for ``BRPOP``; ``EVALSHA`` + ``LREM`` (+ ``ZSCORE``
++ ``HSET``: the in-flight entry) for ``MULTI`` + ``EXEC``. Idle: one ``BLMOVE`` per list
+per ``brpop_timeout`` (1 s), where kombu sent one BRPOP for all.
 
 Limits, exactly: active only with our transport (``redis://`` broker URLs) and a
 processing list (worker nodes, ``create_app(node=True)``), on Redis ≥ 6.2 and without
 kombu's ``global_keyprefix`` — otherwise kombu's BRPOP, with its loss window; one
-connection per consumed list (our nodes consume at most 4 queues, two lists each with
-``priority_steps = [0, 9]`` set by ``create_app``, more with ``add_consumer``: these
-connections come on top of kombu's ``max_connections``, 10, which still bounds the
-channel's own); one consuming channel per process at a
-time (Celery's consumer; another would only cause a duplicate delivery, never a loss);
+connection per consumed list (two lists per queue, ``priority_steps = [0, 9]``; on top
+of kombu's ``max_connections``, 10, which still bounds the channel's own); one consuming
+channel per process at a time (Celery's consumer; another would only cause a duplicate
+delivery, never a loss);
 a message Redis serves to a waiter in the instant its channel closes stays on the list
 until the process has exited and a survivor settles the incarnation (seconds).
 """
@@ -187,16 +184,20 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._waiting = self._empty or self._room() >= self._busy()
         if self._waiting or self._reclaim_due or self._closing:
             return  # the waiters block; or a reclaim comes first
-        keys = self._pop_keys()
+        # As many as the prefetch has room for (BRPOP would take them one by one), from
+        # the live lists; copies only by the waiters, or one when starving (pop_defer.py).
+        keys, deferral = self._all_keys(), self.deferral
+        count, end = int(max(1, min(self._room(), MAX_TAKE))), "RIGHT"
+        if deferral.probe_due():
+            keys, count, end = [k for k in keys if deferral.is_deferred(k)], 1, "LEFT"
+        else:
+            keys = [k for k in keys if not deferral.is_deferred(k)]
         if not keys:
             return
         connection = self.client.connection
         self._in_poll, self._brpop_sent_at = connection, monotonic()
-        # As many as the prefetch has room for (BRPOP would take them one by one).
-        count = int(max(1, min(self._room(), MAX_TAKE)))
-        connection.send_command(
-            "EVALSHA", scripts.SHA[self._take], len(keys) + 1, self.processing_list, *keys, count
-        )
+        connection.send_command("EVALSHA", scripts.SHA[self._take], len(keys) + 1,
+                                self.processing_list, *keys, count, end)  # fmt: skip
 
     def _brpop_read(self, **options: Any) -> bool:
         if not self._reliable:
@@ -247,11 +248,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 log.debug("reclaim postponed: %s", exc)
                 return []
         if self.deferral.trim_due():  # waiting or taking, with prefetch room or not
-            try:
-                with self.conn_or_acquire() as client:
-                    trim(client, [k for k in self._all_keys() if self.deferral.is_deferred(k)])
-            except self.connection_errors as exc:
-                log.debug("trimming shadow copies postponed: %s", exc)
+            trim(self, [k for k in self._all_keys() if self.deferral.is_deferred(k)])
         if not (self._waiting and self.qos.can_consume()):
             return []
         waiters = (self._waiter(key) for key in self._pop_keys())
@@ -371,7 +368,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
     def _give_back(self, item: bytes, source: str) -> None:
         try:
             with self.conn_or_acquire() as client:
-                client.eval(scripts.GIVE_BACK, 2, self.processing_list, source, item)
+                end = "LEFT" if self.deferral.is_deferred(source) else "RIGHT"
+                client.eval(scripts.GIVE_BACK, 2, self.processing_list, source, item, end)
         except self.connection_errors:
             self.reclaim_later()
 

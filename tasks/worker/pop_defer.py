@@ -1,10 +1,10 @@
 """Shadow copies yield to live traffic: the reliable pop's deferred lists.
 
-A shadow copy (:mod:`~snakepool.tasks.rollout.shadow`) is published with priority
-:data:`SHADOW_PRIORITY`, so kombu's Redis transport puts it on its lane queue's
-low-priority list ``<queue>\\x06\\x169`` (``priority_steps = [0, 9]``, set by
-``create_app``): still the lane's queue for kombu, Celery, recovery and purges, but a
-list of its own. A node takes from those *deferred* lists only when live traffic
+A shadow copy (:mod:`~snakepool.tasks.rollout.shadow`) of a request outside a session
+is published with priority :data:`SHADOW_PRIORITY`, so kombu's Redis transport puts it
+on its lane queue's low-priority list ``<queue>\\x06\\x169`` (``priority_steps = [0,
+9]``, set by ``create_app``): still the lane's queue for kombu, Celery, recovery and
+purges, but a list of its own. A node takes from those *deferred* lists only when live traffic
 leaves room (issue 10: "shadow on at rate 1.0: primary latency within +5 %"; when the
 copy ran beside its primary in the same node, the primary took 1.5 times as long, most
 of it the copy's receipt alone):
@@ -14,10 +14,16 @@ of it the copy's receipt alone):
   in the last :data:`CALM_SECONDS`, up to the prefetch room after that (a node that
   only gets copies, say V2-compat at 100 % V3, runs them at full concurrency);
 - **starving**: live traffic kept the lists closed for :data:`STARVE_SECONDS` (since
-  they were last open or a copy was last taken): one copy is taken anyway, so a busy
-  node still makes progress (at least one copy per ``STARVE_SECONDS``); copies beyond
-  :data:`BACKLOG_CAP` per list are then trimmed, oldest first (logged): a copy older
-  than its pair record (``rollout.shadow.PAIR_TTL``) can no longer be compared anyway.
+  they were last open or a copy was last taken): one copy is taken anyway (by a waiter,
+  or, on a node taking in batches, live lists first, by a take of copies only), so a
+  busy node still makes progress (at least one copy per ``STARVE_SECONDS``); copies
+  beyond :data:`BACKLOG_CAP` per list are then trimmed, oldest first (logged).
+
+Copies are taken newest first (``BLMOVE … LEFT``; one given back goes back there too):
+under overload the oldest are trimmed, and a copy older than its primary's pair record
+(``rollout.shadow.PAIR_TTL``, 300 s) could no longer be compared anyway. A copy of a
+request in a session is not deferred: run after the session's next write it would see
+that write and report a false mismatch, so it goes at live priority (``dispatch.py``).
 
 A copy that a pending ``BLMOVE`` brings while the lists are closed is given back to the
 head of its list. When no live message is left in flight, the last one's ack arms a
@@ -109,6 +115,7 @@ class Deferral:
         self._copy_at = float("-inf")  # when a copy was last taken
         self._closed_at = float("-inf")  # when live traffic last closed the lists
         self._trimmed_at = float("-inf")
+        self._probed_at = float("-inf")
 
     def is_deferred(self, key: str) -> bool:
         """Whether ``key`` (a Redis list the channel consumes) is a deferred list."""
@@ -126,6 +133,16 @@ class Deferral:
         they were last open or a copy was last taken (and no copy runs)."""
         since = max(self._copy_at, self._closed_at)
         return not self._copies and now - since >= STARVE_SECONDS
+
+    def probe_due(self) -> bool:
+        """Whether a node taking in batches (several lists busy, little prefetch room:
+        live lists first) is to take one copy now: starving, and not probed for
+        ``STARVE_SECONDS``; True marks it probed."""
+        now = self._clock()
+        if not self.starving(now) or now - self._probed_at < STARVE_SECONDS:
+            return False
+        self._probed_at = now
+        return True
 
     def trim_due(self) -> bool:
         """Whether the deferred lists are to be trimmed now (starving, and not trimmed
@@ -177,16 +194,21 @@ class Deferral:
             hub.call_later(QUIET_SECONDS, _tick)
 
 
-def trim(client: Any, keys: list[str]) -> int:
-    """Trim each deferred list of ``keys`` to :data:`BACKLOG_CAP` (oldest first); how
-    many copies went (logged)."""
+def trim(channel: Any, keys: list[str]) -> int:
+    """Trim each deferred list of ``keys`` to :data:`BACKLOG_CAP` (oldest first), on
+    ``channel``'s connection; how many copies went (logged). Never raises for Redis
+    away (the next trim tries again)."""
     dropped = 0
-    for key in keys:
-        over = int(client.eval(TRIM, 1, key, BACKLOG_CAP))
-        if over:
-            log.warning("%d shadow copies dropped from %r: over %d waiting (nodes too busy "
-                        "to run them)", over, key, BACKLOG_CAP)  # fmt: skip
-        dropped += over
+    try:
+        with channel.conn_or_acquire() as client:
+            for key in keys:
+                over = int(client.eval(TRIM, 1, key, BACKLOG_CAP))
+                if over:
+                    log.warning("%d shadow copies dropped from %r: over %d waiting (nodes "
+                                "too busy to run them)", over, key, BACKLOG_CAP)  # fmt: skip
+                dropped += over
+    except channel.connection_errors as exc:
+        log.debug("trimming shadow copies postponed: %s", exc)
     return dropped
 
 

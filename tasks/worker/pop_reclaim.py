@@ -44,7 +44,7 @@ def reclaim(channel: ReliableChannel, unsure: dict[str, bytes]) -> None:
                 log.error("dropping an unreadable message: %r", item[:200])
                 client.lrem(processing, -1, item)
                 continue
-            client.eval(scripts.GIVE_BACK, 2, processing, source, item)
+            client.eval(scripts.GIVE_BACK, 2, processing, source, item, "RIGHT")
         for tag, item in list(unsure.items()):
             keys: tuple[Any, ...] = (
                 channel.unacked_key, channel.unacked_index_key, home(channel, item)

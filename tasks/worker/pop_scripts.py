@@ -34,14 +34,15 @@ def take_script(redis_version: str) -> str:
 
 
 #: Move up to ARGV[1] messages of the first non-empty list of KEYS[2..] (in that order)
-#: onto KEYS[1], the processing list: one LMPOP, one LPUSH (Redis 7.0+). Returns
-#: {list, oldest message, …} or false.
+#: onto KEYS[1], the processing list, from ARGV[2]'s end (RIGHT: the oldest first, as
+#: kombu pushes on the left; LEFT: the newest, for shadow copies): one LMPOP, one LPUSH
+#: (Redis 7.0+). Returns {list, message, …} or false.
 TAKE = """
 local args = {'LMPOP', #KEYS - 1}
 for i = 2, #KEYS do
   args[#args + 1] = KEYS[i]
 end
-args[#args + 1] = 'RIGHT'
+args[#args + 1] = ARGV[2]
 args[#args + 1] = 'COUNT'
 args[#args + 1] = ARGV[1]
 local found = redis.call(unpack(args))
@@ -54,11 +55,11 @@ return {found[1], unpack(found[2])}
 #: The same for Redis 6.2 (no LMPOP): one LMOVE per list tried and per message moved.
 TAKE_62 = """
 for i = 2, #KEYS do
-  local item = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
+  local item = redis.call('LMOVE', KEYS[i], KEYS[1], ARGV[2], 'LEFT')
   if item then
     local reply = {KEYS[i], item}
     for _ = 2, tonumber(ARGV[1]) do
-      item = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
+      item = redis.call('LMOVE', KEYS[i], KEYS[1], ARGV[2], 'LEFT')
       if not item then
         break
       end
@@ -87,11 +88,16 @@ if KEYS[4] then
 end
 return 1
 """
-#: Give a message back: off KEYS[1] (the processing list), onto the head of KEYS[2] (the
-#: right end, where consumers pop). 1 if moved, 0 if it was no longer there.
+#: Give a message back: off KEYS[1] (the processing list), onto the end of KEYS[2] it is
+#: taken from next: ARGV[2] RIGHT (the head for kombu's consumers) or LEFT (the newest
+#: end, where shadow copies are taken). 1 if moved, 0 if it was no longer there.
 GIVE_BACK = """
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) > 0 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
+  if ARGV[2] == 'LEFT' then
+    redis.call('LPUSH', KEYS[2], ARGV[1])
+  else
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+  end
   return 1
 end
 return 0

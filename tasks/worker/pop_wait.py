@@ -50,8 +50,10 @@ class Waiter:
         connection = self.client.connection
         self._in_poll, self._brpop_sent_at = connection, monotonic()
         timeout = channel.brpop_timeout if timeout is None else timeout
+        # Shadow copies newest first: under overload the oldest are the ones trimmed.
+        end = "LEFT" if channel.deferral.is_deferred(self.key) else "RIGHT"
         connection.send_command(
-            "BLMOVE", self.key, channel.processing_list, "RIGHT", "LEFT", timeout or 0
+            "BLMOVE", self.key, channel.processing_list, end, "LEFT", timeout or 0
         )
 
     def read(self) -> bool:

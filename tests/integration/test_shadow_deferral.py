@@ -102,6 +102,31 @@ def test_a_copy_waits_while_a_live_message_runs_and_comes_once_it_is_done(
 
 
 @pytest.mark.timeout(30)
+def test_copies_waiting_are_taken_newest_first(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under overload the trim drops the oldest copies; the newest, whose primaries'
+    records are the least likely to have expired, are the ones compared."""
+    monkeypatch.setattr(pop_defer, "STARVE_SECONDS", 30.0)
+    _publish(redis_url, {"n": 1})
+    with _connection(redis_url) as connection:
+        got = Received(connection)
+        _drain(connection, 5, lambda: got.live)
+        # The copies' BLMOVE sent while idle times out (brpop_timeout, 1 s) and is not
+        # sent again while the live message runs; one pending would take the first copy
+        # and give it back onto the newest end.
+        _drain(connection, 1.2)
+        for n in range(3):
+            _publish(redis_url, {"copy": n}, copy=True)
+        _drain(connection, 0.3)
+        assert got.copies == []
+        got.held.pop().ack()
+        _drain(connection, 5, lambda: len(got.copies) == 3)
+        assert [body["copy"] for _, body in got.copies] == [2, 1, 0]
+        assert redis_client.llen(COPIES) == 0
+
+
+@pytest.mark.timeout(30)
 def test_an_idle_consumer_takes_copies_at_once_and_several_at_a_time(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
@@ -139,8 +164,8 @@ def test_a_busy_consumer_takes_one_copy_per_starve_period_and_trims_the_backlog(
         started = time.monotonic()
         _drain(connection, 3 * starve + 0.2)
         taken = [body["copy"] for _, body in got.copies]
-        # Trimmed to the newest 5 (15..19), then taken oldest first, one per period.
-        assert 1 <= len(taken) <= 4 and taken == list(range(15, 15 + len(taken)))
+        # Trimmed to the newest 5 (15..19), then taken newest first, one per period.
+        assert 1 <= len(taken) <= 4 and taken == list(range(19, 19 - len(taken), -1))
         assert got.copies[0][0] - started >= starve - 0.05
         gaps = [b[0] - a[0] for a, b in zip(got.copies, got.copies[1:], strict=False)]
         assert all(gap >= starve - 0.05 for gap in gaps), gaps
@@ -179,6 +204,63 @@ def test_on_a_node_each_copy_runs_after_its_primary_and_all_are_compared(
 def _client_lists(client: Client) -> dict[str, int]:
     keys = ("v3", "v2compat", deferred_list("v2compat"))
     return {key: int(client.redis.llen(key)) for key in keys}
+
+
+@pytest.mark.timeout(30)
+def test_a_consumer_taking_in_batches_still_takes_a_copy_when_starving(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two live lists busy and a prefetch of one: the channel takes in batches, live lists
+    first, which never reached the copies; a starving channel takes one by itself."""
+    starve = 0.3
+    monkeypatch.setattr(pop_defer, "STARVE_SECONDS", starve)
+    queues = [QUEUE, Queue("q2", Exchange("q2", type="direct"), routing_key="q2")]
+    with Connection(redis_url) as publisher:
+        producer = Producer(publisher)
+        for n in range(150):
+            for queue in queues:
+                producer.publish({"n": n}, exchange=queue.exchange,
+                                 routing_key=queue.routing_key, declare=[queue])  # fmt: skip
+    _publish(redis_url, {"copy": 0}, copy=True)
+    copies: list[Any] = []
+    live = [0]
+    left_at_copy: list[int] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        if "copy" in body:
+            copies.append(body)
+            left_at_copy.append(int(redis_client.llen("q1")) + int(redis_client.llen("q2")))
+        else:
+            live[0] += 1
+            time.sleep(0.005)  # a live message always in flight: never quiet
+        message.ack()
+
+    with _connection(redis_url) as connection:
+        consumer = Consumer(connection.channel(), queues, callbacks=[on_message])
+        consumer.qos(prefetch_count=1)
+        consumer.consume()
+        _drain(connection, 10, lambda: bool(copies))
+        channel = consumer.channel
+        assert copies == [{"copy": 0}]
+        assert left_at_copy[0] > 0  # taken while live messages were still queued
+        assert live[0] >= 20 and not channel._waiting  # it was taking in batches
+        consumer.cancel()
+
+
+@pytest.mark.timeout(60)
+def test_a_session_s_copy_goes_at_live_priority(redis_url: str) -> None:
+    """A session's copy runs beside its primary: deferred past the session's next write,
+    it would see that write and report a false mismatch."""
+    client = Client(redis_url=redis_url, routing="direct")
+    try:
+        client.redis.hset(Keys().commands, "ping", json.dumps({"read_only": True}))
+        client.set_shadow(True, 1.0)
+        client.set_rollout(100, "test: copies go to V2-compat")
+        wait_for(lambda: client.decide("ping") == "v3", 5, "the client to see 100 % V3")
+        client.submit("ping", session_id="sess-1")
+        assert _client_lists(client) == {"v3": 1, "v2compat": 1, deferred_list("v2compat"): 0}
+    finally:
+        client.close()
 
 
 @pytest.mark.timeout(60)

@@ -121,6 +121,21 @@ def test_the_lists_are_trimmed_when_starving_at_most_every_trim_period() -> None
     assert deferral.trim_due()
 
 
+def test_a_node_taking_in_batches_probes_for_one_copy_per_starve_period() -> None:
+    """Batches take the live lists first: when starving, one take is of copies only."""
+    deferral, clock = _deferral(Hub())
+    deferral.taken("live", deferred=False)
+    assert not deferral.probe_due()  # not starving
+    clock.now += STARVE_SECONDS
+    assert deferral.probe_due()
+    assert not deferral.probe_due()  # the next batches are live again
+    clock.now += STARVE_SECONDS
+    assert deferral.probe_due()  # that probe found no copy: try again a period later
+    deferral.taken("copy", deferred=True)
+    clock.now += STARVE_SECONDS
+    assert not deferral.probe_due()  # a copy runs
+
+
 def test_settling_an_unknown_or_a_live_message_among_others_wakes_nobody() -> None:
     hub = Hub()
     deferral, _ = _deferral(hub)
