@@ -56,7 +56,7 @@ def status(as_json: bool) -> None:
     console.print(
         f"shadow {'on' if data['rollout']['shadow'] else 'off'}: {shadow['compared']} compared, "
         f"{shadow['matched']} matched, {shadow['mismatched']} mismatched; copies waiting for "
-        f"room: {waiting}"
+        f"room: {waiting}; dropped (backlog over the cap): {data.get('shadow_dropped', 0)}"
     )
 
 

@@ -71,7 +71,7 @@ from kombu.utils.json import dumps, loads
 
 from snakepool.tasks.worker import pop_scripts as scripts
 from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE, entry_fields
-from snakepool.tasks.worker.pop_defer import SHADOW_PRIORITY, Deferral, trim
+from snakepool.tasks.worker.pop_defer import SHADOW_PRIORITY, Deferral
 from snakepool.tasks.worker.pop_reclaim import reclaim
 from snakepool.tasks.worker.pop_wait import Waiter
 
@@ -247,8 +247,6 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             except self.connection_errors as exc:
                 log.debug("reclaim postponed: %s", exc)
                 return []
-        if self.deferral.trim_due():  # waiting or taking, with prefetch room or not
-            trim(self, [k for k in self._all_keys() if self.deferral.is_deferred(k)])
         if not (self._waiting and self.qos.can_consume()):
             return []
         waiters = (self._waiter(key) for key in self._pop_keys())

@@ -16,8 +16,9 @@ of it the copy's receipt alone):
 - **starving**: live traffic kept the lists closed for :data:`STARVE_SECONDS` (since
   they were last open or a copy was last taken): one copy is taken anyway (by a waiter,
   or, on a node taking in batches, live lists first, by a take of copies only), so a
-  busy node still makes progress (at least one copy per ``STARVE_SECONDS``); copies
-  beyond :data:`BACKLOG_CAP` per list are then trimmed, oldest first (logged).
+  busy node still makes progress (at least one copy per ``STARVE_SECONDS``). Every node
+  trims both lanes' lists to :data:`BACKLOG_CAP` every :data:`TRIM_SECONDS`, oldest
+  first (logged, and counted as ``dropped`` in the shadow counts).
 
 Copies are taken newest first (``BLMOVE … LEFT``; one given back goes back there too):
 under overload the oldest are trimmed, and a copy older than its primary's pair record
@@ -35,7 +36,9 @@ operations.
 Limits: deferral needs the reliable pop (``redis://``, Redis ≥ 6.2); with kombu's BRPOP
 (and in the embedded demo's in-memory transport) copies are consumed in priority order
 like any message. A node of a version before this one does not read the deferred lists:
-during a rolling deploy, copies wait there for a node of this version.
+during a rolling deploy, copies wait there for a node of this version; every node of this
+version, whatever its lanes, caps both lanes' lists (``recovery/step.py``), so a deploy
+stopped half way leaves a bounded list.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ __all__ = [
     "STARVE_SECONDS",
     "Deferral",
     "deferred_list",
+    "trim_lists",
 ]
 
 log = logging.getLogger("snakepool.broker")
@@ -66,7 +70,7 @@ QUIET_SECONDS = 0.01
 CALM_SECONDS = 1.0
 #: Longest a busy node goes without taking a copy, in seconds.
 STARVE_SECONDS = 1.0
-#: Copies kept per deferred list (trimmed, oldest first, at most every TRIM_SECONDS).
+#: Copies kept per deferred list (trimmed, oldest first, by every node every TRIM_SECONDS).
 BACKLOG_CAP = 10_000
 TRIM_SECONDS = 10.0
 
@@ -80,8 +84,8 @@ def deferred_list(queue: str) -> str:
     return f"{queue}{KOMBU_PRIORITY_SEP}{SHADOW_PRIORITY}"
 
 
-#: Keep the newest ARGV[1] of KEYS[1] (kombu pushes on the left, consumers take from the
-#: right: the oldest); returns how many were dropped.
+#: Keep the newest ARGV[1] of KEYS[1] (kombu pushes on the left); returns how many were
+#: dropped.
 TRIM = """
 local over = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
 if over <= 0 then return 0 end
@@ -114,7 +118,6 @@ class Deferral:
         self._live_at = float("-inf")  # when a live message was last taken
         self._copy_at = float("-inf")  # when a copy was last taken
         self._closed_at = float("-inf")  # when live traffic last closed the lists
-        self._trimmed_at = float("-inf")
         self._probed_at = float("-inf")
 
     def is_deferred(self, key: str) -> bool:
@@ -142,15 +145,6 @@ class Deferral:
         if not self.starving(now) or now - self._probed_at < STARVE_SECONDS:
             return False
         self._probed_at = now
-        return True
-
-    def trim_due(self) -> bool:
-        """Whether the deferred lists are to be trimmed now (starving, and not trimmed
-        for ``TRIM_SECONDS``); True marks them trimmed."""
-        now = self._clock()
-        if not self.starving(now) or now - self._trimmed_at < TRIM_SECONDS:
-            return False
-        self._trimmed_at = now
         return True
 
     def taken(self, delivery_tag: str, *, deferred: bool) -> None:
@@ -194,21 +188,21 @@ class Deferral:
             hub.call_later(QUIET_SECONDS, _tick)
 
 
-def trim(channel: Any, keys: list[str]) -> int:
-    """Trim each deferred list of ``keys`` to :data:`BACKLOG_CAP` (oldest first), on
-    ``channel``'s connection; how many copies went (logged). Never raises for Redis
-    away (the next trim tries again)."""
+def trim_lists(client: Any, keys: list[str]) -> int:
+    """Trim each deferred list of ``keys`` to :data:`BACKLOG_CAP` (oldest first); how
+    many copies went (logged).
+
+    Raises:
+        redis.RedisError: Redis refused or is away.
+    """
     dropped = 0
-    try:
-        with channel.conn_or_acquire() as client:
-            for key in keys:
-                over = int(client.eval(TRIM, 1, key, BACKLOG_CAP))
-                if over:
-                    log.warning("%d shadow copies dropped from %r: over %d waiting (nodes "
-                                "too busy to run them)", over, key, BACKLOG_CAP)  # fmt: skip
-                dropped += over
-    except channel.connection_errors as exc:
-        log.debug("trimming shadow copies postponed: %s", exc)
+    for key in keys:
+        over = int(client.eval(TRIM, 1, key, BACKLOG_CAP))
+        if over:
+            log.warning("%d shadow copies dropped from %r: over %d waiting (nodes too busy "
+                        "to run them, or none of this version)", over, key,
+                        BACKLOG_CAP)  # fmt: skip
+        dropped += over
     return dropped
 
 

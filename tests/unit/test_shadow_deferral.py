@@ -15,7 +15,6 @@ from snakepool.tasks.worker.pop_defer import (
     CALM_SECONDS,
     QUIET_SECONDS,
     STARVE_SECONDS,
-    TRIM_SECONDS,
     Deferral,
 )
 
@@ -108,17 +107,6 @@ def test_a_node_busy_with_live_traffic_still_takes_one_copy_per_starve_period() 
     assert not deferral.open()  # the next one only after another period
     clock.now += STARVE_SECONDS
     assert deferral.open()
-
-
-def test_the_lists_are_trimmed_when_starving_at_most_every_trim_period() -> None:
-    deferral, clock = _deferral(Hub())
-    deferral.taken("live", deferred=False)
-    assert not deferral.trim_due()  # not starving
-    clock.now += STARVE_SECONDS
-    assert deferral.trim_due()
-    assert not deferral.trim_due()
-    clock.now += TRIM_SECONDS
-    assert deferral.trim_due()
 
 
 def test_a_node_taking_in_batches_probes_for_one_copy_per_starve_period() -> None:

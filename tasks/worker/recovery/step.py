@@ -37,6 +37,7 @@ from snakepool.config.keys import Keys
 from snakepool.sessions import redis_from_url
 from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE
 from snakepool.tasks.worker.node import HEARTBEAT_SECONDS
+from snakepool.tasks.worker.pop_defer import TRIM_SECONDS, deferred_list, trim_lists
 from snakepool.tasks.worker.recovery.bindings import release_own_bindings
 from snakepool.tasks.worker.recovery.broker import BrokerRedis
 from snakepool.tasks.worker.recovery.deadletters import DeadLetterStore
@@ -64,7 +65,7 @@ class RecoveryService:
     def __init__(self, app: Celery, *, node: str) -> None:
         settings = app.snakepool_settings
         keys = Keys(settings.key_prefix)
-        self.app, self.node = app, node
+        self.app, self.node, self.keys = app, node, keys
         self.broker = BrokerRedis(app)
         self.record = InflightRecord(
             self.broker.client, keys, node=node,
@@ -79,6 +80,7 @@ class RecoveryService:
         )  # fmt: skip
         self._stopping = threading.Event()
         self._healthy_since: float | None = None
+        self._trimmed_at = float("-inf")
 
     def start(self) -> None:
         """Listen to Celery's task signals, beat once, start beating and sweeping."""
@@ -118,6 +120,22 @@ class RecoveryService:
         except Exception:
             log.exception("recovery sweep failed (the next one runs in a second)")
 
+    def trim_shadow_copies(self) -> None:
+        """Every ``TRIM_SECONDS``, cap both lanes' lists of shadow copies (``pop_defer``),
+        whatever lanes this node serves (a lane whose nodes are all of an earlier version
+        never reads its list: a rolling deploy stopped half way), and count what went in
+        the shadow counts' ``dropped``. Never raises."""
+        if time.monotonic() - self._trimmed_at < TRIM_SECONDS:
+            return
+        self._trimmed_at = time.monotonic()
+        try:
+            lists = [deferred_list(lane) for lane in ("v3", "v2compat")]
+            dropped = trim_lists(self.broker.client, lists)  # the broker's Redis
+            if dropped:  # beside the comparisons, in the store's (REDIS_URL)
+                self.heartbeats.hincrby(self.keys.shadow_counts, "dropped", dropped)
+        except redis.RedisError as exc:
+            log.debug("trimming shadow copies postponed: %s", exc)
+
     def _beat_loop(self) -> None:
         while True:  # until the process ends (see stop)
             time.sleep(HEARTBEAT_SECONDS)
@@ -126,6 +144,7 @@ class RecoveryService:
     def _sweep_loop(self) -> None:
         while not self._stopping.wait(HEARTBEAT_SECONDS):
             self.sweep()
+            self.trim_shadow_copies()
 
     # ------------------------------------------------------- Celery's signals
 
