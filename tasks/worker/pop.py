@@ -227,11 +227,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             self._flush_brpop_reauth()
 
     def blocking_wanted(self, key: str) -> bool:
-        """Whether a waiter should (re)send its BLMOVE on ``key`` now."""
-        return (
-            self._waiting and not self._reclaim_due and not self._closing
-            and self.qos.can_consume() and key in self._pop_keys()
-        )  # fmt: skip
+        """Whether a waiter should (re)send its BLMOVE on ``key`` now (``key`` is one of
+        :meth:`_pop_keys`: its queue is consumed, and a deferred list is open)."""
+        if self._reclaim_due or self._closing or not (self._waiting and self.qos.can_consume()):
+            return False
+        if key.split(self.sep, 1)[0] not in self._active_queues:  # kombu's <queue><sep><pri>
+            return False
+        return not self.deferral.is_deferred(key) or self.deferral.open()
 
     def waiters_due(self) -> list[Waiter]:
         """Called by :class:`Poller` on each poll: reclaim if due, then the waiters to
