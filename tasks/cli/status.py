@@ -56,7 +56,8 @@ def status(as_json: bool) -> None:
     console.print(
         f"shadow {'on' if data['rollout']['shadow'] else 'off'}: {shadow['compared']} compared, "
         f"{shadow['matched']} matched, {shadow['mismatched']} mismatched; copies waiting for "
-        f"room: {waiting}; dropped (backlog over the cap): {data.get('shadow_dropped', 0)}"
+        f"room: {waiting}; dropped (backlog over the cap): {data.get('shadow_dropped', 0)}; "
+        f"expired unrun: {data.get('shadow_expired', 0)}"
     )
 
 

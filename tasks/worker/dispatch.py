@@ -21,6 +21,7 @@ from kombu import Queue
 from snakepool.config.flags import RolloutFlags
 from snakepool.config.keys import Keys
 from snakepool.sessions import SessionStore
+from snakepool.tasks.rollout import shadow as shadow_records
 from snakepool.tasks.rollout.breaker import CircuitBreaker
 from snakepool.tasks.rollout.routing import decide, is_pinned
 from snakepool.tasks.rollout.shadow import CommandCatalog, is_pair_id, should_shadow
@@ -104,8 +105,15 @@ def _deferred(session_id: str | None) -> dict[str, Any]:
     """The copy's publish options: the priority of the copies nodes defer until live
     traffic leaves room (``pop_defer.py``) — unless it reads a session. A session's copy
     deferred past the session's next write would see that write and report a false
-    mismatch, so it goes at live priority and runs beside its primary, as it always did."""
-    return {"priority": SHADOW_PRIORITY} if session_id is None else {}
+    mismatch, so it goes at live priority and runs beside its primary, as it always did.
+
+    A deferred copy expires with its primary's pair record (``PAIR_TTL``): older, it
+    could no longer be compared, and taken newest first it is the last to run; a node
+    discards it unrun (Celery's ``expires``) and counts it (``expired``, recovery/step.py)
+    instead of running it for nothing on a lane that was too busy to run it in time."""
+    if session_id is not None:
+        return {}
+    return {"priority": SHADOW_PRIORITY, "expires": shadow_records.PAIR_TTL}
 
 
 def plan_shadow(

@@ -36,6 +36,7 @@ __all__ = [
     "LaneOptions",
     "ShadowTag",
     "checked_session_id",
+    "is_shadow_task_id",
     "shadow_task_id",
 ]
 
@@ -121,6 +122,14 @@ class LaneOptions:
 def shadow_task_id(request_id: str) -> str:
     """The task id of the shadow copy of request ``request_id``."""
     return f"{request_id}{_SHADOW_SUFFIX}"
+
+
+def is_shadow_task_id(task_id: object) -> bool:
+    """Whether ``task_id`` is the task id of a shadow copy (:func:`shadow_task_id`)."""
+    return (
+        isinstance(task_id, str) and task_id.endswith(_SHADOW_SUFFIX)
+        and is_pair_id(task_id[: -len(_SHADOW_SUFFIX)])
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

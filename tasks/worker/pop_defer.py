@@ -22,7 +22,8 @@ of it the copy's receipt alone):
 
 Copies are taken newest first (``BLMOVE … LEFT``; one given back goes back there too):
 under overload the oldest are trimmed, and a copy older than its primary's pair record
-(``rollout.shadow.PAIR_TTL``, 300 s) could no longer be compared anyway. A copy of a
+(``rollout.shadow.PAIR_TTL``, 300 s) could no longer be compared anyway: it expires
+then, discarded unrun and counted (``dispatch.py``). A copy of a
 request in a session is not deferred: run after the session's next write it would see
 that write and report a false mismatch, so it goes at live priority (``dispatch.py``).
 

@@ -31,7 +31,8 @@ def collect_status(client: redis.Redis, broker: redis.Redis | None, prefix: str)
 
     Shape: ``{"nodes": [{"name", "lanes", "pool": {...}}], "queues": {name: depth},
     "shadow_queued": {lane: shadow copies waiting to run there}, "shadow_dropped": copies
-    trimmed from a backlog over the cap, since the start,
+    trimmed from a backlog over the cap, since the start, "shadow_expired": copies
+    discarded unrun, older than their pair record,
     "lanes": {"v3": {..., "live_nodes", "serving"}, "v2compat": {...}},
     "shedding": {lane: why}, "rollout": {"percent", "version", ...}}``. A lane with no
     live node has ``serving: false`` and, while the other lane has one, appears in
@@ -68,4 +69,5 @@ def collect_status(client: redis.Redis, broker: redis.Redis | None, prefix: str)
         "rollout": FlagStore(client, prefix=prefix).read().to_dict(),
         "shadow": ShadowRecorder(client, prefix=prefix).counts(),
         "shadow_dropped": int(client.hget(keys.shadow_counts, "dropped") or 0),
+        "shadow_expired": int(client.hget(keys.shadow_counts, "expired") or 0),
     }

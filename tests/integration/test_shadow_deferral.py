@@ -21,6 +21,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from snakepool.config.keys import Keys
 from snakepool.tasks.client import Client
+from snakepool.tasks.rollout import shadow as shadow_records
 from snakepool.tasks.worker import pop_defer
 from snakepool.tasks.worker.pop_defer import QUIET_SECONDS, SHADOW_PRIORITY, deferred_list
 from snakepool.tasks.worker.status import collect_status
@@ -336,3 +337,34 @@ def test_every_node_caps_both_lanes_copies_even_of_a_lane_it_does_not_serve(
         assert (status["shadow_dropped"], status["shadow_queued"]["v2compat"]) == (
             over, pop_defer.BACKLOG_CAP,
         )  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+def test_a_copy_older_than_its_pair_record_is_discarded_unrun_and_counted(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies are taken newest first, so the oldest of a backlog run last: once older than
+    their primary's pair record (``PAIR_TTL``) they could no longer be compared, and ran
+    for nothing on a lane too busy to run them in time, counted nowhere."""
+    monkeypatch.setattr(shadow_records, "PAIR_TTL", 1)  # what this client sends with
+    client = Client(redis_url=redis_url, routing="direct")
+    cluster = Cluster(redis_url, tmp_path, adapter="tests.adapters.clock", pool_size=1)
+    try:
+        client.redis.hset(Keys().commands, "span", json.dumps({"read_only": True}))
+        client.set_shadow(True, 1.0)
+        client.set_rollout(100, "test: copies go to V2-compat")
+        wait_for(lambda: client.decide("span") == "v3", 5, "the client to see 100 % V3")
+        client.submit("span", {"seconds": 0.01})
+        assert redis_client.llen(deferred_list("v2compat")) == 1
+        time.sleep(1.5)  # no V2-compat node yet: the copy outlives its pair record
+        with stopped_after(cluster):
+            cluster.start("v2compat", f"expire-{os.getpid()}")
+            wait_for(
+                lambda: collect_status(redis_client, redis_client, Keys().prefix)[
+                    "shadow_expired"] == 1, 20, "the expired copy to be counted",
+            )  # fmt: skip
+            status = collect_status(redis_client, redis_client, Keys().prefix)
+            assert status["shadow_queued"]["v2compat"] == 0
+            assert status["lanes"]["v2compat"]["requests"] == 0  # discarded unrun
+    finally:
+        client.close()

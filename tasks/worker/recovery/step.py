@@ -37,6 +37,7 @@ from snakepool.config.keys import Keys
 from snakepool.sessions import redis_from_url
 from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE
 from snakepool.tasks.worker.node import HEARTBEAT_SECONDS
+from snakepool.tasks.worker.options import is_shadow_task_id
 from snakepool.tasks.worker.pop_defer import TRIM_SECONDS, deferred_list, trim_lists
 from snakepool.tasks.worker.recovery.bindings import release_own_bindings
 from snakepool.tasks.worker.recovery.broker import BrokerRedis
@@ -187,13 +188,22 @@ class RecoveryService:
             return
         release_own_bindings(self.app, self.node)
 
-    def _on_revoked(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+    def _on_revoked(
+        self, sender: Any = None, request: Any = None, expired: bool = False, **_: Any
+    ) -> None:
         # Celery sends the request's Context here (no ``message``; the tag is among its
         # properties), not the Request the consumer had.
         tag = getattr(getattr(request, "message", None), "delivery_tag", None)
         tag = _request_tag(request) if tag is None else str(tag)
         if tag is not None:
             self.record.finished(tag)
+        if expired and is_shadow_task_id(getattr(request, "id", None)):
+            # A copy that waited past its pair record (dispatch._deferred): discarded
+            # unrun, counted beside the comparisons.
+            try:
+                self.heartbeats.hincrby(self.keys.shadow_counts, "expired", 1)
+            except redis.RedisError as exc:
+                log.debug("an expired shadow copy went uncounted: %s", exc)
 
 
 def _tag_of(task: Any) -> str | None:
