@@ -34,6 +34,10 @@ it does; else through kombu's thread-safe ``Hub.call_soon``), whose expiry is a 
 that offers the lists again; nothing here runs on a request's own path but two set
 operations.
 
+Priority 9 on snakepool's queues is the shadow copies': a message published with it by
+other means (a plain Celery ``send_task(..., priority=9)``) is deferred, and trimmed,
+like one.
+
 Limits: deferral needs the reliable pop (``redis://``, Redis ≥ 6.2); with kombu's BRPOP
 (and in the embedded demo's in-memory transport) copies are consumed in priority order
 like any message. A node of a version before this one does not read the deferred lists:
@@ -49,6 +53,8 @@ import threading
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
+
+import redis
 
 __all__ = [
     "BACKLOG_CAP",
@@ -191,14 +197,18 @@ class Deferral:
 
 def trim_lists(client: Any, keys: list[str]) -> int:
     """Trim each deferred list of ``keys`` to :data:`BACKLOG_CAP` (oldest first); how
-    many copies went (logged).
+    many copies went (logged). A key Redis refuses (not a list) is logged and skipped.
 
     Raises:
-        redis.RedisError: Redis refused or is away.
+        redis.ConnectionError, redis.TimeoutError: Redis is away.
     """
     dropped = 0
     for key in keys:
-        over = int(client.eval(TRIM, 1, key, BACKLOG_CAP))
+        try:
+            over = int(client.eval(TRIM, 1, key, BACKLOG_CAP))
+        except redis.ResponseError as exc:
+            log.error("cannot trim the shadow copies at %r: %s", key, exc)
+            continue
         if over:
             log.warning("%d shadow copies dropped from %r: over %d waiting (nodes too busy "
                         "to run them, or none of this version)", over, key,

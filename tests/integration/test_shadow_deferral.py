@@ -368,3 +368,19 @@ def test_a_copy_older_than_its_pair_record_is_discarded_unrun_and_counted(
             assert status["lanes"]["v2compat"]["requests"] == 0  # discarded unrun
     finally:
         client.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_key_that_is_not_a_list_does_not_stop_the_other_lane_s_trim(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(pop_defer, "BACKLOG_CAP", 5)
+    redis_client.set(deferred_list("v3"), "not a list")
+    redis_client.lpush(deferred_list("v2compat"), *(f"copy-{n}" for n in range(7)))
+    lists = [deferred_list("v3"), deferred_list("v2compat")]
+    assert pop_defer.trim_lists(redis_client, lists) == 2
+    assert redis_client.lrange(deferred_list("v2compat"), 0, -1) == [
+        f"copy-{n}".encode() for n in range(6, 1, -1)
+    ]
+    assert redis_client.get(deferred_list("v3")) == b"not a list"
+    assert "cannot trim the shadow copies" in caplog.text
