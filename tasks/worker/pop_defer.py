@@ -4,8 +4,8 @@ A shadow copy (:mod:`~snakepool.tasks.rollout.shadow`) of a request outside a se
 is published with priority :data:`SHADOW_PRIORITY`, so kombu's Redis transport puts it
 on its lane queue's low-priority list ``<queue>\\x06\\x169`` (``priority_steps = [0,
 9]``, set by ``create_app``): still the lane's queue for kombu, Celery, recovery and
-purges, but a list of its own. A node takes from those *deferred* lists only when live traffic
-leaves room (issue 10: "shadow on at rate 1.0: primary latency within +5 %"; when the
+purges, but a list of its own. A node takes from those *deferred* lists only when live
+traffic leaves room (issue 10: "shadow on at rate 1.0: primary latency within +5 %"; when the
 copy ran beside its primary in the same node, the primary took 1.5 times as long, most
 of it the copy's receipt alone):
 
@@ -23,12 +23,12 @@ of it the copy's receipt alone):
 Copies are taken newest first (``BLMOVE … LEFT``; one given back goes back there too):
 under overload the oldest are trimmed, and a copy older than its primary's pair record
 (``rollout.shadow.PAIR_TTL``, 300 s) could no longer be compared anyway: it expires
-then, discarded unrun and counted (``dispatch.py``). A copy of a
-request in a session is not deferred: run after the session's next write it would see
-that write and report a false mismatch, so it goes at live priority (``dispatch.py``).
+then, discarded unrun and counted (``dispatch.py``). A copy of a request in a session is
+not deferred: run after the session's next write it would see that write and report a
+false mismatch, so it goes at live priority (``dispatch.py``).
 
-A copy that a pending ``BLMOVE`` brings while the lists are closed is given back to the
-head of its list. When no live message is left in flight, the last one's ack arms a
+A copy that a pending ``BLMOVE`` brings while the lists are closed is given back to its
+list's newest end, the next taken. When no live message is left in flight, the last one's ack arms a
 timer of ``QUIET_SECONDS`` on the event loop (directly when Celery acks on the loop, as
 it does; else through kombu's thread-safe ``Hub.call_soon``), whose expiry is a tick
 that offers the lists again; nothing here runs on a request's own path but two set
@@ -62,6 +62,7 @@ __all__ = [
     "QUIET_SECONDS",
     "SHADOW_PRIORITY",
     "STARVE_SECONDS",
+    "TRIM_SECONDS",
     "Deferral",
     "deferred_list",
     "trim_lists",
