@@ -71,7 +71,7 @@ from kombu.utils.json import dumps, loads
 
 from snakepool.tasks.worker import pop_scripts as scripts
 from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE, entry_fields
-from snakepool.tasks.worker.pop_defer import SHADOW_PRIORITY, Deferral
+from snakepool.tasks.worker.pop_defer import Deferral, deferred_list
 from snakepool.tasks.worker.pop_reclaim import reclaim
 from snakepool.tasks.worker.pop_wait import Waiter
 
@@ -126,7 +126,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         self._recent: dict[str, float] = {}
         self._empty = False  # whether the last take found every list empty
         #: When the lists of shadow copies may be read (tasks/worker/pop_defer.py).
-        self.deferral = Deferral(f"{self.sep}{SHADOW_PRIORITY}", self._hub)
+        self.deferral = Deferral(deferred_list(""), self._hub)  # the lists' common end
         self._taken_deferred = False
 
     def _hub(self) -> Any:

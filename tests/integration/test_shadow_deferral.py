@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,21 @@ def test_on_a_node_each_copy_runs_after_its_primary_and_all_are_compared(
         client.set_shadow(False)
 
 
+@contextlib.contextmanager
+def _shadowing_client(redis_url: str) -> Iterator[Client]:
+    """A zero-hop client that routes ``ping`` to V3 and shadows it, with no node running."""
+    client = Client(redis_url=redis_url, routing="direct")
+    try:
+        # What a node publishes of its commands (shadowing copies only read-only ones).
+        client.redis.hset(Keys().commands, "ping", json.dumps({"read_only": True}))
+        client.set_shadow(True, 1.0)
+        client.set_rollout(100, "test: copies go to V2-compat")  # seen after the shadow flag
+        wait_for(lambda: client.decide("ping") == "v3", 5, "the client to see 100 % V3")
+        yield client
+    finally:
+        client.close()
+
+
 def _client_lists(client: Client) -> dict[str, int]:
     keys = ("v3", "v2compat", deferred_list("v2compat"))
     return {key: int(client.redis.llen(key)) for key in keys}
@@ -246,16 +262,9 @@ def test_a_consumer_taking_in_batches_still_takes_a_copy_when_starving(
 def test_a_session_s_copy_goes_at_live_priority(redis_url: str) -> None:
     """A session's copy runs beside its primary: deferred past the session's next write,
     it would see that write and report a false mismatch."""
-    client = Client(redis_url=redis_url, routing="direct")
-    try:
-        client.redis.hset(Keys().commands, "ping", json.dumps({"read_only": True}))
-        client.set_shadow(True, 1.0)
-        client.set_rollout(100, "test: copies go to V2-compat")
-        wait_for(lambda: client.decide("ping") == "v3", 5, "the client to see 100 % V3")
+    with _shadowing_client(redis_url) as client:
         client.submit("ping", session_id="sess-1")
         assert _client_lists(client) == {"v3": 1, "v2compat": 1, deferred_list("v2compat"): 0}
-    finally:
-        client.close()
 
 
 @pytest.mark.timeout(60)
@@ -263,21 +272,13 @@ def test_a_client_publishes_the_copy_on_the_lane_queue_s_list_of_priority_9(
     redis_url: str,
 ) -> None:
     """No node runs: what the client sent stays where it put it."""
-    client = Client(redis_url=redis_url, routing="direct")
-    try:
-        # What a node publishes of its commands (shadowing copies only read-only ones).
-        client.redis.hset(Keys().commands, "ping", json.dumps({"read_only": True}))
-        client.set_shadow(True, 1.0)
-        client.set_rollout(100, "test: copies go to V2-compat")  # seen after the shadow flag
-        wait_for(lambda: client.decide("ping") == "v3", 5, "the client to see 100 % V3")
+    with _shadowing_client(redis_url) as client:
         client.submit("ping")
         assert _client_lists(client) == {"v3": 1, "v2compat": 0, deferred_list("v2compat"): 1}
         status = collect_status(client.redis, client.redis, Keys().prefix)
         assert (status["queues"], status["shadow_queued"]) == (
             {"router": 0, "v3": 1, "v2compat": 0}, {"v3": 0, "v2compat": 1},
         )  # fmt: skip
-    finally:
-        client.close()
 
 
 @pytest.mark.timeout(30)

@@ -35,6 +35,7 @@ from celery import Celery, bootsteps, signals
 
 from snakepool.config.keys import Keys
 from snakepool.sessions import redis_from_url
+from snakepool.tasks.worker.app import LANE_TASKS
 from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE
 from snakepool.tasks.worker.node import HEARTBEAT_SECONDS
 from snakepool.tasks.worker.options import is_shadow_task_id
@@ -130,7 +131,7 @@ class RecoveryService:
             return
         self._trimmed_at = time.monotonic()
         try:
-            lists = [deferred_list(lane) for lane in ("v3", "v2compat")]
+            lists = [deferred_list(lane) for lane in LANE_TASKS]
             dropped = trim_lists(self.broker.client, lists)  # the broker's Redis
             if dropped:  # beside the comparisons, in the store's (REDIS_URL)
                 self.heartbeats.hincrby(self.keys.shadow_counts, "dropped", dropped)
