@@ -28,16 +28,19 @@ request's outcome (by a node older than ``SnakepoolTask``'s mapping) is read bac
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Any, Protocol
 
 import redis
-from celery import Celery
+from celery import Celery, states
 from celery.backends.redis import RedisBackend
 from celery.backends.redis import ResultConsumer as CeleryResultConsumer
+from celery.exceptions import BackendStoreError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
+from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 
 from snakepool import errors
@@ -64,6 +67,29 @@ RECONNECT_EVERY = 0.5
 #: results still in Redis: rebuilt as found, they would be Celery's stand-in classes
 #: (``celery.exceptions.InvalidArguments``), no longer a ``SnakepoolError``.
 _OLD_ERROR_MODULES = frozenset({"pool.errors", "pool.interpreter.adapter"})
+#: Celery's rule for storing a task's outcome, checked by Redis in the transaction that
+#: stores it: a stored SUCCESS is kept (``BaseKeyValueStoreBackend._store_result`` reads
+#: the key first, a round trip of its own, so that a lost worker's duplicate never
+#: overwrites a success). KEYS[1] the result key; ARGV[1] the encoded meta (JSON: a value
+#: that does not decode is not a success); ARGV[2] seconds to live, '' for none.
+#: Returns 1 (stored and published) or 0 (a success was there: nothing written).
+_STORE_UNLESS_SUCCESS = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local decoded, meta = pcall(cjson.decode, current)
+  if decoded and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+_STORE_SHA = hashlib.sha1(_STORE_UNLESS_SUCCESS.encode(), usedforsecurity=False).hexdigest()
 
 
 class ResilientResultConsumer(CeleryResultConsumer):  # type: ignore[misc]
@@ -159,10 +185,41 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
 
     ResultConsumer = ResilientResultConsumer
 
-    def _set(self, key: str, value: Any, expires: int | None = None) -> None:
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Celery's, with its read of the stored outcome moved into the transaction that
+        stores (:data:`_STORE_UNLESS_SUCCESS`): one round trip per outcome, not two.
+
+        Raises:
+            BackendStoreError: the encoded outcome is over Celery's size limit for Redis.
+            redis.RedisError: it could not be stored (after Celery's retry policy).
+        """
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback,
+                                     request=request)  # fmt: skip
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.failure_expires if state == states.FAILURE else None
+        self.ensure(self._set, (self.get_key_for_task(task_id), value, expires, True))
+        return result
+
+    def _set(
+        self, key: str, value: Any, expires: int | None = None, keep_success: bool = False
+    ) -> None:
         """Celery's ``SET … EX`` + ``PUBLISH`` of a result, in a ``MULTI`` that also carries
         what the app's rider has (a lane's figures: no round trip of their own, and in
         Redis the moment the result is). A refused rider command never fails the store.
+        ``keep_success``: a task's outcome, written only if no SUCCESS is stored.
 
         Raises:
             redis.RedisError: the result could not be stored (Celery's retry policy); the
@@ -170,43 +227,59 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         """
         rider: ResultRider | None = getattr(self.app, "snakepool_result_rider", None)
         if rider is None:
-            self._store(key, value, expires, [])
+            self._store(key, value, expires, [], keep_success)
             return
         commands: list[tuple[object, ...]] = []
         try:
             commands = rider.take_commands()
-            replies = self._store(key, value, expires, commands)
+            replies = self._store(key, value, expires, commands, keep_success)
         except redis.RedisError as exc:  # Celery retries the result, not what rode
             if commands:
                 rider.refused(exc)  # lost (it may have run); its window TTLs redone
             raise
         finally:
             rider.sent()
-        refused = next((r for r in replies[:-2] if isinstance(r, redis.RedisError)), None)
+        refused = next((r for r in replies if isinstance(r, redis.RedisError)), None)
         if refused is not None:
             rider.refused(refused)
 
     def _store(
-        self, key: str, value: Any, expires: int | None, commands: list[tuple[object, ...]]
+        self,
+        key: str,
+        value: Any,
+        expires: int | None,
+        commands: list[tuple[object, ...]],
+        keep_success: bool,
     ) -> list[Any]:
-        """``commands``, then the result's ``SET`` and ``PUBLISH``, in one ``MULTI``; the
-        replies (a refused command's error in its place).
+        """``commands``, then the result's ``SET`` and ``PUBLISH`` (through
+        :data:`_STORE_UNLESS_SUCCESS` when ``keep_success``), in one ``MULTI``; the
+        replies to ``commands`` (a refused command's error in its place).
 
         Raises:
             redis.RedisError: the transaction failed, or the result's own commands were
                 refused.
         """
         expires = self.expires if expires is None else expires
+        seconds = int(expires) if expires else None  # Celery's may be a float
+        own = 1 if keep_success else 2
         with self.client.pipeline() as pipe:
             for command in commands:
                 pipe.execute_command(*command)
-            pipe.set(key, value, ex=int(expires) if expires else None)  # Celery's may be float
-            pipe.publish(key, value)
+            if keep_success:
+                pipe.evalsha(_STORE_SHA, 1, key, value, "" if seconds is None else seconds)
+            else:
+                pipe.set(key, value, ex=seconds)
+                pipe.publish(key, value)
             replies: list[Any] = pipe.execute(raise_on_error=False)
-        for reply in replies[-2:]:  # the result's own
+        if keep_success and isinstance(replies[-1], redis.exceptions.NoScriptError):
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): EVAL loads it as it runs.
+            replies[-1] = self.client.eval(
+                _STORE_UNLESS_SUCCESS, 1, key, value, "" if seconds is None else seconds
+            )
+        for reply in replies[-own:]:  # the result's own
             if isinstance(reply, Exception):
                 raise reply
-        return replies
+        return replies[:-own]
 
     def exception_to_python(self, exc: Any) -> Any:
         """A stored outcome as an exception: a raw redis/kombu/socket one (stored by a
