@@ -108,7 +108,15 @@ def malformed(message: Any) -> str | None:
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
-    """Celery's consumer, storing ``InvalidArguments`` for a message it cannot read."""
+    """Celery's consumer, storing ``InvalidArguments`` for a message it cannot read.
+
+    Known to its app as ``app.snakepool_consumer`` (the router's forward sends its
+    ``task-sent`` event through the consumer's event dispatcher).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app.snakepool_consumer = self
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         """Celery's handler, behind a check of the shapes that would crash it."""

@@ -120,6 +120,11 @@ def test_the_lane_result_and_queue_reach_the_caller_and_the_router_task_succeeds
         succeeded = sorted(e["hostname"] for e in events.of(task_id, "task-succeeded"))
         assert succeeded == sorted([router, v3])  # the router task counts as succeeded
         assert events.of(task_id, "task-failed") == []
+        # Flower learns the lane's queue from the forward's task-sent event: sent by the
+        # router node with its other task events (the client's own names the router).
+        sent = {(e["hostname"], e["name"], e["queue"]) for e in events.of(task_id, "task-sent")}
+        assert (router, LANE_TASKS["v3"], "v3") in sent
+        assert {name for _, name, _ in sent} == {ROUTE_TASK, LANE_TASKS["v3"]}
         # The router finished (its success event is in): still the lane's result, stored once.
         meta = client.app.backend.get_task_meta(task_id)
         assert (meta["status"], meta["result"]) == ("SUCCESS", {"result": 42})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from celery import Celery, Task, signature
 
-from snakepool.tasks.worker.forward import forward
+from snakepool.tasks.worker.forward import SentEvents, forward
 
 CALLBACK = dict(signature("app.on_done", args=(1,)))
 ERRBACK = dict(signature("app.on_error", args=(2,)))
@@ -113,3 +113,64 @@ def test_forward_raises_when_the_broker_refuses(app: Celery) -> None:
             forward(route, lane(app))  # the router task fails with it: its error is stored
     finally:
         route.pop_request()
+
+
+class FakeConsumer:
+    """What forward reads of a worker's consumer: its event dispatcher."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.event_dispatcher = dispatcher
+
+
+def dispatcher(app: Celery, **options: Any) -> Any:
+    """A worker's event dispatcher as Celery's consumer makes it (with an event loop)."""
+    options.setdefault("buffer_group", ["task"])
+    return app.events.Dispatcher(app.connection_for_write(), hostname="router@h", **options)
+
+
+def test_the_sent_event_joins_the_workers_buffered_task_events(app: Celery) -> None:
+    """Through the real send_task: the lane message is published and its task-sent
+    event waits in the worker's buffer (sent with the other task events), not published
+    on its own."""
+    events = dispatcher(app)
+    app.conf.task_send_sent_event = True
+    app.snakepool_consumer = FakeConsumer(events)
+    route = router_task(app, [])
+    del app.send_task  # Celery's own
+    published: list[Any] = []
+    real = events.publish
+    events.publish = lambda *a, **k: published.append(a) or real(*a, **k)  # type: ignore[method-assign]
+    route.push_request(id="caller-task-id")
+    try:
+        forward(route, lane(app))
+    finally:
+        route.pop_request()
+    [sent] = events._group_buffer["task"]
+    assert (sent["type"], sent["uuid"], sent["hostname"]) == (
+        "task-sent",
+        "caller-task-id",
+        "router@h",
+    )
+    assert (sent["name"], sent["queue"], sent["routing_key"]) == (
+        "snakepool.v3.execute",
+        "v3",
+        "v3",
+    )
+    assert published == []
+    with app.connection_for_read() as connection:
+        assert connection.default_channel._size("v3") == 1  # the message itself went
+    events.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"enabled": False}, {"buffer_group": None}, {"groups": ["worker"]}],
+    ids=["events off", "no event loop", "task events disabled"],
+)
+def test_celery_sends_the_event_itself_unless_the_worker_would_as_celery_does(
+    app: Celery, options: dict[str, Any]
+) -> None:
+    events = dispatcher(app, **options)
+    assert SentEvents.of(FakeConsumer(events)) is None
+    assert SentEvents.of(None) is None and SentEvents.of(FakeConsumer(None)) is None
+    events.close()
