@@ -45,6 +45,7 @@ from snakepool.config.ids import REQUEST_ID, is_valid
 from snakepool.config.json_values import MAX_INT_DIGITS
 from snakepool.errors import InvalidArguments
 from snakepool.tasks.worker.app import LANE_TASKS, ROUTE_TASK, ROUTER_QUEUE
+from snakepool.tasks.worker.forward import SentEvents
 
 __all__ = ["Consumer", "malformed", "unreadable_reason"]
 
@@ -110,13 +111,13 @@ def malformed(message: Any) -> str | None:
 class Consumer(CeleryConsumer):  # type: ignore[misc]
     """Celery's consumer, storing ``InvalidArguments`` for a message it cannot read.
 
-    Known to its app as ``app.snakepool_consumer`` (the router's forward sends its
-    ``task-sent`` event through the consumer's event dispatcher).
+    Gives its app ``app.snakepool_sent_events``: the router's forward sends its
+    ``task-sent`` event through the consumer's event dispatcher (:class:`SentEvents`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app.snakepool_consumer = self
+        self.app.snakepool_sent_events = SentEvents(self, self.app.events.Dispatcher(enabled=False))
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         """Celery's handler, behind a check of the shapes that would crash it."""

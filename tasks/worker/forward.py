@@ -35,34 +35,45 @@ __all__ = ["SentEvents", "forward"]
 
 class SentEvents:
     """What Celery's ``send_task`` takes as ``event_dispatcher``: its ``task-sent`` event,
-    handed to a worker's event dispatcher that buffers task events.
+    handed to the worker consumer's event dispatcher, which buffers task events — or,
+    where that dispatcher would not send it as Celery does, published as Celery does.
+
+    The dispatcher is looked up as the event is sent, after the message went out: a
+    consumer that restarted meanwhile (a lost broker connection; ``send_task`` retries
+    across it) has disabled the one it had, and a new one is in its place.
 
     Args:
-        dispatcher: The worker consumer's ``EventDispatcher``.
+        consumer: The worker's consumer (its ``event_dispatcher`` changes on a restart).
+        fallback: A dispatcher publishing with the producer it is given (Celery's own
+            default: ``app.events.Dispatcher(enabled=False)``).
     """
 
-    def __init__(self, dispatcher: Any) -> None:
-        self.dispatcher = dispatcher
+    def __init__(self, consumer: Any, fallback: Any) -> None:
+        self.consumer = consumer
+        self.fallback = fallback
 
-    @classmethod
-    def of(cls, consumer: Any) -> SentEvents | None:
-        """For ``consumer``'s dispatcher, or None (Celery then publishes the event itself)
-        when it would not send the event as Celery does: no dispatcher, disabled, task
-        events turned off (``celery control disable_events``: Celery's own sent event
-        does not heed that) or not buffered (no event loop)."""
-        dispatcher = getattr(consumer, "event_dispatcher", None)
+    def buffering(self) -> Any:
+        """The consumer's dispatcher if it buffers task events now, else None: none yet,
+        disabled (closed, or the node runs without events), task events turned off
+        (``celery control disable_events``: Celery's own sent event does not heed that)
+        or not buffered (no event loop)."""
+        dispatcher = getattr(self.consumer, "event_dispatcher", None)
         if dispatcher is None or not dispatcher.enabled or "task" not in dispatcher.buffer_group:
             return None
         if dispatcher.groups and "task" not in dispatcher.groups:
             return None
-        return cls(dispatcher)
+        return dispatcher
 
     def publish(
         self, event_type: str, fields: dict[str, Any], producer: Any, **options: Any
     ) -> None:
-        """Celery's ``EventDispatcher.publish`` call: buffered instead (``producer`` and
-        the retry ``options`` are the worker's own when the buffer is sent)."""
-        self.dispatcher.send(event_type, **fields)
+        """Celery's ``EventDispatcher.publish`` call (``producer``: the message's; the
+        retry ``options``), buffered when the consumer's dispatcher buffers."""
+        dispatcher = self.buffering()
+        if dispatcher is None:
+            self.fallback.publish(event_type, fields, producer, **options)
+        else:
+            dispatcher.send(event_type, **fields)
 
 
 def forward(task: Any, signature: Signature) -> None:
@@ -94,7 +105,7 @@ def forward(task: Any, signature: Signature) -> None:
         "root_id": request.root_id,
     }
     options = {name: value for name, value in carried.items() if value is not None}
-    events = SentEvents.of(getattr(task.app, "snakepool_consumer", None))
+    events = getattr(task.app, "snakepool_sent_events", None)
     if events is not None:
         options["event_dispatcher"] = events
     nesting = request.get("replaced_task_nesting") or 0

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from snakepool.config.settings import load_settings
 from snakepool.tasks.worker.app import RESULT_EXPIRES, create_app
+from snakepool.tasks.worker.results import SCRIPTED_STORE_MAX_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -81,9 +82,58 @@ def test_a_value_that_is_not_json_is_not_a_success(app: Celery, redis_client: re
     key = app.backend.get_key_for_task(task_id)
     for garbage in (b"\x80\x81 not json", b'"SUCCESS"', b"[1, 2]", b'{"status": 7}'):
         redis_client.set(key, garbage)
-        app.backend.store_result(task_id, 3, states.SUCCESS)
-        assert _stored(app, task_id) == (states.SUCCESS, 3)
+        app.backend.store_result(task_id, KeyError("k"), states.FAILURE)
+        assert _stored(app, task_id)[0] == states.FAILURE
         redis_client.delete(key)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b'{"result": 1, "status": "SUCCESS", "traceback": null}',  # another writer's order
+        b'{"status":"SUCCESS","result":1}',  # compact JSON
+        # What Redis's cjson cannot decode (a lone surrogate): told by its first bytes.
+        b'{"status": "SUCCESS", "result": "name-\\udcff.txt", "traceback": null}',
+    ],
+)
+def test_a_success_stored_otherwise_is_kept(
+    app: Celery, redis_client: redis.Redis, stored: bytes
+) -> None:
+    task_id = uuid.uuid4().hex
+    redis_client.set(app.backend.get_key_for_task(task_id), stored)
+    app.backend.store_result(task_id, KeyError("late"), states.FAILURE)
+    assert redis_client.get(app.backend.get_key_for_task(task_id)) == stored
+
+
+def _calls(redis_client: redis.Redis, command: str) -> int:
+    return int(redis_client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_a_large_outcome_is_stored_as_celery_does_never_through_the_script(
+    app: Celery, redis_client: redis.Redis
+) -> None:
+    """A script's arguments are copied into Lua and back: megabytes would block Redis."""
+    task_id, large = uuid.uuid4().hex, "x" * (SCRIPTED_STORE_MAX_BYTES + 1)
+    before = _calls(redis_client, "evalsha")
+    app.backend.store_result(task_id, large, states.SUCCESS)
+    app.backend.store_result(task_id, KeyError("late duplicate"), states.FAILURE)  # scripted
+    app.backend.store_result(task_id, ValueError(large), states.FAILURE)  # large: read first
+    assert _calls(redis_client, "evalsha") - before == 1
+    assert _stored(app, task_id) == (states.SUCCESS, large)
+    other = uuid.uuid4().hex
+    app.backend.store_result(other, KeyError("small"), states.FAILURE)
+    app.backend.store_result(other, large, states.SUCCESS)  # over a failure: written
+    assert _stored(app, other) == (states.SUCCESS, large)
+
+
+def test_a_celery_without_failure_expires_keeps_failures_as_long_as_results(
+    app: Celery, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``result_failure_expires`` is Celery 5.7's; pyproject allows earlier versions."""
+    monkeypatch.delattr(app.backend, "failure_expires")
+    task_id = uuid.uuid4().hex
+    app.backend.store_result(task_id, KeyError("k"), states.FAILURE)
+    assert redis_client.ttl(app.backend.get_key_for_task(task_id)) > RESULT_EXPIRES - 10
 
 
 def test_redis_without_its_scripts_still_stores(app: Celery, redis_client: redis.Redis) -> None:
@@ -108,7 +158,9 @@ _VALUES = st.one_of(
     st.none(),
     st.integers(-(2**40), 2**40),
     st.text(max_size=30),
+    st.text(st.characters(categories=["Cs", "Lu"]), max_size=4),  # lone surrogates too
     st.lists(st.booleans(), max_size=3),
+    st.text(min_size=1, max_size=1).map(lambda c: c * (SCRIPTED_STORE_MAX_BYTES + 1)),
 )
 _STATES = st.sampled_from([states.SUCCESS, states.FAILURE, states.STARTED, states.RETRY])
 _OUTCOMES = st.lists(st.tuples(_STATES, _VALUES), min_size=1, max_size=6)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from celery import Celery, Task, signature
+from celery.signals import before_task_publish
 
 from snakepool.tasks.worker.forward import SentEvents, forward
 
@@ -128,49 +129,81 @@ def dispatcher(app: Celery, **options: Any) -> Any:
     return app.events.Dispatcher(app.connection_for_write(), hostname="router@h", **options)
 
 
-def test_the_sent_event_joins_the_workers_buffered_task_events(app: Celery) -> None:
-    """Through the real send_task: the lane message is published and its task-sent
-    event waits in the worker's buffer (sent with the other task events), not published
-    on its own."""
-    events = dispatcher(app)
+def forward_through_celery(app: Celery, consumer: FakeConsumer) -> list[Any]:
+    """forward() through Celery's real send_task, on a node whose consumer is
+    ``consumer``; what Celery's own path (the fallback dispatcher) published."""
+    fallback = app.events.Dispatcher(enabled=False)
+    published: list[Any] = []
+    fallback.publish = lambda *a, **k: published.append(a)  # type: ignore[method-assign]
+    app.snakepool_sent_events = SentEvents(consumer, fallback)
     app.conf.task_send_sent_event = True
-    app.snakepool_consumer = FakeConsumer(events)
     route = router_task(app, [])
     del app.send_task  # Celery's own
-    published: list[Any] = []
-    real = events.publish
-    events.publish = lambda *a, **k: published.append(a) or real(*a, **k)  # type: ignore[method-assign]
-    route.push_request(id="caller-task-id")
-    try:
-        forward(route, lane(app))
-    finally:
-        route.pop_request()
-    [sent] = events._group_buffer["task"]
-    assert (sent["type"], sent["uuid"], sent["hostname"]) == (
-        "task-sent",
-        "caller-task-id",
-        "router@h",
-    )
+    with app.connection_for_read() as connection:
+        queued = connection.default_channel._size("v3")  # the memory transport's: global
+        route.push_request(id="caller-task-id")
+        try:
+            forward(route, lane(app))
+        finally:
+            route.pop_request()
+        assert connection.default_channel._size("v3") == queued + 1  # the message went
+    return published
+
+
+def assert_lane_sent_event(sent: dict[str, Any]) -> None:
+    assert (sent["type"], sent["uuid"]) == ("task-sent", "caller-task-id")
     assert (sent["name"], sent["queue"], sent["routing_key"]) == (
         "snakepool.v3.execute",
         "v3",
         "v3",
     )
-    assert published == []
-    with app.connection_for_read() as connection:
-        assert connection.default_channel._size("v3") == 1  # the message itself went
+
+
+def test_the_sent_event_joins_the_workers_buffered_task_events(app: Celery) -> None:
+    """The lane message's task-sent event waits in the worker's buffer (sent with the
+    other task events), not published on its own."""
+    events = dispatcher(app)
+    assert forward_through_celery(app, FakeConsumer(events)) == []
+    [sent] = events._group_buffer["task"]
+    assert_lane_sent_event(sent)
+    assert sent["hostname"] == "router@h"
     events.close()
+
+
+def test_a_consumer_restarted_during_the_publish_gets_the_event(app: Celery) -> None:
+    """send_task retries across a lost broker connection; the consumer restarts
+    meanwhile, disabling its dispatcher: the event goes to the new one, not lost."""
+    old, new = dispatcher(app), dispatcher(app)
+    consumer = FakeConsumer(old)
+
+    def restart(**_: Any) -> None:
+        old.disable()  # what Celery's Events step does to the previous one
+        consumer.event_dispatcher = new
+
+    before_task_publish.connect(restart, weak=False)
+    try:
+        assert forward_through_celery(app, consumer) == []
+    finally:
+        before_task_publish.disconnect(restart)
+    assert old._group_buffer["task"] == []
+    [sent] = new._group_buffer["task"]
+    assert_lane_sent_event(sent)
+    old.close()
+    new.close()
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"enabled": False}, {"buffer_group": None}, {"groups": ["worker"]}],
-    ids=["events off", "no event loop", "task events disabled"],
+    [{"enabled": False}, {"buffer_group": None}, {"groups": ["worker"]}, None],
+    ids=["events off", "no event loop", "task events disabled", "no dispatcher yet"],
 )
-def test_celery_sends_the_event_itself_unless_the_worker_would_as_celery_does(
-    app: Celery, options: dict[str, Any]
+def test_celery_publishes_the_event_itself_unless_the_worker_would_as_celery_does(
+    app: Celery, options: dict[str, Any] | None
 ) -> None:
-    events = dispatcher(app, **options)
-    assert SentEvents.of(FakeConsumer(events)) is None
-    assert SentEvents.of(None) is None and SentEvents.of(FakeConsumer(None)) is None
-    events.close()
+    events = None if options is None else dispatcher(app, **options)
+    [(event_type, fields, producer)] = forward_through_celery(app, FakeConsumer(events))
+    assert event_type == "task-sent" and producer is not None
+    assert_lane_sent_event({"type": event_type, **fields})
+    if events is not None:
+        assert events._group_buffer["task"] == []
+        events.close()
