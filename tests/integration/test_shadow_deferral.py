@@ -8,6 +8,7 @@ live traffic has kept it waiting ``STARVE_SECONDS``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -24,6 +25,7 @@ from snakepool.config.keys import Keys
 from snakepool.tasks.client import Client
 from snakepool.tasks.rollout import shadow as shadow_records
 from snakepool.tasks.worker import pop_defer
+from snakepool.tasks.worker.options import shadow_task_id
 from snakepool.tasks.worker.pop_defer import QUIET_SECONDS, SHADOW_PRIORITY, deferred_list
 from snakepool.tasks.worker.status import collect_status
 from tests.integration.cluster import Cluster, one_node_client, set_percent, stopped_after
@@ -279,6 +281,28 @@ def test_a_client_publishes_the_copy_on_the_lane_queue_s_list_of_priority_9(
         assert (status["queues"], status["shadow_queued"]) == (
             {"router": 0, "v3": 1, "v2compat": 0}, {"v3": 0, "v2compat": 1},
         )  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_a_copy_is_sent_without_a_task_sent_event_its_primary_has_one(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The copy's sent event was a second PUBLISH on the primary's way; Flower sees the
+    copy once a node takes it (it may never: deferred, then trimmed or expired)."""
+    with _shadowing_client(redis_url) as client, redis_client.pubsub() as events:
+        events.psubscribe("*celeryev*")
+        assert events.get_message(timeout=5)["type"] == "psubscribe"
+        request_id = client.submit("ping").id
+        sent = []
+        while (message := events.get_message(timeout=1)) is not None:
+            envelope = json.loads(message["data"])
+            event = json.loads(base64.b64decode(envelope["body"]))
+            sent.append((event["type"], event["uuid"]))
+        assert sent == [("task-sent", request_id)]
+        assert _client_lists(client)[deferred_list("v2compat")] == 1  # the copy went
+        assert client.redis.lrange(deferred_list("v2compat"), 0, -1)[0].count(
+            shadow_task_id(request_id).encode()
+        )
 
 
 @pytest.mark.timeout(30)
