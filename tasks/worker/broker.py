@@ -95,9 +95,20 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
     def ack(self, delivery_tag: str) -> None:
         """kombu's ack; then the channel's shadow deferral hears the message settled (even
-        when the ack raised: the message no longer runs here)."""
+        when the ack raised: the message no longer runs here).
+
+        Redis at ``maxmemory`` (``noeviction``) refuses every command queued in a
+        ``MULTI``, so kombu's ack raised ``OutOfMemoryError`` out of the worker's event
+        loop: the node exited ("Unrecoverable error"). The removals alone (``ZREM``,
+        ``HDEL``: they free memory, so Redis takes them) are sent without the ``MULTI``.
+        """
         try:
-            super().ack(delivery_tag)
+            try:
+                super().ack(delivery_tag)
+            except redis.exceptions.OutOfMemoryError:
+                with self.channel.conn_or_acquire() as client:
+                    self._remove_from_indices(delivery_tag, client.pipeline(False)).execute()
+                virtual.QoS.ack(self, delivery_tag)
         finally:
             self.channel.deferral.settled(delivery_tag)
 

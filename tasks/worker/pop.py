@@ -47,15 +47,17 @@ Redis commands per request: ``BLMOVE`` for ``BRPOP``; ``EVALSHA`` + ``LREM`` (+ 
 + ``HSET``: the in-flight entry) for ``MULTI`` + ``EXEC``. Idle: one ``BLMOVE`` per list
 per ``brpop_timeout`` (1 s), where kombu sent one BRPOP for all.
 
-Limits, exactly: active only with our transport (``redis://`` broker URLs) and a
-processing list (worker nodes, ``create_app(node=True)``), on Redis ≥ 6.2 and without
-kombu's ``global_keyprefix`` — otherwise kombu's BRPOP, with its loss window; one
-connection per consumed list (two lists per queue, ``priority_steps = [0, 9]``; on top
-of kombu's ``max_connections``, 10, which still bounds the channel's own); one consuming
-channel per process at a time (Celery's consumer; another would only cause a duplicate
-delivery, never a loss);
-a message Redis serves to a waiter in the instant its channel closes stays on the list
-until the process has exited and a survivor settles the incarnation (seconds).
+A list Redis refuses to pop from (``OOM`` at ``maxmemory``, ``WRONGTYPE``) rests and is
+tried again (:class:`~snakepool.tasks.worker.pop_wait.Refusals`): it never ends the node.
+
+Limits, exactly: active only with our transport (``redis://`` broker URLs) and a processing
+list (worker nodes, ``create_app(node=True)``), on Redis ≥ 6.2 and without kombu's
+``global_keyprefix`` — otherwise kombu's BRPOP, with its loss window; one connection per
+consumed list (two lists per queue, ``priority_steps = [0, 9]``; on top of kombu's
+``max_connections``, 10, which still bounds the channel's own); one consuming channel per
+process at a time (Celery's consumer; another would only cause a duplicate delivery, never
+a loss); a message Redis serves to a waiter in the instant its channel closes stays on the
+list until the process has exited and a survivor settles the incarnation (seconds).
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ from kombu.utils.json import dumps, loads
 from snakepool.tasks.worker import pop_scripts as scripts
 from snakepool.tasks.worker.inflight_entry import ACCEPTED_SCORE, entry_fields
 from snakepool.tasks.worker.pop_defer import Deferral, deferred_list
-from snakepool.tasks.worker.pop_reclaim import reclaim
-from snakepool.tasks.worker.pop_wait import Waiter
+from snakepool.tasks.worker.pop_reclaim import give_back, reclaim
+from snakepool.tasks.worker.pop_wait import Refusals, Waiter
 
 __all__ = ["BUSY_SECONDS", "MAX_TAKE", "ReliableChannel"]
 
@@ -85,10 +87,7 @@ MAX_TAKE = 8
 BUSY_SECONDS = 1.0
 #: Redis failing under a delivery (the message stays on the processing list, put back
 #: later), as opposed to a message kombu cannot read (dropped).
-_REDIS_TROUBLE = (
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-    redis.exceptions.ResponseError, OSError,
-)  # fmt: skip
+_REDIS_TROUBLE = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError)
 
 
 class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
@@ -128,6 +127,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         #: When the lists of shadow copies may be read (tasks/worker/pop_defer.py).
         self.deferral = Deferral(deferred_list(""), self._hub)  # the lists' common end
         self._taken_deferred = False
+        self.refusals = Refusals()  # lists Redis refused to pop from, resting
 
     def _hub(self) -> Any:
         return getattr(getattr(self.connection, "cycle", None), "hub", None)
@@ -182,8 +182,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         # moves one message as BRPOP did. Else take (several lists busy, little room:
         # waiters would bring more than the room, to be given back).
         self._waiting = self._empty or self._room() >= self._busy()
-        if self._waiting or self._reclaim_due or self._closing:
-            return  # the waiters block; or a reclaim comes first
+        if self._waiting or self._reclaim_due or self._closing or self.refusals.resting("take"):
+            return  # the waiters block; or a reclaim comes first; or Redis refused it
         # As many as the prefetch has room for (BRPOP would take them one by one), from
         # the live lists; copies only by the waiters, or one when starving (pop_defer.py).
         keys, deferral = self._all_keys(), self.deferral
@@ -214,11 +214,18 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 with self.conn_or_acquire() as client:  # flushed (a Redis restart)
                     self._load_scripts(client)
                 raise kombu_redis.Empty() from None
+            except redis.ResponseError as refused:  # OOM, WRONGTYPE: see Refusals
+                self.refusals.refused("take", refused)
+                raise kombu_redis.Empty() from None
             if not reply:
                 self._empty = True  # all empty: block on each list
                 raise kombu_redis.Empty()
             source, *items = reply
-            delivered = [self.taken(bytes_to_str(source), item) for item in items]  # oldest first
+            try:
+                delivered = [self.taken(bytes_to_str(source), item) for item in items]  # oldest 1st
+            except redis.ResponseError as refused:  # an ACCEPT: the rest wait for the reclaim
+                self.refusals.refused("take", refused)
+                raise kombu_redis.Empty() from None
             if not any(delivered):
                 raise kombu_redis.Empty()
             return True
@@ -231,8 +238,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         :meth:`_pop_keys`: its queue is consumed, and a deferred list is open)."""
         if self._reclaim_due or self._closing or not (self._waiting and self.qos.can_consume()):
             return False
-        if key.split(self.sep, 1)[0] not in self._active_queues:  # kombu's <queue><sep><pri>
-            return False
+        if key.split(self.sep, 1)[0] not in self._active_queues or self.refusals.resting(key):
+            return False  # not consumed (kombu's key: <queue><sep><pri>), or refused
         return not self.deferral.is_deferred(key) or self.deferral.open()
 
     def waiters_due(self) -> list[Waiter]:
@@ -245,8 +252,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             if self._in_poll or any(w._in_poll for w in self._waiters.values()):
                 return []  # a pending reply may still carry a message: wait for it
             try:
-                self._reclaim()
-            except self.connection_errors as exc:
+                reclaim(self, self._unsure.get(str(self.processing_list), {}))
+                self._reclaim_due = False
+            except _REDIS_TROUBLE as exc:  # Redis away, or refusing writes (OOM)
+                if isinstance(exc, redis.ResponseError):
+                    self.refusals.refused("the reclaim", exc)
                 log.debug("reclaim postponed: %s", exc)
                 return []
         if not (self._waiting and self.qos.can_consume()):
@@ -283,7 +293,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             self._closing or queue not in self.active_queues or not self.qos.can_consume()
             or (deferred and not self.deferral.open())
         ):  # fmt: skip
-            self._give_back(item, source)
+            give_back(self, item, source)
             return False
         try:
             payload = loads(bytes_to_str(item))
@@ -333,8 +343,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         own ``QoS.append`` then).
 
         Raises:
-            redis.ConnectionError: Redis is away: it stays on the processing list, to be
-                put back on its queue once Redis answers (not delivered here).
+            redis.ConnectionError, redis.ResponseError: Redis away, or refusing (OOM): it
+                stays on the processing list, put back once Redis answers (not delivered).
         """
         item = self._taken_item
         if item is None:
@@ -359,29 +369,19 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
             self._unsure.setdefault(str(self.processing_list), {})[delivery_tag] = item
             self.reclaim_later()
             raise
+        except redis.ResponseError:  # refused (OOM): it did not run
+            self.reclaim_later()
+            raise
         if self.inflight_record:
             info[ACCEPTED_SCORE] = bytes_to_str(score)
         self._accepted = True
         self.deferral.taken(delivery_tag, deferred=self._taken_deferred)
         return True
 
-    def _give_back(self, item: bytes, source: str) -> None:
-        try:
-            with self.conn_or_acquire() as client:
-                end = "LEFT" if self.deferral.is_deferred(source) else "RIGHT"
-                client.eval(scripts.GIVE_BACK, 2, self.processing_list, source, item, end)
-        except self.connection_errors:
-            self.reclaim_later()
-
     def reclaim_later(self) -> None:
-        """A reply was lost with its connection: put back whatever the processing list
-        holds, once no other reply is pending."""
+        """Put back what the processing list holds once no other reply is pending."""
         if self._reliable:
             self._reclaim_due = True
-
-    def _reclaim(self) -> None:
-        reclaim(self, self._unsure.get(str(self.processing_list), {}))
-        self._reclaim_due = False
 
     def _on_connection_disconnect(self, connection: Any) -> None:
         if self._reliable and self._in_poll is connection:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import redis
 from kombu.exceptions import InconsistencyError
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
@@ -21,7 +22,7 @@ from snakepool.tasks.worker import pop_scripts as scripts
 if TYPE_CHECKING:
     from snakepool.tasks.worker.pop import ReliableChannel
 
-__all__ = ["home", "reclaim"]
+__all__ = ["give_back", "home", "reclaim"]
 
 log = logging.getLogger("snakepool.broker")
 
@@ -56,6 +57,18 @@ def reclaim(channel: ReliableChannel, unsure: dict[str, bytes]) -> None:
     if items:
         log.warning("%d message(s) whose reply was lost put back on their queues",
                     len(items))  # fmt: skip
+
+
+def give_back(channel: ReliableChannel, item: bytes, source: str) -> None:
+    """Put a message from the processing list back at the head of ``source`` (at its
+    newest end for a list of shadow copies); Redis away or refusing (OOM): later, by the
+    reclaim."""
+    end = "LEFT" if channel.deferral.is_deferred(source) else "RIGHT"
+    try:
+        with channel.conn_or_acquire() as client:
+            client.eval(scripts.GIVE_BACK, 2, channel.processing_list, source, item, end)
+    except (*channel.connection_errors, redis.ResponseError):
+        channel.reclaim_later()
 
 
 def home(channel: ReliableChannel, item: bytes) -> str:

@@ -14,14 +14,53 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 if TYPE_CHECKING:
     from snakepool.tasks.worker.pop import ReliableChannel
 
-__all__ = ["Poller", "Waiter"]
+__all__ = ["REFUSED_LOG_EVERY", "REFUSED_REST", "Poller", "Refusals", "Waiter"]
 
 log = logging.getLogger("snakepool.broker")
+
+#: Seconds a list Redis refused to pop from is left alone before the next try.
+REFUSED_REST = 1.0
+#: Seconds between two warnings about the same refused list.
+REFUSED_LOG_EVERY = 60.0
+
+
+class Refusals:
+    """Lists Redis answers with an error instead of a message: at ``maxmemory`` with
+    ``noeviction`` it refuses ``BLMOVE`` and the scripts (they write: ``OOM``), and a key
+    that is not a list gives ``WRONGTYPE``. kombu raises such an error out of the worker's
+    event loop — "Unrecoverable error": the node exits, every node of the lane alike.
+    Here the list rests :data:`REFUSED_REST` seconds, a warning is logged at most every
+    :data:`REFUSED_LOG_EVERY`, and the node goes on (serving its other lists) until
+    Redis takes the command again."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._logged: dict[str, float] = {}
+
+    def refused(self, key: str, error: redis.ResponseError) -> None:
+        """Redis refused a command on ``key`` (a list; ``"take"``, ``"the reclaim"``)."""
+        now = monotonic()
+        self._until[key] = now + REFUSED_REST
+        if now - self._logged.get(key, -REFUSED_LOG_EVERY) >= REFUSED_LOG_EVERY:
+            self._logged[key] = now
+            log.warning("Redis refused to move messages (%s: %s); trying again every %g s",
+                        key, error, REFUSED_REST)  # fmt: skip
+
+    def resting(self, key: str) -> bool:
+        """Whether ``key`` was refused less than :data:`REFUSED_REST` seconds ago."""
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if monotonic() < until:
+            return True
+        del self._until[key]
+        return False
 
 
 class Waiter:
@@ -60,7 +99,8 @@ class Waiter:
         """Read the pending BLMOVE's reply: deliver its message, or give it back.
 
         Raises:
-            Empty: it timed out (or its message went back).
+            Empty: it timed out, its message went back, or Redis refused the move or the
+                message's ACCEPT (:class:`Refusals`; a reclaim puts back what it moved).
             redis.ConnectionError: the connection is gone (a reclaim follows).
         """
         channel = self.channel
@@ -70,11 +110,19 @@ class Waiter:
             channel.reclaim_later()
             self.client.connection.disconnect()
             raise
+        except redis.ResponseError as refused:
+            channel.refusals.refused(self.key, refused)
+            raise kombu_redis.Empty() from None
         finally:
             self._in_poll = None
         if item is None:
             raise kombu_redis.Empty()
-        if not channel.taken(self.key, item):
+        try:
+            delivered = channel.taken(self.key, item)
+        except redis.ResponseError as refused:  # its ACCEPT: the message waits for a reclaim
+            channel.refusals.refused(self.key, refused)
+            raise kombu_redis.Empty() from None
+        if not delivered:
             raise kombu_redis.Empty()
         return True
 

@@ -28,7 +28,6 @@ request's outcome (by a node older than ``SnakepoolTask``'s mapping) is read bac
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import Any, Protocol
@@ -44,11 +43,15 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 
 from snakepool import errors
+from snakepool.tasks.worker.result_script import (
+    SCRIPTED_STORE_MAX_BYTES,
+    STORE_SHA,
+    STORE_UNLESS_SUCCESS,
+)
 from snakepool.tasks.worker.unreachable import typed_error, typed_errors
 
 __all__ = [
     "RECONNECT_EVERY",
-    "SCRIPTED_STORE_MAX_BYTES",
     "ResilientRedisBackend",
     "ResilientResultConsumer",
     "ResultRider",
@@ -68,41 +71,6 @@ RECONNECT_EVERY = 0.5
 #: results still in Redis: rebuilt as found, they would be Celery's stand-in classes
 #: (``celery.exceptions.InvalidArguments``), no longer a ``SnakepoolError``.
 _OLD_ERROR_MODULES = frozenset({"pool.errors", "pool.interpreter.adapter"})
-#: Celery's rule for storing a task's outcome, checked by Redis in the transaction that
-#: stores it: a stored SUCCESS is kept (``BaseKeyValueStoreBackend._store_result`` reads
-#: the key first, a round trip of its own, so that a lost worker's duplicate never
-#: overwrites a success). KEYS[1] the result key; ARGV[1] the encoded meta; ARGV[2]
-#: seconds to live, '' for none. Returns 1 (stored and published) or 0 (a success was
-#: there: nothing written). The stored status is read from the value's first bytes
-#: (Celery writes ``{"status": "…"`` first), whatever its size; a value that does not
-#: start so is decoded whole (JSON; one that does not decode is not a success).
-_STORE_UNLESS_SUCCESS = """
-local head = redis.call('GETRANGE', KEYS[1], 0, 63)
-if head ~= '' then
-  local status = string.match(head, '^{"status": ?"(%u+)"')
-  if status == nil then
-    local decoded, meta = pcall(cjson.decode, redis.call('GET', KEYS[1]))
-    if decoded and type(meta) == 'table' then
-      status = meta['status']
-    end
-  end
-  if status == 'SUCCESS' then
-    return 0
-  end
-end
-if ARGV[2] == '' then
-  redis.call('SET', KEYS[1], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-"""
-#: Outcomes larger than this (bytes of Celery's JSON, which is ASCII) are stored Celery's
-#: way, read first: a script's arguments are copied into Lua and back (~3 ms per MB, all
-#: of Redis blocked meanwhile).
-SCRIPTED_STORE_MAX_BYTES = 32 * 1024
-_STORE_SHA = hashlib.sha1(_STORE_UNLESS_SUCCESS.encode(), usedforsecurity=False).hexdigest()
 
 
 class ResilientResultConsumer(CeleryResultConsumer):  # type: ignore[misc]
@@ -198,6 +166,15 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
 
     ResultConsumer = ResilientResultConsumer
 
+    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        """Celery's (connection errors), and Redis at ``maxmemory`` refusing the write:
+        with ``result_backend_always_retry`` (nodes) the outcome is stored once memory
+        frees, within the retry budget, instead of being dropped — a caller waiting for
+        ever (DESIGN.md §8)."""
+        return isinstance(exc, redis.exceptions.OutOfMemoryError) or bool(
+            super().exception_safe_to_retry(exc)
+        )
+
     def _store_result(
         self,
         task_id: str,
@@ -208,7 +185,7 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         **kwargs: Any,
     ) -> Any:
         """Celery's, with its read of the stored outcome moved into the transaction that
-        stores (:data:`_STORE_UNLESS_SUCCESS`): one round trip per outcome, not two —
+        stores (:data:`STORE_UNLESS_SUCCESS`): one round trip per outcome, not two —
         up to :data:`SCRIPTED_STORE_MAX_BYTES`; a larger one is read first, as Celery does.
 
         Raises:
@@ -273,7 +250,7 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         keep_success: bool,
     ) -> list[Any]:
         """``commands``, then the result's ``SET`` and ``PUBLISH`` (through
-        :data:`_STORE_UNLESS_SUCCESS` when ``keep_success``), in one ``MULTI``; the
+        :data:`STORE_UNLESS_SUCCESS` when ``keep_success``), in one ``MULTI``; the
         replies to ``commands`` (a refused command's error in its place).
 
         Raises:
@@ -287,7 +264,7 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
             for command in commands:
                 pipe.execute_command(*command)
             if keep_success:
-                pipe.evalsha(_STORE_SHA, 1, key, value, "" if seconds is None else seconds)
+                pipe.evalsha(STORE_SHA, 1, key, value, "" if seconds is None else seconds)
             else:
                 pipe.set(key, value, ex=seconds)
                 pipe.publish(key, value)
@@ -295,7 +272,7 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         if keep_success and isinstance(replies[-1], redis.exceptions.NoScriptError):
             # Redis lost its scripts (a restart, SCRIPT FLUSH): EVAL loads it as it runs.
             replies[-1] = self.client.eval(
-                _STORE_UNLESS_SUCCESS, 1, key, value, "" if seconds is None else seconds
+                STORE_UNLESS_SUCCESS, 1, key, value, "" if seconds is None else seconds
             )
         for reply in replies[-own:]:  # the result's own
             if isinstance(reply, Exception):

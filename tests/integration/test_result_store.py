@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from snakepool.config.settings import load_settings
 from snakepool.tasks.worker.app import RESULT_EXPIRES, create_app
-from snakepool.tasks.worker.results import SCRIPTED_STORE_MAX_BYTES
+from snakepool.tasks.worker.result_script import SCRIPTED_STORE_MAX_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
