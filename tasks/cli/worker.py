@@ -68,6 +68,7 @@ def worker(
     from snakepool.tasks.worker.bootstep import install
     from snakepool.tasks.worker.logs import (
         label_log_lines,
+        one_line_retries,
         one_line_start_failures,
         per_task_lines_at_debug,
         quiet_task_logs,
@@ -93,6 +94,7 @@ def worker(
     label_log_lines(given)
     if loglevel.upper() != "DEBUG":  # at DEBUG, Celery's traceback as it is
         one_line_start_failures()
+        one_line_retries()
     if quiet:
         quiet_task_logs(name or lane)
     # Celery's own command, not app.worker_main: that drops the exit code (click returns

@@ -97,17 +97,24 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         """kombu's ack; then the channel's shadow deferral hears the message settled (even
         when the ack raised: the message no longer runs here).
 
-        Redis at ``maxmemory`` (``noeviction``) refuses every command queued in a
-        ``MULTI``, so kombu's ack raised ``OutOfMemoryError`` out of the worker's event
-        loop: the node exited ("Unrecoverable error"). The removals alone (``ZREM``,
-        ``HDEL``: they free memory, so Redis takes them) are sent without the ``MULTI``.
+        Redis refusing kombu's ``MULTI`` raised out of the worker's event loop: the node
+        exited ("Unrecoverable error"). At ``maxmemory`` (``noeviction``) Redis refuses
+        every command queued in a ``MULTI``; a key of it that is not of its type
+        (``WRONGTYPE``) fails its command. The removals (``ZREM``, ``HDEL``: they free
+        memory, so Redis takes them) are then sent without the ``MULTI``, each on its own;
+        one still refused is logged (a stale entry, which the in-flight record's prune
+        or kombu's visibility timeout clears).
         """
         try:
             try:
                 super().ack(delivery_tag)
-            except redis.exceptions.OutOfMemoryError:
+            except redis.ResponseError as refused:
                 with self.channel.conn_or_acquire() as client:
-                    self._remove_from_indices(delivery_tag, client.pipeline(False)).execute()
+                    pipe = self._remove_from_indices(delivery_tag, client.pipeline(False))
+                    errors = [r for r in pipe.execute(raise_on_error=False)
+                              if isinstance(r, Exception)]  # fmt: skip
+                log.warning("acknowledging %s: Redis refused its MULTI (%s)%s", delivery_tag,
+                            refused, f", then {errors[0]}" if errors else "")  # fmt: skip
                 virtual.QoS.ack(self, delivery_tag)
         finally:
             self.channel.deferral.settled(delivery_tag)

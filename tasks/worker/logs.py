@@ -28,10 +28,13 @@ from snakepool import errors
 __all__ = [
     "CLIENT_ERRORS",
     "PER_TASK_LOGGERS",
+    "RETRY_LOG_EVERY",
     "QuietTaskLog",
+    "RetryLines",
     "StartFailureLine",
     "client_error_types",
     "label_log_lines",
+    "one_line_retries",
     "one_line_start_failures",
     "per_task_lines_at_debug",
     "quiet_task_logs",
@@ -120,6 +123,44 @@ def one_line_start_failures() -> None:
     logger = logging.getLogger("celery.worker")
     if not any(isinstance(f, StartFailureLine) for f in logger.filters):
         logger.addFilter(StartFailureLine())
+
+
+#: Seconds between two of Celery's "Failed operation … Retrying" lines let through.
+RETRY_LOG_EVERY = 10.0
+
+
+class RetryLines(logging.Filter):
+    """Celery's result backend logs every retry of a store (Redis away, or at
+    ``maxmemory``) as a WARNING with a full traceback: ~60 lines, about twice a second for
+    each result waiting, for as long as ten minutes (``RESULT_STORE_RETRIES``). Here one
+    line per :data:`RETRY_LOG_EVERY` seconds gets through, with the error's text and how
+    many were left out; the retries themselves go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next = 0.0
+        self._left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a retry line within :data:`RETRY_LOG_EVERY` of the last one."""
+        if not str(record.msg).startswith("Failed operation"):
+            return True
+        if record.created < self._next:
+            self._left_out += 1
+            return False
+        self._next = record.created + RETRY_LOG_EVERY
+        error = record.exc_info[1] if record.exc_info else None
+        record.args = (record.getMessage(), type(error).__name__, error, self._left_out)
+        record.msg = "%s (%s: %s; %d like it left out)"
+        record.exc_info, record.exc_text, self._left_out = None, None, 0
+        return True
+
+
+def one_line_retries() -> None:
+    """Install :class:`RetryLines` on Celery's result backend logger (this process)."""
+    logger = logging.getLogger("celery.backends.base")
+    if not any(isinstance(f, RetryLines) for f in logger.filters):
+        logger.addFilter(RetryLines())
 
 
 def label_log_lines(node: str) -> None:

@@ -251,6 +251,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         if self._reclaim_due:
             if self._in_poll or any(w._in_poll for w in self._waiters.values()):
                 return []  # a pending reply may still carry a message: wait for it
+            if self.refusals.resting("the reclaim"):
+                return []
             try:
                 reclaim(self, self._unsure.get(str(self.processing_list), {}))
                 self._reclaim_due = False
@@ -343,8 +345,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
         own ``QoS.append`` then).
 
         Raises:
-            redis.ConnectionError, redis.ResponseError: Redis away, or refusing (OOM): it
-                stays on the processing list, put back once Redis answers (not delivered).
+            redis.ConnectionError, redis.ResponseError: Redis away or refusing: put back
+                (from the processing list, or ``unacked``) once Redis answers.
         """
         item = self._taken_item
         if item is None:
@@ -365,11 +367,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                     score = client.evalsha(scripts.SHA["accept"], len(keys), *keys, *args)
                 except redis.exceptions.NoScriptError:  # flushed (a Redis restart)
                     score = client.eval(scripts.ACCEPT, len(keys), *keys, *args)
-        except self.connection_errors:
+        except (*self.connection_errors, redis.ResponseError):  # a WRONGTYPE: run in part
             self._unsure.setdefault(str(self.processing_list), {})[delivery_tag] = item
-            self.reclaim_later()
-            raise
-        except redis.ResponseError:  # refused (OOM): it did not run
             self.reclaim_later()
             raise
         if self.inflight_record:

@@ -49,8 +49,8 @@ class Refusals:
         self._until[key] = now + REFUSED_REST
         if now - self._logged.get(key, -REFUSED_LOG_EVERY) >= REFUSED_LOG_EVERY:
             self._logged[key] = now
-            log.warning("Redis refused to move messages (%s: %s); trying again every %g s",
-                        key, error, REFUSED_REST)  # fmt: skip
+            log.warning("Redis refused to move messages (%s, into the node's processing "
+                        "list: %s); trying again every %g s", key, error, REFUSED_REST)  # fmt: skip
 
     def resting(self, key: str) -> bool:
         """Whether ``key`` was refused less than :data:`REFUSED_REST` seconds ago."""

@@ -118,3 +118,51 @@ def test_an_ack_refused_in_its_multi_is_sent_as_the_removals_alone(
         assert redis_client.zcard(channel.unacked_index_key) == 0
         assert channel.qos.can_consume()  # settled here too: room for the next message
         consumer.cancel()
+
+
+def _inflight_key(redis_client: redis.Redis) -> bytes:
+    [key] = list(redis_client.scan_iter("snakepool:inflight:*", _type="HASH"))
+    return bytes(key)
+
+
+def test_an_ack_whose_keys_are_not_of_their_type_leaves_the_node_serving(
+    node_client: tuple[Client, NodeProcess], redis_client: redis.Redis, redis_url: str
+) -> None:
+    client, node = node_client
+    direct = Client(redis_url=redis_url, routing="direct")
+    try:
+        set_percent(client, 100)
+        running = direct.submit("span", {"seconds": 1.0})
+        wait_for(lambda: redis_client.hlen("unacked") == 1, 10, "the node to accept it")
+        redis_client.delete("unacked")
+        redis_client.set("unacked", "not a hash")  # its ack's HDEL: WRONGTYPE
+        try:
+            assert running.get(timeout=30)["ended"] > 0
+            wait_for(lambda: "Redis refused its MULTI" in node.log_tail(400), 10, "the ack")
+            assert node.process.poll() is None, node.log_tail()
+        finally:
+            redis_client.delete("unacked")
+        assert direct.submit("ping").get(timeout=30)["pong"] is True
+        assert redis_client.zcard("unacked_index") == 0  # the other removals went through
+    finally:
+        direct.close()
+
+
+def test_a_message_whose_accept_ran_in_part_is_put_back_once_redis_takes_it(
+    node_client: tuple[Client, NodeProcess], redis_client: redis.Redis
+) -> None:
+    """ACCEPT moves the message into ``unacked``, then fails on an in-flight record that
+    is not a hash: the message was in ``unacked``, delivered nowhere, for an hour."""
+    client, node = node_client
+    assert client.submit("ping").get(timeout=30)["pong"] is True
+    record = _inflight_key(redis_client)
+    redis_client.delete(record)
+    redis_client.set(record, "not a hash")
+    try:
+        waiting = client.submit("ping")
+        wait_for(lambda: _refusals(node) >= 1, 10, "the ACCEPT to be refused")
+        assert node.process.poll() is None, node.log_tail()
+    finally:
+        redis_client.delete(record)
+    assert waiting.get(timeout=30)["pong"] is True  # restored by the reclaim, run
+    assert redis_client.hlen("unacked") == 0
