@@ -39,36 +39,40 @@ def node_client(redis_url: str, tmp_path: Path) -> Iterator[tuple[Client, NodePr
         redis.Redis.from_url(redis_url).config_set("maxmemory", 0)  # whatever happened
 
 
+@pytest.fixture
+def direct(node_client: tuple[Client, NodeProcess], redis_url: str) -> Iterator[Client]:
+    """A zero-hop client, every request on the V3 lane."""
+    set_percent(node_client[0], 100)
+    direct = Client(redis_url=redis_url, routing="direct")
+    yield direct
+    direct.close()
+
+
 def _refusals(node: NodeProcess) -> int:
     return node.log_tail(400).count(REFUSED)
 
 
 def test_a_node_outlives_redis_at_maxmemory_and_stores_what_ran_across_it(
-    node_client: tuple[Client, NodeProcess], redis_client: redis.Redis, redis_url: str
+    node_client: tuple[Client, NodeProcess], redis_client: redis.Redis, direct: Client
 ) -> None:
-    client, node = node_client
-    direct = Client(redis_url=redis_url, routing="direct")
+    node = node_client[1]
+    assert direct.submit("ping").get(timeout=30)["pong"] is True
+    running = direct.submit("span", {"seconds": 1.0})
+    wait_for(lambda: redis_client.llen("v3") == 0, 10, "the node to take the request")
+    redis_client.config_set("maxmemory", 1)  # below what is used: every write refused
     try:
-        set_percent(client, 100)
-        assert direct.submit("ping").get(timeout=30)["pong"] is True
-        running = direct.submit("span", {"seconds": 1.0})
-        wait_for(lambda: redis_client.llen("v3") == 0, 10, "the node to take the request")
-        redis_client.config_set("maxmemory", 1)  # below what is used: every write refused
-        try:
-            # Its BLMOVEs refused, then the request's result (Celery retries it) and ack.
-            wait_for(lambda: _refusals(node) >= 1, 10, "the node to meet a refusal")
-            wait_for(lambda: "Failed operation _store_result" in node.log_tail(400), 10,
-                     "the result's store to be refused")  # fmt: skip
-            assert node.process.poll() is None, node.log_tail()
-        finally:
-            redis_client.config_set("maxmemory", 0)
-        span = running.get(timeout=30)  # stored once memory freed
-        assert span["ended"] - span["started"] >= 900_000  # µs: it ran its second
-        assert direct.submit("ping").get(timeout=30)["pong"] is True
-        assert node.process.poll() is None
-        assert "Unrecoverable error" not in node.log_tail(400)
+        # Its BLMOVEs refused, then the request's result (Celery retries it) and ack.
+        wait_for(lambda: _refusals(node) >= 1, 10, "the node to meet a refusal")
+        wait_for(lambda: "Failed operation _store_result" in node.log_tail(400), 10,
+                 "the result's store to be refused")  # fmt: skip
+        assert node.process.poll() is None, node.log_tail()
     finally:
-        direct.close()
+        redis_client.config_set("maxmemory", 0)
+    span = running.get(timeout=30)  # stored once memory freed
+    assert span["ended"] - span["started"] >= 900_000  # µs: it ran its second
+    assert direct.submit("ping").get(timeout=30)["pong"] is True
+    assert node.process.poll() is None
+    assert "Unrecoverable error" not in node.log_tail(400)
 
 
 def test_a_queue_key_that_is_not_a_list_leaves_the_node_serving(
@@ -126,27 +130,22 @@ def _inflight_key(redis_client: redis.Redis) -> bytes:
 
 
 def test_an_ack_whose_keys_are_not_of_their_type_leaves_the_node_serving(
-    node_client: tuple[Client, NodeProcess], redis_client: redis.Redis, redis_url: str
+    node_client: tuple[Client, NodeProcess], redis_client: redis.Redis, direct: Client
 ) -> None:
-    client, node = node_client
-    direct = Client(redis_url=redis_url, routing="direct")
+    node = node_client[1]
+    running = direct.submit("span", {"seconds": 1.0})
+    wait_for(lambda: redis_client.hlen("unacked") == 1, 10, "the node to accept it")
+    redis_client.delete("unacked")
+    redis_client.set("unacked", "not a hash")  # its ack's HDEL: WRONGTYPE
     try:
-        set_percent(client, 100)
-        running = direct.submit("span", {"seconds": 1.0})
-        wait_for(lambda: redis_client.hlen("unacked") == 1, 10, "the node to accept it")
-        redis_client.delete("unacked")
-        redis_client.set("unacked", "not a hash")  # its ack's HDEL: WRONGTYPE
-        try:
-            assert running.get(timeout=30)["ended"] > 0
-            wait_for(lambda: "Redis refused its MULTI" in node.log_tail(400), 10, "the ack")
-            assert node.process.poll() is None, node.log_tail()
-        finally:
-            redis_client.delete("unacked")
-        assert direct.submit("ping").get(timeout=30)["pong"] is True
-        # The other removals went through (the ping's own ack comes after its result).
-        wait_for(lambda: redis_client.zcard("unacked_index") == 0, 10, "no stale index entry")
+        assert running.get(timeout=30)["ended"] > 0
+        wait_for(lambda: "Redis refused its MULTI" in node.log_tail(400), 10, "the ack")
+        assert node.process.poll() is None, node.log_tail()
     finally:
-        direct.close()
+        redis_client.delete("unacked")
+    assert direct.submit("ping").get(timeout=30)["pong"] is True
+    # The other removals went through (the ping's own ack comes after its result).
+    wait_for(lambda: redis_client.zcard("unacked_index") == 0, 10, "no stale index entry")
 
 
 def test_a_message_whose_accept_ran_in_part_is_put_back_once_redis_takes_it(

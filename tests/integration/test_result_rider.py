@@ -6,27 +6,22 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery, states
 
-from snakepool.config.settings import load_settings
 from snakepool.tasks.rollout import metrics_batch
 from snakepool.tasks.rollout.metrics import LaneMetrics
 from snakepool.tasks.rollout.metrics_batch import BatchedLaneMetrics
-from snakepool.tasks.worker.app import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 
 @pytest.fixture
-def app(redis_url: str) -> Iterator[Celery]:
-    app = create_app(load_settings(redis_url=redis_url), node=True)
-    yield app
-    app.close()
+def app(node_app: Celery) -> Celery:
+    return node_app
 
 
 def _rider(app: Celery, redis_client: redis.Redis, *, busy: bool) -> BatchedLaneMetrics:

@@ -15,18 +15,15 @@ from celery.backends.redis import RedisBackend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from snakepool.config.settings import load_settings
-from snakepool.tasks.worker.app import RESULT_EXPIRES, create_app
+from snakepool.tasks.worker.app import RESULT_EXPIRES
 from snakepool.tasks.worker.result_script import SCRIPTED_STORE_MAX_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
-def app(redis_url: str) -> Iterator[Celery]:
-    app = create_app(load_settings(redis_url=redis_url), node=True)
-    yield app
-    app.close()
+def app(node_app: Celery) -> Celery:
+    return node_app
 
 
 @pytest.fixture
