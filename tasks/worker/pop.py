@@ -214,21 +214,17 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]
                 with self.conn_or_acquire() as client:  # flushed (a Redis restart)
                     self._load_scripts(client)
                 raise kombu_redis.Empty() from None
-            except redis.ResponseError as refused:  # OOM, WRONGTYPE: see Refusals
-                self.refusals.refused("take", refused)
-                raise kombu_redis.Empty() from None
             if not reply:
                 self._empty = True  # all empty: block on each list
                 raise kombu_redis.Empty()
             source, *items = reply
-            try:
-                delivered = [self.taken(bytes_to_str(source), item) for item in items]  # oldest 1st
-            except redis.ResponseError as refused:  # an ACCEPT: the rest wait for the reclaim
-                self.refusals.refused("take", refused)
-                raise kombu_redis.Empty() from None
+            delivered = [self.taken(bytes_to_str(source), item) for item in items]  # oldest first
             if not any(delivered):
                 raise kombu_redis.Empty()
             return True
+        except redis.ResponseError as refused:  # the take, or an ACCEPT: see Refusals
+            self.refusals.refused("take", refused)  # (what was taken: the reclaim's)
+            raise kombu_redis.Empty() from None
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()

@@ -105,25 +105,19 @@ class Waiter:
         """
         channel = self.channel
         try:
-            item = self.client.parse_response(self.client.connection, "BLMOVE")
-        except channel.connection_errors:
-            channel.reclaim_later()
-            self.client.connection.disconnect()
-            raise
-        except redis.ResponseError as refused:
+            try:
+                item = self.client.parse_response(self.client.connection, "BLMOVE")
+            except channel.connection_errors:
+                channel.reclaim_later()
+                self.client.connection.disconnect()
+                raise
+            finally:
+                self._in_poll = None
+            if item is None or not channel.taken(self.key, item):
+                raise kombu_redis.Empty()
+        except redis.ResponseError as refused:  # the move, or its ACCEPT: see Refusals
             channel.refusals.refused(self.key, refused)
             raise kombu_redis.Empty() from None
-        finally:
-            self._in_poll = None
-        if item is None:
-            raise kombu_redis.Empty()
-        try:
-            delivered = channel.taken(self.key, item)
-        except redis.ResponseError as refused:  # its ACCEPT: the message waits for a reclaim
-            channel.refusals.refused(self.key, refused)
-            raise kombu_redis.Empty() from None
-        if not delivered:
-            raise kombu_redis.Empty()
         return True
 
     def _poll_error(self, type: str, **options: Any) -> None:

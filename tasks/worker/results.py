@@ -260,20 +260,19 @@ class ResilientRedisBackend(RedisBackend):  # type: ignore[misc]
         expires = self.expires if expires is None else expires
         seconds = int(expires) if expires else None  # Celery's may be a float
         own = 1 if keep_success else 2
+        script_args = (1, key, value, "" if seconds is None else seconds)  # keep_success's
         with self.client.pipeline() as pipe:
             for command in commands:
                 pipe.execute_command(*command)
             if keep_success:
-                pipe.evalsha(STORE_SHA, 1, key, value, "" if seconds is None else seconds)
+                pipe.evalsha(STORE_SHA, *script_args)
             else:
                 pipe.set(key, value, ex=seconds)
                 pipe.publish(key, value)
             replies: list[Any] = pipe.execute(raise_on_error=False)
         if keep_success and isinstance(replies[-1], redis.exceptions.NoScriptError):
             # Redis lost its scripts (a restart, SCRIPT FLUSH): EVAL loads it as it runs.
-            replies[-1] = self.client.eval(
-                STORE_UNLESS_SUCCESS, 1, key, value, "" if seconds is None else seconds
-            )
+            replies[-1] = self.client.eval(STORE_UNLESS_SUCCESS, *script_args)
         for reply in replies[-own:]:  # the result's own
             if isinstance(reply, Exception):
                 raise reply
