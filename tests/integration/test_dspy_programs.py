@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,40 @@ def test_interpreters_start_with_dspy_imported(make_pool: PoolFactory) -> None:
     status = pool.execute("dspy_status")
     assert status["available"] and status["lm"] == "dummy"
     assert status["imported_in_template"]  # paid once in the template, inherited by fork
+    assert status["compiled"] == 0  # the template's warm-up programs are not kept
     assert pool.execute("calculate", {"expression": "1+1"}) == {"result": 2}  # builtins too
+
+
+_WARM_UP_CHECK = """
+import json
+from snakepool.pool.interpreter import code_packing, dspy_programs as adapter
+packed = [c for c in code_packing._originals if c.co_name == "execute_program"]
+print(json.dumps({
+    "lm": adapter._state.lm_spec,
+    "real_lm": adapter._state.real_lm is not None,
+    "compiled": len(adapter._state.compiler.cache),
+    "packed": len(code_packing._originals),
+    "execute_program_packed": bool(packed) and adapter.execute_program.__code__ is not packed[0],
+}))
+"""
+
+
+def test_the_template_warm_up_packs_the_program_path_and_never_calls_a_real_lm() -> None:
+    # A model name nothing can reach: the warm-up must run on the dummy LM all the same.
+    env = {**os.environ, "SNAKEPOOL_LM": "openai/no-such-model", "OPENAI_API_KEY": "unused"}
+    argv = [sys.executable, "-c", _WARM_UP_CHECK]
+    done = subprocess.run(argv, env=env, capture_output=True, timeout=50, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"warm-up run failed" not in done.stderr
+    report = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert report == {
+        "lm": "openai/no-such-model",  # put back after the warm-up
+        "real_lm": False,  # never built, so never called
+        "compiled": 0,
+        "packed": report["packed"],
+        "execute_program_packed": True,
+    }
+    assert report["packed"] > 100  # the code of a DSPy compile and run, not a handful
 
 
 def test_create_then_execute_in_one_interpreter(make_pool: PoolFactory) -> None:
