@@ -45,12 +45,14 @@ _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 #: prctl(2) options (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+#: As a plain int: the enum member would be one more object a new interpreter reads.
+_SIGKILL = int(signal.SIGKILL)
 
 
 def die_with_parent() -> None:
     """Arm ``PR_SET_PDEATHSIG`` = SIGKILL (Linux; elsewhere a no-op: pipe EOF remains)."""
     if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
 
 
 def become_group_leader() -> None:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from snakepool.errors import SnakepoolError
@@ -28,6 +29,13 @@ __all__ = ["current_reply_fd", "prepare_child", "serve"]
 
 _HEADER_SIZE = wire.HEADER.size
 _reply_fd = -1
+#: What :func:`prepare_child` sets, as plain ints, and ``signal.signal`` without its enum
+#: wrapping (the C function it wraps). Right after a fork every object read is a page the
+#: interpreter may copy: turning the template's old handlers into enums read the enum
+#: machinery (~0.15 MB per interpreter).
+_set_handler: Callable[[int, Any], Any] = getattr(signal.signal, "__wrapped__", signal.signal)
+_SIGINT, _SIGTERM, _SIGCHLD = int(signal.SIGINT), int(signal.SIGTERM), int(signal.SIGCHLD)
+_SIG_IGN, _SIG_DFL = int(signal.SIG_IGN), int(signal.SIG_DFL)
 
 
 def current_reply_fd() -> int:
@@ -152,14 +160,26 @@ def _encode_reply(rid: int, ok: bool, value: Any, limit: int) -> bytes:
     return framed
 
 
-def serve(req_fd: int, resp_fd: int, table: CommandTable, *, max_message_bytes: int) -> int:
-    """Announce readiness, then serve requests until EOF. Returns the exit code."""
+def serve(
+    req_fd: int,
+    resp_fd: int,
+    table: CommandTable,
+    *,
+    max_message_bytes: int,
+    ready: Callable[[int], bytes] | None = None,
+) -> int:
+    """Announce readiness, then serve requests until EOF. Returns the exit code.
+
+    ``ready`` is the handshake's encoder (:meth:`wire.Ready.encoder`), built by the
+    template before it forks; built here when not given.
+    """
     global _reply_fd
     _reply_fd = resp_fd
     process_stats.reset(adapter=table.adapter)
     table.setup()
-    ready = wire.Ready(os.getpid(), table.describe(), sys.version.split()[0]).encode()
-    _write_all(resp_fd, wire.frame(ready))
+    if ready is None:
+        ready = wire.Ready.encoder(table.describe(), sys.version.split()[0])
+    _write_all(resp_fd, wire.frame(ready(os.getpid())))
     reader = _FrameReader(req_fd, max_message_bytes)
     scope = context.SCOPE
     while True:
@@ -193,9 +213,9 @@ def prepare_child() -> None:
     :mod:`snakepool.pool.interpreter.reaper` for why the group matters.
     """
     become_group_leader()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _set_handler(_SIGINT, _SIG_IGN)
+    _set_handler(_SIGTERM, _SIG_DFL)
+    _set_handler(_SIGCHLD, _SIG_DFL)
     die_with_parent()
 
 

@@ -41,11 +41,12 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
-from snakepool.pool.interpreter import reaper
+from snakepool.pool.interpreter import prefork, reaper, wire
 from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
 from snakepool.pool.interpreter.server import prepare_child, serve
 
@@ -69,6 +70,7 @@ class _Template:
         self.children: dict[int, Any] = {}  # pid → id of the interpreters not reaped yet
         self.own: set[int] = set()  # children the adapter's import started: not adopted
         self.table: CommandTable | None = None
+        self.ready: Callable[[int], bytes] | None = None  # the handshake, packed ahead
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
 
@@ -93,6 +95,7 @@ class _Template:
             for module in filter(None, self.options.preload.split(",")):
                 __import__(module)
             self.table = load_adapter(self.options.adapter)
+            self.ready = wire.Ready.encoder(self.table.describe(), sys.version.split()[0])
         except BaseException as exc:
             self.send(
                 {
@@ -102,6 +105,9 @@ class _Template:
                 }
             )
             return False
+        # Fill the free blocks the import left, so that later allocations (ours, the
+        # interpreters') go to fresh pages instead of copying scattered shared ones.
+        prefork.fill_free_blocks()
         # Move everything imported so far out of the collector's reach: a collection
         # in a child would otherwise touch (and so copy) every shared page.
         gc.freeze()
@@ -194,7 +200,7 @@ class _Template:
             os.close(err_w)
             limit = int(message["max_message_bytes"])
             if self.table is not None:
-                code = serve(req_r, resp_w, self.table, max_message_bytes=limit)
+                code = serve(req_r, resp_w, self.table, max_message_bytes=limit, ready=self.ready)
             else:
                 os.set_inheritable(req_r, True)
                 os.set_inheritable(resp_w, True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,7 +189,20 @@ class Ready:
 
     def encode(self) -> bytes:
         """Serialize to a msgpack payload (without the frame header)."""
-        return _pack((_READY, self.pid, self.commands, self.python))
+        return self.encoder(self.commands, self.python)(self.pid)
+
+    @staticmethod
+    def encoder(commands: dict[str, dict[str, bool]], python: str) -> Callable[[int], bytes]:
+        """``pid`` → the payload of ``Ready(pid, commands, python)``, all but the pid
+        packed now (msgpack concatenates: an array header, then each item).
+
+        Built in the template before it forks, so a new interpreter packs only its pid:
+        every object it reads after the fork (the command table, here) is a page it
+        copies.
+        """
+        head = b"\x94" + _pack(_READY)  # fixarray of 4
+        tail = _pack(commands) + _pack(python)
+        return lambda pid: head + _pack(pid) + tail
 
 
 def frame(payload: bytes) -> bytes:

@@ -261,3 +261,23 @@ def test_an_integer_crosses_exactly_if_and_only_if_it_has_at_most_4300_digits(
             wire.framed_request(1, "echo", {"n": number})
         with pytest.raises(wire.EncodeError, match="integer of more than 4300 digits"):
             wire.framed_reply(1, True, number)
+
+
+# --------------------------------------------------------------- the handshake, packed ahead
+
+_COMMANDS = st.dictionaries(
+    st.text(max_size=30),
+    st.fixed_dictionaries({"read_only": st.booleans(), "idempotent": st.booleans()}),
+    max_size=20,
+)
+
+
+@given(pid=st.integers(0, 2**63 - 1), commands=_COMMANDS, python=st.text(max_size=12))
+def test_the_handshake_packed_ahead_is_the_handshake(
+    pid: int, commands: dict[str, dict[str, bool]], python: str
+) -> None:
+    encode = wire.Ready.encoder(commands, python)  # in the template, before the fork
+    payload = encode(pid)  # in the interpreter: only its pid is packed
+    assert payload == msgpack.packb((2, pid, commands, python), use_bin_type=True)
+    assert wire.decode(payload) == wire.Ready(pid, commands, python)
+    assert wire.Ready(pid, commands, python).encode() == payload
