@@ -140,7 +140,7 @@ def _warm_up() -> None:
     """
     if dspy is None:
         return
-    runs = iter(range(code_packing.QUICKEN_RUNS + 1))
+    runs = iter(range(code_packing.QUICKEN_RUNS + 1))  # each run a new definition
 
     def sample() -> None:
         n = next(runs)
@@ -150,9 +150,7 @@ def _warm_up() -> None:
     lm_spec, _state.lm_spec = _state.lm_spec, "dummy"
     try:
         reserved_field_names(dspy, "predict")  # read from DSPy once, before the fork
-        code_packing.pack_code(code_packing.hot_code(sample))
-        for _ in range(code_packing.QUICKEN_RUNS):
-            sample()
+        code_packing.pack_and_quicken(sample)
     except Exception as exc:  # a warm-up must never stop the adapter from loading
         # Goes to the template's stderr, which the pool logs.
         logging.getLogger(__name__).warning("DSPy warm-up run failed: %s", exc)

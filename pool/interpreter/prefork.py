@@ -13,11 +13,17 @@ spawn) copy them too, and the interpreters forked before keep the originals.
 fork: later allocations, the template's and the interpreters', go to fresh pages, packed.
 The blocks were resident already: the template grows by the bookkeeping only.
 
-Measured (issue 10, bench (h), DSPy template + 8 interpreters after a program each):
-95.4 → 85.3 MB in all; ~4,000 pymalloc blocks and ~2,600 malloc chunks filled.
+Measured (issue 10, bench (h), DSPy template + 8 interpreters after a program each, on
+a quiet machine): 94.2 → 91.6 MB in all; ~4,500 pymalloc blocks and ~850 malloc chunks
+filled, in ~3 ms.
 
 CPython and glibc specific, on purpose: it reads pymalloc's own statistics
-(``sys._debugmallocstats``) and glibc's ``mallinfo2``; elsewhere it fills nothing.
+(``sys._debugmallocstats``) and glibc's ``mallinfo2``. It fills nothing where it cannot
+tell what is free: no pymalloc, pymalloc's debug hooks (``PYTHONMALLOC=debug``, ``-X
+dev``: a block is bigger than what is asked), other threads running (the statistics are
+read through fd 2, which they may be writing), a ``malloc`` that is not glibc's
+(``LD_PRELOAD`` of jemalloc, musl). Whatever it takes from glibc is bounded by what glibc
+said was free when it began, and the whole fill by :data:`FILL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import os
 import re
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +43,13 @@ __all__ = ["Filled", "fill_free_blocks", "pymalloc_available"]
 #: pymalloc's pools (CPython 3.10+, 64-bit): once filled, a size class has at most one
 #: pool's worth of free blocks left (the fresh pool the filling itself started).
 POOL_BYTES = 16 * 1024
-#: glibc chunks are filled down from this size (below ``malloc``'s mmap threshold) ...
+#: glibc chunks are filled down from this size (below ``malloc``'s mmap threshold).
 MALLOC_LARGEST = 64 * 1024
-#: ... and at most this many in all (a bound, whatever the allocator does).
-MALLOC_MOST_CHUNKS = 50_000
+#: The most a fill may take, whatever the heap holds: it is an optimisation of a start.
+FILL_SECONDS = 0.25
+#: glibc's per-thread cache, which ``mallinfo2`` counts as in use: 64 sizes of up to
+#: 1,032 bytes, 7 chunks each (its defaults), taken on top of the free bytes it reports.
+TCACHE_BYTES = 64 * 7 * 1032
 _ROW = re.compile(rb"^\s*\d+\s+(\d+)\s+\d+\s+\d+\s+(\d+)\s*$", re.MULTILINE)
 
 #: What was filled: kept for the template's life (freed, the blocks would be free again).
@@ -54,16 +65,28 @@ class Filled:
     malloc_chunks: int
 
 
+def _debug_hooks() -> bool:
+    return sys.flags.dev_mode or "debug" in os.environ.get("PYTHONMALLOC", "")
+
+
+def _stats_sink() -> Any:
+    """A file for the statistics that needs no writable directory where it can."""
+    if hasattr(os, "memfd_create"):
+        return os.fdopen(os.memfd_create("snakepool-mallocstats"), "w+b")
+    return tempfile.TemporaryFile()
+
+
 def pymalloc_available() -> dict[int, int]:
     """pymalloc's free blocks per size class (bytes → blocks), from its own statistics.
 
-    Empty where there is no pymalloc (``PYTHONMALLOC=malloc``, another Python).
+    Empty where there is no pymalloc (``PYTHONMALLOC=malloc``, another Python), under
+    its debug hooks, or while other Python threads run.
     """
     stats = getattr(sys, "_debugmallocstats", None)
-    if stats is None:
+    if stats is None or _debug_hooks() or threading.active_count() > 1:
         return {}
-    # It prints on the C stderr: borrow fd 2 for a moment (nothing else runs here).
-    with tempfile.TemporaryFile() as sink:
+    # It prints on the C stderr: borrow fd 2 for a moment (no other thread runs).
+    with _stats_sink() as sink:
         saved = os.dup(2)
         try:
             sys.stderr.flush()
@@ -87,7 +110,7 @@ def _block(size: int, serial: int) -> object:
     return bytes(size - 33)  # 33 bytes of header and terminator: a block of ``size``
 
 
-def _fill_pymalloc() -> int:
+def _fill_pymalloc(deadline: float) -> int:
     """One pass: what is left after it is the rest of the fresh pools the filling itself
     started (see :data:`POOL_BYTES`), never a template page."""
     count = 0
@@ -95,6 +118,8 @@ def _fill_pymalloc() -> int:
         for serial in range(free):
             _kept_objects.append(_block(size, serial))
             count += 1
+        if time.monotonic() > deadline:
+            break
     return count
 
 
@@ -109,49 +134,66 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _glibc() -> Any:
-    """glibc with ``malloc``, ``free`` and ``mallinfo2`` typed; None elsewhere."""
+    """glibc, when the process's ``malloc`` is glibc's own, typed; else None."""
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(None)  # the process's own symbols (find_library runs ldconfig)
-    if not hasattr(libc, "mallinfo2"):  # glibc < 2.33, or another libc (musl)
+    try:
+        process = ctypes.CDLL(None)  # the symbols calls resolve to (find_library runs ldconfig)
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl names it otherwise)
         return None
+    if not hasattr(libc, "mallinfo2"):  # glibc < 2.33
+        return None
+    address = ctypes.cast(process.malloc, ctypes.c_void_p).value
+    if address != ctypes.cast(libc.malloc, ctypes.c_void_p).value:
+        return None  # another malloc interposed (LD_PRELOAD): glibc's bins are not used
     libc.mallinfo2.restype = _MallInfo2
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
+    libc.sbrk.restype = ctypes.c_void_p
+    libc.sbrk.argtypes = [ctypes.c_ssize_t]
     return libc
 
 
-def _fill_malloc() -> int:
-    """Take every chunk glibc would hand out before cutting into the top of its heap.
+def _fill_malloc(deadline: float) -> int:
+    """Take the chunks glibc would hand out before cutting into the top of its heap.
 
-    A chunk cut from the top shrinks ``keepcost`` (the top's size); one from a bin or
-    from the thread cache does not. Sizes go down so that larger free chunks are taken
-    whole before small requests would split them.
+    One ``mallinfo2`` (it walks every free chunk): the bytes free outside the top, which
+    (with the thread cache's) bound what is taken, and where the top begins (the main
+    heap ends at ``sbrk(0)``). A chunk at or past that address was cut from the top:
+    given back, and on to the next size. Sizes go down so that larger free chunks are
+    taken whole before small requests would split them.
     """
     libc = _glibc()
     if libc is None:
         return 0
+    info = libc.mallinfo2()
+    budget = info.fordblks - info.keepcost + TCACHE_BYTES
+    top = (libc.sbrk(0) or 0) - info.keepcost
     sizes = [MALLOC_LARGEST >> shift for shift in range(6)] + list(range(1032, 0, -16))
     count = 0
-    top = libc.mallinfo2().keepcost
     for size in sizes:
-        while count < MALLOC_MOST_CHUNKS:
+        while budget >= size and time.monotonic() < deadline:
             chunk = libc.malloc(size)
             if not chunk:
                 return count
-            after = libc.mallinfo2().keepcost
-            if after < top:  # cut from the top: no free chunk of this size is left
+            if chunk >= top:  # from the top: no free chunk of this size is left
                 libc.free(chunk)
-                top = libc.mallinfo2().keepcost
                 break
             _kept_chunks.append(chunk)
+            budget -= size
             count += 1
     return count
 
 
 def fill_free_blocks() -> Filled:
-    """Fill pymalloc's and glibc's free blocks (see the module text). Call it last
-    before the first fork; a second call fills what was freed since.
+    """Fill pymalloc's and glibc's free blocks (see the module text).
+
+    Call it once, last before the first fork. Not before every fork: each call would
+    also fill the rest of the fresh pools the last one started (up to one pool per size
+    class, 16 KiB each), and grow the template for nothing (measured in bench (h):
+    3.5 MB more in all than one fill).
     """
-    return Filled(pymalloc_blocks=_fill_pymalloc(), malloc_chunks=_fill_malloc())
+    deadline = time.monotonic() + FILL_SECONDS
+    return Filled(pymalloc_blocks=_fill_pymalloc(deadline), malloc_chunks=_fill_malloc(deadline))

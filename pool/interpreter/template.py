@@ -106,8 +106,12 @@ class _Template:
             )
             return False
         # Fill the free blocks the import left, so that later allocations (ours, the
-        # interpreters') go to fresh pages instead of copying scattered shared ones.
-        prefork.fill_free_blocks()
+        # interpreters') go to fresh pages instead of copying scattered shared ones. An
+        # optimisation: whatever goes wrong in it must not cost the start.
+        try:
+            prefork.fill_free_blocks()
+        except Exception as exc:
+            print(f"snakepool template: heap not filled before forking: {exc!r}", file=sys.stderr)
         # Move everything imported so far out of the collector's reach: a collection
         # in a child would otherwise touch (and so copy) every shared page.
         gc.freeze()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import sys
 from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
@@ -43,14 +45,15 @@ def _sample() -> None:
 
 def test_hot_code_is_what_the_sample_called() -> None:
     found = code_packing.hot_code(_sample)
+    assert len({id(code) for code in found}) == len(found)  # each once
     for function in (_scale, _adder, _squares, _Greeter.greet, _sample):
-        assert function.__code__ in found
-    assert _never_called.__code__ not in found
+        assert any(code is function.__code__ for code in found)
+    assert not any(code is _never_called.__code__ for code in found)
     inner = [c for c in found if c.co_name == "<lambda>"]
     assert inner and inner[0].co_firstlineno == _adder.__code__.co_firstlineno + 1
 
 
-def test_a_profile_function_set_before_is_put_back() -> None:
+def test_under_a_profiler_nothing_is_recorded_and_the_profiler_stays() -> None:
     seen: list[str] = []
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
@@ -58,10 +61,23 @@ def test_a_profile_function_set_before_is_put_back() -> None:
 
     sys.setprofile(profile)
     try:
-        code_packing.hot_code(_sample)
-        assert sys.getprofile() is profile
+        assert code_packing.hot_code(_sample) == []
+        assert sys.getprofile() is profile and "call" in seen  # the sample ran under it
     finally:
         sys.setprofile(None)
+
+
+def test_cprofile_keeps_profiling_through_it() -> None:
+    # A C profiler cannot be put back from Python: setting it again broke cProfile.
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        assert code_packing.hot_code(_sample) == []
+        _never_called(1)
+    finally:
+        profiler.disable()
+    called = {f[2] for f in pstats.Stats(profiler).stats}  # type: ignore[attr-defined]
+    assert {"_sample", "_scale", "_never_called"} <= called
 
 
 def _kept(code: CodeType) -> bool:
@@ -168,5 +184,37 @@ def test_packed_functions_compute_what_they_computed(
     assert ns["cold"](x) == -x
 
 
+def test_equal_code_of_two_files_stays_two() -> None:
+    # Code objects compare equal whatever their file: packing one must not touch the other.
+    source = "def handler(x):\n    return x + 1\n"
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    exec(compile(source, "first.py", "exec"), first)
+    exec(compile(source, "second.py", "exec"), second)
+    assert first["handler"].__code__ == second["handler"].__code__  # what == says
+    untouched = second["handler"].__code__
+    hot = code_packing.hot_code(lambda: first["handler"](1))
+    assert [c.co_filename for c in hot if c.co_name == "handler"] == ["first.py"]
+    code_packing.pack_code(hot)
+    assert second["handler"].__code__ is untouched
+    assert first["handler"].__code__ is not untouched
+    assert first["handler"].__code__.co_filename == "first.py"
+
+
 def test_nothing_hot_packs_nothing() -> None:
     assert code_packing.pack_code(set()) == 0
+
+
+def test_pack_and_quicken_runs_the_sample_once_then_to_quicken_it() -> None:
+    ns = _fresh_module()
+    runs: list[int] = []
+
+    def sample() -> None:
+        runs.append(1)
+        _run_all(ns)
+
+    before = ns["scale"].__code__
+    repointed = code_packing.pack_and_quicken(sample)
+    assert len(runs) == 1 + code_packing.QUICKEN_RUNS
+    assert repointed >= 5 and ns["scale"].__code__ is not before and _kept(before)
+    assert ns["scale"](2) == 7

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -17,6 +18,7 @@ from snakepool.pool.interpreter import prefork
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc, /proc")
 
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 #: A heap full of holes: 40,000 pymalloc blocks and 4,000 malloc chunks, every other freed.
 _FRAGMENT = """
 small = [bytes(40) for _ in range(40_000)]
@@ -108,3 +110,90 @@ print(json.dumps({"stats": prefork.pymalloc_available(), "blocks": filled.pymall
         PYTHONMALLOC="malloc",
     )
     assert report == {"stats": {}, "blocks": 0}
+
+
+def test_one_walk_of_glibc_heap_whatever_its_holes() -> None:
+    # mallinfo2 walks every free chunk: once per chunk taken was quadratic (64 s for an
+    # adapter that freed 100,000 chunks at import).
+    report = _python(
+        """
+import json
+large = [bytes(600) for _ in range(60_000)]
+del large[::2]
+from snakepool.pool.interpreter import prefork
+libc = prefork._glibc()
+real, calls = libc.mallinfo2, []
+def counted():
+    calls.append(1)
+    return real()
+libc.mallinfo2 = counted
+prefork._glibc = lambda: libc
+filled = prefork.fill_free_blocks()
+print(json.dumps({"calls": len(calls), "chunks": filled.malloc_chunks}))
+"""
+    )
+    assert report["calls"] == 1
+    assert report["chunks"] >= 20_000  # type: ignore[operator]
+
+
+@pytest.mark.skipif(not os.path.exists(JEMALLOC), reason="no jemalloc to preload")
+def test_another_malloc_is_left_alone() -> None:
+    report = _python(
+        """
+import json
+from snakepool.pool.interpreter import prefork
+def vm_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1])
+before = vm_kb()
+filled = prefork.fill_free_blocks()
+print(json.dumps({"glibc": prefork._glibc() is not None, "chunks": filled.malloc_chunks,
+    "grew_kb": vm_kb() - before}))
+""",
+        LD_PRELOAD=JEMALLOC,
+    )
+    # It took 50,000 chunks of 64 KiB (3.2 GB of address space) before.
+    assert report == {"glibc": False, "chunks": 0, "grew_kb": report["grew_kb"]}
+    assert report["grew_kb"] < 64 * 1024  # type: ignore[operator]
+
+
+def test_no_writable_temporary_directory_is_needed() -> None:
+    report = _python(
+        """
+import json, tempfile
+def nowhere(*args, **kwargs):  # a read-only root file system, no writable /tmp
+    raise FileNotFoundError("No usable temporary directory found")
+tempfile.TemporaryFile = nowhere
+from snakepool.pool.interpreter import prefork
+print(json.dumps({"classes": len(prefork.pymalloc_available())}))
+"""
+    )
+    assert report == {"classes": 32}
+
+
+def test_while_another_thread_runs_it_reads_no_stats() -> None:
+    # The statistics come through fd 2, which that thread may be writing to.
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert prefork.pymalloc_available() == {}
+    finally:
+        stop.set()
+        thread.join()
+    assert len(prefork.pymalloc_available()) == 32
+
+
+@pytest.mark.parametrize("setting", [{"PYTHONMALLOC": "debug"}, {"PYTHONDEVMODE": "1"}])
+def test_under_pymallocs_debug_hooks_it_fills_no_blocks(setting: dict[str, str]) -> None:
+    # A debug block is bigger than what is asked: filling would hit the wrong classes.
+    report = _python(
+        """
+import json
+from snakepool.pool.interpreter import prefork
+print(json.dumps({"blocks": prefork.fill_free_blocks().pymalloc_blocks}))
+""",
+        **setting,
+    )
+    assert report == {"blocks": 0}
