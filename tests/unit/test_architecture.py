@@ -290,8 +290,12 @@ def test_every_name_in_all_exists(module: str, monkeypatch: pytest.MonkeyPatch) 
     assert missing == [], f"{module}.__all__ names what it does not have"
 
 
-#: Private names of the stdlib that are its public API.
-_PUBLIC_PRIVATES = {"_exit", "_getframe", "_replace", "_asdict", "_fields", "_make"}
+#: Private names of the stdlib that are its public API (``sys._clear_type_cache`` and
+#: ``sys._debugmallocstats`` are documented CPython functions).
+_PUBLIC_PRIVATES = {
+    "_exit", "_getframe", "_replace", "_asdict", "_fields", "_make",
+    "_clear_type_cache", "_debugmallocstats",
+}  # fmt: skip
 
 
 def _foreign_private_members(path: Path) -> list[str]:
