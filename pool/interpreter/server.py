@@ -25,7 +25,7 @@ from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
 from snakepool.pool.interpreter.core import process_stats
 from snakepool.pool.interpreter.reaper import become_group_leader, die_with_parent
 
-__all__ = ["current_reply_fd", "prepare_child", "serve"]
+__all__ = ["current_reply_fd", "handshake", "prepare_child", "serve"]
 
 _HEADER_SIZE = wire.HEADER.size
 _reply_fd = -1
@@ -160,6 +160,12 @@ def _encode_reply(rid: int, ok: bool, value: Any, limit: int) -> bytes:
     return framed
 
 
+def handshake(table: CommandTable) -> Callable[[int], bytes]:
+    """``pid`` → this interpreter's readiness handshake for ``table``, packed ahead
+    (:meth:`wire.Ready.encoder`): the template builds it once, before it forks."""
+    return wire.Ready.encoder(table.describe(), sys.version.split()[0])
+
+
 def serve(
     req_fd: int,
     resp_fd: int,
@@ -170,15 +176,15 @@ def serve(
 ) -> int:
     """Announce readiness, then serve requests until EOF. Returns the exit code.
 
-    ``ready`` is the handshake's encoder (:meth:`wire.Ready.encoder`), built by the
-    template before it forks; built here when not given.
+    ``ready`` is the handshake (:func:`handshake`), built by the template before it
+    forks; built here when not given.
     """
     global _reply_fd
     _reply_fd = resp_fd
     process_stats.reset(adapter=table.adapter)
     table.setup()
     if ready is None:
-        ready = wire.Ready.encoder(table.describe(), sys.version.split()[0])
+        ready = handshake(table)
     _write_all(resp_fd, wire.frame(ready(os.getpid())))
     reader = _FrameReader(req_fd, max_message_bytes)
     scope = context.SCOPE

@@ -46,9 +46,9 @@ from typing import Any
 
 import msgpack
 
-from snakepool.pool.interpreter import prefork, reaper, wire
+from snakepool.pool.interpreter import prefork, reaper
 from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
-from snakepool.pool.interpreter.server import prepare_child, serve
+from snakepool.pool.interpreter.server import handshake, prepare_child, serve
 
 __all__ = ["main"]
 
@@ -95,7 +95,7 @@ class _Template:
             for module in filter(None, self.options.preload.split(",")):
                 __import__(module)
             self.table = load_adapter(self.options.adapter)
-            self.ready = wire.Ready.encoder(self.table.describe(), sys.version.split()[0])
+            self.ready = handshake(self.table)
         except BaseException as exc:
             self.send(
                 {
