@@ -35,10 +35,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Filled", "fill_free_blocks", "pymalloc_available"]
+__all__ = [
+    "Filled",
+    "fill_free_blocks",
+    "fill_size_classes",
+    "pymalloc_available",
+    "release_free_pages",
+    "size_class",
+]
 
 #: pymalloc's pools (CPython 3.10+, 64-bit): once filled, a size class has at most one
 #: pool's worth of free blocks left (the fresh pool the filling itself started).
@@ -110,11 +118,14 @@ def _block(size: int, serial: int) -> object:
     return bytes(size - 33)  # 33 bytes of header and terminator: a block of ``size``
 
 
-def _fill_pymalloc(deadline: float) -> int:
-    """One pass: what is left after it is the rest of the fresh pools the filling itself
-    started (see :data:`POOL_BYTES`), never a template page."""
+def _fill_pymalloc(deadline: float, sizes: Collection[int] | None = None) -> int:
+    """One pass (over ``sizes`` only, when given): what is left after it is the rest of
+    the fresh pools the filling itself started (see :data:`POOL_BYTES`), never a
+    template page."""
     count = 0
     for size, free in pymalloc_available().items():
+        if sizes is not None and size not in sizes:
+            continue
         for serial in range(free):
             _kept_objects.append(_block(size, serial))
             count += 1
@@ -153,6 +164,7 @@ def _glibc() -> Any:
     libc.free.argtypes = [ctypes.c_void_p]
     libc.sbrk.restype = ctypes.c_void_p
     libc.sbrk.argtypes = [ctypes.c_ssize_t]
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
     return libc
 
 
@@ -168,6 +180,9 @@ def _fill_malloc(deadline: float) -> int:
     libc = _glibc()
     if libc is None:
         return 0
+    # First give back every whole free page (see release_free_pages): the chunks filled
+    # below are written at their ends only.
+    libc.malloc_trim(0)
     info = libc.mallinfo2()
     budget = info.fordblks - info.keepcost + TCACHE_BYTES
     top = (libc.sbrk(0) or 0) - info.keepcost
@@ -197,3 +212,36 @@ def fill_free_blocks() -> Filled:
     """
     deadline = time.monotonic() + FILL_SECONDS
     return Filled(pymalloc_blocks=_fill_pymalloc(deadline), malloc_chunks=_fill_malloc(deadline))
+
+
+def size_class(nbytes: int) -> int:
+    """The pymalloc size class an allocation of ``nbytes`` takes (16-byte steps; 0 above
+    512 bytes, which pymalloc hands to ``malloc``)."""
+    return (nbytes + 15) // 16 * 16 if 0 < nbytes <= 512 else 0
+
+
+def fill_size_classes(sizes: Iterable[int]) -> int:
+    """Fill pymalloc's free blocks of these size classes only (bytes, see
+    :func:`size_class`); returns how many were taken.
+
+    For objects about to be allocated that should lie together (packed copies): once
+    their classes hold no free block, they are cut one after another from fresh pools.
+    Bounded by :data:`FILL_SECONDS`, like :func:`fill_free_blocks`.
+    """
+    wanted = {size for size in sizes if size}
+    if not wanted:
+        return 0
+    return _fill_pymalloc(time.monotonic() + FILL_SECONDS, wanted)
+
+
+def release_free_pages() -> None:
+    """Give glibc's whole free pages back to the system (``malloc_trim(0)``: the top of
+    the heap, and ``madvise`` inside it); nothing where ``malloc`` is not glibc's.
+
+    Call it right after a large temporary is freed (a list of every object, ~0.5 MB
+    for DSPy's heap): glibc keeps such memory resident for reuse, and the next
+    allocations, cut from it, would pin it in the template for good.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -197,3 +197,62 @@ print(json.dumps({"blocks": prefork.fill_free_blocks().pymalloc_blocks}))
         **setting,
     )
     assert report == {"blocks": 0}
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "size"), [(1, 16), (16, 16), (17, 32), (500, 512), (512, 512), (513, 0), (0, 0)]
+)
+def test_the_size_class_an_allocation_takes(nbytes: int, size: int) -> None:
+    assert prefork.size_class(nbytes) == size
+
+
+def test_filling_some_size_classes_leaves_the_others() -> None:
+    report = _python(
+        _FRAGMENT
+        + """
+import json
+from snakepool.pool.interpreter import prefork
+before = prefork.pymalloc_available()
+taken = prefork.fill_size_classes([80, 0])
+after = prefork.pymalloc_available()
+print(json.dumps({"taken": taken, "before": before[80], "after": after[80],
+                  "others": {s: after[s] - before[s] for s in after if s != 80}}))
+"""
+    )
+    # bytes(40) takes an 80-byte block (33 bytes of header): 20,000 of them were freed
+    # (pools left empty are not counted as free blocks).
+    before, taken = int(report["before"]), int(report["taken"])  # type: ignore[call-overload]
+    assert before >= 10_000 and taken == before
+    assert int(report["after"]) <= prefork.POOL_BYTES // 80  # at most a fresh pool  # type: ignore[call-overload]
+    assert all(abs(change) < 200 for change in report["others"].values())  # type: ignore[attr-defined]
+
+
+_HOLE = """
+import json
+from snakepool.pool.interpreter import prefork
+def heap_kb():
+    with open("/proc/self/smaps") as smaps:
+        lines = iter(smaps)
+        for line in lines:
+            if line.rstrip().endswith("[heap]"):
+                for field in lines:
+                    if field.startswith("Rss:"):
+                        return int(field.split()[1])
+    return 0
+chunks = [bytes(4000) for _ in range(6_000)]  # ~24 MB of malloc, on the heap
+del chunks[100:5_900]  # a hole in the middle; the end stays, so no trim at the top
+before = heap_kb()
+prefork.release_free_pages()
+print(json.dumps({"before": before, "after": heap_kb()}))
+"""
+
+
+def test_whole_free_pages_go_back_to_the_system() -> None:
+    report = _python(_HOLE, MALLOC_MMAP_THRESHOLD_="1048576")
+    assert report["before"] - report["after"] > 15_000  # type: ignore[operator]
+
+
+@pytest.mark.skipif(not os.path.exists(JEMALLOC), reason="no jemalloc to preload")
+def test_another_malloc_gives_back_nothing_through_glibc() -> None:
+    report = _python(_HOLE, LD_PRELOAD=JEMALLOC)
+    assert report["before"] == report["after"] == 0  # jemalloc keeps no [heap]; untouched
