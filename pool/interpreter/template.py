@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import os
 import select
@@ -46,7 +47,7 @@ from typing import Any
 
 import msgpack
 
-from snakepool.pool.interpreter import prefork, reaper
+from snakepool.pool.interpreter import prefork, reaper, rehearsal
 from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
 from snakepool.pool.interpreter.server import handshake, prepare_child, serve
 
@@ -60,6 +61,22 @@ ORPHAN_SCAN_SECONDS = 1.0
 #: How long the template, when exiting, keeps killing and reaping what is left (the
 #: pool kills it after 2 s and then sweeps by marker; this stays below that).
 SHUTDOWN_REAP_SECONDS = 1.5
+
+
+def _no_setup() -> None:
+    pass
+
+
+def _findable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it. ``a.b.Class`` is not a
+    module: ``find_spec`` raises for it (``a.b`` has no ``__path__``) rather than
+    answering None."""
+    import importlib.util
+
+    try:
+        return bool(module) and importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class _Template:
@@ -83,14 +100,11 @@ class _Template:
     def load(self) -> bool:
         try:
             if self.options.mode != "fork":
-                # Spawned interpreters import it themselves; check it is there at all.
-                import importlib.util
-
+                # Spawned interpreters import it themselves; check it is there at all
+                # (``module`` or ``module.Class``).
                 module = self.options.adapter
-                if importlib.util.find_spec(module) is None:
-                    module = module.rpartition(".")[0]
-                    if not module or importlib.util.find_spec(module) is None:
-                        raise ModuleNotFoundError(f"No module named {self.options.adapter!r}")
+                if not _findable(module) and not _findable(module.rpartition(".")[0]):
+                    raise ModuleNotFoundError(f"No module named {self.options.adapter!r}")
                 return True
             for module in filter(None, self.options.preload.split(",")):
                 __import__(module)
@@ -105,17 +119,28 @@ class _Template:
                 }
             )
             return False
-        # Fill the free blocks the import left, so that later allocations (ours, the
-        # interpreters') go to fresh pages instead of copying scattered shared ones. An
-        # optimisation: whatever goes wrong in it must not cost the start.
-        try:
-            prefork.fill_free_blocks()
-        except Exception as exc:
-            print(f"snakepool template: heap not filled before forking: {exc!r}", file=sys.stderr)
+        self.prepare_heap()
         # Move everything imported so far out of the collector's reach: a collection
         # in a child would otherwise touch (and so copy) every shared page.
         gc.freeze()
         return True
+
+    def prepare_heap(self) -> None:
+        """Pack the code an interpreter's start runs (:mod:`~snakepool.pool.interpreter.rehearsal`),
+        then fill the free blocks the import left, so that later allocations (ours, the
+        interpreters') go to fresh pages instead of copying scattered shared ones.
+        Optimisations: whatever goes wrong in them must not cost the start."""
+        assert self.table is not None
+        # Without the adapter's setup hook: the rehearsal must not act on the world.
+        quiet = dataclasses.replace(self.table, setup=_no_setup)
+        try:
+            rehearsal.pack_start(lambda fds, limit: self.interpreter(fds, limit, quiet))
+        except Exception as exc:
+            print(f"snakepool template: start not rehearsed: {exc!r}", file=sys.stderr)
+        try:
+            prefork.fill_free_blocks()
+        except Exception as exc:
+            print(f"snakepool template: heap not filled before forking: {exc!r}", file=sys.stderr)
 
     def run(self) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -190,33 +215,7 @@ class _Template:
     def child(self, fds: list[int], message: dict[str, Any]) -> None:
         code = 1
         try:
-            req_r, resp_w, out_w, err_w = fds
-            self.ctl.close()
-            signal.set_wakeup_fd(-1)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            prepare_child()
-            if os.getppid() != self.options.self_pid:
-                os._exit(4)  # the template died before PDEATHSIG was armed
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            os.close(out_w)
-            os.close(err_w)
-            limit = int(message["max_message_bytes"])
-            if self.table is not None:
-                code = serve(req_r, resp_w, self.table, max_message_bytes=limit, ready=self.ready)
-            else:
-                os.set_inheritable(req_r, True)
-                os.set_inheritable(resp_w, True)
-                python = self.options.python or sys.executable
-                os.execv(python, [
-                    python, "-m", "snakepool.pool.interpreter.server",
-                    "--req-fd", str(req_r), "--resp-fd", str(resp_w),
-                    "--adapter", self.options.adapter,
-                    "--max-message-bytes", str(limit),
-                    "--expected-ppid", str(self.options.self_pid),
-                    "--run-id", self.options.run_id,
-                ])  # fmt: skip
+            code = self.interpreter(fds, int(message["max_message_bytes"]), self.table)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -225,6 +224,35 @@ class _Template:
                 sys.stderr.flush()
             finally:
                 os._exit(code)
+
+    def interpreter(self, fds: list[int], limit: int, table: CommandTable | None) -> int:
+        """Become an interpreter on ``(req_r, resp_w, out_w, err_w)``: serve ``table``
+        until EOF and return the exit code, or (spawn mode: no table) ``exec`` one."""
+        req_r, resp_w, out_w, err_w = fds
+        self.ctl.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        prepare_child()
+        if os.getppid() != self.options.self_pid:
+            os._exit(4)  # the template died before PDEATHSIG was armed
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.close(out_w)
+        os.close(err_w)
+        if table is not None:
+            return serve(req_r, resp_w, table, max_message_bytes=limit, ready=self.ready)
+        os.set_inheritable(req_r, True)
+        os.set_inheritable(resp_w, True)
+        python = self.options.python or sys.executable
+        os.execv(python, [
+            python, "-m", "snakepool.pool.interpreter.server",
+            "--req-fd", str(req_r), "--resp-fd", str(resp_w),
+            "--adapter", self.options.adapter,
+            "--max-message-bytes", str(limit),
+            "--expected-ppid", str(self.options.self_pid),
+            "--run-id", self.options.run_id,
+        ])  # fmt: skip
 
     def kill(self, pid: object, seq: object) -> None:
         """The pool's kill when it has no pidfd: reuse-safe here, as we are the parent

@@ -107,8 +107,10 @@ def test_user_adapters(make_pool: PoolFactory) -> None:
         pool.execute("greet", {})
 
 
-def test_class_adapter_state_is_per_interpreter(make_pool: PoolFactory) -> None:
-    pool = make_pool(size=1, adapter="tests.adapters.counter.Counter")
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_class_adapter_state_is_per_interpreter(make_pool: PoolFactory, start_method: str) -> None:
+    # spawn: the template checks "module.Class" without importing it (find_spec raised).
+    pool = make_pool(size=1, adapter="tests.adapters.counter.Counter", start_method=start_method)
     first = pool.execute("incr")
     second = pool.execute("incr", {"by": 5})
     assert (first["count"], second["count"]) == (1, 6)
@@ -125,8 +127,10 @@ def test_broken_adapter_fails_start_with_cause(make_pool: PoolFactory, start_met
         pool.execute("ping")
 
 
-def test_missing_adapter_is_config_error(make_pool: PoolFactory) -> None:
-    pool = make_pool(size=1, adapter="no_such_package.adapter", start=False)
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_missing_adapter_is_config_error(make_pool: PoolFactory, start_method: str) -> None:
+    pool = make_pool(size=1, adapter="no_such_package.adapter", start=False,
+                     start_method=start_method)  # fmt: skip
     with pytest.raises(ConfigError, match="No module named") as caught:
         pool.start()
     assert caught.value.setting == "ADAPTER"
