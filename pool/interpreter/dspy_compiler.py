@@ -15,9 +15,15 @@ from typing import Any
 
 from snakepool.errors import InvalidArguments
 from snakepool.pool.interpreter.dspy_names import reserved_field_names
+from snakepool.pool.interpreter.dspy_tuning import signature_from_names
 from snakepool.pool.interpreter.dummy_answers import dummy_answers, input_examples
 from snakepool.pool.interpreter.program_tables import CompiledCache
-from snakepool.pool.interpreter.programs import MODULES, ProgramDefinition, signature_field_names
+from snakepool.pool.interpreter.programs import (
+    MODULES,
+    ProgramDefinition,
+    plain_signature,
+    signature_field_names,
+)
 
 __all__ = ["RUN_CONTEXT", "ProgramCompiler", "prediction_outputs", "program_fields"]
 
@@ -89,6 +95,9 @@ class ProgramCompiler:
         self.dummy_lm = dummy_lm
         self.overhead_bytes = overhead_bytes
         self.cache: CompiledCache[Any] = CompiledCache(max_entries=max_entries, max_bytes=max_bytes)
+        #: Builds a plain signature from its field names, unparsed (None: this DSPy
+        #: builds something else from them; see :func:`signature_from_names`).
+        self.from_names = signature_from_names(dspy)
 
     def compile(self, definition: ProgramDefinition) -> Any:
         """The DSPy module for ``definition``, from the cache when its hash is known.
@@ -140,7 +149,10 @@ class ProgramCompiler:
         dspy = self.dspy
         try:
             instructions = self._instructions(definition, names)
-            signature = dspy.Signature(definition.signature, instructions)
+            if self.from_names is not None and plain_signature(definition.signature):
+                signature = self.from_names(*names, instructions)
+            else:
+                signature = dspy.Signature(definition.signature, instructions)
         except Exception as exc:  # DSPy raises ValueError/TypeError/SyntaxError for bad text
             raise InvalidArguments(f"malformed signature {definition.signature!r}: {exc}") from None
         program = getattr(dspy, MODULES[definition.module])(signature)

@@ -25,10 +25,14 @@ program ~30 % faster (0.26 → 0.18 ms with ``DummyLM``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-__all__ = ["TYPE_ADAPTERS", "cached_type_adapter", "tune"]
+#: ``(input names, output names, instructions)`` → a ``dspy.Signature`` class.
+SignatureFromNames = Callable[[list[str], list[str], Any], Any]
+
+__all__ = ["TYPE_ADAPTERS", "cached_type_adapter", "signature_from_names", "tune"]
 
 #: TypeAdapters kept per interpreter (least recently used dropped first). A program's
 #: output types are usually ``str`` and a few more; a dropped one is rebuilt when needed.
@@ -59,3 +63,45 @@ def tune(dspy: ModuleType) -> None:
     utils = dspy.adapters.utils
     if not hasattr(utils.TypeAdapter, "cache_info"):
         utils.TypeAdapter = cached_type_adapter(utils.TypeAdapter)
+
+
+def signature_from_names(dspy: ModuleType) -> SignatureFromNames | None:
+    """The ``dspy.Signature`` of a plain signature (``a, b -> c``: names only, see
+    :func:`~snakepool.pool.interpreter.programs.plain_names`), built from its names.
+
+    DSPy reads a signature's text with Python's parser (``ast.parse`` of each side,
+    ``signature.py``'s ``_parse_field_string``), then builds the class from a dict of
+    ``name → (type, field)``; given that dict, it skips the parsing. For names without a
+    type it makes ``(str, InputField(IS_TYPE_UNDEFINED=True))`` and
+    ``(str, OutputField())``. The compiler has checked the names already, so this
+    builds the dict itself.
+
+    That dict is DSPy's own detail: the builder is returned only if, on this DSPy, it
+    makes the same class as the text does (name, signature text, instructions, every
+    field's repr), and None otherwise (the caller then passes the text, as before).
+    """
+
+    def build(inputs: list[str], outputs: list[str], instructions: Any) -> Any:
+        fields: dict[str, Any] = {
+            name: (str, dspy.InputField(IS_TYPE_UNDEFINED=True)) for name in inputs
+        }
+        fields.update((name, (str, dspy.OutputField())) for name in outputs)
+        return dspy.Signature(fields, instructions)
+
+    def same(a: Any, b: Any) -> bool:
+        return (a.__name__, a.signature, a.instructions, repr(a.fields)) == (
+            b.__name__,
+            b.signature,
+            b.instructions,
+            repr(b.fields),
+        )
+
+    try:
+        for instructions in ("Answer the question.", None):
+            built = build(["question", "context"], ["answer", "score"], instructions)
+            parsed = dspy.Signature("question, context -> answer, score", instructions)
+            if not same(built, parsed):
+                return None
+    except Exception:  # another DSPy: its own way, through the text
+        return None
+    return build

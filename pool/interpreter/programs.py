@@ -157,6 +157,9 @@ def validate_program_id(value: Any) -> str:
     return value
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _top_level_pieces(text: str) -> list[str]:
     """``text`` split at the commas outside brackets (``a: dict[str, int], b``)."""
     pieces, depth, start = [], 0, 0
@@ -184,10 +187,42 @@ def _explain_syntax_error(text: str, exc: SyntaxError) -> str:
     return str(exc.msg)
 
 
+def plain_names(text: str) -> list[str] | None:
+    """The field names of one side of a signature written as plain ASCII identifiers
+    (``a, b``: no type, no keyword, none twice), else None.
+
+    Python's parser reads such a side as exactly these names (ASCII names are their own
+    NFKC form), so it needs no parsing: the common case, parsed by no one (an
+    ``ast.parse`` costs ~50 µs and, in a forked interpreter, ~0.1 MB of pages copied
+    from the template; issue 10).
+    """
+    names = [piece.strip() for piece in text.split(",")]
+    if len(set(names)) != len(names):
+        return None  # the parser's "duplicate argument" message, not ours
+    for name in names:
+        if _PLAIN_NAME.fullmatch(name) is None or keyword.iskeyword(name):
+            return None
+    return names
+
+
+def plain_signature(signature: str) -> bool:
+    """Whether both sides of ``signature`` are :func:`plain_names`."""
+    left, arrow, right = signature.partition("->")
+    return bool(arrow) and plain_names(left) is not None and plain_names(right) is not None
+
+
 def _side(text: str, signature: str) -> list[str]:
     text = text.strip()
     if not text:
         return []
+    plain = plain_names(text)
+    if plain is not None:
+        return plain
+    return _parsed_side(text, signature)
+
+
+def _parsed_side(text: str, signature: str) -> list[str]:
+    """The field names of a non-empty side, read by Python's parser as DSPy does."""
     try:
         parsed = ast.parse(f"def f({text}): pass").body[0]
     except SyntaxError as exc:

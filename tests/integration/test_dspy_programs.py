@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import keyword
 import os
 import subprocess
 import sys
@@ -464,3 +465,77 @@ def test_default_instructions_are_dspys_and_the_signature_is_built_once(
     )
     assert program.predictors()[0].signature.instructions == expected
     assert len(built) == 1
+
+
+_FIELD = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(
+    lambda name: (
+        name not in {"signature", "demos", "config", "lm", "instructions", "fields"}
+        and not keyword.iskeyword(name)
+    )
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    names=st.lists(_FIELD, min_size=2, max_size=6, unique=True),
+    split=st.integers(1, 5),
+    instructions=st.none() | st.text(min_size=1, max_size=40),
+)
+def test_a_plain_signature_built_from_its_names_is_the_one_its_text_gives(
+    names: list[str], split: int, instructions: str | None
+) -> None:
+    """DSPy parses a signature's text with Python's parser, ~0.1 MB of template pages
+    copied in each interpreter; a plain one is built from its names, to the same class."""
+    import dspy
+
+    from snakepool.pool.interpreter import dspy_programs
+
+    assert dspy_programs._state.compiler is not None
+    build = dspy_programs._state.compiler.from_names
+    assert build is not None  # this DSPy passed the check
+    split = min(split, len(names) - 1)
+    inputs, outputs = names[:split], names[split:]
+    text = f"{', '.join(inputs)} -> {', '.join(outputs)}"
+    built, parsed = build(inputs, outputs, instructions), dspy.Signature(text, instructions)
+    assert (built.__name__, built.signature, built.instructions, repr(built.fields)) == (
+        parsed.__name__, parsed.signature, parsed.instructions, repr(parsed.fields),
+    )  # fmt: skip
+
+
+def test_only_plain_signatures_skip_the_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ast
+
+    from snakepool.pool.interpreter import dspy_programs
+
+    parsed: list[str] = []
+    original = ast.parse
+
+    def counting(source: Any, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(source)
+        return original(source, *args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", counting)
+    for signature, parses in [("plain_q, plain_c -> plain_a", 0), ("typed_q: int -> typed_a", 3)]:
+        parsed.clear()
+        inputs = {"plain_q": "1", "plain_c": "2"} if parses == 0 else {"typed_q": 1}
+        request = {"program": {"signature": signature}, "inputs": inputs}
+        assert dspy_programs.execute_program(request)
+        assert len(parsed) == parses, parsed  # typed: our typed side, DSPy both sides
+
+
+def test_another_dspy_is_given_the_text() -> None:
+    from types import SimpleNamespace
+
+    import dspy
+
+    from snakepool.pool.interpreter.dspy_tuning import signature_from_names
+
+    assert signature_from_names(dspy) is not None
+    other = SimpleNamespace(
+        Signature=dspy.Signature,
+        InputField=lambda **kwargs: dspy.InputField(desc="another default"),
+        OutputField=dspy.OutputField,
+    )
+    assert signature_from_names(other) is None  # type: ignore[arg-type]  # builds another
+    broken = SimpleNamespace(Signature=dspy.Signature, InputField=dspy.InputField)
+    assert signature_from_names(broken) is None  # type: ignore[arg-type]  # no OutputField

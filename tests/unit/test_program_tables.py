@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import keyword
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snakepool.errors import InvalidArguments
+from snakepool.pool.interpreter import programs
 from snakepool.pool.interpreter.program_tables import CompiledCache, HeldPrograms
 from snakepool.pool.interpreter.programs import (
     ProgramDefinition,
@@ -184,3 +187,50 @@ def test_definition_hash_survives_values_json_lacks() -> None:
     assert len(definition.content_hash) == 64
     with pytest.raises(InvalidArguments, match="'demos' must be a list of objects"):
         ProgramDefinition.from_args({"signature": "q -> a", "demos": [{1: "x"}]})
+
+
+_IDENTIFIER = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
+_SPACE = st.sampled_from(["", " ", "  ", "\t", "\n "])
+
+
+@given(names=st.lists(_IDENTIFIER, min_size=1, max_size=6), spaces=st.lists(_SPACE, min_size=14))
+def test_a_plain_side_reads_as_the_parser_reads_it(names: list[str], spaces: list[str]) -> None:
+    # The unparsed fast path must say exactly what the parser says, or defer to it.
+    text = ",".join(f"{spaces[i]}{name}{spaces[i + 7]}" for i, name in enumerate(names))
+    plain = programs.plain_names(text)
+    try:
+        parsed: list[str] | str = programs._parsed_side(text.strip(), text)
+    except InvalidArguments as refused:
+        parsed = refused.message
+    if plain is None:  # deferred: a keyword or a name listed twice
+        assert len(set(names)) < len(names) or any(keyword.iskeyword(n) for n in names)
+    else:
+        assert plain == parsed == names
+    if isinstance(parsed, list):
+        assert programs._side(text, text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("question, context", ["question", "context"]),
+        ("a,b", ["a", "b"]),
+        ("a, a", None),  # the parser's own message: "duplicate argument"
+        ("a, class", None),  # a keyword
+        ("a: int", None),  # a type
+        ("a,", None),  # a trailing comma
+        ("a = 1", None),
+        ("caf\u00e9", None),  # not ASCII: NFKC is the parser's business
+        ("a # note", None),
+        ("", None),
+    ],
+)
+def test_what_counts_as_plain(text: str, plain: list[str] | None) -> None:
+    assert programs.plain_names(text) == plain
+
+
+def test_a_plain_signature_has_two_plain_sides() -> None:
+    assert programs.plain_signature("question, context -> answer")
+    assert not programs.plain_signature("question -> answer: int")
+    assert not programs.plain_signature("question answer")
+    assert not programs.plain_signature("a -> b -> c")
