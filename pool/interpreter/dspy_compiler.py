@@ -10,6 +10,7 @@ keyed by content hash (a changed definition is never served from a stale entry).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -76,7 +77,8 @@ class ProgramCompiler:
 
     Args:
         dspy: The imported ``dspy`` package.
-        dummy_lm: DSPy's ``DummyLM`` class (for the trial run).
+        dummy_lm: ``answers`` → a DSPy ``DummyLM`` answering them (for the trial run:
+            the ``DummyLM`` class, or one reused instance, ``dspy_tuning.OneDummyLM``).
         max_entries: Most compiled programs kept.
         max_bytes: Most estimated bytes of compiled programs kept.
         overhead_bytes: Estimated memory of one compiled program besides its text.
@@ -85,7 +87,7 @@ class ProgramCompiler:
     def __init__(
         self,
         dspy: ModuleType,
-        dummy_lm: type,
+        dummy_lm: Callable[[dict[str, dict[str, Any]]], Any],
         *,
         max_entries: int,
         max_bytes: int,

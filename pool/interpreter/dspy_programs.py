@@ -57,7 +57,7 @@ from snakepool.pool.interpreter.dspy_compiler import (
     program_fields,
 )
 from snakepool.pool.interpreter.dspy_names import reserved_field_names
-from snakepool.pool.interpreter.dspy_tuning import tune
+from snakepool.pool.interpreter.dspy_tuning import OneDummyLM, tune
 from snakepool.pool.interpreter.dummy_answers import dummy_answers
 from snakepool.pool.interpreter.marks import command
 from snakepool.pool.interpreter.program_tables import HeldPrograms
@@ -105,10 +105,13 @@ class _State:
         self.programs: HeldPrograms[ProgramDefinition] = HeldPrograms(
             max_programs=MAX_PROGRAMS, max_bytes=MAX_PROGRAM_BYTES
         )
+        #: ``answers`` → the dummy LM answering them (one instance, reused; used only
+        #: where DSPy, and so DummyLM, imported).
+        self.dummy_lm = OneDummyLM(DummyLM)
         self.compiler = (
             ProgramCompiler(
                 dspy,
-                DummyLM,
+                self.dummy_lm,
                 max_entries=MAX_COMPILED,
                 max_bytes=MAX_COMPILED_BYTES,
                 overhead_bytes=COMPILED_OVERHEAD_BYTES,
@@ -185,7 +188,7 @@ def _compile(definition: ProgramDefinition) -> Any:
 def _lm_for(inputs: dict[str, Any], outputs: dict[str, Any]) -> Any:
     if _state.lm_spec == "dummy":
         # "" matches every prompt
-        return DummyLM({"": dummy_answers(inputs, outputs, _state.answers)})
+        return _state.dummy_lm({"": dummy_answers(inputs, outputs, _state.answers)})
     if _state.real_lm is None:
         _state.real_lm = dspy.LM(_state.lm_spec)
     return _state.real_lm

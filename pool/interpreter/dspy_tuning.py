@@ -32,7 +32,7 @@ from typing import Any
 #: ``(input names, output names, instructions)`` → a ``dspy.Signature`` class.
 SignatureFromNames = Callable[[list[str], list[str], Any], Any]
 
-__all__ = ["TYPE_ADAPTERS", "cached_type_adapter", "signature_from_names", "tune"]
+__all__ = ["TYPE_ADAPTERS", "OneDummyLM", "cached_type_adapter", "signature_from_names", "tune"]
 
 #: TypeAdapters kept per interpreter (least recently used dropped first). A program's
 #: output types are usually ``str`` and a few more; a dropped one is rebuilt when needed.
@@ -105,3 +105,27 @@ def signature_from_names(dspy: ModuleType) -> SignatureFromNames | None:
     except Exception:  # another DSPy: its own way, through the text
         return None
     return build
+
+
+class OneDummyLM:
+    """``answers`` → this interpreter's one ``DummyLM``, now answering ``answers``.
+
+    A ``DummyLM`` is built per run otherwise (the compile's trial run and every
+    ``execute_program`` on the dummy LM): a ``BaseLM``, a ``ChatAdapter`` and two
+    engines each time, ~30 µs and, in a forked interpreter, pages of the template
+    copied. Built once (by the template's warm-up, so it is shared), it is given each
+    run's answers instead: in its dict mode DummyLM reads ``self.answers`` on every
+    call and keeps nothing else of a run (LM history is off, ``RUN_CONTEXT``). One
+    request runs at a time in an interpreter, so runs never share it at once.
+    """
+
+    def __init__(self, dummy_lm: Any) -> None:
+        self._class = dummy_lm
+        self._lm: Any = None
+
+    def __call__(self, answers: dict[str, dict[str, Any]]) -> Any:
+        if self._lm is None:
+            self._lm = self._class(answers)
+        else:
+            self._lm.answers = answers
+        return self._lm

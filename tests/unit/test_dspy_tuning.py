@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from snakepool.pool.interpreter.dspy_tuning import TYPE_ADAPTERS, cached_type_adapter
+from snakepool.pool.interpreter.dspy_tuning import TYPE_ADAPTERS, OneDummyLM, cached_type_adapter
 
 
 class _Adapter:
@@ -44,3 +44,19 @@ def test_the_cache_is_bounded() -> None:
         factory(key)
     assert factory(0) is not first  # least recently used, dropped
     assert factory.cache_info().currsize == TYPE_ADAPTERS
+
+
+class _Scripted:
+    built = 0
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        _Scripted.built += 1
+        self.answers = answers
+
+
+def test_one_dummy_lm_is_built_then_given_each_runs_answers() -> None:
+    one = OneDummyLM(_Scripted)
+    first = one({"": {"answer": "a"}})
+    second = one({"": {"answer": "b"}})
+    assert first is second and _Scripted.built == 1
+    assert second.answers == {"": {"answer": "b"}}  # what the run asked for, not the first
