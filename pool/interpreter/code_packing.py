@@ -13,9 +13,10 @@ program runs lie on as many pages, among thousands never run after import.
 :func:`hot_code` records which code objects a sample of the work runs (``sys.setprofile``:
 one event per Python call); :func:`pack_code` gives every function running one of them a
 fresh copy (``CodeType.replace``), allocated one after another, so they share pages.
-:func:`move_functions` does the same for the function objects, where every reference to
-one can be repointed (module and class namespaces, cells, lists, ``classmethod`` …), so
-that no one can tell. :func:`pack` does both, the copies cut from fresh pools. The
+:func:`~snakepool.pool.interpreter.object_moving.move_functions` does the same for the
+function objects, where every reference to one can be repointed (module and class
+namespaces, cells, lists, ``classmethod`` …), so that no one can tell. :func:`pack`
+does both, the copies cut from fresh pools. The
 originals are kept alive: freed, their blocks would be reused by the template's
 allocations. :func:`pack_and_quicken` packs, then runs the sample again so the copies
 are quickened in the template too (:data:`QUICKEN_RUNS`), on an emptied type attribute
@@ -31,18 +32,16 @@ fewer again once the ~570 functions running them are moved.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
-import weakref
-from collections import Counter
 from collections.abc import Callable, Iterable
-from types import CellType, CodeType, FrameType, FunctionType
+from types import CodeType, FrameType, FunctionType
 from typing import Any
 
 from snakepool.pool.interpreter import prefork
+from snakepool.pool.interpreter.object_moving import move_functions
 
-__all__ = ["QUICKEN_RUNS", "hot_code", "move_functions", "pack", "pack_and_quicken", "pack_code"]
+__all__ = ["QUICKEN_RUNS", "hot_code", "pack", "pack_and_quicken", "pack_code"]
 
 #: Runs that quicken a packed copy: CPython 3.11 quickens a code object on its 8th call
 #: and tries to specialize an adaptive instruction after ~16 more runs of it.
@@ -50,8 +49,6 @@ QUICKEN_RUNS = 8
 
 #: Code objects replaced by a packed copy, kept alive on purpose (see the module text).
 _originals: list[CodeType] = []
-#: Function objects replaced by a copy (:func:`move_functions`), kept alive likewise.
-_moved_functions: list[FunctionType] = []
 #: The packed copies, by id: never copied again. Held here, so that an id cannot be
 #: reused by another code object while it is listed.
 _packed: dict[int, CodeType] = {}
@@ -129,7 +126,8 @@ def _pack_code(codes: Iterable[CodeType]) -> list[FunctionType]:
 
 
 def pack(codes: Iterable[CodeType], *, move: bool = True) -> int:
-    """:func:`pack_code`, then (``move``) :func:`move_functions` on the functions it
+    """:func:`pack_code`, then (``move``)
+    :func:`~snakepool.pool.interpreter.object_moving.move_functions` on the functions it
     repointed, each kind of copy cut from fresh pools: the pymalloc size classes both
     will take are filled first (:func:`~snakepool.pool.interpreter.prefork.fill_size_classes`),
     or the copies would land one by one in the free blocks scattered over the heap.
@@ -160,145 +158,3 @@ def pack_and_quicken(sample: Callable[[], object]) -> int:
     for _ in range(QUICKEN_RUNS):
         sample()
     return repointed
-
-
-#: ``Py_TPFLAGS_IMMUTABLETYPE``: a class whose attributes cannot be set (static and
-#: some extension types).
-_IMMUTABLE = 1 << 8
-
-
-def _class_namespaces(dicts: list[dict[Any, Any]]) -> dict[int, type]:
-    """Which of ``dicts`` are a class's own namespace (by id → the class): one written
-    through ``type.__setattr__``, so that CPython drops what it cached about the class
-    (type version, attribute cache). One pass over the heap, whatever their number."""
-    owners: dict[int, type] = {}
-    wanted = {id(d) for d in dicts}
-    for obj in gc.get_referrers(*dicts) if dicts else ():
-        if issubclass(type(obj), type):
-            for namespace in gc.get_referents(vars(obj)):  # a mappingproxy's own mapping
-                if id(namespace) in wanted:
-                    owners[id(namespace)] = obj
-    return owners
-
-
-def _copy_function(function: FunctionType) -> FunctionType:
-    copy = FunctionType(
-        function.__code__,
-        function.__globals__,
-        function.__name__,
-        function.__defaults__,
-        function.__closure__,
-    )
-    copy.__kwdefaults__ = function.__kwdefaults__
-    copy.__qualname__ = function.__qualname__
-    copy.__module__ = function.__module__
-    copy.__doc__ = function.__doc__
-    copy.__annotations__ = function.__annotations__
-    copy.__dict__ = function.__dict__  # shared: an attribute set on either is on both
-    return copy
-
-
-def move_functions(functions: Iterable[FunctionType]) -> int:
-    """Replace each of ``functions`` by a copy, allocated one after another, wherever it
-    is referenced; returns how many were moved.
-
-    A function is moved only when every reference to it can be repointed, so that no
-    one can tell the copy from the original (``is`` holds wherever it held): values of
-    dicts (module globals, class namespaces, instances' and registries' dicts), items
-    of lists, closure cells, ``classmethod``, ``staticmethod`` and ``property``. A
-    function held anywhere else (a tuple, a dict key, a weak reference, C state, a
-    running frame, an immutable class) stays where it is. The copy shares the
-    original's ``__dict__``, globals, defaults and closure. Call it before
-    ``gc.freeze()``.
-    """
-    candidates = list({id(f): f for f in functions if type(f) is FunctionType}.values())
-    referrers = gc.get_referrers(*candidates) if candidates else []
-    owners = _class_namespaces([r for r in referrers if type(r) is dict])
-    sites = _sites(candidates, referrers, owners)
-    del referrers
-    found = Counter(ident for _, _, ident in sites)
-    movable = {
-        id(f)
-        for f in candidates
-        # 3: ``candidates``, ``f`` and getrefcount's argument.
-        if sys.getrefcount(f) - 3 == found[id(f)] and not weakref.getweakrefcount(f)
-    }
-    ordered = sorted(
-        (f for f in candidates if id(f) in movable),
-        key=lambda f: (f.__code__.co_filename, f.__code__.co_firstlineno, f.__qualname__),
-    )
-    copies = {id(f): _copy_function(f) for f in ordered}
-    written: dict[int, type] = {}
-    for referrer, key, ident in sites:
-        copy = copies.get(ident)
-        if copy is not None:
-            _repoint(referrer, key, ident, copy, owners)
-            if id(referrer) in owners:
-                written[id(referrer)] = owners[id(referrer)]
-    _moved_functions.extend(ordered)
-    _revalidate(written.values())
-    return len(ordered)
-
-
-def _revalidate(classes: Iterable[type]) -> None:
-    """Give ``classes`` and their subclasses a type version again (one attribute lookup
-    each): setting an attribute took it away, and an interpreter's first lookup would
-    otherwise write a new one into each class object, a page copied per class."""
-    stack = list(classes)
-    seen: set[int] = set()
-    while stack:
-        cls = stack.pop()
-        if id(cls) in seen:
-            continue
-        seen.add(id(cls))
-        with contextlib.suppress(AttributeError):
-            type.__getattribute__(cls, "__snakepool_no_such_attribute__")
-        stack.extend(type.__subclasses__(cls))
-
-
-def _sites(
-    candidates: list[FunctionType], referrers: list[Any], owners: dict[int, type]
-) -> list[tuple[Any, Any, int]]:
-    """(referrer, key, function id) for every reference to one of ``candidates`` that
-    can be repointed. Ids, not the functions: a reference held here would be one more
-    to account for."""
-    wanted = {id(f) for f in candidates}
-    sites: list[tuple[Any, Any, int]] = []
-    for referrer in referrers:
-        kind = type(referrer)
-        if referrer is candidates or (
-            kind is dict and id(referrer) in owners and owners[id(referrer)].__flags__ & _IMMUTABLE
-        ):
-            continue  # ours, or a class that cannot be written: what it holds stays
-        if kind is dict:
-            sites += [(referrer, key, id(v)) for key, v in referrer.items() if id(v) in wanted]
-        elif kind is list:
-            sites += [(referrer, i, id(v)) for i, v in enumerate(referrer) if id(v) in wanted]
-        elif kind is CellType:
-            sites.append((referrer, None, id(referrer.cell_contents)))
-        elif kind in (classmethod, staticmethod):
-            sites.append((referrer, None, id(referrer.__func__)))
-        elif kind is property:
-            accessors = (referrer.fget, referrer.fset, referrer.fdel)
-            sites += [(referrer, None, id(f)) for f in accessors if id(f) in wanted]
-    return sites
-
-
-def _repoint(
-    referrer: Any, key: Any, ident: int, copy: FunctionType, owners: dict[int, type]
-) -> None:
-    kind = type(referrer)
-    if kind is dict and id(referrer) in owners:
-        type.__setattr__(owners[id(referrer)], key, copy)  # drops what CPython cached
-    elif kind in (dict, list):
-        referrer[key] = copy
-    elif kind is CellType:
-        referrer.cell_contents = copy
-    elif kind in (classmethod, staticmethod):
-        referrer.__init__(copy)
-    else:  # property; a docstring taken from the getter is taken again
-        accessors = [
-            copy if id(f) == ident else f for f in (referrer.fget, referrer.fset, referrer.fdel)
-        ]
-        own_doc = referrer.__doc__ is not getattr(referrer.fget, "__doc__", None)
-        referrer.__init__(*accessors, referrer.__doc__ if own_doc else None)

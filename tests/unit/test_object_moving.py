@@ -1,5 +1,6 @@
-"""Moving functions to packed copies (:func:`code_packing.move_functions`): wherever the
-function was, the copy is; where it cannot be repointed, nothing moves."""
+"""Moving functions to packed copies (:func:`object_moving.move_functions`): wherever the
+function was, the copy is; where it cannot be repointed, nothing moves. Their closure
+cells and the classmethod/staticmethod/property wrapping them move with them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snakepool.pool.interpreter import code_packing
+from snakepool.pool.interpreter import code_packing, object_moving
 
 _SOURCE = """
 def double(x, *, by=2):
@@ -82,7 +83,7 @@ def test_a_moved_function_is_the_one_object_everywhere_it_was() -> None:
     ns["double"].tag = "kept"  # a function attribute
     before = {id(f) for f in _movable(ns)}
 
-    moved = code_packing.move_functions(_movable(ns))
+    moved = object_moving.move_functions(_movable(ns))
 
     assert moved == 6
     assert not before & {id(f) for f in _movable(ns)}  # every one is a new object
@@ -106,7 +107,7 @@ def test_a_moved_function_is_the_one_object_everywhere_it_was() -> None:
 def test_a_function_a_running_frame_holds_stays() -> None:
     ns = _module()
     held = ns["double"]
-    assert code_packing.move_functions([ns["double"]]) == 0
+    assert object_moving.move_functions([ns["double"]]) == 0
     assert ns["double"] is held
 
 
@@ -127,7 +128,7 @@ def test_a_function_held_where_it_cannot_be_repointed_stays() -> None:
     del namespace
     functions = [f for f in gc.get_objects() if id(f) in ids and callable(f)]
     assert len(functions) == len(kinds)
-    assert code_packing.move_functions(functions) == 0
+    assert object_moving.move_functions(functions) == 0
     assert sorted(id(f) for f in functions) == sorted(ids)
 
 
@@ -176,7 +177,7 @@ def _now(kind: str, holder: Any) -> Any:
 def test_moved_exactly_when_every_holder_can_be_repointed(kinds: list[str], x: int) -> None:
     held, original = _hold(kinds)
 
-    moved = code_packing.move_functions([_now(kinds[0], held[0])])
+    moved = object_moving.move_functions([_now(kinds[0], held[0])])
 
     found = [_now(kind, holder) for kind, holder in zip(kinds, held, strict=True)]
     assert moved == (1 if set(kinds) <= _MOVABLE else 0)
@@ -194,7 +195,7 @@ def test_methods_called_often_before_the_move_still_dispatch_right() -> None:
         return sum(base().area(2) + square().area(3) + base.build(1) for _ in range(50))
 
     assert call_all() == 50 * (4 + 9 + 1)
-    assert code_packing.move_functions([vars(base)["area"], vars(base)["build"].__func__]) == 2
+    assert object_moving.move_functions([vars(base)["area"], vars(base)["build"].__func__]) == 2
     # Looked up through the class (CPython's attribute cache), the copies are found.
     assert base.area is vars(base)["area"] and square.build.__func__ is vars(base)["build"].__func__
     assert call_all() == 50 * (4 + 9 + 1)
@@ -208,7 +209,7 @@ def test_pack_moves_the_functions_it_packs() -> None:
     code_packing.pack(code_packing.hot_code(lambda: ns["double"](1)))
     assert id(ns["double"]) != before and ns["double"](21) == 42
     assert not any(kept is ns["double"].__code__ for kept in code_packing._originals)
-    assert any(id(moved) == before for moved in code_packing._moved_functions)
+    assert any(id(moved) == before for moved in object_moving._moved)
 
 
 def test_pack_without_moving_repoints_code_only() -> None:
@@ -216,3 +217,65 @@ def test_pack_without_moving_repoints_code_only() -> None:
     before, code = ns["double"], ns["double"].__code__
     code_packing.pack(code_packing.hot_code(lambda: ns["double"](1)), move=False)
     assert ns["double"] is before and before.__code__ is not code and before(2) == 4
+
+
+def test_the_cells_and_wrappers_of_moved_functions_move_with_them() -> None:
+    ns = _module()
+    base = ns["Base"]
+    held = {"reader": ns["make_reader"]()}  # not a local variable: a frame's reference
+    wrappers = {name: id(vars(base)[name]) for name in ("build", "unit", "size", "weight")}
+    cell = id(held["reader"].__closure__[0])
+
+    assert object_moving.move_functions([held["reader"], *_movable(ns)]) == 7
+
+    for name, old in wrappers.items():
+        assert id(vars(base)[name]) != old, name  # a new classmethod, staticmethod, property
+    assert type(vars(base)["build"]) is classmethod and base.build(3) == 9
+    assert vars(base)["build"].__func__ is not None and base.unit() == 1
+    assert base().size == 7 and base.size.__doc__ == "The size."
+    assert base.weight.__doc__ == "Its own docstring." and base().weight == 3
+    assert vars(base)["build"].__name__ == "build"  # what the wrapper copied stays
+    assert id(held["reader"].__closure__[0]) != cell and held["reader"](4) == 8
+
+
+def test_a_cell_two_moved_closures_share_stays_shared() -> None:
+    namespace: dict[str, Any] = {}
+    source = (
+        "def make():\n"
+        "    count = 0\n"
+        "    def bump():\n"
+        "        nonlocal count\n"
+        "        count += 1\n"
+        "        return count\n"
+        "    def read():\n"
+        "        return count\n"
+        "    return {'bump': bump, 'read': read}\n"
+    )
+    exec(compile(source, "<cells-test>", "exec"), namespace)
+    pair = namespace["make"]()
+    shared = id(pair["bump"].__closure__[0])
+    assert object_moving.move_functions(list(pair.values())) == 2
+    assert id(pair["bump"].__closure__[0]) != shared  # a new cell ...
+    assert pair["bump"].__closure__[0] is pair["read"].__closure__[0]  # ... still one
+    assert (pair["bump"](), pair["bump"](), pair["read"]()) == (1, 2, 2)
+
+
+def test_a_cell_something_else_holds_stays() -> None:
+    namespace: dict[str, Any] = {}
+    source = (
+        "def make():\n"
+        "    count = 0\n"
+        "    def bump():\n"
+        "        nonlocal count\n"
+        "        count += 1\n"
+        "        return count\n"
+        "    def read():\n"
+        "        return count\n"
+        "    return {'bump': bump}, read\n"
+    )
+    exec(compile(source, "<cells-test-2>", "exec"), namespace)
+    moving, staying = namespace["make"]()  # read is held here, by a running frame
+    shared = id(moving["bump"].__closure__[0])
+    assert object_moving.move_functions(list(moving.values())) == 1
+    assert id(moving["bump"].__closure__[0]) == shared  # read's closure holds it too
+    assert (moving["bump"](), staying()) == (1, 1)
