@@ -35,7 +35,7 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Callable, Iterable
-from types import CodeType, FrameType, FunctionType
+from types import CellType, CodeType, FrameType, FunctionType
 from typing import Any
 
 from snakepool.pool.interpreter import prefork
@@ -125,10 +125,17 @@ def _pack_code(codes: Iterable[CodeType]) -> list[FunctionType]:
     return repointed
 
 
-def pack(codes: Iterable[CodeType], *, move: bool = True) -> int:
-    """:func:`pack_code`, then (``move``)
+def _moved_sizes() -> set[int]:
+    """Sizes of what moving functions allocates: a function, a cell, the wrappers."""
+    samples: list[object] = [_moved_sizes, CellType(), property()]
+    samples += [classmethod(hot_code), staticmethod(hot_code)]
+    return {sys.getsizeof(sample) for sample in samples}
+
+
+def pack(codes: Iterable[CodeType], *, methods: bool = True) -> int:
+    """:func:`pack_code`, then
     :func:`~snakepool.pool.interpreter.object_moving.move_functions` on the functions it
-    repointed, each kind of copy cut from fresh pools: the pymalloc size classes both
+    repointed, each kind of copy cut from fresh pools: the pymalloc size classes they
     will take are filled first (:func:`~snakepool.pool.interpreter.prefork.fill_size_classes`),
     or the copies would land one by one in the free blocks scattered over the heap.
     What the scans left free is given back
@@ -137,14 +144,13 @@ def pack(codes: Iterable[CodeType], *, move: bool = True) -> int:
 
     Moving a method sets a class attribute, which resets the type version of the class
     and of all its subclasses, and so every specialization made on them: run the work
-    again after (as :func:`pack_and_quicken` does), or pass ``move=False``.
+    again after (as :func:`pack_and_quicken` does), or pass ``methods=False``.
     """
     fresh = [code for code in codes if id(code) not in _packed]
-    sizes = {prefork.size_class(sys.getsizeof(code)) for code in fresh}
-    prefork.fill_size_classes(sizes | {prefork.size_class(sys.getsizeof(pack))})
+    sizes = {sys.getsizeof(code) for code in fresh} | _moved_sizes()
+    prefork.fill_size_classes({prefork.size_class(size) for size in sizes})
     repointed = _pack_code(fresh)
-    if move:
-        move_functions(repointed)
+    move_functions(repointed, methods=methods)
     prefork.release_free_pages()
     return len(repointed)
 

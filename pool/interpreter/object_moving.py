@@ -38,7 +38,7 @@ _DESCRIPTORS = (classmethod, staticmethod, property)
 _moved: list[Any] = []
 
 
-def move_functions(functions: Iterable[FunctionType]) -> int:
+def move_functions(functions: Iterable[FunctionType], *, methods: bool = True) -> int:
     """Replace each of ``functions`` by a copy wherever it is referenced; returns how
     many were moved.
 
@@ -51,11 +51,15 @@ def move_functions(functions: Iterable[FunctionType]) -> int:
     closure (new cells, same contents) and the ``classmethod``, ``staticmethod`` or
     ``property`` wrapping it in a class (a new one, same attributes). Classes written
     get a type version again at once. Call it before ``gc.freeze()``.
+
+    With ``methods=False``, a function a class holds (in its namespace or through a
+    wrapper) stays: setting a class attribute resets the type version of the class and
+    of all its subclasses, and so what was specialised on them.
     """
     candidates = list({id(f): f for f in functions if type(f) is FunctionType}.values())
     referrers = gc.get_referrers(*candidates) if candidates else []
     owners = _class_namespaces([r for r in referrers if type(r) is dict])
-    sites = _sites(candidates, referrers, owners)
+    sites = _sites(candidates, referrers, owners, methods)
     del referrers
     found = Counter(ident for _, _, ident in sites)
     movable = {
@@ -103,7 +107,7 @@ def _class_namespaces(dicts: list[dict[Any, Any]]) -> dict[int, type]:
 
 
 def _sites(
-    candidates: list[FunctionType], referrers: list[Any], owners: dict[int, type]
+    candidates: list[FunctionType], referrers: list[Any], owners: dict[int, type], methods: bool
 ) -> list[tuple[Any, Any, int]]:
     """(referrer, key, function id) for every reference to one of ``candidates`` that
     can be repointed. Ids, not the functions: a reference held here would be one more
@@ -112,10 +116,13 @@ def _sites(
     sites: list[tuple[Any, Any, int]] = []
     for referrer in referrers:
         kind = type(referrer)
-        if referrer is candidates or (
-            kind is dict and id(referrer) in owners and owners[id(referrer)].__flags__ & _IMMUTABLE
+        in_class = kind is dict and id(referrer) in owners
+        if (
+            referrer is candidates
+            or (in_class and (not methods or owners[id(referrer)].__flags__ & _IMMUTABLE))
+            or (kind in _DESCRIPTORS and not methods)
         ):
-            continue  # ours, or a class that cannot be written: what it holds stays
+            continue  # ours, or a class not to be written: what it holds stays
         if kind is dict:
             sites += [(referrer, key, id(v)) for key, v in referrer.items() if id(v) in wanted]
         elif kind is list:

@@ -13,10 +13,10 @@ It starts exactly as the pool's interpreters do (the template's own code, passed
 without the adapter's ``setup`` hook, answers one ``ping`` and sees EOF. It then sends
 back the identities of the code objects it ran, which are the template's own objects
 at the same addresses (a fork shares them). :func:`pack_start` packs them with
-:func:`~snakepool.pool.interpreter.code_packing.pack`, code only: the functions are not
-moved, since moving a method resets the type version of its class and every subclass
-(``Enum``, ``Thread``, ``socket`` …), and with it what the adapter's warm-up
-specialised on them. Any failure (a timeout, a crash) only means nothing is packed: it
+:func:`~snakepool.pool.interpreter.code_packing.pack`, with the module-level functions
+running it; not the methods, since moving one resets the type version of its class and
+every subclass (``Enum``, ``Thread``, ``socket`` …), and with it what the adapter's
+warm-up specialised on them. Any failure (a timeout, a crash) only means nothing is packed: it
 is an optimisation of the pages interpreters copy.
 
 Measured (issue 10, bench (h), DSPy template + 8 interpreters): ~45 code objects
@@ -156,4 +156,4 @@ def pack_start(become: Become) -> int:
     """Rehearse an interpreter's start (:func:`start_code`) and pack what it ran
     (:func:`~snakepool.pool.interpreter.code_packing.pack`). Returns the number of
     functions repointed. Call it in the template, before ``gc.freeze()``."""
-    return code_packing.pack(start_code(become), move=False)
+    return code_packing.pack(start_code(become), methods=False)

@@ -30,10 +30,14 @@ __all__ = ["current_reply_fd", "handshake", "prepare_child", "serve"]
 _HEADER_SIZE = wire.HEADER.size
 _reply_fd = -1
 #: What :func:`prepare_child` sets, as plain ints, and ``signal.signal`` without its enum
-#: wrapping (the C function it wraps). Right after a fork every object read is a page the
-#: interpreter may copy: turning the template's old handlers into enums read the enum
-#: machinery (~0.15 MB per interpreter).
-_set_handler: Callable[[int, Any], Any] = getattr(signal.signal, "__wrapped__", signal.signal)
+#: wrapping: the C function of ``_signal``, which the ``signal`` module wraps (CPython
+#: 3.11's wrapper has no ``__wrapped__``). Right after a fork every object written is a
+#: page the interpreter copies: turning the template's old handlers into enums (its
+#: SIGCHLD handler is no member: a ValueError caught inside) ran the enum machinery
+#: (~0.1 MB per interpreter).
+_set_handler: Callable[[int, Any], Any] = getattr(
+    sys.modules.get("_signal"), "signal", signal.signal
+)
 _SIGINT, _SIGTERM, _SIGCHLD = int(signal.SIGINT), int(signal.SIGTERM), int(signal.SIGCHLD)
 _SIG_IGN, _SIG_DFL = int(signal.SIG_IGN), int(signal.SIG_DFL)
 

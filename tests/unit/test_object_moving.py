@@ -212,11 +212,17 @@ def test_pack_moves_the_functions_it_packs() -> None:
     assert any(id(moved) == before for moved in object_moving._moved)
 
 
-def test_pack_without_moving_repoints_code_only() -> None:
+def test_pack_without_methods_moves_module_functions_only() -> None:
     ns = _module()
-    before, code = ns["double"], ns["double"].__code__
-    code_packing.pack(code_packing.hot_code(lambda: ns["double"](1)), move=False)
-    assert ns["double"] is before and before.__code__ is not code and before(2) == 4
+    base = ns["Base"]
+    before = {"double": id(ns["double"]), "area": id(vars(base)["area"])}
+    code = vars(base)["area"].__code__
+    code_packing.pack(
+        code_packing.hot_code(lambda: (ns["double"](1), base().area(2))), methods=False
+    )
+    assert id(ns["double"]) != before["double"] and ns["double"](2) == 4
+    assert id(vars(base)["area"]) == before["area"]  # a method: stays, on packed code
+    assert vars(base)["area"].__code__ is not code and base().area(3) == 9
 
 
 def test_the_cells_and_wrappers_of_moved_functions_move_with_them() -> None:

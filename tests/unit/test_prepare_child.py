@@ -66,3 +66,12 @@ def test_a_new_interpreter_ignores_ctrl_c_leads_its_group_and_dies_with_its_pare
         "pdeathsig": int(signal.SIGKILL),
         "leader": True,
     }
+
+
+def test_handlers_are_set_without_the_enum_wrapper() -> None:
+    # signal.signal turns the old handler into an enum: the enum machinery, run in every
+    # new interpreter, copies its pages. The C function underneath takes plain ints.
+    from snakepool.pool.interpreter import server
+
+    assert type(server._set_handler).__name__ == "builtin_function_or_method"
+    assert server._set_handler is not signal.signal
