@@ -36,7 +36,6 @@ import dataclasses
 import gc
 import os
 import select
-import selectors
 import signal
 import socket
 import sys
@@ -152,25 +151,29 @@ class _Template:
         self.own = reaper.child_pids()
         commands = self.table.describe() if self.table else None
         self.send({"op": "hello", "pid": os.getpid(), "commands": commands})
-        selector = selectors.DefaultSelector()
-        selector.register(self.ctl, selectors.EVENT_READ, "ctl")
-        selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        # poll, not a selector: it holds no descriptor, so a new interpreter has nothing
+        # of it to close (closing a selector ran Python code freeing the template's
+        # objects: pages every interpreter copied).
+        poller = select.poll()
+        poller.register(self.ctl.fileno(), select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        timeout_ms = int(min(PARENT_CHECK_SECONDS, ORPHAN_SCAN_SECONDS) * 1000)
         next_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
         while True:
-            events = selector.select(min(PARENT_CHECK_SECONDS, ORPHAN_SCAN_SECONDS))
+            events = poller.poll(timeout_ms)
             if os.getppid() != self.parent:
                 self.shutdown()
-            for key, _ in events:
-                if key.data == "wake":
+            for fd, _ in events:
+                if fd == self.wake_r:
                     os.read(self.wake_r, 4096)
                 else:
-                    self.handle_ctl(selector)
+                    self.handle_ctl()
             # Always, not only on a wake-up: a SIGCHLD may have arrived while forking.
             if self.reap() or time.monotonic() >= next_scan:
                 self.kill_adopted()
                 next_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
 
-    def handle_ctl(self, selector: selectors.BaseSelector) -> None:
+    def handle_ctl(self) -> None:
         try:
             data, fds, _, _ = socket.recv_fds(self.ctl, 1 << 16, 8)
         except OSError:
@@ -180,7 +183,7 @@ class _Template:
         message = msgpack.unpackb(data, raw=False)
         op = message.get("op")
         if op == "spawn":
-            self.spawn(message, fds, selector)
+            self.spawn(message, fds)
         elif op == "stop":
             self.shutdown()
         elif op == "kill":
@@ -189,9 +192,7 @@ class _Template:
             for fd in fds:
                 os.close(fd)
 
-    def spawn(
-        self, message: dict[str, Any], fds: list[int], selector: selectors.BaseSelector
-    ) -> None:
+    def spawn(self, message: dict[str, Any], fds: list[int]) -> None:
         if len(fds) != 4:
             for fd in fds:
                 os.close(fd)
@@ -205,7 +206,6 @@ class _Template:
             self.send({"op": "spawn_failed", "id": message.get("id"), "error": str(exc)})
             return
         if pid == 0:  # the new interpreter; never returns
-            selector.close()
             self.child(fds, message)
         for fd in fds:
             os.close(fd)
@@ -229,7 +229,9 @@ class _Template:
         """Become an interpreter on ``(req_r, resp_w, out_w, err_w)``: serve ``table``
         until EOF and return the exit code, or (spawn mode: no table) ``exec`` one."""
         req_r, resp_w, out_w, err_w = fds
-        self.ctl.close()
+        # The C close, not socket.socket.close: its Python bookkeeping writes the
+        # template's socket object (a page copied); nothing here uses ctl again.
+        super(socket.socket, self.ctl).close()
         signal.set_wakeup_fd(-1)
         os.close(self.wake_r)
         os.close(self.wake_w)
