@@ -158,6 +158,7 @@ def validate_program_id(value: Any) -> str:
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BLANKS = " \t\n\r\f"
 
 
 def _top_level_pieces(text: str) -> list[str]:
@@ -196,7 +197,10 @@ def plain_names(text: str) -> list[str] | None:
     ``ast.parse`` costs ~50 µs and, in a forked interpreter, ~0.1 MB of pages copied
     from the template; issue 10).
     """
-    names = [piece.strip() for piece in text.split(",")]
+    # Only what Python's tokenizer takes for blanks: str.strip() would also remove a
+    # no-break space or U+3000, which the parser refuses ("invalid non-printable
+    # character"), and DSPy's own parse with it.
+    names = [piece.strip(_BLANKS) for piece in text.split(",")]
     if len(set(names)) != len(names):
         return None  # the parser's "duplicate argument" message, not ours
     for name in names:

@@ -539,3 +539,13 @@ def test_another_dspy_is_given_the_text() -> None:
     assert signature_from_names(other) is None  # type: ignore[arg-type]  # builds another
     broken = SimpleNamespace(Signature=dspy.Signature, InputField=dspy.InputField)
     assert signature_from_names(broken) is None  # type: ignore[arg-type]  # no OutputField
+
+
+@pytest.mark.parametrize("blank", ["\u00a0", "\u3000", "\v"])
+def test_a_blank_the_parser_refuses_is_refused_as_before(blank: str) -> None:
+    """str.strip() takes these, Python's parser (and DSPy's) does not: not plain."""
+    from snakepool.pool.interpreter import dspy_programs
+
+    request = {"program": {"signature": f"question,{blank}context -> answer"}, "inputs": {}}
+    with pytest.raises(InvalidArguments, match="malformed signature"):
+        dspy_programs.execute_program(request)

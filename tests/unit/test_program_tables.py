@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import keyword
 
 import pytest
@@ -190,7 +191,8 @@ def test_definition_hash_survives_values_json_lacks() -> None:
 
 
 _IDENTIFIER = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
-_SPACE = st.sampled_from(["", " ", "  ", "\t", "\n "])
+#: Blanks Python's tokenizer takes, and characters str.strip() takes that it refuses.
+_SPACE = st.sampled_from(["", " ", "  ", "\t", "\n ", "\r", "\f", "\v", "\xa0", "\u3000", "\u2028"])
 
 
 @given(names=st.lists(_IDENTIFIER, min_size=1, max_size=6), spaces=st.lists(_SPACE, min_size=14))
@@ -202,10 +204,15 @@ def test_a_plain_side_reads_as_the_parser_reads_it(names: list[str], spaces: lis
         parsed: list[str] | str = programs._parsed_side(text.strip(), text)
     except InvalidArguments as refused:
         parsed = refused.message
-    if plain is None:  # deferred: a keyword or a name listed twice
-        assert len(set(names)) < len(names) or any(keyword.iskeyword(n) for n in names)
-    else:
+    if plain is not None:  # read unparsed: exactly what Python's parser reads
         assert plain == parsed == names
+        assert [a.arg for a in ast.parse(f"def f({text}): pass").body[0].args.args] == names  # type: ignore[attr-defined]
+    else:  # deferred to the parser: a keyword, a name twice, or a blank it may refuse
+        assert (
+            len(set(names)) < len(names)
+            or any(keyword.iskeyword(n) for n in names)
+            or any(c in text for c in "\v\xa0\u3000\u2028")
+        )
     if isinstance(parsed, list):
         assert programs._side(text, text) == parsed
 
@@ -222,6 +229,8 @@ def test_a_plain_side_reads_as_the_parser_reads_it(names: list[str], spaces: lis
         ("a = 1", None),
         ("caf\u00e9", None),  # not ASCII: NFKC is the parser's business
         ("a # note", None),
+        ("a,\xa0b", None),  # a no-break space: the parser refuses it, so does DSPy
+        ("a,\r\n\tb\f", ["a", "b"]),  # blanks the tokenizer takes
         ("", None),
     ],
 )
