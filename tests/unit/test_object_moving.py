@@ -244,21 +244,30 @@ def test_the_cells_and_wrappers_of_moved_functions_move_with_them() -> None:
     assert id(held["reader"].__closure__[0]) != cell and held["reader"](4) == 8
 
 
-def test_a_cell_two_moved_closures_share_stays_shared() -> None:
+_COUNTER = """
+def make():
+    count = 0
+    def bump():
+        nonlocal count
+        count += 1
+        return count
+    def read():
+        return count
+    return {'bump': bump}, read
+"""
+
+
+def _counter() -> tuple[dict[str, Any], Any]:
+    """Two closures sharing one cell: ``bump`` in a dict, ``read`` returned."""
     namespace: dict[str, Any] = {}
-    source = (
-        "def make():\n"
-        "    count = 0\n"
-        "    def bump():\n"
-        "        nonlocal count\n"
-        "        count += 1\n"
-        "        return count\n"
-        "    def read():\n"
-        "        return count\n"
-        "    return {'bump': bump, 'read': read}\n"
-    )
-    exec(compile(source, "<cells-test>", "exec"), namespace)
-    pair = namespace["make"]()
+    exec(compile(_COUNTER, "<cells-test>", "exec"), namespace)
+    return namespace["make"]()  # type: ignore[no-any-return]
+
+
+def test_a_cell_two_moved_closures_share_stays_shared() -> None:
+    pair, read = _counter()
+    pair["read"] = read
+    del read  # only the dict holds both now
     shared = id(pair["bump"].__closure__[0])
     assert object_moving.move_functions(list(pair.values())) == 2
     assert id(pair["bump"].__closure__[0]) != shared  # a new cell ...
@@ -267,20 +276,7 @@ def test_a_cell_two_moved_closures_share_stays_shared() -> None:
 
 
 def test_a_cell_something_else_holds_stays() -> None:
-    namespace: dict[str, Any] = {}
-    source = (
-        "def make():\n"
-        "    count = 0\n"
-        "    def bump():\n"
-        "        nonlocal count\n"
-        "        count += 1\n"
-        "        return count\n"
-        "    def read():\n"
-        "        return count\n"
-        "    return {'bump': bump}, read\n"
-    )
-    exec(compile(source, "<cells-test-2>", "exec"), namespace)
-    moving, staying = namespace["make"]()  # read is held here, by a running frame
+    moving, staying = _counter()  # read is held here, by a running frame
     shared = id(moving["bump"].__closure__[0])
     assert object_moving.move_functions(list(moving.values())) == 1
     assert id(moving["bump"].__closure__[0]) == shared  # read's closure holds it too
