@@ -46,7 +46,7 @@ from typing import Any
 
 import msgpack
 
-from snakepool.pool.interpreter import prefork, reaper, rehearsal
+from snakepool.pool.interpreter import core, prefork, reaper, rehearsal
 from snakepool.pool.interpreter.adapter import CommandTable, load_adapter
 from snakepool.pool.interpreter.server import handshake, prepare_child, serve
 
@@ -130,8 +130,10 @@ class _Template:
         interpreters') go to fresh pages instead of copying scattered shared ones.
         Optimisations: whatever goes wrong in them must not cost the start."""
         assert self.table is not None
-        # Without the adapter's setup hook: the rehearsal must not act on the world.
-        quiet = dataclasses.replace(self.table, setup=_no_setup)
+        # Without the adapter's setup hook, and with the built-in ping even where the
+        # adapter has its own: the rehearsal must not act on the world, nor wait on it.
+        handlers = {**self.table.handlers, "ping": core.ping}
+        quiet = dataclasses.replace(self.table, setup=_no_setup, handlers=handlers)
         try:
             rehearsal.pack_start(lambda fds, limit: self.interpreter(fds, limit, quiet))
         except Exception as exc:
