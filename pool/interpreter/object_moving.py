@@ -32,6 +32,8 @@ __all__ = ["move_functions"]
 #: some extension types).
 _IMMUTABLE = 1 << 8
 _DESCRIPTORS = (classmethod, staticmethod, property)
+#: ``type.__dict__``'s own getter: a class's namespace, past any metaclass.
+_TYPE_DICT: Any = type.__dict__["__dict__"]
 
 #: What was replaced by a copy, kept alive on purpose (freed, its blocks would be
 #: reused by the template's later allocations, or a weak reference's callback run).
@@ -43,14 +45,15 @@ def move_functions(functions: Iterable[FunctionType], *, methods: bool = True) -
     many were moved.
 
     A function is moved when every reference to it is one of: a dict's value (module
-    globals, class namespaces, instances' and registries' dicts), a list's item, a
-    closure cell, a ``classmethod``, ``staticmethod`` or ``property``. It stays where it
-    is when held anywhere else (a tuple, a dict key, a weak reference, C state, a
-    running frame, an immutable class). The copy shares the original's ``__dict__``,
-    globals and defaults. With it move, when nothing else holds them: the cells of its
-    closure (new cells, same contents) and the ``classmethod``, ``staticmethod`` or
-    ``property`` wrapping it in a class (a new one, same attributes). Classes written
-    get a type version again at once. Call it before ``gc.freeze()``.
+    globals, class namespaces under a string name, instances' and registries' dicts), a
+    list's item, a closure cell, or a ``classmethod``, ``staticmethod`` or ``property``
+    that one class alone holds (replaced by a new one, same attributes and name). It
+    stays where it is when held anywhere else (a tuple, a dict key, a weak reference, C
+    state, a running frame, an immutable class, a wrapper held elsewhere). The copy
+    shares the original's ``__dict__``, globals and defaults; the cells of its closure
+    move with it when only moved closures hold them (new cells, same contents). Classes
+    written get a type version again at once. Everything is checked before anything is
+    written. Call it before ``gc.freeze()``.
 
     With ``methods=False``, a function a class holds (in its namespace or through a
     wrapper) stays: setting a class attribute resets the type version of the class and
@@ -59,7 +62,8 @@ def move_functions(functions: Iterable[FunctionType], *, methods: bool = True) -
     candidates = list({id(f): f for f in functions if type(f) is FunctionType}.values())
     referrers = gc.get_referrers(*candidates) if candidates else []
     owners = _class_namespaces([r for r in referrers if type(r) is dict])
-    sites = _sites(candidates, referrers, owners, methods)
+    wrappers = _lone_wrappers(referrers) if methods else {}
+    sites = _sites(candidates, referrers, owners, wrappers, methods)
     del referrers
     found = Counter(ident for _, _, ident in sites)
     movable = {
@@ -78,18 +82,32 @@ def move_functions(functions: Iterable[FunctionType], *, methods: bool = True) -
     for old, new in cells.values():
         with contextlib.suppress(ValueError):  # an empty cell stays empty
             new.cell_contents = copies.get(id(old.cell_contents), old.cell_contents)
-    replaced = _replace_descriptors([r for r, _, i in sites if i in copies], copies, in_sites)
     written: dict[int, type] = {}
     for referrer, key, ident in sites:
-        copy = copies.get(ident)
-        if copy is not None and id(referrer) not in replaced:
-            _repoint(referrer, key, ident, copy, owners)
-            if id(referrer) in owners:
-                written[id(referrer)] = owners[id(referrer)]
+        if ident not in copies:
+            continue
+        if id(referrer) in wrappers:  # replaced whole, once
+            cls, name = wrappers.pop(id(referrer))
+            _replace_wrapper(referrer, cls, name, copies)
+            written[id(cls)] = cls
+        elif type(referrer) is dict and id(referrer) in owners:
+            cls = owners[id(referrer)]
+            type.__setattr__(cls, key, copies[ident])  # drops what CPython cached
+            written[id(cls)] = cls
+        elif type(referrer) is CellType:
+            referrer.cell_contents = copies[ident]
+        elif type(referrer) in (dict, list):
+            referrer[key] = copies[ident]
     _moved.extend(ordered)
     _moved.extend(old for old, _ in cells.values())
-    _revalidate([*written.values(), *replaced.values()])
+    _revalidate(written.values())
     return len(ordered)
+
+
+def _namespace(cls: type) -> Any:
+    """A class's own namespace dict, whatever its metaclass says of ``__dict__``."""
+    proxy = _TYPE_DICT.__get__(cls, type(cls))
+    return gc.get_referents(proxy)[0]  # a mappingproxy's own mapping
 
 
 def _class_namespaces(dicts: list[dict[Any, Any]]) -> dict[int, type]:
@@ -99,41 +117,76 @@ def _class_namespaces(dicts: list[dict[Any, Any]]) -> dict[int, type]:
     owners: dict[int, type] = {}
     wanted = {id(d) for d in dicts}
     for obj in gc.get_referrers(*dicts) if dicts else ():
-        if issubclass(type(obj), type):
-            for namespace in gc.get_referents(vars(obj)):  # a mappingproxy's own mapping
-                if id(namespace) in wanted:
-                    owners[id(namespace)] = obj
+        if issubclass(type(obj), type) and id(_namespace(obj)) in wanted:
+            owners[id(_namespace(obj))] = obj
     return owners
 
 
+def _lone_wrappers(referrers: list[Any]) -> dict[int, tuple[type, str]]:
+    """id → (class, name) of the ``classmethod``/``staticmethod``/``property`` among
+    ``referrers`` that one writable class holds under a string name, and nothing else
+    (no weak reference either): those can be replaced by a new one."""
+    found = [r for r in referrers if type(r) in _DESCRIPTORS]
+    if not found:
+        return {}
+    holders = [h for h in gc.get_referrers(*found) if h is not found and h is not referrers]
+    owners = _class_namespaces([h for h in holders if type(h) is dict])
+    places: dict[int, list[tuple[type, Any]]] = {}
+    for holder in holders:
+        cls = owners.get(id(holder)) if type(holder) is dict else None
+        for key, value in holder.items() if cls is not None else ():
+            places.setdefault(id(value), []).append((cls, key))  # type: ignore[arg-type]
+    lone: dict[int, tuple[type, str]] = {}
+    for wrapper in found:
+        where = places.get(id(wrapper), [])
+        # 4: ``referrers``, ``found``, ``wrapper`` and getrefcount's argument; then one
+        # class, once.
+        if (
+            len(where) == 1
+            and type(where[0][1]) is str
+            and not where[0][0].__flags__ & _IMMUTABLE
+            and sys.getrefcount(wrapper) - 4 == 1
+            and not weakref.getweakrefcount(wrapper)
+        ):
+            lone[id(wrapper)] = where[0]
+    return lone
+
+
 def _sites(
-    candidates: list[FunctionType], referrers: list[Any], owners: dict[int, type], methods: bool
+    candidates: list[FunctionType],
+    referrers: list[Any],
+    owners: dict[int, type],
+    wrappers: dict[int, tuple[type, str]],
+    methods: bool,
 ) -> list[tuple[Any, Any, int]]:
     """(referrer, key, function id) for every reference to one of ``candidates`` that
-    can be repointed. Ids, not the functions: a reference held here would be one more
-    to account for."""
+    can be repointed (what is not listed keeps its function where it is). Ids, not the
+    functions: a reference held here would be one more to account for."""
     wanted = {id(f) for f in candidates}
     sites: list[tuple[Any, Any, int]] = []
     for referrer in referrers:
         kind = type(referrer)
-        in_class = kind is dict and id(referrer) in owners
-        if (
-            referrer is candidates
-            or (in_class and (not methods or owners[id(referrer)].__flags__ & _IMMUTABLE))
-            or (kind in _DESCRIPTORS and not methods)
-        ):
-            continue  # ours, or a class not to be written: what it holds stays
-        if kind is dict:
+        if referrer is candidates:
+            continue
+        if kind is dict and id(referrer) in owners:  # a class's namespace
+            if methods and not owners[id(referrer)].__flags__ & _IMMUTABLE:
+                sites += [
+                    (referrer, key, id(v))
+                    for key, v in referrer.items()
+                    if id(v) in wanted and type(key) is str  # setattr takes names only
+                ]
+        elif kind is dict:
             sites += [(referrer, key, id(v)) for key, v in referrer.items() if id(v) in wanted]
         elif kind is list:
             sites += [(referrer, i, id(v)) for i, v in enumerate(referrer) if id(v) in wanted]
         elif kind is CellType:
             sites.append((referrer, None, id(referrer.cell_contents)))
-        elif kind in (classmethod, staticmethod):
-            sites.append((referrer, None, id(referrer.__func__)))
-        elif kind is property:
-            accessors = (referrer.fget, referrer.fset, referrer.fdel)
-            sites += [(referrer, None, id(f)) for f in accessors if id(f) in wanted]
+        elif id(referrer) in wrappers:
+            if kind is property:
+                accessors = (referrer.fget, referrer.fset, referrer.fdel)
+                sites += [(referrer, None, id(f)) for f in accessors if id(f) in wanted]
+            else:
+                sites.append((referrer, None, id(referrer.__func__)))
     return sites
 
 
@@ -141,21 +194,25 @@ def _new_cells(
     functions: list[FunctionType], in_sites: Counter[int], site_tuples: set[int]
 ) -> dict[int, tuple[CellType, CellType]]:
     """id → (cell, its new empty copy), for the cells of ``functions``' closures held by
-    nothing but those closures (a running frame's, or another function's, stay).
+    nothing but those closures, themselves held by nothing but those functions (a
+    running frame's, a saved ``__closure__``, or another function's keep theirs).
     ``in_sites``: the references the caller's list of sites (``site_tuples``) holds to
     each."""
-    closures = {id(f.__closure__) for f in functions if f.__closure__}
+    owned = Counter(id(f.__closure__) for f in functions if f.__closure__)
     cells = list({id(c): c for f in functions for c in f.__closure__ or ()}.values())
     held: Counter[int] = Counter()
     others: set[int] = set()
-    for referrer in gc.get_referrers(*cells) if cells else ():
+    referrers = gc.get_referrers(*cells) if cells else []
+    for referrer in referrers:
         if referrer is cells or id(referrer) in site_tuples:
             continue
         # No loop variable may be left holding a cell: it would be one more reference.
-        if type(referrer) is tuple and id(referrer) in closures:
+        # 3: ``referrers``, ``referrer`` and getrefcount's argument; then its functions.
+        if type(referrer) is tuple and sys.getrefcount(referrer) - 3 == owned[id(referrer)]:
             held.update(id(c) for c in referrer)
         else:
             others.update(id(c) for c in gc.get_referents(referrer))
+    del referrers
     return {
         id(cell): (cell, CellType())
         for cell in cells
@@ -183,70 +240,23 @@ def _copy_function(
     return copy
 
 
-def _replace_descriptors(
-    wrappers: list[Any], copies: dict[int, FunctionType], in_sites: Counter[int]
-) -> dict[int, type]:
-    """Give each ``classmethod``/``staticmethod``/``property`` among ``wrappers`` that one
-    class namespace alone holds a new one wrapping the copies; returns id of the old →
-    the class. The others are repointed in place by the caller. ``in_sites``: the
-    references the caller's own list of sites holds to each."""
-    wrappers = list({id(w): w for w in wrappers if type(w) in _DESCRIPTORS}.values())
-    if not wrappers:
-        return {}
-    holders = [r for r in gc.get_referrers(*wrappers) if r is not wrappers]
-    owners = _class_namespaces([r for r in holders if type(r) is dict])
-    where: dict[int, list[tuple[type, str]]] = {}
-    for holder in holders:
-        cls = owners.get(id(holder)) if type(holder) is dict else None
-        for key, value in holder.items() if cls is not None else ():
-            where.setdefault(id(value), []).append((cls, key))  # type: ignore[arg-type]
-    replaced: dict[int, type] = {}
-    for old in wrappers:
-        places = where.get(id(old), [])
-        # 3: ``wrappers``, ``old`` and getrefcount's argument; then one class holds it.
-        if len(places) != 1 or sys.getrefcount(old) - 3 - in_sites[id(old)] != 1:
-            continue
-        (cls, key) = places[0]
-        if cls.__flags__ & _IMMUTABLE:
-            continue
-        type.__setattr__(cls, key, _rewrapped(old, copies))
-        _moved.append(old)
-        replaced[id(old)] = cls
-    return replaced
+def _replace_wrapper(old: Any, cls: type, name: str, copies: dict[int, FunctionType]) -> None:
+    """Put a new ``classmethod``/``staticmethod``/``property`` like ``old``, wrapping
+    the copies, in ``cls`` under ``name``."""
 
-
-def _rewrapped(old: Any, copies: dict[int, FunctionType]) -> Any:
     def new(f: Any) -> Any:
         return copies.get(id(f), f) if f is not None else None
 
     if type(old) is property:
         own_doc = old.__doc__ is not getattr(old.fget, "__doc__", None)
-        return property(
-            new(old.fget), new(old.fset), new(old.fdel), old.__doc__ if own_doc else None
-        )
-    wrapper = type(old)(new(old.__func__))
-    wrapper.__dict__.update(old.__dict__)  # what was set on it besides the wraps
-    return wrapper
-
-
-def _repoint(
-    referrer: Any, key: Any, ident: int, copy: FunctionType, owners: dict[int, type]
-) -> None:
-    kind = type(referrer)
-    if kind is dict and id(referrer) in owners:
-        type.__setattr__(owners[id(referrer)], key, copy)  # drops what CPython cached
-    elif kind in (dict, list):
-        referrer[key] = copy
-    elif kind is CellType:
-        referrer.cell_contents = copy
-    elif kind in (classmethod, staticmethod):
-        referrer.__init__(copy)
-    else:  # property; a docstring taken from the getter is taken again
-        accessors = [
-            copy if id(f) == ident else f for f in (referrer.fget, referrer.fset, referrer.fdel)
-        ]
-        own_doc = referrer.__doc__ is not getattr(referrer.fget, "__doc__", None)
-        referrer.__init__(*accessors, referrer.__doc__ if own_doc else None)
+        doc = old.__doc__ if own_doc else None
+        wrapper: Any = property(new(old.fget), new(old.fset), new(old.fdel), doc)
+        wrapper.__set_name__(cls, name)  # its name, for its error messages
+    else:
+        wrapper = type(old)(new(old.__func__))
+        wrapper.__dict__.update(old.__dict__)  # what was set on it besides the wraps
+    type.__setattr__(cls, name, wrapper)  # drops what CPython cached
+    _moved.append(old)
 
 
 def _revalidate(classes: Iterable[type]) -> None:

@@ -17,7 +17,11 @@ at the same addresses (a fork shares them). :func:`pack_start` packs them with
 running it; not the methods, since moving one resets the type version of its class and
 every subclass (``Enum``, ``Thread``, ``socket`` …), and with it what the adapter's
 warm-up specialised on them. Any failure (a timeout, a crash) only means nothing is packed: it
-is an optimisation of the pages interpreters copy.
+is an optimisation of the pages interpreters copy. Whatever the rehearsal started is
+killed with it (its process group), within the same time budget.
+
+It is one more fork of the template: an ``os.register_at_fork`` hook the adapter's
+import registered runs once more in it, as in every interpreter.
 
 Measured (issue 10, bench (h), DSPy template + 8 interpreters): ~45 code objects
 packed, ~0.6 MB less in all; the rehearsal takes 10-30 ms of the template's start.
@@ -31,13 +35,14 @@ import gc
 import os
 import select
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable
 from types import CodeType, FrameType, FunctionType
 from typing import Any
 
-from snakepool.pool.interpreter import code_packing, prefork, wire
+from snakepool.pool.interpreter import code_packing, prefork, reaper, wire
 
 __all__ = ["REHEARSAL_SECONDS", "pack_start", "start_code"]
 
@@ -45,6 +50,8 @@ __all__ = ["REHEARSAL_SECONDS", "pack_start", "start_code"]
 REHEARSAL_SECONDS = 5.0
 #: ``max_message_bytes`` of the rehearsal: a ping and its reply.
 _LIMIT = 1 << 16
+#: The count of ids ahead of them.
+_COUNT = struct.Struct("=Q")
 
 #: ``become(fds, max_message_bytes)``: turn this (forked) process into an interpreter
 #: serving ``(req_r, resp_w, out_w, err_w)`` until EOF, returning its exit code.
@@ -53,12 +60,15 @@ Become = Callable[[list[int], int], int]
 
 def start_code(become: Become, *, timeout: float = REHEARSAL_SECONDS) -> list[CodeType]:
     """The code objects a new interpreter runs from its fork to its first reply, as
-    this process holds them; [] when the rehearsal fails or a profiler is already set.
+    this process holds them; [] when the rehearsal fails, takes longer than ``timeout``
+    (seconds, all told) or a profiler is already set.
 
-    ``become`` runs in the throwaway child only.
+    ``become`` runs in the throwaway child only. Whatever the child started in its
+    process group (it leads one, as every interpreter does) is killed with it.
     """
     if sys.getprofile() is not None:
         return []
+    deadline = time.monotonic() + timeout
     req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
     ids_r, ids_w = os.pipe()
@@ -84,8 +94,10 @@ def start_code(become: Become, *, timeout: float = REHEARSAL_SECONDS) -> list[Co
         sys.setprofile(None)
         os.close(ids_w)
         ids_w = -1
-        payload = _read_all(ids_r, time.monotonic() + timeout)
-        _reap(pid, time.monotonic() + timeout)
+        try:
+            payload = _read_ids(ids_r, deadline)
+        finally:
+            _end(pid, deadline)
     finally:
         for fd in (*child_fds, resp_r, ids_r, ids_w, null):
             if fd >= 0:
@@ -93,7 +105,7 @@ def start_code(become: Become, *, timeout: float = REHEARSAL_SECONDS) -> list[Co
                     os.close(fd)
     if payload is None:
         return []
-    held = _held(array.array("Q", payload[: len(payload) // 8 * 8]))
+    held = _held(array.array("Q", payload))
     prefork.release_free_pages()  # _held's list of every object
     return held
 
@@ -104,7 +116,8 @@ def _child(become: Become, fds: list[int], ids_r: int, ids_w: int, ran: set[int]
         os.close(ids_r)
         become(fds, _LIMIT)
         sys.setprofile(None)
-        data = array.array("Q", ran).tobytes()
+        ids = array.array("Q", ran)
+        data = _COUNT.pack(len(ids)) + ids.tobytes()  # counted: no need for EOF
         while data:
             data = data[os.write(ids_w, data) :]
         code = 0
@@ -112,26 +125,33 @@ def _child(become: Become, fds: list[int], ids_r: int, ids_w: int, ran: set[int]
         os._exit(code)
 
 
-def _read_all(fd: int, deadline: float) -> bytes | None:
-    """Everything until EOF, or None past ``deadline``."""
-    chunks: list[bytes] = []
-    while True:
+def _read_ids(fd: int, deadline: float) -> bytes | None:
+    """The ids the child sent (a count, then as many 8-byte ids), or None if they are
+    not all there by ``deadline``. Not read to EOF: a process the child started may
+    hold the pipe open."""
+    data = b""
+    want = _COUNT.size
+    while len(data) < want:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
             return None
         chunk = os.read(fd, 1 << 16)
         if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+            return None  # it died before sending them all
+        data += chunk
+        if want == _COUNT.size and len(data) >= want:
+            want += 8 * _COUNT.unpack_from(data)[0]
+    return data[_COUNT.size : want]
 
 
-def _reap(pid: int, deadline: float) -> None:
-    """Wait for the rehearsal to exit; killed once ``deadline`` has passed."""
+def _end(pid: int, deadline: float) -> None:
+    """Let the rehearsal exit (until ``deadline``), kill what is left of its process
+    group, then reap it: unreaped, its pid — the group's id — cannot be reused."""
     while time.monotonic() < deadline:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return
-        time.sleep(0.005)
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            break
+        time.sleep(0.002)
+    reaper.kill_group(pid)
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)

@@ -109,6 +109,9 @@ class _Template:
                 __import__(module)
             self.table = load_adapter(self.options.adapter)
             self.ready = handshake(self.table)
+            # What the import started is the adapter's own (never killed as adopted);
+            # read before the rehearsal, whose leftovers are not.
+            self.own = reaper.child_pids()
         except BaseException as exc:
             self.send(
                 {
@@ -150,7 +153,6 @@ class _Template:
         reaper.become_subreaper()
         if not self.load():
             return 2
-        self.own = reaper.child_pids()
         commands = self.table.describe() if self.table else None
         self.send({"op": "hello", "pid": os.getpid(), "commands": commands})
         # poll, not a selector: it holds no descriptor, so a new interpreter has nothing

@@ -8,8 +8,10 @@ import functools
 import gc
 import weakref
 from collections.abc import Callable
+from types import FunctionType
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -281,3 +283,77 @@ def test_a_cell_something_else_holds_stays() -> None:
     assert object_moving.move_functions(list(moving.values())) == 1
     assert id(moving["bump"].__closure__[0]) == shared  # read's closure holds it too
     assert (moving["bump"](), staying()) == (1, 1)
+
+
+def test_a_closure_tuple_an_unmoved_function_shares_keeps_its_cells() -> None:
+    # The "copy a function" idiom shares the closure tuple: a new cell for the moved one
+    # alone would split the state in two.
+    holder: dict[str, Any] = {"bump": _counter()[0]["bump"]}
+    bump = holder["bump"]
+    alias = FunctionType(bump.__code__, bump.__globals__, "alias", None, bump.__closure__)
+    del bump
+    assert object_moving.move_functions([holder["bump"]]) == 1
+    assert (holder["bump"](), alias(), holder["bump"]()) == (1, 2, 3)
+
+
+def test_replaced_wrappers_keep_their_name_and_what_was_set_on_them() -> None:
+    class Thing:
+        @property
+        def fixed(self) -> int:
+            return 1
+
+        @classmethod
+        def make(cls) -> str:
+            "Original doc."
+            return "made"
+
+    vars(Thing)["make"].__doc__ = "Custom doc."
+    vars(Thing)["make"].extra = 5
+    before = {name: id(vars(Thing)[name]) for name in ("fixed", "make")}
+    functions = [vars(Thing)["fixed"].fget, vars(Thing)["make"].__func__]
+    assert object_moving.move_functions(functions) == 2
+    del functions
+    assert {name: id(vars(Thing)[name]) for name in before}.keys() == before.keys()
+    assert all(id(vars(Thing)[name]) != old for name, old in before.items())  # replaced
+    with pytest.raises(AttributeError, match=r"property 'fixed' of '[\w.<>]*Thing' object"):
+        Thing().fixed = 2  # type: ignore[misc]
+    assert (vars(Thing)["make"].__doc__, vars(Thing)["make"].extra) == ("Custom doc.", 5)
+    assert Thing.make() == "made" and Thing().fixed == 1
+
+
+def test_a_wrapper_held_elsewhere_keeps_its_function() -> None:
+    class Thing:
+        @classmethod
+        def make(cls) -> str:
+            return "made"
+
+    kept = vars(Thing)["make"]  # a second holder: the wrapper cannot be replaced
+    assert object_moving.move_functions([vars(Thing)["make"].__func__]) == 0
+    assert vars(Thing)["make"] is kept and Thing.make() == "made"
+
+
+def test_a_class_namespace_it_cannot_write_leaves_the_function_whole() -> None:
+    def handler() -> str:
+        return "handled"
+
+    odd = type("Odd", (), {"named": handler, 1: handler})  # a non-string key too
+    del handler
+    assert object_moving.move_functions([vars(odd)["named"]]) == 0  # no error either
+    assert vars(odd)[1] is vars(odd)["named"] and odd.named() == "handled"
+
+
+def test_a_metaclass_hiding_dict_does_not_stop_it() -> None:
+    class Hiding(type):
+        def __getattribute__(cls, name: str) -> Any:
+            if name == "__dict__":
+                raise TypeError("no __dict__ here")
+            return super().__getattribute__(name)
+
+    class Thing(metaclass=Hiding):
+        def act(self) -> str:
+            return "acted"
+
+    before = id(type.__dict__["__dict__"].__get__(Thing)["act"])
+    namespace = type.__dict__["__dict__"].__get__(Thing)
+    assert object_moving.move_functions([namespace["act"]]) == 1
+    assert id(namespace["act"]) != before and Thing().act() == "acted"
