@@ -16,14 +16,13 @@ fresh copy (``CodeType.replace``), allocated one after another, so they share pa
 :func:`~snakepool.pool.interpreter.object_moving.move_functions` does the same for the
 function objects, where every reference to one can be repointed (module and class
 namespaces, cells, lists, ``classmethod`` …), so that no one can tell. :func:`pack`
-does both, the copies cut from fresh pools. The
-originals are kept alive: freed, their blocks would be reused by the template's
-allocations. :func:`pack_and_quicken` packs, then runs the sample again so the copies
-are quickened in the template too (:data:`QUICKEN_RUNS`), on an emptied type attribute
-cache: an entry holds a reference to its attribute's name, so each entry an interpreter
-replaces writes the old name's page; filled by the sample's runs alone, the cache holds
-the names a request looks up, not the thousands the import did (~0.1 MB fewer pages
-copied per interpreter).
+does both, the copies cut from fresh pools. The originals are kept alive: freed, their
+blocks would be reused by the template's allocations. :func:`pack_and_quicken` packs,
+then runs the sample again so the copies are quickened in the template too
+(:data:`QUICKEN_RUNS`), on an emptied type attribute cache: an entry holds a reference
+to its attribute's name, so each entry an interpreter replaces writes the old name's
+page; filled by the sample's runs alone, the cache holds the names a request looks up,
+not the thousands the import did (~0.1 MB fewer pages copied per interpreter).
 
 Measured (issue 10, bench (h)): a DSPy interpreter's first ``execute_program`` copies
 ~0.6 MB fewer template pages once the ~340 code objects it runs are packed, and ~0.25 MB
