@@ -22,7 +22,7 @@ import gc
 import sys
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import CellType, FunctionType
 from typing import Any
 
@@ -116,18 +116,19 @@ def _class_namespaces() -> dict[int, type]:
     of hundreds of dicts took ~30 ms). A dict holding a function is written through
     ``type.__setattr__`` when it is a class's, so that CPython drops what it cached
     about the class (type version, attribute cache)."""
-    owners: dict[int, type] = {}
+    return {id(_namespace(cls)): cls for cls in _down_from([object])}
+
+
+def _down_from(classes: Iterable[type]) -> Iterator[type]:
+    """``classes`` and all their subclasses, each once."""
+    stack = list(classes)
     seen: set[int] = set()
-    stack: list[type] = [object]
     while stack:
         cls = stack.pop()
-        if id(cls) in seen:
-            continue
-        seen.add(id(cls))
-        owners[id(_namespace(cls))] = cls
-        with contextlib.suppress(TypeError):  # type.__subclasses__ of a metaclass's class
+        if id(cls) not in seen:
+            seen.add(id(cls))
+            yield cls
             stack.extend(type.__subclasses__(cls))
-    return owners
 
 
 def _lone_wrappers(referrers: list[Any], owners: dict[int, type]) -> dict[int, tuple[type, str]]:
@@ -138,11 +139,13 @@ def _lone_wrappers(referrers: list[Any], owners: dict[int, type]) -> dict[int, t
     if not found:
         return {}
     holders = [h for h in gc.get_referrers(*found) if h is not found and h is not referrers]
+    ids = {id(w) for w in found}
     places: dict[int, list[tuple[type, Any]]] = {}
     for holder in holders:
         cls = owners.get(id(holder)) if type(holder) is dict else None
         for key, value in holder.items() if cls is not None else ():
-            places.setdefault(id(value), []).append((cls, key))  # type: ignore[arg-type]
+            if id(value) in ids:
+                places.setdefault(id(value), []).append((cls, key))  # type: ignore[arg-type]
     lone: dict[int, tuple[type, str]] = {}
     for wrapper in found:
         where = places.get(id(wrapper), [])
@@ -263,13 +266,6 @@ def _revalidate(classes: Iterable[type]) -> None:
     """Give ``classes`` and their subclasses a type version again (one attribute lookup
     each): setting an attribute took it away, and an interpreter's first lookup would
     otherwise write a new one into each class object, a page copied per class."""
-    stack = list(classes)
-    seen: set[int] = set()
-    while stack:
-        cls = stack.pop()
-        if id(cls) in seen:
-            continue
-        seen.add(id(cls))
+    for cls in _down_from(classes):
         with contextlib.suppress(AttributeError):
             type.__getattribute__(cls, "__snakepool_no_such_attribute__")
-        stack.extend(type.__subclasses__(cls))
